@@ -1,0 +1,140 @@
+//! The durable store: events, deliveries (the queue), the delivery log and dead letters.
+//!
+//! [`Store`] is the one trait the dispatcher uses (as `Arc<dyn Store>`); [`sqlite`] is the default
+//! embedded backend. [`contract`] is the suite every backend must pass (a PostgreSQL backend will
+//! run the same functions from its own test file).
+//!
+//! The store knows nothing of Kubernetes or HTTP. Time is always passed in (`now`), so behaviour
+//! is deterministic under test.
+//!
+//! # Semantics every backend keeps
+//! - `enqueue` answers only once the event and its deliveries are durably committed; concurrent
+//!   calls are group-committed. When the write queue is full it fails fast with
+//!   [`StoreError::Saturated`] and stores nothing.
+//! - Idempotency: the same event id, the same `WebhookEvent` UID, or the same
+//!   `(namespace, idempotency_key)` within the idempotency window returns the earlier event
+//!   (`duplicate: true`) and creates no delivery.
+//! - One delivery per (event, endpoint), plus one per replay id that selected it.
+//! - `claim_due` moves due deliveries to InFlight under a lease `(owner, expiry)`. A delivery whose
+//!   lease expired is due again for any claimer; `recover_in_flight` makes a crashed process's
+//!   in-flight deliveries due at once (at startup). At least once: an attempt in flight at a crash
+//!   is made again.
+//! - `record_attempt` always logs the attempt; it moves the delivery only while the caller still
+//!   holds the lease (fencing against a claimer whose lease was taken over).
+//! - Deliveries of a held (suspended) endpoint are `Held`, including ones enqueued or retried
+//!   while it is held, until `release_endpoint`.
+//! - A replay id runs once: the first `replay` creates the deliveries and records the id in the
+//!   same transaction; later calls (after any restart) return the first run's counts.
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+pub mod contract;
+mod error;
+pub mod sqlite;
+mod types;
+
+pub use error::{BoxError, Result, StoreError};
+pub use types::*;
+
+/// The durable queue and delivery log. Object safe: the dispatcher holds an `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- writes (group-committed) ---
+
+    /// Persists an event and one delivery per endpoint name (in the event's namespace; duplicate
+    /// names count once). Fails with [`StoreError::Saturated`] when the write queue is full.
+    async fn enqueue(&self, event: NewEvent, endpoints: Vec<String>) -> Result<EnqueueOutcome> {
+        let mut outcomes = self
+            .enqueue_batch(vec![EnqueueRequest { event, endpoints }])
+            .await?;
+        outcomes
+            .pop()
+            .ok_or(StoreError::Commit("enqueue returned no outcome".into()))
+    }
+
+    /// Persists many events in one commit (the ingest batch endpoint). Outcomes are in request
+    /// order. Either all are stored or the call fails.
+    async fn enqueue_batch(&self, requests: Vec<EnqueueRequest>) -> Result<Vec<EnqueueOutcome>>;
+
+    /// Claims due deliveries: Pending with `next_attempt_at <= now`, or InFlight with an expired
+    /// lease. Oldest due first. They become InFlight, owned by `owner` until `now + lease`.
+    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>>;
+
+    /// Extends the leases `owner` still holds on `ids` to `until`; returns how many it holds.
+    async fn extend_leases(
+        &self,
+        owner: String,
+        ids: Vec<DeliveryId>,
+        until: Timestamp,
+    ) -> Result<u64>;
+
+    /// Makes InFlight deliveries due at `now` (all of them, or only `owner`'s). Call at startup:
+    /// the previous process's attempts in flight are made again.
+    async fn recover_in_flight(&self, owner: Option<String>, now: Timestamp) -> Result<u64>;
+
+    /// Logs an attempt and moves the delivery to `next` (if the caller still holds its lease).
+    async fn record_attempt(&self, result: AttemptResult) -> Result<RecordOutcome>;
+
+    /// Suspends an endpoint: its Pending deliveries (and later ones) become Held. Idempotent;
+    /// returns how many deliveries were moved.
+    async fn hold_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64>;
+
+    /// Resumes an endpoint: its Held deliveries become Pending, due now (or at their later retry
+    /// time). Idempotent; returns how many deliveries were moved.
+    async fn release_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64>;
+
+    /// Redelivers the events matched by `filter` as new deliveries, once per replay id.
+    async fn replay(&self, request: ReplayRequest) -> Result<ReplayResult>;
+
+    /// Deletes finished deliveries (and their attempts) finished before `older_than`, and events
+    /// created before it that have no delivery left. Endpoint totals are kept. Replay ids are kept
+    /// so a replay never runs twice. Works in chunks so the writer is not blocked for long.
+    async fn purge_finished(&self, older_than: Timestamp) -> Result<PurgeStats>;
+
+    // --- reads ---
+
+    /// An event with all its deliveries; `None` if unknown.
+    async fn event_status(&self, event_id: &str) -> Result<Option<EventStatus>>;
+
+    /// An endpoint's attempts, newest first.
+    async fn delivery_log(
+        &self,
+        endpoint: &EndpointRef,
+        page: PageRequest,
+    ) -> Result<Page<AttemptLogEntry>>;
+
+    /// Dead letters of a namespace (optionally one endpoint), most recent first, with payload and
+    /// attempt history.
+    async fn dead_letters(
+        &self,
+        namespace: &str,
+        endpoint: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<DeadLetter>>;
+
+    /// Attempt counts, success rate and average latency per hour or day bucket.
+    async fn analytics(&self, query: AnalyticsQuery) -> Result<Vec<AnalyticsBucket>>;
+
+    /// Totals, windowed rates and latencies, last times, and queue counts of one endpoint.
+    async fn endpoint_stats(&self, endpoint: &EndpointRef, now: Timestamp)
+        -> Result<EndpointStats>;
+
+    /// Deliveries a replay with `filter` would select (all deliveries, including earlier
+    /// replays'), oldest event first, at most `limit`.
+    async fn replay_candidates(
+        &self,
+        filter: ReplayFilter,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>>;
+
+    /// A replay's counts and where its deliveries are; `None` if it never ran.
+    async fn replay_progress(&self, replay_id: &str) -> Result<Option<ReplayProgress>>;
+
+    /// Unfinished deliveries by state.
+    async fn queue_counts(&self) -> Result<QueueCounts>;
+
+    /// Unfinished deliveries (pending, in flight, held): the queue depth.
+    async fn pending_count(&self) -> Result<u64> {
+        Ok(self.queue_counts().await?.total())
+    }
+}

@@ -1,0 +1,166 @@
+//! Mapping between rows and the store's types: column lists, times, page cursors.
+use bytes::Bytes;
+use jiff::Timestamp;
+use rusqlite::types::Type;
+use rusqlite::Row;
+
+use crate::store::{
+    AttemptLogEntry, AttemptOutcome, AttemptRecord, DeliveryId, DeliveryRecord, DeliveryState,
+    EndpointRef, EventRecord, EventSource, Result, StoreError,
+};
+
+/// Columns of [`delivery`], from alias `d`.
+pub const DELIVERY_COLUMNS: &str =
+    "d.id, d.event_id, d.namespace, d.endpoint, d.state, d.attempts, \
+     d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.delivered_at, \
+     d.dead_letter_reason, d.finished_at, d.replay_id, d.created_at";
+pub const DELIVERY_WIDTH: usize = 15;
+
+/// Columns of [`event`], from alias `e`.
+pub const EVENT_COLUMNS: &str = "e.event_id, e.namespace, e.event_type, e.data, e.created_at, \
+     e.resource_name, e.resource_uid, e.idempotency_key";
+
+/// Columns of [`attempt`], from alias `a`.
+pub const ATTEMPT_COLUMNS: &str = "a.delivery_id, a.event_id, a.event_type, a.namespace, a.endpoint, \
+     a.attempt, a.at, a.status_code, a.latency_ms, a.error, a.response_snippet, a.success, a.outcome";
+
+pub fn millis(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn conversion<E>(column: usize, source: E) -> rusqlite::Error
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Integer, source.into())
+}
+
+fn timestamp_at(row: &Row<'_>, column: usize) -> rusqlite::Result<Timestamp> {
+    let ms: i64 = row.get(column)?;
+    Timestamp::from_millisecond(ms).map_err(|e| conversion(column, e))
+}
+
+fn opt_timestamp_at(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Timestamp>> {
+    row.get::<_, Option<i64>>(column)?
+        .map(|ms| Timestamp::from_millisecond(ms).map_err(|e| conversion(column, e)))
+        .transpose()
+}
+
+fn unsigned_at<T: TryFrom<i64>>(row: &Row<'_>, column: usize) -> rusqlite::Result<T> {
+    let value: i64 = row.get(column)?;
+    T::try_from(value).map_err(|_| conversion(column, format!("{value} out of range")))
+}
+
+fn opt_unsigned_at<T: TryFrom<i64>>(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<T>> {
+    row.get::<_, Option<i64>>(column)?
+        .map(|value| {
+            T::try_from(value).map_err(|_| conversion(column, format!("{value} out of range")))
+        })
+        .transpose()
+}
+
+/// A delivery from [`DELIVERY_COLUMNS`] starting at column `at`.
+pub fn delivery(row: &Row<'_>, at: usize) -> rusqlite::Result<DeliveryRecord> {
+    let state: String = row.get(at + 4)?;
+    let replay_id: String = row.get(at + 13)?;
+    Ok(DeliveryRecord {
+        id: DeliveryId(row.get(at)?),
+        event_id: row.get(at + 1)?,
+        endpoint: EndpointRef {
+            namespace: row.get(at + 2)?,
+            name: row.get(at + 3)?,
+        },
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| conversion(at + 4, format!("unknown delivery state {state:?}")))?,
+        attempts: unsigned_at(row, at + 5)?,
+        next_attempt_at: opt_timestamp_at(row, at + 6)?,
+        last_attempt_at: opt_timestamp_at(row, at + 7)?,
+        last_status_code: opt_unsigned_at(row, at + 8)?,
+        last_error: row.get(at + 9)?,
+        delivered_at: opt_timestamp_at(row, at + 10)?,
+        dead_letter_reason: row.get(at + 11)?,
+        finished_at: opt_timestamp_at(row, at + 12)?,
+        replay_id: (!replay_id.is_empty()).then_some(replay_id),
+        created_at: timestamp_at(row, at + 14)?,
+    })
+}
+
+/// An event from [`EVENT_COLUMNS`] starting at column `at`.
+pub fn event(row: &Row<'_>, at: usize) -> rusqlite::Result<EventRecord> {
+    let data: Vec<u8> = row.get(at + 3)?;
+    let resource_name: Option<String> = row.get(at + 5)?;
+    let resource_uid: Option<String> = row.get(at + 6)?;
+    let source = match (resource_name, resource_uid) {
+        (Some(name), Some(uid)) => EventSource::Resource { name, uid },
+        _ => EventSource::Ingest,
+    };
+    Ok(EventRecord {
+        event_id: row.get(at)?,
+        namespace: row.get(at + 1)?,
+        event_type: row.get(at + 2)?,
+        data: Bytes::from(data),
+        created_at: timestamp_at(row, at + 4)?,
+        source,
+        idempotency_key: row.get(at + 7)?,
+    })
+}
+
+/// An attempt from [`ATTEMPT_COLUMNS`] starting at column 0.
+pub fn attempt(row: &Row<'_>) -> rusqlite::Result<AttemptLogEntry> {
+    let outcome: String = row.get(12)?;
+    Ok(AttemptLogEntry {
+        delivery_id: DeliveryId(row.get(0)?),
+        event_id: row.get(1)?,
+        event_type: row.get(2)?,
+        endpoint: EndpointRef {
+            namespace: row.get(3)?,
+            name: row.get(4)?,
+        },
+        record: AttemptRecord {
+            at: timestamp_at(row, 6)?,
+            attempt: unsigned_at(row, 5)?,
+            status_code: opt_unsigned_at(row, 7)?,
+            latency_ms: opt_unsigned_at(row, 8)?,
+            error: row.get(9)?,
+            response_snippet: row.get(10)?,
+        },
+        success: row.get(11)?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .ok_or_else(|| conversion(12, format!("unknown attempt outcome {outcome:?}")))?,
+    })
+}
+
+/// A keyset page cursor: the sort time and row id of the last item returned.
+pub fn encode_cursor(time_ms: i64, id: i64) -> String {
+    format!("{time_ms}.{id}")
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<(i64, i64)> {
+    let invalid = || StoreError::InvalidArgument(format!("malformed page cursor {cursor:?}"));
+    let (time, id) = cursor.split_once('.').ok_or_else(invalid)?;
+    Ok((
+        time.parse().map_err(|_| invalid())?,
+        id.parse().map_err(|_| invalid())?,
+    ))
+}
+
+/// A page size within 1..=1000.
+pub fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        assert_eq!(
+            decode_cursor(&encode_cursor(1_700_000_000_000, 42)).unwrap(),
+            (1_700_000_000_000, 42)
+        );
+        assert_eq!(decode_cursor(&encode_cursor(-5, 1)).unwrap(), (-5, 1));
+        assert!(decode_cursor("nope").is_err());
+        assert!(decode_cursor("1.x").is_err());
+    }
+}

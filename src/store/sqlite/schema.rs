@@ -1,0 +1,156 @@
+//! The SQLite schema and its migrations. `PRAGMA user_version` holds the schema version; each
+//! migration runs once, in order, in one transaction with the version bump.
+//!
+//! Times are unix milliseconds (INTEGER). Delivery states and attempt outcomes are the names of
+//! [`DeliveryState::as_str`](crate::store::DeliveryState::as_str) and
+//! [`AttemptOutcome::as_str`](crate::store::AttemptOutcome::as_str).
+use rusqlite::Connection;
+
+use crate::store::{Result, StoreError};
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    event_id        TEXT PRIMARY KEY,
+    namespace       TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    data            BLOB NOT NULL,
+    created_at      INTEGER NOT NULL,
+    resource_name   TEXT,              -- NULL for ingested events
+    resource_uid    TEXT,
+    idempotency_key TEXT
+) STRICT;
+CREATE UNIQUE INDEX events_resource_uid ON events (resource_uid) WHERE resource_uid IS NOT NULL;
+CREATE INDEX events_idempotency ON events (namespace, idempotency_key, created_at)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_created ON events (created_at);
+
+CREATE TABLE deliveries (
+    id                 INTEGER PRIMARY KEY,
+    event_id           TEXT NOT NULL REFERENCES events (event_id),
+    namespace          TEXT NOT NULL,
+    endpoint           TEXT NOT NULL,
+    partition_hash     INTEGER NOT NULL,  -- EndpointRef::partition_hash
+    replay_id          TEXT NOT NULL DEFAULT '',  -- '' for the original delivery
+    state              TEXT NOT NULL,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at    INTEGER,
+    lease_owner        TEXT,
+    lease_expires_at   INTEGER,
+    last_attempt_at    INTEGER,
+    last_status_code   INTEGER,
+    last_error         TEXT,
+    delivered_at       INTEGER,
+    dead_letter_reason TEXT,
+    finished_at        INTEGER,
+    created_at         INTEGER NOT NULL,
+    UNIQUE (event_id, namespace, endpoint, replay_id)
+) STRICT;
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX deliveries_lease ON deliveries (lease_expires_at) WHERE state = 'in_flight';
+CREATE INDEX deliveries_endpoint ON deliveries (namespace, endpoint, state, finished_at, id);
+CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX deliveries_held ON deliveries (namespace, endpoint) WHERE state = 'held';
+CREATE INDEX deliveries_replay ON deliveries (replay_id) WHERE replay_id <> '';
+
+-- The delivery log: every attempt.
+CREATE TABLE attempts (
+    id               INTEGER PRIMARY KEY,
+    delivery_id      INTEGER NOT NULL,
+    event_id         TEXT NOT NULL,
+    event_type       TEXT NOT NULL,
+    namespace        TEXT NOT NULL,
+    endpoint         TEXT NOT NULL,
+    attempt          INTEGER NOT NULL,
+    at               INTEGER NOT NULL,
+    status_code      INTEGER,
+    latency_ms       INTEGER,
+    error            TEXT,
+    response_snippet TEXT,
+    success          INTEGER NOT NULL,
+    outcome          TEXT NOT NULL
+) STRICT;
+CREATE INDEX attempts_endpoint_at ON attempts (namespace, endpoint, at, id);
+CREATE INDEX attempts_delivery ON attempts (delivery_id);
+
+-- Per-endpoint totals and last-seen values; kept when finished rows are purged.
+CREATE TABLE endpoint_counters (
+    namespace        TEXT NOT NULL,
+    endpoint         TEXT NOT NULL,
+    delivered        INTEGER NOT NULL DEFAULT 0,
+    failed_attempts  INTEGER NOT NULL DEFAULT 0,
+    dead_lettered    INTEGER NOT NULL DEFAULT 0,
+    retries          INTEGER NOT NULL DEFAULT 0,
+    last_attempt_at  INTEGER,
+    last_success_at  INTEGER,
+    last_failure_at  INTEGER,
+    last_status_code INTEGER,
+    last_error       TEXT,
+    PRIMARY KEY (namespace, endpoint)
+) STRICT, WITHOUT ROWID;
+
+-- Suspended endpoints: their deliveries are held.
+CREATE TABLE held_endpoints (
+    namespace TEXT NOT NULL,
+    endpoint  TEXT NOT NULL,
+    since     INTEGER NOT NULL,
+    PRIMARY KEY (namespace, endpoint)
+) STRICT, WITHOUT ROWID;
+
+-- Replays that ran (never purged: a replay runs once).
+CREATE TABLE replays (
+    replay_id  TEXT PRIMARY KEY,
+    namespace  TEXT NOT NULL,
+    endpoint   TEXT NOT NULL,
+    matched    INTEGER NOT NULL,
+    requeued   INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+"#];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`]; refuses a database from a newer binary.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(StoreError::backend("read schema version"))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "database schema version {current} is newer than this binary's {SCHEMA_VERSION}"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn
+            .transaction()
+            .map_err(StoreError::backend("begin migration"))?;
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Schema(format!("migration to version {}: {e}", version + 1))
+        })?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)
+            .map_err(StoreError::backend("write schema version"))?;
+        tx.commit()
+            .map_err(StoreError::backend("commit migration"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(migrate(&mut conn), Err(StoreError::Schema(_))));
+    }
+}

@@ -1,0 +1,606 @@
+//! The write operations, each run by the writer thread inside a savepoint of a group commit.
+use std::collections::HashSet;
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use super::queries;
+use super::rows::{self, millis, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
+use crate::store::{
+    partition_hash, AttemptOutcome, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery,
+    DeliveryId, DeliveryState, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource, NewEvent,
+    NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult, Result, StoreError,
+};
+
+fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    StoreError::backend(context)
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Persists events and their deliveries; duplicates return the earlier event.
+pub fn enqueue(
+    conn: &Connection,
+    requests: &[EnqueueRequest],
+    window_ms: i64,
+) -> Result<Vec<EnqueueOutcome>> {
+    requests
+        .iter()
+        .map(|request| enqueue_one(conn, request, window_ms))
+        .collect()
+}
+
+fn enqueue_one(
+    conn: &Connection,
+    request: &EnqueueRequest,
+    window_ms: i64,
+) -> Result<EnqueueOutcome> {
+    let event = &request.event;
+    if let Some(existing) = find_duplicate(conn, event, window_ms)? {
+        let deliveries = original_deliveries(conn, &existing)?;
+        return Ok(EnqueueOutcome {
+            event_id: existing,
+            deliveries,
+            duplicate: true,
+        });
+    }
+    let (resource_name, resource_uid) = match &event.source {
+        EventSource::Ingest => (None, None),
+        EventSource::Resource { name, uid } => (Some(name.as_str()), Some(uid.as_str())),
+    };
+    let created_at = millis(event.created_at);
+    conn.prepare_cached(
+        "INSERT INTO events (event_id, namespace, event_type, data, created_at, resource_name, resource_uid, \
+         idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut insert| {
+        insert.execute(params![
+            event.event_id,
+            event.namespace,
+            event.event_type,
+            &event.data[..],
+            created_at,
+            resource_name,
+            resource_uid,
+            event.idempotency_key,
+        ])
+    })
+    .map_err(db("insert event"))?;
+    let mut seen = HashSet::new();
+    let mut deliveries = Vec::with_capacity(request.endpoints.len());
+    for name in request
+        .endpoints
+        .iter()
+        .filter(|name| seen.insert(name.as_str()))
+    {
+        let endpoint = EndpointRef::new(event.namespace.clone(), name.clone());
+        deliveries.push(insert_delivery(
+            conn,
+            &event.event_id,
+            &endpoint,
+            "",
+            created_at,
+        )?);
+    }
+    Ok(EnqueueOutcome {
+        event_id: event.event_id.clone(),
+        deliveries,
+        duplicate: false,
+    })
+}
+
+/// The earlier event this one repeats: same id, same resource UID, or same idempotency key
+/// within the window.
+fn find_duplicate(conn: &Connection, event: &NewEvent, window_ms: i64) -> Result<Option<String>> {
+    let by_id: Option<String> = conn
+        .prepare_cached("SELECT event_id FROM events WHERE event_id = ?1")
+        .and_then(|mut s| s.query_row([&event.event_id], |r| r.get(0)).optional())
+        .map_err(db("look up event id"))?;
+    if by_id.is_some() {
+        return Ok(by_id);
+    }
+    if let EventSource::Resource { uid, .. } = &event.source {
+        let by_uid: Option<String> = conn
+            .prepare_cached("SELECT event_id FROM events WHERE resource_uid = ?1")
+            .and_then(|mut s| s.query_row([uid], |r| r.get(0)).optional())
+            .map_err(db("look up resource uid"))?;
+        if by_uid.is_some() {
+            return Ok(by_uid);
+        }
+    }
+    let Some(key) = &event.idempotency_key else {
+        return Ok(None);
+    };
+    let since = millis(event.created_at).saturating_sub(window_ms);
+    conn.prepare_cached(
+        "SELECT event_id FROM events WHERE namespace = ?1 AND idempotency_key = ?2 AND created_at >= ?3 \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .and_then(|mut s| s.query_row(params![event.namespace, key, since], |r| r.get(0)).optional())
+    .map_err(db("look up idempotency key"))
+}
+
+fn original_deliveries(conn: &Connection, event_id: &str) -> Result<Vec<DeliveryId>> {
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT id FROM deliveries WHERE event_id = ?1 AND replay_id = '' ORDER BY id",
+        )
+        .map_err(db("prepare deliveries of event"))?;
+    let ids = statement
+        .query_map([event_id], |r| r.get(0).map(DeliveryId))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db("read deliveries of event"));
+    ids
+}
+
+fn is_held(conn: &Connection, endpoint: &EndpointRef) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM held_endpoints WHERE namespace = ?1 AND endpoint = ?2")
+        .and_then(|mut s| s.exists(params![endpoint.namespace, endpoint.name]))
+        .map_err(db("look up held endpoint"))
+}
+
+/// Inserts a delivery due at `due_ms` (Held if the endpoint is held); `None` replay id is `''`.
+/// Returns the new id, or the existing one's when `(event, endpoint, replay)` exists.
+fn insert_delivery(
+    conn: &Connection,
+    event_id: &str,
+    endpoint: &EndpointRef,
+    replay_id: &str,
+    due_ms: i64,
+) -> Result<DeliveryId> {
+    let state = if is_held(conn, endpoint)? {
+        DeliveryState::Held
+    } else {
+        DeliveryState::Pending
+    };
+    conn.prepare_cached(
+        "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, next_attempt_at, \
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+         ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET id = id RETURNING id",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![
+                event_id,
+                endpoint.namespace,
+                endpoint.name,
+                partition_hash(&endpoint.namespace, &endpoint.name),
+                replay_id,
+                state.as_str(),
+                due_ms,
+            ],
+            |r| r.get(0).map(DeliveryId),
+        )
+    })
+    .map_err(db("insert delivery"))
+}
+
+/// The scope as an SQL condition on alias `d` and its parameters; `None` when it selects nothing.
+fn scope_condition(scope: &ClaimScope) -> Result<Option<(String, Vec<Value>)>> {
+    match scope {
+        ClaimScope::All => Ok(Some((String::new(), Vec::new()))),
+        ClaimScope::Endpoints(endpoints) if endpoints.is_empty() => Ok(None),
+        ClaimScope::Endpoints(endpoints) => {
+            let tuples = vec!["(?, ?)"; endpoints.len()].join(", ");
+            let values = endpoints
+                .iter()
+                .flat_map(|e| {
+                    [
+                        Value::Text(e.namespace.clone()),
+                        Value::Text(e.name.clone()),
+                    ]
+                })
+                .collect();
+            Ok(Some((
+                format!(" AND (d.namespace, d.endpoint) IN (VALUES {tuples})"),
+                values,
+            )))
+        }
+        ClaimScope::Partitions { count: 0, .. } => Err(StoreError::InvalidArgument(
+            "partition count must be at least 1".into(),
+        )),
+        ClaimScope::Partitions { owned, .. } if owned.is_empty() => Ok(None),
+        ClaimScope::Partitions { count, owned } => {
+            let owned = owned
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(Some((
+                format!(" AND (d.partition_hash % {count}) IN ({owned})"),
+                Vec::new(),
+            )))
+        }
+    }
+}
+
+/// Claims due deliveries under a lease.
+pub fn claim(conn: &Connection, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
+    if request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let Some((scope, mut values)) = scope_condition(&request.scope)? else {
+        return Ok(Vec::new());
+    };
+    let now = millis(request.now);
+    let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+    let expires = now.saturating_add(lease_ms);
+    // Expired leases: due again, as of when they expired.
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = lease_expires_at, lease_owner = NULL, \
+         lease_expires_at = NULL WHERE state = 'in_flight' AND lease_expires_at <= ?1",
+    )
+    .and_then(|mut s| s.execute([now]))
+    .map_err(db("expire leases"))?;
+
+    let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+    let sql = match request.per_endpoint_limit {
+        None => format!(
+            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ? {scope} ORDER BY d.next_attempt_at, d.id LIMIT ?"
+        ),
+        Some(per_endpoint) => format!(
+            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM (SELECT d.id AS id, ROW_NUMBER() OVER (PARTITION BY \
+             d.namespace, d.endpoint ORDER BY d.next_attempt_at, d.id) AS rank FROM deliveries d \
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ? {scope}) r \
+             JOIN deliveries d ON d.id = r.id JOIN events e ON e.event_id = d.event_id \
+             WHERE r.rank <= {} ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            i64::try_from(per_endpoint).unwrap_or(i64::MAX)
+        ),
+    };
+    values.insert(0, Value::Integer(now));
+    values.push(Value::Integer(limit));
+    let mut claimed = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(values), |row| {
+                Ok((rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("select due deliveries"))?;
+    let expires_at = jiff::Timestamp::from_millisecond(expires)
+        .map_err(|e| StoreError::InvalidArgument(format!("lease expiry out of range: {e}")))?;
+    let mut mark = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'in_flight', lease_owner = ?1, lease_expires_at = ?2 WHERE id = ?3",
+        )
+        .map_err(db("prepare claim"))?;
+    for (delivery, _) in &mut claimed {
+        mark.execute(params![request.owner, expires, delivery.id.0])
+            .map_err(db("mark claimed"))?;
+        delivery.state = DeliveryState::InFlight;
+    }
+    Ok(claimed
+        .into_iter()
+        .map(|(delivery, event)| ClaimedDelivery {
+            delivery,
+            event,
+            lease_expires_at: expires_at,
+        })
+        .collect())
+}
+
+/// Extends the leases `owner` holds on `ids`.
+pub fn extend_leases(
+    conn: &Connection,
+    owner: &str,
+    ids: &[DeliveryId],
+    until_ms: i64,
+) -> Result<u64> {
+    let mut statement = conn
+        .prepare_cached(
+            "UPDATE deliveries SET lease_expires_at = ?1 WHERE id = ?2 AND state = 'in_flight' AND lease_owner = ?3",
+        )
+        .map_err(db("prepare lease extension"))?;
+    let mut extended = 0;
+    for id in ids {
+        extended += statement
+            .execute(params![until_ms, id.0, owner])
+            .map_err(db("extend lease"))?;
+    }
+    Ok(count(extended))
+}
+
+/// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`.
+pub fn recover_in_flight(conn: &Connection, owner: Option<&str>, now_ms: i64) -> Result<u64> {
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE state = 'in_flight' AND (?2 IS NULL OR lease_owner = ?2)",
+        params![now_ms, owner],
+    )
+    .map(count)
+    .map_err(db("recover in-flight deliveries"))
+}
+
+/// Logs an attempt and moves the delivery if the caller still holds its lease.
+pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<RecordOutcome> {
+    let found = conn
+        .prepare_cached(
+            "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type \
+             FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([result.delivery_id.0], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    EndpointRef {
+                        namespace: r.get(2)?,
+                        name: r.get(3)?,
+                    },
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(db("read delivery"))?;
+    let Some((state, lease_owner, endpoint, event_id, event_type)) = found else {
+        return Ok(RecordOutcome::NotFound);
+    };
+    let record = &result.record;
+    let at = millis(record.at);
+    let success = matches!(result.next, NextStep::Delivered);
+    let mut outcome = AttemptOutcome::of(&result.next);
+    let holds_lease =
+        state == DeliveryState::InFlight.as_str() && lease_owner.as_deref() == Some(&result.owner);
+    if holds_lease && outcome == AttemptOutcome::Retry && is_held(conn, &endpoint)? {
+        outcome = AttemptOutcome::Held;
+    }
+    let latency = record
+        .latency_ms
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+    conn.prepare_cached(
+        "INSERT INTO attempts (delivery_id, event_id, event_type, namespace, endpoint, attempt, at, status_code, \
+         latency_ms, error, response_snippet, success, outcome) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            result.delivery_id.0,
+            event_id,
+            event_type,
+            endpoint.namespace,
+            endpoint.name,
+            record.attempt,
+            at,
+            record.status_code,
+            latency,
+            record.error,
+            record.response_snippet,
+            success,
+            outcome.as_str(),
+        ])
+    })
+    .map_err(db("insert attempt"))?;
+    bump_counters(conn, &endpoint, result, outcome, success)?;
+    if !holds_lease {
+        return Ok(RecordOutcome::LeaseLost);
+    }
+    let (state, next_at, delivered_at, reason, finished_at) = match (&result.next, outcome) {
+        // A retry of a held endpoint keeps its time: released early, it still waits for it.
+        (NextStep::Retry { at: retry_at }, AttemptOutcome::Held) => (
+            DeliveryState::Held,
+            Some(millis(*retry_at)),
+            None,
+            None,
+            None,
+        ),
+        (NextStep::Retry { at: retry_at }, _) => (
+            DeliveryState::Pending,
+            Some(millis(*retry_at)),
+            None,
+            None,
+            None,
+        ),
+        (NextStep::Delivered, _) => (DeliveryState::Delivered, None, Some(at), None, Some(at)),
+        (NextStep::DeadLetter { reason }, _) => (
+            DeliveryState::DeadLettered,
+            None,
+            None,
+            Some(reason.as_str()),
+            Some(at),
+        ),
+        (NextStep::Held, _) => (DeliveryState::Held, None, None, None, None),
+    };
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, lease_owner = NULL, \
+         lease_expires_at = NULL, last_attempt_at = ?3, last_status_code = ?4, last_error = ?5, \
+         delivered_at = ?6, dead_letter_reason = ?7, finished_at = ?8 WHERE id = ?9",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            state.as_str(),
+            next_at,
+            at,
+            record.status_code,
+            record.error,
+            delivered_at,
+            reason,
+            finished_at,
+            result.delivery_id.0,
+        ])
+    })
+    .map_err(db("move delivery"))?;
+    Ok(RecordOutcome::Applied)
+}
+
+/// Adds an attempt to the endpoint's totals; "last" values move only forward in time.
+fn bump_counters(
+    conn: &Connection,
+    endpoint: &EndpointRef,
+    result: &AttemptResult,
+    outcome: AttemptOutcome,
+    success: bool,
+) -> Result<()> {
+    let at = millis(result.record.at);
+    let error = match (&result.record.error, result.record.status_code) {
+        _ if success => None,
+        (Some(error), _) => Some(error.clone()),
+        (None, Some(code)) => Some(format!("HTTP {code}")),
+        (None, None) => Some("attempt failed".to_owned()),
+    };
+    conn.prepare_cached(
+        "INSERT INTO endpoint_counters (namespace, endpoint, delivered, failed_attempts, dead_lettered, retries, \
+         last_attempt_at, last_success_at, last_failure_at, last_status_code, last_error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         ON CONFLICT (namespace, endpoint) DO UPDATE SET \
+           delivered = delivered + excluded.delivered, \
+           failed_attempts = failed_attempts + excluded.failed_attempts, \
+           dead_lettered = dead_lettered + excluded.dead_lettered, \
+           retries = retries + excluded.retries, \
+           last_status_code = CASE WHEN last_attempt_at IS NULL OR excluded.last_attempt_at >= last_attempt_at \
+             THEN excluded.last_status_code ELSE last_status_code END, \
+           last_attempt_at = MAX(COALESCE(last_attempt_at, excluded.last_attempt_at), excluded.last_attempt_at), \
+           last_success_at = CASE WHEN excluded.last_success_at IS NOT NULL AND (last_success_at IS NULL \
+             OR excluded.last_success_at >= last_success_at) THEN excluded.last_success_at ELSE last_success_at END, \
+           last_error = CASE WHEN excluded.last_failure_at IS NOT NULL AND (last_failure_at IS NULL \
+             OR excluded.last_failure_at >= last_failure_at) THEN excluded.last_error ELSE last_error END, \
+           last_failure_at = CASE WHEN excluded.last_failure_at IS NOT NULL AND (last_failure_at IS NULL \
+             OR excluded.last_failure_at >= last_failure_at) THEN excluded.last_failure_at ELSE last_failure_at END",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            endpoint.namespace,
+            endpoint.name,
+            i64::from(success),
+            i64::from(!success),
+            i64::from(outcome == AttemptOutcome::DeadLettered),
+            i64::from(outcome == AttemptOutcome::Retry),
+            at,
+            success.then_some(at),
+            (!success).then_some(at),
+            result.record.status_code,
+            error,
+        ])
+    })
+    .map_err(db("update endpoint counters"))?;
+    Ok(())
+}
+
+/// Holds an endpoint's pending deliveries (and later ones).
+pub fn hold_endpoint(conn: &Connection, endpoint: &EndpointRef, now_ms: i64) -> Result<u64> {
+    conn.execute(
+        "INSERT INTO held_endpoints (namespace, endpoint, since) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![endpoint.namespace, endpoint.name, now_ms],
+    )
+    .map_err(db("hold endpoint"))?;
+    conn.execute(
+        "UPDATE deliveries SET state = 'held' WHERE namespace = ?1 AND endpoint = ?2 AND state = 'pending'",
+        params![endpoint.namespace, endpoint.name],
+    )
+    .map(count)
+    .map_err(db("hold deliveries"))
+}
+
+/// Releases an endpoint's held deliveries: due now, or at their later retry time.
+pub fn release_endpoint(conn: &Connection, endpoint: &EndpointRef, now_ms: i64) -> Result<u64> {
+    conn.execute(
+        "DELETE FROM held_endpoints WHERE namespace = ?1 AND endpoint = ?2",
+        params![endpoint.namespace, endpoint.name],
+    )
+    .map_err(db("release endpoint"))?;
+    conn.execute(
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = MAX(COALESCE(next_attempt_at, ?3), ?3) \
+         WHERE namespace = ?1 AND endpoint = ?2 AND state = 'held'",
+        params![endpoint.namespace, endpoint.name, now_ms],
+    )
+    .map(count)
+    .map_err(db("release deliveries"))
+}
+
+/// Runs a replay once: new deliveries for the matched events and the replay id, in one savepoint.
+pub fn replay(conn: &Connection, request: &ReplayRequest) -> Result<ReplayResult> {
+    if request.replay_id.is_empty() {
+        return Err(StoreError::InvalidArgument(
+            "replay id must not be empty".into(),
+        ));
+    }
+    let earlier: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT matched, requeued FROM replays WHERE replay_id = ?1",
+            [&request.replay_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db("look up replay"))?;
+    if let Some((matched, requeued)) = earlier {
+        return Ok(ReplayResult {
+            replay_id: request.replay_id.clone(),
+            matched: u64::try_from(matched).unwrap_or(0),
+            requeued: u64::try_from(requeued).unwrap_or(0),
+            first_run: false,
+        });
+    }
+    let endpoint = &request.filter.endpoint;
+    let mut events = HashSet::new();
+    let mut requeued = 0u64;
+    let now = millis(request.now);
+    for candidate in queries::replay_candidates(conn, &request.filter, usize::MAX)? {
+        if events.insert(candidate.event_id.clone()) {
+            insert_delivery(conn, &candidate.event_id, endpoint, &request.replay_id, now)?;
+            requeued += 1;
+        }
+    }
+    let matched = count(events.len());
+    conn.execute(
+        "INSERT INTO replays (replay_id, namespace, endpoint, matched, requeued, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            request.replay_id,
+            endpoint.namespace,
+            endpoint.name,
+            i64::try_from(matched).unwrap_or(i64::MAX),
+            i64::try_from(requeued).unwrap_or(i64::MAX),
+            now
+        ],
+    )
+    .map_err(db("record replay"))?;
+    Ok(ReplayResult {
+        replay_id: request.replay_id.clone(),
+        matched,
+        requeued,
+        first_run: true,
+    })
+}
+
+/// Deletes up to `chunk` finished deliveries (with their attempts) finished before
+/// `older_than_ms`, and up to `chunk` events created before it that have no delivery left.
+pub fn purge_chunk(conn: &Connection, older_than_ms: i64, chunk: usize) -> Result<PurgeStats> {
+    let chunk = i64::try_from(chunk.max(1)).unwrap_or(i64::MAX);
+    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS purge_ids (id INTEGER PRIMARY KEY); DELETE FROM temp.purge_ids;")
+        .map_err(db("prepare purge"))?;
+    conn.execute(
+        "INSERT INTO temp.purge_ids (id) SELECT id FROM deliveries WHERE finished_at < ?1 \
+         ORDER BY finished_at LIMIT ?2",
+        params![older_than_ms, chunk],
+    )
+    .map_err(db("select finished deliveries"))?;
+    let attempts = conn
+        .execute(
+            "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM temp.purge_ids)",
+            [],
+        )
+        .map_err(db("purge attempts"))?;
+    let deliveries = conn
+        .execute(
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM temp.purge_ids)",
+            [],
+        )
+        .map_err(db("purge deliveries"))?;
+    let events = conn
+        .execute(
+            "DELETE FROM events WHERE event_id IN (SELECT e.event_id FROM events e WHERE e.created_at < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id) LIMIT ?2)",
+            params![older_than_ms, chunk],
+        )
+        .map_err(db("purge events"))?;
+    Ok(PurgeStats {
+        deliveries: count(deliveries),
+        attempts: count(attempts),
+        events: count(events),
+    })
+}

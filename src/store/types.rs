@@ -1,0 +1,574 @@
+//! Plain data types of the store: what goes in, what comes out. No Kubernetes, no HTTP.
+use std::time::Duration;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+
+/// An endpoint: a `WebhookEndpoint`'s namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl EndpointRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Stable 32-bit hash (FNV-1a over `namespace/name`) that assigns the endpoint to a partition:
+    /// `partition_hash() % count`. Every backend and every replica computes the same value.
+    pub fn partition_hash(&self) -> u32 {
+        partition_hash(&self.namespace, &self.name)
+    }
+}
+
+/// FNV-1a (32 bit) of `namespace/name`; see [`EndpointRef::partition_hash`].
+pub fn partition_hash(namespace: &str, name: &str) -> u32 {
+    const OFFSET: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    namespace
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(name.bytes())
+        .fold(OFFSET, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(PRIME)
+        })
+}
+
+/// Where an event came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventSource {
+    /// The HTTP ingest API.
+    Ingest,
+    /// A `WebhookEvent` resource; its UID dedupes the event across restarts and watch replays.
+    Resource { name: String, uid: String },
+}
+
+/// An event to persist together with its deliveries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// `evt_…`, chosen by the caller; enqueuing an existing id is a duplicate.
+    pub event_id: String,
+    pub namespace: String,
+    pub event_type: String,
+    /// The event's `data` object as JSON bytes.
+    pub data: Bytes,
+    /// Acceptance time; also the reference point of the idempotency window.
+    pub created_at: Timestamp,
+    pub source: EventSource,
+    /// Same `(namespace, key)` within the idempotency window = the same event.
+    pub idempotency_key: Option<String>,
+}
+
+/// One event and the names of the endpoints (in the event's namespace) it goes to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnqueueRequest {
+    pub event: NewEvent,
+    pub endpoints: Vec<String>,
+}
+
+/// Identifies one delivery (one event to one endpoint, or one replay of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(pub i64);
+
+/// What `enqueue` did. Returned only once the data is durably committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnqueueOutcome {
+    /// The stored event's id: the caller's, or the earlier event's when `duplicate`.
+    pub event_id: String,
+    /// The event's (original) deliveries.
+    pub deliveries: Vec<DeliveryId>,
+    /// True when an earlier event matched (same id, resource UID, or idempotency key in the
+    /// window); nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Where a delivery is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Due at `next_attempt_at`.
+    Pending,
+    /// Claimed by a worker under a lease.
+    InFlight,
+    Delivered,
+    /// Retries exhausted or failed without retry; payload and attempts are kept.
+    DeadLettered,
+    /// The endpoint is suspended; the delivery waits for `release_endpoint`.
+    Held,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 5] = [
+        DeliveryState::Pending,
+        DeliveryState::InFlight,
+        DeliveryState::Delivered,
+        DeliveryState::DeadLettered,
+        DeliveryState::Held,
+    ];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::InFlight => "in_flight",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::DeadLettered => "dead_lettered",
+            DeliveryState::Held => "held",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// Delivered or dead-lettered: nothing more will happen.
+    pub fn is_finished(self) -> bool {
+        matches!(self, DeliveryState::Delivered | DeliveryState::DeadLettered)
+    }
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub namespace: String,
+    pub event_type: String,
+    pub data: Bytes,
+    pub created_at: Timestamp,
+    pub source: EventSource,
+    pub idempotency_key: Option<String>,
+}
+
+/// A stored delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub event_id: String,
+    pub endpoint: EndpointRef,
+    pub state: DeliveryState,
+    /// Attempts recorded so far.
+    pub attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+    pub dead_letter_reason: Option<String>,
+    /// When it became Delivered or DeadLettered.
+    pub finished_at: Option<Timestamp>,
+    /// Set on deliveries created by a replay.
+    pub replay_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// Which deliveries a claimer may take. The SQLite backend has one process, so `All`; with several
+/// replicas each claims the partitions (or endpoints) it holds a Kubernetes Lease for.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum ClaimScope {
+    #[default]
+    All,
+    /// Only these endpoints.
+    Endpoints(Vec<EndpointRef>),
+    /// Only endpoints whose `partition_hash() % count` is in `owned`.
+    Partitions { count: u32, owned: Vec<u32> },
+}
+
+/// `claim_due`'s arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    /// At most this many deliveries.
+    pub limit: usize,
+    /// At most this many per endpoint (fairness); unlimited when `None`.
+    pub per_endpoint_limit: Option<usize>,
+    /// Who holds the lease (process or replica id).
+    pub owner: String,
+    /// The lease: if the owner has not recorded an attempt by `now + lease`, the delivery is due
+    /// again. Make it longer than the longest attempt timeout.
+    pub lease: Duration,
+    pub scope: ClaimScope,
+}
+
+/// A claimed delivery with its event payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedDelivery {
+    pub delivery: DeliveryRecord,
+    pub event: EventRecord,
+    pub lease_expires_at: Timestamp,
+}
+
+/// One attempt, as it is logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub at: Timestamp,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub status_code: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub error: Option<String>,
+    /// The start of the response body, for debugging.
+    pub response_snippet: Option<String>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    Retry {
+        at: Timestamp,
+    },
+    Delivered,
+    DeadLetter {
+        reason: String,
+    },
+    /// Wait for `release_endpoint` (the endpoint was suspended).
+    Held,
+}
+
+/// `record_attempt`'s argument: the attempt, who made it, and what comes next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptResult {
+    pub delivery_id: DeliveryId,
+    /// The lease owner that claimed the delivery.
+    pub owner: String,
+    pub record: AttemptRecord,
+    pub next: NextStep,
+}
+
+/// What `record_attempt` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Logged and the delivery moved to its next state.
+    Applied,
+    /// Logged, but the delivery was not moved: it is no longer in flight under this owner (its
+    /// lease expired and another claimer took it, or it was recovered).
+    LeaseLost,
+    /// No such delivery (purged); nothing logged.
+    NotFound,
+}
+
+/// What followed an attempt (the `next` it was recorded with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry,
+    DeadLettered,
+    Held,
+}
+
+impl AttemptOutcome {
+    pub fn of(next: &NextStep) -> Self {
+        match next {
+            NextStep::Retry { .. } => AttemptOutcome::Retry,
+            NextStep::Delivered => AttemptOutcome::Delivered,
+            NextStep::DeadLetter { .. } => AttemptOutcome::DeadLettered,
+            NextStep::Held => AttemptOutcome::Held,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::DeadLettered => "dead_lettered",
+            AttemptOutcome::Held => "held",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Delivered, Self::Retry, Self::DeadLettered, Self::Held]
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+    }
+}
+
+/// One line of the delivery log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptLogEntry {
+    pub delivery_id: DeliveryId,
+    pub event_id: String,
+    pub event_type: String,
+    pub endpoint: EndpointRef,
+    pub record: AttemptRecord,
+    /// The attempt succeeded (the delivery became Delivered).
+    pub success: bool,
+    pub outcome: AttemptOutcome,
+}
+
+/// A page request: `cursor` from the previous page's `next_cursor`, `None` for the first page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// The first page.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            cursor: None,
+            limit,
+        }
+    }
+
+    /// The page after `cursor` (the first page when `None`).
+    pub fn after(cursor: Option<String>, limit: usize) -> Self {
+        Self { cursor, limit }
+    }
+}
+
+/// A page of results, newest first; `next_cursor` is `None` on the last page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// A dead-lettered delivery with its payload and attempt history (oldest attempt first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub delivery: DeliveryRecord,
+    pub event: EventRecord,
+    pub attempts: Vec<AttemptLogEntry>,
+}
+
+/// Analytics bucket width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketWidth {
+    Hour,
+    Day,
+}
+
+impl BucketWidth {
+    pub fn millis(self) -> i64 {
+        match self {
+            BucketWidth::Hour => 3_600_000,
+            BucketWidth::Day => 86_400_000,
+        }
+    }
+}
+
+/// `analytics`' arguments: attempts of one endpoint with `from <= at < to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnalyticsQuery {
+    pub endpoint: EndpointRef,
+    pub bucket: BucketWidth,
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// Attempts in one bucket (UTC-aligned). Every bucket of the range is present, empty ones too.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalyticsBucket {
+    pub start: Timestamp,
+    pub attempts: u64,
+    pub successes: u64,
+    pub failures: u64,
+    /// successes / attempts; `None` without attempts.
+    pub success_rate: Option<f64>,
+    pub avg_latency_ms: Option<f64>,
+}
+
+/// Attempts of one endpoint in a trailing window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowStats {
+    pub attempts: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub success_rate: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub avg_latency_ms: Option<f64>,
+    /// Nearest-rank 95th percentile.
+    pub p95_latency_ms: Option<u64>,
+}
+
+/// Everything an endpoint's status needs. Totals survive `purge_finished`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointStats {
+    /// Deliveries that succeeded.
+    pub delivered_total: u64,
+    /// Attempts that failed.
+    pub failed_attempts_total: u64,
+    /// Deliveries that were dead-lettered.
+    pub dead_lettered_total: u64,
+    /// Attempts followed by a retry.
+    pub retries_total: u64,
+    pub last_hour: WindowStats,
+    pub last_day: WindowStats,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_failure_at: Option<Timestamp>,
+    pub last_status_code: Option<u16>,
+    /// The error of the most recent failed attempt.
+    pub last_error: Option<String>,
+    /// Dead letters currently stored.
+    pub dead_letter_count: u64,
+    pub pending_count: u64,
+    pub in_flight_count: u64,
+    pub held_count: u64,
+}
+
+/// An event and all its deliveries (original and replayed), for `WebhookEvent` status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventStatus {
+    pub event: EventRecord,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// Final outcomes a replay can select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FinalOutcome {
+    Delivered,
+    DeadLettered,
+}
+
+impl FinalOutcome {
+    pub fn state(self) -> DeliveryState {
+        match self {
+            FinalOutcome::Delivered => DeliveryState::Delivered,
+            FinalOutcome::DeadLettered => DeliveryState::DeadLettered,
+        }
+    }
+}
+
+/// An event type pattern: exact, `prefix.*`, or `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventTypePattern {
+    Any,
+    Prefix(String),
+    Exact(String),
+}
+
+impl EventTypePattern {
+    pub fn parse(pattern: &str) -> Self {
+        if pattern == "*" {
+            EventTypePattern::Any
+        } else if let Some(prefix) = pattern.strip_suffix(".*") {
+            EventTypePattern::Prefix(format!("{prefix}."))
+        } else {
+            EventTypePattern::Exact(pattern.to_owned())
+        }
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            EventTypePattern::Any => true,
+            EventTypePattern::Prefix(prefix) => event_type.starts_with(prefix.as_str()),
+            EventTypePattern::Exact(exact) => event_type == exact,
+        }
+    }
+}
+
+/// Which past deliveries of one endpoint a replay selects: events created in `from <= t < to`
+/// whose type matches one of `event_types` (all when empty) and whose delivery ended in one of
+/// `outcomes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayFilter {
+    pub endpoint: EndpointRef,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub event_types: Vec<String>,
+    pub outcomes: Vec<FinalOutcome>,
+}
+
+impl ReplayFilter {
+    /// Whether an event type passes the type filter.
+    pub fn matches_type(&self, event_type: &str) -> bool {
+        self.event_types.is_empty()
+            || self
+                .event_types
+                .iter()
+                .any(|p| EventTypePattern::parse(p).matches(event_type))
+    }
+}
+
+/// `replay`'s arguments. `replay_id` (e.g. the WebhookReplay's UID) makes it run once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayRequest {
+    pub replay_id: String,
+    pub filter: ReplayFilter,
+    pub now: Timestamp,
+}
+
+/// What a replay did (or, when `first_run` is false, had done before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayResult {
+    pub replay_id: String,
+    /// Events matched (each is redelivered once, however many deliveries of it matched).
+    pub matched: u64,
+    /// New deliveries created.
+    pub requeued: u64,
+    /// False when this replay id had already run; nothing new was created.
+    pub first_run: bool,
+}
+
+/// Where a replay's deliveries are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayProgress {
+    pub replay_id: String,
+    pub endpoint: EndpointRef,
+    pub created_at: Timestamp,
+    pub matched: u64,
+    pub requeued: u64,
+    /// Pending, in flight or held.
+    pub outstanding: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+}
+
+/// Unfinished deliveries by state, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub held: u64,
+}
+
+impl QueueCounts {
+    pub fn total(&self) -> u64 {
+        self.pending + self.in_flight + self.held
+    }
+}
+
+/// What `purge_finished` removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    pub deliveries: u64,
+    pub attempts: u64,
+    pub events: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_hash_is_fnv1a() {
+        // FNV-1a 32 of "ns/ep", computed independently.
+        assert_eq!(partition_hash("ns", "ep"), 0xb8fb_9f0e);
+        assert_eq!(
+            EndpointRef::new("ns", "ep").partition_hash(),
+            partition_hash("ns", "ep")
+        );
+        assert_ne!(partition_hash("ns", "a"), partition_hash("ns", "b"));
+    }
+
+    #[test]
+    fn event_type_patterns() {
+        assert!(EventTypePattern::parse("*").matches("user.created"));
+        assert!(EventTypePattern::parse("user.*").matches("user.created"));
+        assert!(!EventTypePattern::parse("user.*").matches("username.created"));
+        assert!(EventTypePattern::parse("user.created").matches("user.created"));
+        assert!(!EventTypePattern::parse("user.created").matches("user.updated"));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
+        }
+    }
+}
