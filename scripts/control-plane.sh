@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Starts (or reuses) a local Kubernetes control plane on loopback: etcd + kube-apiserver +
+# kube-controller-manager (garbage collector and namespace controller, so ownerReferences cascade).
+#   scripts/control-plane.sh start   # builds the binaries once (cached), starts, prints the kubeconfig path
+#   scripts/control-plane.sh stop
+#   scripts/control-plane.sh env     # prints `export KUBECONFIG=…`
+# State lives in $WO_CONTROL_PLANE_DIR (default /tmp/webhook-operator-cp).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+D=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}
+BIN=${KUBE_CP_CACHE:-$HOME/.cache/webhook-operator/kube-1.20.2}/bin
+ETCD_PORT=${WO_ETCD_PORT:-23790}
+API_PORT=${WO_APISERVER_PORT:-16443}
+KC=$D/kubeconfig
+
+ready() { KUBECONFIG=$KC kubectl get --raw /readyz >/dev/null 2>&1; }
+
+start() {
+  mkdir -p "$D/certs"
+  if [ -f "$KC" ] && ready; then echo "control plane already running; KUBECONFIG=$KC"; return 0; fi
+  "$HERE/build-control-plane.sh" >&2
+  stop >/dev/null 2>&1 || true
+  [ -f "$D/sa.key" ] || openssl genrsa -out "$D/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$D/sa.key" -pubout -out "$D/sa.pub" 2>/dev/null
+  # Static tokens: an admin, and two unprivileged users the tests use for authn/authz checks.
+  cat > "$D/tokens.csv" <<TOKENS
+test-admin-token,admin,admin,"system:masters"
+test-publisher-token,publisher,publisher,"publishers"
+test-nobody-token,nobody,nobody,"nobodies"
+TOKENS
+  rm -rf "$D/etcd"
+  nohup etcd --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
+    --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 10))" --unsafe-no-fsync > "$D/etcd.log" 2>&1 &
+  echo $! > "$D/etcd.pid"
+  nohup "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 --secure-port="$API_PORT" --cert-dir="$D/certs" --token-auth-file="$D/tokens.csv" \
+    --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc \
+    --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount > "$D/apiserver.log" 2>&1 &
+  echo $! > "$D/apiserver.pid"
+  cat > "$KC" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "https://127.0.0.1:$API_PORT", insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: test-admin-token}}]
+contexts: [{name: local, context: {cluster: local, user: admin, namespace: default}}]
+current-context: local
+KUBECONFIG
+  for _ in $(seq 1 60); do ready && break; sleep 1; done
+  ready || { echo "kube-apiserver did not become ready; last log lines:" >&2; tail -20 "$D/apiserver.log" >&2; exit 1; }
+  nohup "$BIN/kube-controller-manager" --kubeconfig="$KC" --authentication-kubeconfig="$KC" \
+    --authorization-kubeconfig="$KC" --controllers=garbagecollector,namespace --leader-elect=false \
+    --bind-address=127.0.0.1 --secure-port=10257 --port=0 > "$D/kcm.log" 2>&1 &
+  echo $! > "$D/kcm.pid"
+  echo "control plane ready; KUBECONFIG=$KC"
+}
+
+stop() {
+  for p in kcm apiserver etcd; do
+    if [ -f "$D/$p.pid" ]; then kill "$(cat "$D/$p.pid")" 2>/dev/null || true; rm -f "$D/$p.pid"; fi
+  done
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  env) echo "export KUBECONFIG=$KC" ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,217 @@
+//! The CustomResourceDefinitions, generated from the types, with the cross-field CEL rules
+//! (`x-kubernetes-validations`) added for API servers that evaluate them (1.25+). The same rules
+//! are checked by the controller in `validation.rs`.
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, ValidationRule,
+};
+use kube::CustomResourceExt;
+
+use super::{WebhookEndpoint, WebhookEvent, WebhookReplay, WebhookSubscription};
+
+/// Every CRD with the file name `crdgen` writes it to.
+pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
+    let mut crds = vec![
+        ("webhookendpoints.yaml", endpoint()),
+        ("webhooksubscriptions.yaml", subscription()),
+        ("webhookevents.yaml", event()),
+        ("webhookreplays.yaml", replay()),
+    ];
+    for (_, crd) in &mut crds {
+        conditions_as_map(crd);
+        for version in &mut crd.spec.versions {
+            if let Some(root) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                strip_null_from_enums(root);
+            }
+        }
+    }
+    crds
+}
+
+/// An optional enum is `nullable: true` already; a `null` among its values is not valid in a
+/// structural schema (older API servers and kubectl reject it).
+fn strip_null_from_enums(node: &mut JSONSchemaProps) {
+    if let Some(values) = node.enum_.as_mut() {
+        values.retain(|v| v.0 != serde_json::Value::Null);
+    }
+    for child in node.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        strip_null_from_enums(child);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) = node.items.as_mut() {
+        strip_null_from_enums(items);
+    }
+}
+
+/// The schema node at `path` (property names from the root), in every version.
+fn nodes_at<'a>(
+    crd: &'a mut CustomResourceDefinition,
+    path: &'a [&'a str],
+) -> impl Iterator<Item = &'a mut JSONSchemaProps> + 'a {
+    crd.spec.versions.iter_mut().filter_map(move |version| {
+        let mut node = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())?;
+        for key in path {
+            node = node.properties.as_mut()?.get_mut(*key)?;
+        }
+        Some(node)
+    })
+}
+
+/// Conditions are a list keyed by `type`, so that the controller and the dispatcher can each
+/// own their own conditions under server-side apply without overwriting the other's.
+fn conditions_as_map(crd: &mut CustomResourceDefinition) {
+    for node in nodes_at(crd, &["status", "conditions"]) {
+        node.x_kubernetes_list_type = Some("map".to_string());
+        node.x_kubernetes_list_map_keys = Some(vec!["type".to_string()]);
+    }
+}
+
+fn rule(rule: &str, message: &str) -> ValidationRule {
+    ValidationRule {
+        rule: rule.to_string(),
+        message: Some(message.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Adds rules to the schema found at `path` (property names from the root).
+fn add_rules(crd: &mut CustomResourceDefinition, path: &[&str], rules: Vec<ValidationRule>) {
+    for node in nodes_at(crd, path) {
+        node.x_kubernetes_validations
+            .get_or_insert_with(Vec::new)
+            .extend(rules.clone());
+    }
+}
+
+fn endpoint() -> CustomResourceDefinition {
+    let mut crd = WebhookEndpoint::crd();
+    let reserved = super::validation::RESERVED_HEADERS
+        .iter()
+        .map(|h| format!("'{h}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    add_rules(
+        &mut crd,
+        &["spec"],
+        vec![rule(
+            "self.url.startsWith('https://') || self.url.startsWith('http://')",
+            "spec.url must start with https:// (http:// only where the operator allows plain HTTP)",
+        )],
+    );
+    add_rules(
+        &mut crd,
+        &["spec", "retryPolicy"],
+        vec![rule(
+            "!has(self.baseDelay) || !has(self.maxDelay) || duration(self.baseDelay) <= duration(self.maxDelay)",
+            "spec.retryPolicy.baseDelay must be at most maxDelay",
+        )],
+    );
+    add_rules(
+        &mut crd,
+        &["spec", "headers"],
+        vec![rule(
+            &format!(
+                "self.all(h, !(h.lowerAscii() in [{reserved}]) && !h.lowerAscii().startsWith('x-webhook-') && !h.lowerAscii().startsWith('webhook-'))"
+            ),
+            "spec.headers cannot set reserved headers (Content-Type, User-Agent, Host, X-Webhook-*, Webhook-*)",
+        )],
+    );
+    crd
+}
+
+fn subscription() -> CustomResourceDefinition {
+    let mut crd = WebhookSubscription::crd();
+    add_rules(
+        &mut crd,
+        &["spec"],
+        vec![rule(
+            "has(self.endpointRef) != has(self.endpointSelector)",
+            "set either spec.endpointRef or spec.endpointSelector, exactly one",
+        )],
+    );
+    crd
+}
+
+fn event() -> CustomResourceDefinition {
+    let mut crd = WebhookEvent::crd();
+    add_rules(
+        &mut crd,
+        &["spec"],
+        vec![rule(
+            "self == oldSelf",
+            "a WebhookEvent's spec is immutable",
+        )],
+    );
+    crd
+}
+
+fn replay() -> CustomResourceDefinition {
+    let mut crd = WebhookReplay::crd();
+    add_rules(
+        &mut crd,
+        &["spec"],
+        vec![
+            rule(
+                "!has(self.to) || timestamp(self.from) < timestamp(self.to)",
+                "spec.to must be after spec.from",
+            ),
+            rule("self == oldSelf", "a WebhookReplay's spec is immutable"),
+        ],
+    );
+    crd
+}
+
+/// The CRDs as YAML documents, as `crdgen` writes them.
+pub fn render_yaml() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
+    all()
+        .into_iter()
+        .map(|(file, crd)| {
+            serde_yaml::to_string(&crd).map(|yaml| {
+                (
+                    file,
+                    format!("# Generated by `webhook-operator crdgen` from src/api. Do not edit.\n{yaml}"),
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails when `crds/` was not regenerated after a change to the types: run
+    /// `cargo run -- crdgen` and commit the result.
+    #[test]
+    fn committed_crds_are_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for (file, yaml) in render_yaml().unwrap() {
+            let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            assert!(
+                committed == yaml,
+                "crds/{file} is stale: run `cargo run -- crdgen` and commit crds/"
+            );
+        }
+    }
+
+    #[test]
+    fn conditions_are_keyed_by_type_and_cel_rules_are_present() {
+        let yaml: String = render_yaml().unwrap().into_iter().map(|(_, y)| y).collect();
+        assert_eq!(yaml.matches("x-kubernetes-list-type: map").count(), 4);
+        assert!(yaml.contains("has(self.endpointRef) != has(self.endpointSelector)"));
+        assert!(yaml.contains("duration(self.baseDelay) <= duration(self.maxDelay)"));
+    }
+
+    #[test]
+    fn defaults_are_in_the_schema() {
+        let json = serde_json::to_value(endpoint()).unwrap();
+        let spec = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["properties"]["timeoutSeconds"]["default"], 30);
+        assert_eq!(spec["properties"]["timeoutSeconds"]["maximum"], 300.0);
+    }
+}

@@ -1,0 +1,391 @@
+//! `WebhookEndpoint`: a receiver URL and how to deliver to it.
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::references::SecretKeySelector;
+
+/// A receiver URL and how to deliver to it: timeout, retries, rate limit, circuit breaker,
+/// custom headers and request signing.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "webhooks.pitchey.io",
+    version = "v1alpha1",
+    kind = "WebhookEndpoint",
+    namespaced,
+    status = "WebhookEndpointStatus",
+    shortname = "whep",
+    category = "webhooks",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Circuit","type":"string","jsonPath":".status.circuit.state"}"#,
+    printcolumn = r#"{"name":"Success","type":"string","jsonPath":".status.delivery.successRateLastHour"}"#,
+    printcolumn = r#"{"name":"Last delivery","type":"date","jsonPath":".status.delivery.lastDeliveryTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpointSpec {
+    /// The receiver's URL. `https://` unless the operator allows plain HTTP.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// A human-readable name, sent as `webhook.name` in every payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub display_name: Option<String>,
+    /// What this endpoint is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Total time allowed for one request, in seconds (1–300).
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: u32,
+    /// How failed deliveries are retried.
+    #[serde(default)]
+    pub retry_policy: RetryPolicySpec,
+    /// How fast requests may be sent to this endpoint.
+    #[serde(default)]
+    pub rate_limit: RateLimitSpec,
+    /// When to stop sending to a failing endpoint for a while.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerSpec,
+    /// Static headers added to every request. Reserved headers (signature, event id, content
+    /// type, user agent, host) cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values come from Secret keys, e.g. an `Authorization` token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_from: Vec<HeaderFromSecret>,
+    /// How requests are signed.
+    #[serde(default)]
+    pub signing: SigningSpec,
+    /// Stops deliveries while true; they are held, not lost, and sent once it is false again.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_timeout_seconds() -> u32 {
+    30
+}
+
+/// How failed deliveries are retried. The defaults give the seed's schedule: 1 s, 2 s, 4 s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicySpec {
+    /// Retries after the first attempt (0–20). Default 3.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(max = 20))]
+    pub max_attempts: u32,
+    /// How the delay grows between retries.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Delay before the first retry. Default `1s`.
+    #[serde(default = "default_base_delay")]
+    #[schemars(schema_with = "super::schema::duration")]
+    pub base_delay: String,
+    /// Upper bound of any delay, including a receiver's `Retry-After`. Default `1h`.
+    #[serde(default = "default_max_delay")]
+    #[schemars(schema_with = "super::schema::duration")]
+    pub max_delay: String,
+    /// Randomizes each delay by up to this percentage either way (0–100). Default 0.
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub jitter: u8,
+}
+
+impl Default for RetryPolicySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff: Backoff::default(),
+            base_delay: default_base_delay(),
+            max_delay: default_max_delay(),
+            jitter: 0,
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_base_delay() -> String {
+    "1s".to_string()
+}
+fn default_max_delay() -> String {
+    "1h".to_string()
+}
+
+/// How the delay between retries grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// base, 2×base, 4×base, …
+    #[default]
+    Exponential,
+    /// base, 2×base, 3×base, …
+    Linear,
+    /// base every time.
+    Fixed,
+}
+
+/// Requests per minute to this endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained requests per minute. Default 100.
+    #[serde(default = "default_requests_per_minute")]
+    #[schemars(range(min = 1, max = 6_000_000))]
+    pub requests_per_minute: u32,
+    /// Requests that may be sent at once above the sustained rate. Default 10.
+    #[serde(default = "default_burst")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub burst: u32,
+    /// Slow down when the receiver answers 429/503 or `Retry-After`, speed up again on success.
+    #[serde(default = "default_true")]
+    pub adaptive: bool,
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: default_requests_per_minute(),
+            burst: default_burst(),
+            adaptive: true,
+        }
+    }
+}
+
+fn default_requests_per_minute() -> u32 {
+    100
+}
+fn default_burst() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Stops sending to an endpoint after consecutive failures, then probes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerSpec {
+    /// Consecutive failures that open the circuit. Default 5.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before a single probe request. Default `5m`.
+    #[serde(default = "default_open_duration")]
+    #[schemars(schema_with = "super::schema::duration")]
+    pub open_duration: String,
+}
+
+impl Default for CircuitBreakerSpec {
+    fn default() -> Self {
+        Self {
+            failure_threshold: default_failure_threshold(),
+            open_duration: default_open_duration(),
+        }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_open_duration() -> String {
+    "5m".to_string()
+}
+
+/// A header whose value is read from a Secret key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderFromSecret {
+    /// Header name, e.g. `Authorization`.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// The Secret key holding the header's value.
+    pub secret_key_ref: SecretKeySelector,
+}
+
+/// How requests are signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSpec {
+    /// `pitchey` (X-Webhook-Signature, the default) or `standard-webhooks`.
+    #[serde(default)]
+    pub scheme: SigningScheme,
+    /// A Secret key you manage holding the signing secret. Without it the controller generates
+    /// one in the Secret `<endpoint>-signing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+    /// How long the previous key keeps signing after a rotation. Default `24h`.
+    #[serde(default = "default_rotation_grace_period")]
+    #[schemars(schema_with = "super::schema::duration")]
+    pub rotation_grace_period: String,
+}
+
+impl Default for SigningSpec {
+    fn default() -> Self {
+        Self {
+            scheme: SigningScheme::default(),
+            secret_ref: None,
+            rotation_grace_period: default_rotation_grace_period(),
+        }
+    }
+}
+
+fn default_rotation_grace_period() -> String {
+    "24h".to_string()
+}
+
+/// The signature scheme.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SigningScheme {
+    /// `X-Webhook-Timestamp` + `X-Webhook-Signature: sha256=<hex>` over `<timestamp>.<body>`.
+    #[default]
+    #[serde(rename = "pitchey")]
+    Pitchey,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` (standardwebhooks.com).
+    #[serde(rename = "standard-webhooks")]
+    StandardWebhooks,
+}
+
+/// What the controller and dispatcher report about an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpointStatus {
+    /// The generation the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Suspended` (controller); `Healthy`, `CircuitOpen` (dispatcher).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Where the signing key lives (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningStatus>,
+    /// The ConfigMap holding the effective delivery policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_config_map: Option<String>,
+    /// Delivery statistics, written by the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryStats>,
+    /// Circuit breaker state, written by the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<CircuitStatus>,
+    /// The last test delivery (annotation `webhooks.pitchey.io/test` or the test API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test: Option<TestDeliveryStatus>,
+}
+
+/// Where the signing key lives, and its rotation state. Never key material.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningStatus {
+    /// The Secret holding the signing key.
+    pub secret_name: String,
+    /// The key inside that Secret.
+    pub secret_key: String,
+    /// Whether the controller generated the Secret (`Generated`) or you provided it (`User`).
+    pub source: String,
+    /// When the key was last rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<String>,
+    /// Until when the previous key still signs (set during a rotation's grace period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_expiry_time: Option<String>,
+}
+
+/// Delivery statistics of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStats {
+    /// Deliveries that got a 2xx.
+    pub total_delivered: i64,
+    /// Attempts that failed (any non-2xx or transport error).
+    pub total_failed: i64,
+    /// Deliveries that exhausted their retries or failed without retry.
+    pub total_dead_lettered: i64,
+    /// Attempts after the first.
+    pub total_retries: i64,
+    /// Dead letters currently kept for this endpoint.
+    pub dead_letter_count: i64,
+    /// Deliveries waiting to be sent.
+    pub pending: i64,
+    /// Success rate of attempts over the last hour, e.g. `99.5%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate_last_hour: Option<String>,
+    /// Success rate of attempts over the last day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate_last_day: Option<String>,
+    /// Error rate of attempts over the last hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_last_hour: Option<String>,
+    /// Error rate of attempts over the last day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_last_day: Option<String>,
+    /// Average response time over the last hour, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_response_ms: Option<i64>,
+    /// 95th percentile response time over the last hour, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_response_ms: Option<i64>,
+    /// Share of the last day during which the circuit was not open, e.g. `99.9%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<String>,
+    /// 0–100; see the README for the formula.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_score: Option<i32>,
+    /// Requests per minute currently allowed by the adaptive rate limiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_rate_per_minute: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Circuit breaker state of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitStatus {
+    /// `Closed`, `Open` or `HalfOpen`.
+    pub state: CircuitState,
+    /// Since when the circuit is in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Failures in a row.
+    pub consecutive_failures: i64,
+}
+
+/// Circuit breaker states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CircuitState {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// The result of the last test delivery.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestDeliveryStatus {
+    /// The nonce of the test (the annotation's value).
+    pub nonce: String,
+    /// When the test was sent.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

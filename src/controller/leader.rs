@@ -1,0 +1,262 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, so several controller replicas are safe:
+//! one reconciles, the others wait and take over when its Lease is not renewed.
+//!
+//! Writes use the Lease's resourceVersion (optimistic concurrency), so two candidates can never
+//! both believe they acquired it.
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+
+/// Timings of the election.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseTimings {
+    /// How long a Lease is valid without renewal.
+    pub duration: Duration,
+    /// How often the leader renews, and followers retry.
+    pub retry: Duration,
+}
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(15),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a candidate should do with the Lease as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nobody holds it (or the holder let it expire): take it.
+    Acquire,
+    /// We hold it: renew.
+    Renew,
+    /// Someone else holds a valid Lease.
+    Follow { holder: String },
+}
+
+/// Decides from the Lease's spec (`None` when the Lease does not exist).
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp, default: Duration) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    if holder.is_empty() {
+        return Decision::Acquire;
+    }
+    if holder == me {
+        return Decision::Renew;
+    }
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(default);
+    let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
+        let age = now.duration_since(renewed.0);
+        Duration::try_from(age).is_ok_and(|age| age > duration)
+    });
+    if expired {
+        Decision::Acquire
+    } else {
+        Decision::Follow {
+            holder: holder.to_string(),
+        }
+    }
+}
+
+/// The spec after acting on a decision.
+pub fn next_spec(
+    current: Option<&LeaseSpec>,
+    decision: &Decision,
+    me: &str,
+    now: Timestamp,
+    timings: LeaseTimings,
+) -> Option<LeaseSpec> {
+    let seconds = i32::try_from(timings.duration.as_secs()).unwrap_or(i32::MAX);
+    match decision {
+        Decision::Follow { .. } => None,
+        Decision::Renew => Some(LeaseSpec {
+            renew_time: Some(MicroTime(now)),
+            lease_duration_seconds: Some(seconds),
+            ..current.cloned().unwrap_or_default()
+        }),
+        Decision::Acquire => {
+            let transitions = current.and_then(|s| s.lease_transitions).unwrap_or(0);
+            Some(LeaseSpec {
+                holder_identity: Some(me.to_string()),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
+                lease_duration_seconds: Some(seconds),
+                lease_transitions: Some(transitions.saturating_add(1)),
+                ..Default::default()
+            })
+        }
+    }
+}
+
+/// A candidate for one Lease.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timings: LeaseTimings,
+}
+
+impl Elector {
+    pub fn new(api: Api<Lease>, name: &str, identity: &str, timings: LeaseTimings) -> Self {
+        Self {
+            api,
+            name: name.to_string(),
+            identity: identity.to_string(),
+            timings,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn timings(&self) -> LeaseTimings {
+        self.timings
+    }
+
+    /// One round: returns whether we hold the Lease afterwards.
+    pub async fn try_lead(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let lease = self.api.get_opt(&self.name).await?;
+        let spec = lease.as_ref().and_then(|l| l.spec.as_ref());
+        let decision = decide(spec, &self.identity, now, self.timings.duration);
+        let Some(next) = next_spec(spec, &decision, &self.identity, now, self.timings) else {
+            if let Decision::Follow { holder } = decision {
+                tracing::debug!(%holder, "following the current leader");
+            }
+            return Ok(false);
+        };
+        let result = match lease {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(next),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+            Some(mut lease) => {
+                lease.spec = Some(next);
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match result {
+            Ok(_) => {
+                if decision == Decision::Acquire {
+                    tracing::info!(identity = %self.identity, lease = %self.name, "acquired leadership");
+                }
+                Ok(true)
+            }
+            // Someone else wrote first: not leading this round.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Gives the Lease up so a follower can take over at once (graceful shutdown).
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let held = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.identity.as_str());
+        if held {
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.holder_identity = None;
+                spec.renew_time = None;
+            }
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await?;
+            tracing::info!(identity = %self.identity, "released leadership");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_secs(15);
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn held_by(holder: &str, renewed: i64) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            renew_time: Some(MicroTime(t(renewed))),
+            lease_duration_seconds: Some(15),
+            lease_transitions: Some(3),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn missing_or_released_lease_is_acquired() {
+        assert_eq!(decide(None, "a", t(0), D), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&LeaseSpec::default()), "a", t(0), D),
+            Decision::Acquire
+        );
+    }
+
+    #[test]
+    fn own_lease_is_renewed() {
+        assert_eq!(
+            decide(Some(&held_by("a", 0)), "a", t(100), D),
+            Decision::Renew
+        );
+    }
+
+    #[test]
+    fn valid_foreign_lease_is_followed_and_expired_one_taken() {
+        let lease = held_by("b", 0);
+        assert_eq!(
+            decide(Some(&lease), "a", t(10), D),
+            Decision::Follow { holder: "b".into() }
+        );
+        assert_eq!(decide(Some(&lease), "a", t(16), D), Decision::Acquire);
+    }
+
+    #[test]
+    fn acquiring_counts_a_transition_and_renewing_keeps_it() {
+        let lease = held_by("b", 0);
+        let timings = LeaseTimings::default();
+        let taken = next_spec(Some(&lease), &Decision::Acquire, "a", t(20), timings).unwrap();
+        assert_eq!(taken.holder_identity.as_deref(), Some("a"));
+        assert_eq!(taken.lease_transitions, Some(4));
+        let renewed = next_spec(Some(&taken), &Decision::Renew, "a", t(22), timings).unwrap();
+        assert_eq!(renewed.lease_transitions, Some(4));
+        assert_eq!(renewed.renew_time, Some(MicroTime(t(22))));
+        assert_eq!(renewed.acquire_time, Some(MicroTime(t(20))));
+        assert!(next_spec(
+            Some(&lease),
+            &Decision::Follow { holder: "b".into() },
+            "a",
+            t(1),
+            timings
+        )
+        .is_none());
+    }
+}

@@ -1,0 +1,101 @@
+//! What makes an object be reconciled again besides its own changes.
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+
+use crate::api::{WebhookEndpoint, WebhookSubscription, ENDPOINT_LABEL};
+
+/// Endpoints to reconcile when a Secret changes: the owner of a generated Secret, and every
+/// endpoint whose `spec.signing.secretRef` names it.
+pub fn endpoints_for_secret(
+    endpoints: Store<WebhookEndpoint>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<WebhookEndpoint>> + Send + Sync + 'static {
+    move |secret| {
+        let namespace = secret.namespace().unwrap_or_default();
+        let name = secret.name_any();
+        let mut refs: Vec<ObjectRef<WebhookEndpoint>> = secret
+            .labels()
+            .get(ENDPOINT_LABEL)
+            .map(|owner| ObjectRef::new(owner).within(&namespace))
+            .into_iter()
+            .collect();
+        refs.extend(
+            endpoints
+                .state()
+                .iter()
+                .filter(|e| e.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|e| {
+                    e.spec
+                        .signing
+                        .secret_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+                })
+                .map(|e| ObjectRef::from_obj(e.as_ref())),
+        );
+        refs
+    }
+}
+
+/// Subscriptions to reconcile when an endpoint appears, disappears or changes labels: those of
+/// its namespace.
+pub fn subscriptions_for_endpoint(
+    subscriptions: Store<WebhookSubscription>,
+) -> impl Fn(PartialObjectMeta<WebhookEndpoint>) -> Vec<ObjectRef<WebhookSubscription>>
+       + Send
+       + Sync
+       + 'static {
+    move |endpoint| {
+        let namespace = endpoint.namespace();
+        subscriptions
+            .state()
+            .iter()
+            .filter(|s| s.namespace() == namespace)
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect()
+    }
+}
+
+fn labels_hash<K: ResourceExt>(object: &K) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    object.labels().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Passes endpoint events that can change subscription membership: creations, deletions and
+/// label changes. Status and spec updates are dropped.
+pub fn membership_changes(
+    events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<WebhookEndpoint>>, watcher::Error>>
+        + Send
+        + 'static,
+) -> impl Stream<Item = Result<PartialObjectMeta<WebhookEndpoint>, watcher::Error>> + Send + 'static
+{
+    let mut seen: HashMap<ObjectRef<PartialObjectMeta<WebhookEndpoint>>, u64> = HashMap::new();
+    events.flat_map(move |event| {
+        let out: Vec<Result<_, watcher::Error>> = match event {
+            Ok(watcher::Event::Apply(object)) | Ok(watcher::Event::InitApply(object)) => {
+                let hash = labels_hash(&object);
+                let key = ObjectRef::from_obj(&object);
+                if seen.insert(key, hash) == Some(hash) {
+                    vec![]
+                } else {
+                    vec![Ok(object)]
+                }
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                seen.remove(&ObjectRef::from_obj(&object));
+                vec![Ok(object)]
+            }
+            Ok(watcher::Event::Init) | Ok(watcher::Event::InitDone) => vec![],
+            Err(error) => vec![Err(error)],
+        };
+        futures::stream::iter(out)
+    })
+}

@@ -1,0 +1,60 @@
+//! `webhook-operator`: one binary, one subcommand per process. Wiring only.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use webhook_operator::{api, controller, runtime};
+
+#[derive(Parser)]
+#[command(
+    name = "webhook-operator",
+    version,
+    about = "Delivers signed webhooks, the Kubernetes way"
+)]
+struct Cli {
+    /// Log as JSON lines (for log pipelines) instead of human-readable text.
+    #[arg(long, global = true, env = "WEBHOOK_OPERATOR_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile WebhookEndpoints and WebhookSubscriptions.
+    Controller(controller::ControllerConfig),
+    /// Write the CustomResourceDefinitions generated from the types to a directory.
+    Crdgen {
+        /// Where to write the YAML files.
+        #[arg(long, default_value = "crds")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    runtime::logging::init(cli.log_json);
+    let result = match cli.command {
+        Command::Controller(config) => controller::run(config).await,
+        Command::Crdgen { out } => crdgen(&out),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "exiting");
+            eprintln!("webhook-operator: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn crdgen(out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (file, yaml) in api::crds::render_yaml().context("rendering the CRDs")? {
+        let path = out.join(file);
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
