@@ -125,3 +125,108 @@ async fn enqueue_batch_of_nothing_is_nothing() -> Result<()> {
     assert_eq!(store.pending_count().await?, 0);
     Ok(())
 }
+
+/// Set in the child process of [`acknowledged_enqueues_survive_kill_9`]: the database to load.
+const KILL_CHILD_DB: &str = "STORE_KILL_CHILD_DB";
+
+/// A child process enqueues (and claims) as fast as it can, printing each acknowledged event id;
+/// it is killed with SIGKILL mid-load. Every acknowledged event must be in the file afterwards,
+/// and every in-flight delivery must come back due.
+#[test]
+fn acknowledged_enqueues_survive_kill_9() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    if let Ok(path) = std::env::var(KILL_CHILD_DB) {
+        return kill_child(path.into());
+    }
+    let harness = SqliteHarness::new();
+    let exe = std::env::current_exe().map_err(StoreError::backend("find test binary"))?;
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "acknowledged_enqueues_survive_kill_9",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(KILL_CHILD_DB, harness.config().path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(StoreError::backend("spawn child"))?;
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut acknowledged = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while acknowledged.len() < 500 {
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(StoreError::backend("read child"))?;
+        if let Some(id) = line.strip_prefix("ACK ") {
+            acknowledged.push(id.to_owned());
+        }
+    }
+    child.kill().map_err(StoreError::backend("kill child"))?;
+    // Acknowledgements already in the pipe count too.
+    for line in lines {
+        let line = line.map_err(StoreError::backend("read child"))?;
+        if let Some(id) = line.strip_prefix("ACK ") {
+            acknowledged.push(id.to_owned());
+        }
+    }
+    child.wait().map_err(StoreError::backend("reap child"))?;
+    assert!(
+        acknowledged.len() >= 500,
+        "the child acknowledged {} events",
+        acknowledged.len()
+    );
+
+    let runtime = tokio::runtime::Runtime::new().map_err(StoreError::backend("runtime"))?;
+    runtime.block_on(async {
+        let store = harness.open().await?;
+        for id in &acknowledged {
+            let status = store.event_status(id).await?;
+            assert_eq!(
+                status.map(|s| s.deliveries.len()),
+                Some(2),
+                "acknowledged {id} was lost"
+            );
+        }
+        store.recover_in_flight(None, at(0)).await?;
+        let counts = store.queue_counts().await?;
+        assert_eq!(counts.in_flight, 0);
+        assert!(counts.pending >= 2 * acknowledged.len() as u64);
+        Ok(())
+    })
+}
+
+fn kill_child(path: std::path::PathBuf) -> Result<()> {
+    use std::io::Write;
+    let runtime = tokio::runtime::Runtime::new().map_err(StoreError::backend("runtime"))?;
+    runtime.block_on(async move {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(path)).await?);
+        let workers = (0..8).map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..100_000 {
+                    let id = format!("evt_{w}_{i}");
+                    store
+                        .enqueue(event(&id, "user.created", 0), names(&["a", "b"]))
+                        .await?;
+                    {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "ACK {id}");
+                        let _ = out.flush();
+                    }
+                    if i % 10 == 0 {
+                        store
+                            .claim_due(webhook_operator::store::contract::claim_all("child", 0))
+                            .await?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+        });
+        for joined in join_all(workers).await {
+            joined.map_err(StoreError::backend("join"))??;
+        }
+        Ok(())
+    })
+}
