@@ -325,6 +325,17 @@ pub async fn held_endpoints<H: Harness>(harness: &H) -> Result<()> {
         0,
         "releasing is idempotent"
     );
+    // Held while in flight, then the lease is recovered: it returns held, not due.
+    assert_eq!(store.hold_endpoint(endpoint("b"), at(501)).await?, 0);
+    assert_eq!(store.recover_in_flight(None, at(502)).await?, 1);
+    assert_eq!(store.queue_counts().await?.held, 1);
+    let mut expired = claim_all("w", 10_000);
+    expired.scope = ClaimScope::Endpoints(vec![endpoint("b")]);
+    assert!(
+        store.claim_due(expired).await?.is_empty(),
+        "held deliveries are not claimed"
+    );
+
     Ok(())
 }
 

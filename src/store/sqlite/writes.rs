@@ -20,6 +20,11 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+/// The state an in-flight delivery returns to: Held if its endpoint is held, else Pending.
+const UNLESS_HELD: &str =
+    "CASE WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = deliveries.namespace \
+     AND h.endpoint = deliveries.endpoint) THEN 'held' ELSE 'pending' END";
+
 /// Persists events and their deliveries; duplicates return the earlier event.
 pub fn enqueue(
     conn: &Connection,
@@ -229,8 +234,10 @@ pub fn claim(conn: &Connection, request: &ClaimRequest) -> Result<Vec<ClaimedDel
     let expires = now.saturating_add(lease_ms);
     // Expired leases: due again, as of when they expired.
     conn.prepare_cached(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = lease_expires_at, lease_owner = NULL, \
-         lease_expires_at = NULL WHERE state = 'in_flight' AND lease_expires_at <= ?1",
+        &format!(
+            "UPDATE deliveries SET state = {UNLESS_HELD}, next_attempt_at = lease_expires_at, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE state = 'in_flight' AND lease_expires_at <= ?1"
+        ),
     )
     .and_then(|mut s| s.execute([now]))
     .map_err(db("expire leases"))?;
@@ -307,8 +314,10 @@ pub fn extend_leases(
 /// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`.
 pub fn recover_in_flight(conn: &Connection, owner: Option<&str>, now_ms: i64) -> Result<u64> {
     conn.execute(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = ?1, lease_owner = NULL, lease_expires_at = NULL \
-         WHERE state = 'in_flight' AND (?2 IS NULL OR lease_owner = ?2)",
+        &format!(
+            "UPDATE deliveries SET state = {UNLESS_HELD}, next_attempt_at = ?1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE state = 'in_flight' AND (?2 IS NULL OR lease_owner = ?2)"
+        ),
         params![now_ms, owner],
     )
     .map(count)
