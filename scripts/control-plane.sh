@@ -17,6 +17,8 @@ ready() { KUBECONFIG=$KC kubectl get --raw /readyz >/dev/null 2>&1; }
 
 start() {
   mkdir -p "$D/certs"
+  # Parallel test processes may all call start: one starts, the others wait and reuse it.
+  exec 9>"$D/.lock"; flock 9
   if [ -f "$KC" ] && ready; then echo "control plane already running; KUBECONFIG=$KC"; return 0; fi
   "$HERE/build-control-plane.sh" >&2
   stop >/dev/null 2>&1 || true

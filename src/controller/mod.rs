@@ -53,6 +53,9 @@ pub struct ControllerConfig {
     /// This replica's identity in the Lease (the Pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Reconcile only this namespace (a namespace-scoped install); all namespaces when unset.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// How long a Lease stays valid without renewal, in seconds.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
@@ -117,7 +120,12 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let controllers = run_controllers(client.clone(), metrics.clone(), config.allow_plain_http);
+    let controllers = run_controllers(
+        client.clone(),
+        metrics.clone(),
+        config.allow_plain_http,
+        config.watch_namespace.clone(),
+    );
     let outcome = tokio::select! {
         _ = controllers => Ok(()),
         lost = keep_leading(&elector) => Err(lost),
@@ -178,9 +186,15 @@ async fn keep_leading(elector: &Elector) -> RunError {
 }
 
 /// Runs both reconcilers until their watches end.
-async fn run_controllers(client: Client, metrics: Metrics, allow_plain_http: bool) {
-    let endpoints: Api<WebhookEndpoint> = Api::all(client.clone());
-    let subscriptions: Api<WebhookSubscription> = Api::all(client.clone());
+async fn run_controllers(
+    client: Client,
+    metrics: Metrics,
+    allow_plain_http: bool,
+    namespace: Option<String>,
+) {
+    let scoped = Scope(namespace);
+    let endpoints: Api<WebhookEndpoint> = scoped.api(&client);
+    let subscriptions: Api<WebhookSubscription> = scoped.api(&client);
     let (endpoint_reader, endpoint_writer) = reflector::store();
     let endpoint_changes = watcher(endpoints.clone(), watcher::Config::default())
         .default_backoff()
@@ -207,14 +221,14 @@ async fn run_controllers(client: Client, metrics: Metrics, allow_plain_http: boo
     ));
 
     let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        scoped.api::<PartialObjectMeta<Secret>>(&client),
         watcher::Config::default(),
     )
     .default_backoff()
     .touched_objects();
     let endpoint_controller = Controller::for_stream(endpoint_changes, endpoint_reader.clone())
         .owns(
-            Api::<ConfigMap>::all(client.clone()),
+            scoped.api::<ConfigMap>(&client),
             watcher::Config::default().labels(ENDPOINT_LABEL),
         )
         .watches_stream(secrets, triggers::endpoints_for_secret(endpoint_reader))
@@ -233,7 +247,7 @@ async fn run_controllers(client: Client, metrics: Metrics, allow_plain_http: boo
         .predicate_filter(kube::runtime::predicates::generation, Default::default());
     let membership = triggers::membership_changes(
         watcher(
-            Api::<PartialObjectMeta<WebhookEndpoint>>::all(client.clone()),
+            scoped.api::<PartialObjectMeta<WebhookEndpoint>>(&client),
             watcher::Config::default(),
         )
         .default_backoff(),
@@ -252,4 +266,20 @@ async fn run_controllers(client: Client, metrics: Metrics, allow_plain_http: boo
             });
     info!("reconciling WebhookEndpoints and WebhookSubscriptions");
     futures::join!(endpoint_controller, subscription_controller);
+}
+
+/// All namespaces, or just one.
+struct Scope(Option<String>);
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.0 {
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+            None => Api::all(client.clone()),
+        }
+    }
 }

@@ -217,7 +217,10 @@ mod tests {
             "x".into()
         });
         assert_eq!(change, KeyChange::PreviousExpired);
-        assert_eq!((after.current.as_str(), after.previous.as_deref()), ("k2", None));
+        assert_eq!(
+            (after.current.as_str(), after.previous.as_deref()),
+            ("k2", None)
+        );
         assert_eq!(next_check(&after, t(0)), None);
     }
 

@@ -1,0 +1,210 @@
+//! Test harness: the local control plane, a namespace per test, operator subprocesses.
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Starts the control plane once per test process (or reuses a running one) and installs the CRDs.
+fn kubeconfig_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let status = Command::new(format!("{ROOT}/scripts/control-plane.sh"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("running scripts/control-plane.sh");
+        assert!(status.success(), "scripts/control-plane.sh start failed");
+        let dir = std::env::var("WO_CONTROL_PLANE_DIR")
+            .unwrap_or_else(|_| "/tmp/webhook-operator-cp".to_string());
+        PathBuf::from(dir).join("kubeconfig")
+    })
+}
+
+pub async fn client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("reading the kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Creates or updates the CRDs from the types (what `crdgen` writes).
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in webhook_operator::api::crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        match api.get_opt(&name).await.unwrap() {
+            None => match api.create(&PostParams::default(), &crd).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => panic!("creating CRD {name}: {e}"),
+            },
+            Some(existing) => {
+                let mut updated = crd.clone();
+                updated.metadata.resource_version = existing.metadata.resource_version;
+                // A concurrent test process may have updated it first; that is fine.
+                let _ = api.replace(&name, &PostParams::default(), &updated).await;
+            }
+        }
+    }
+    // Wait until the API server serves every kind.
+    wait_for("CRDs established", Duration::from_secs(30), || async {
+        let crds = api.list(&Default::default()).await.ok()?;
+        let established = crds
+            .items
+            .iter()
+            .filter(|c| c.spec.group == "webhooks.pitchey.io")
+            .filter(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+            })
+            .count();
+        (established == 4).then_some(())
+    })
+    .await;
+}
+
+/// A fresh namespace, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        install_crds(&client).await;
+        let name = format!(
+            "{prefix}-{}",
+            ulid::Ulid::new().to_string().to_lowercase()[16..].to_string()
+        );
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("creating namespace");
+        Self { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        // Best effort; the namespace controller removes its contents.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = api.delete(&name, &DeleteParams::default()).await;
+            });
+        }
+    }
+}
+
+/// An operator subprocess, killed when dropped.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[&str]) -> Self {
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_webhook-operator"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn,kube_client=error")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting webhook-operator");
+        Self { child }
+    }
+
+    /// The controller, reconciling only `namespace`, with its Lease there too.
+    pub fn controller(namespace: &str, identity: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "controller",
+            "--watch-namespace",
+            namespace,
+            "--lease-namespace",
+            namespace,
+            "--identity",
+            identity,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&format!("{namespace}-{identity}"), &args)
+    }
+
+    /// SIGTERM: a graceful stop.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
