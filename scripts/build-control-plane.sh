@@ -13,6 +13,7 @@ need_pkgs=()
 command -v etcd >/dev/null || need_pkgs+=(etcd-server)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v kubectl >/dev/null || need_pkgs+=(kubernetes-client)
+command -v curl >/dev/null || need_pkgs+=(curl)
 if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
   if [ ${#need_pkgs[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; fi
   echo "control plane binaries cached in $BIN"; exit 0
