@@ -3,6 +3,8 @@
 //! seed's own Node receiver. Traffic goes to loopback only.
 #[path = "delivery/egress.rs"]
 mod egress;
+#[path = "delivery/libraries.rs"]
+mod libraries;
 #[path = "delivery/node.rs"]
 mod node;
 #[path = "delivery/scenarios.rs"]

@@ -20,7 +20,7 @@
 //! refusals for the addresses it contains; an IPv4-mapped address counts as its IPv4 address.
 //!
 //! [`check_url`] checks what can be known from the URL (scheme, IP literals, `localhost`
-//! names); the HTTP client checks every resolved address with [`EgressPolicy::check_ip`] at
+//! names, cloud metadata names such as `metadata.google.internal`); the HTTP client checks every resolved address with [`EgressPolicy::check_ip`] at
 //! connect time (see [`super::client`]), so DNS rebinding cannot get around the rules.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -231,6 +231,21 @@ fn is_localhost_name(host: &str) -> bool {
     host == "localhost" || host.ends_with(".localhost")
 }
 
+/// Names of cloud metadata services, which resolve to link-local addresses inside the cloud;
+/// refused up front so that they are refused the same way where they do not resolve.
+const METADATA_HOSTS: &[&str] = &[
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+fn is_metadata_name(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    METADATA_HOSTS.contains(&host.as_str())
+}
+
 impl EgressPolicy {
     /// A policy that also allows plain http and the given CIDRs (e.g. `127.0.0.0/8` in tests).
     pub fn allowing(allow: impl IntoIterator<Item = IpNet>) -> Self {
@@ -297,9 +312,15 @@ pub fn check_url(url: &Url, policy: &EgressPolicy) -> Result<(), EgressError> {
         None => Err(EgressError::MissingHost),
         Some(Host::Ipv4(v4)) => blocked_address(IpAddr::V4(v4)),
         Some(Host::Ipv6(v6)) => blocked_address(IpAddr::V6(v6)),
-        Some(Host::Domain(domain)) if domain.is_empty() => Err(EgressError::MissingHost),
+        Some(Host::Domain("")) => Err(EgressError::MissingHost),
         Some(Host::Domain(domain)) if is_localhost_name(domain) => policy
             .check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .map_err(|reason| EgressError::BlockedHost {
+                host: domain.to_string(),
+                reason,
+            }),
+        Some(Host::Domain(domain)) if is_metadata_name(domain) => policy
+            .check_ip(IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)))
             .map_err(|reason| EgressError::BlockedHost {
                 host: domain.to_string(),
                 reason,
@@ -506,19 +527,21 @@ mod tests {
                 "{blocked}"
             );
         }
-        for name in [
-            "https://localhost/",
-            "https://LOCALHOST./",
-            "https://api.localhost:8443/",
+        assert!(check("https://127.0.0.1./", &default).is_err());
+        for (name, expected) in [
+            (
+                "https://metadata.google.internal/computeMetadata/v1/",
+                BlockReason::LinkLocal,
+            ),
+            ("https://METADATA.goog./", BlockReason::LinkLocal),
+            ("https://instance-data/", BlockReason::LinkLocal),
+            ("https://localhost/", BlockReason::Loopback),
+            ("https://LOCALHOST./", BlockReason::Loopback),
+            ("https://api.localhost:8443/", BlockReason::Loopback),
         ] {
+            let result = check(name, &default);
             assert!(
-                matches!(
-                    check(name, &default),
-                    Err(EgressError::BlockedHost {
-                        reason: BlockReason::Loopback,
-                        ..
-                    })
-                ),
+                matches!(result, Err(EgressError::BlockedHost { reason, .. }) if reason == expected),
                 "{name}"
             );
         }

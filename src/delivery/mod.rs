@@ -10,9 +10,11 @@
 //! 5. [`outcome::decide`] what happens next (delivered, retry at T, dead letter, blocked), using
 //!    [`retry`] for the schedule, and report the attempt back to the breaker and the limiter.
 //!
+//! [`config`] converts the endpoint's effective policy (`api::policy`) into these types;
 //! [`verify`] is the receiver's side of [`signing`], used by examples and tests.
 pub mod circuit;
 pub mod client;
+pub mod config;
 pub mod egress;
 pub mod headers;
 pub mod outcome;
