@@ -8,5 +8,6 @@
 pub mod api;
 pub mod controller;
 pub mod delivery;
+pub mod dispatcher;
 pub mod runtime;
 pub mod store;

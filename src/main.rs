@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use webhook_operator::{api, controller, runtime};
+use webhook_operator::{api, controller, dispatcher, runtime};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Reconcile WebhookEndpoints and WebhookSubscriptions.
     Controller(controller::ControllerConfig),
+    /// Deliver events from WebhookEvents and the ingest API to endpoints.
+    Dispatcher(dispatcher::DispatcherConfig),
     /// Write the CustomResourceDefinitions generated from the types to a directory.
     Crdgen {
         /// Where to write the YAML files.
@@ -36,6 +38,7 @@ async fn main() -> std::process::ExitCode {
     runtime::logging::init(cli.log_json);
     let result = match cli.command {
         Command::Controller(config) => controller::run(config).await,
+        Command::Dispatcher(config) => dispatcher::run(config).await,
         Command::Crdgen { out } => crdgen(&out),
     };
     match result {

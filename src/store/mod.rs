@@ -60,6 +60,11 @@ pub trait Store: Send + Sync + 'static {
     /// lease. Oldest due first. They become InFlight, owned by `owner` until `now + lease`.
     async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>>;
 
+    /// Gives claimed deliveries back without logging an attempt (the endpoint's circuit is open,
+    /// its rate limit or concurrency is exhausted): due again at `until`, Held if the endpoint is
+    /// held. Only deliveries `owner` still holds move; returns how many.
+    async fn defer(&self, owner: String, ids: Vec<DeliveryId>, until: Timestamp) -> Result<u64>;
+
     /// Extends the leases `owner` still holds on `ids` to `until`; returns how many it holds.
     async fn extend_leases(
         &self,

@@ -221,6 +221,11 @@ impl Store for SqliteStore {
         self.write(move |conn| writes::claim(conn, &request)).await
     }
 
+    async fn defer(&self, owner: String, ids: Vec<DeliveryId>, until: Timestamp) -> Result<u64> {
+        self.write(move |conn| writes::defer(conn, &owner, &ids, millis(until)))
+            .await
+    }
+
     async fn extend_leases(
         &self,
         owner: String,

@@ -311,6 +311,24 @@ pub fn extend_leases(
     Ok(count(extended))
 }
 
+/// Gives claimed deliveries back without an attempt, due again at `until_ms` (Held if their
+/// endpoint is held). Only deliveries `owner` still holds move.
+pub fn defer(conn: &Connection, owner: &str, ids: &[DeliveryId], until_ms: i64) -> Result<u64> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET state = {UNLESS_HELD}, next_attempt_at = ?1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = ?2 AND state = 'in_flight' AND lease_owner = ?3"
+        ))
+        .map_err(db("prepare defer"))?;
+    let mut moved = 0;
+    for id in ids {
+        moved += statement
+            .execute(params![until_ms, id.0, owner])
+            .map_err(db("defer"))?;
+    }
+    Ok(count(moved))
+}
+
 /// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`.
 pub fn recover_in_flight(conn: &Connection, owner: Option<&str>, now_ms: i64) -> Result<u64> {
     conn.execute(

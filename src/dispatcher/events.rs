@@ -1,0 +1,373 @@
+//! Watchers that turn resources into work: WebhookEvents are published once; endpoints are held
+//! and released when suspended and resumed, and send test deliveries when annotated;
+//! WebhookReplays redeliver once; finished WebhookEvents are deleted after their TTL.
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::publish::{publish, PublishRequest};
+use super::status::FIELD_MANAGER;
+use super::Shared;
+use crate::api::conditions::{DesiredCondition, COMPLETE, READY};
+use crate::api::replay::{ReplayOutcome, ReplayPhase};
+use crate::api::validation::{validate_event, validate_replay};
+use crate::api::{WebhookEndpoint, WebhookEvent, WebhookReplay, TEST_ANNOTATION};
+use crate::store::{EndpointRef, EventSource, FinalOutcome, ReplayFilter, ReplayRequest};
+
+fn rfc3339(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn condition_json(desired: &DesiredCondition) -> serde_json::Value {
+    let merged = crate::api::conditions::merge(
+        &[],
+        std::slice::from_ref(desired),
+        None,
+        &rfc3339(Timestamp::now()),
+    );
+    json!(merged)
+}
+
+/// Publishes every WebhookEvent not yet accepted by this process (the store deduplicates by UID
+/// across restarts).
+pub async fn watch_events(
+    shared: Arc<Shared>,
+    events: impl Stream<Item = Result<WebhookEvent, watcher::Error>>,
+) {
+    let accepted: Mutex<HashSet<String>> = Mutex::default();
+    let mut events = std::pin::pin!(events);
+    while let Some(item) = events.next().await {
+        let Ok(event) = item else { continue };
+        let finished = event
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished());
+        let uid = event.uid().unwrap_or_default();
+        let known = accepted.lock().map(|s| s.contains(&uid)).unwrap_or(false);
+        if finished || known || event.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let namespace = event.namespace().unwrap_or_default();
+        let name = event.name_any();
+        if shared.cache.wait_until_ready().await.is_err() {
+            return;
+        }
+        if let Err(errors) = validate_event(&event.spec) {
+            let condition = DesiredCondition::new(
+                READY,
+                false,
+                "InvalidSpec",
+                format!("invalid spec: {errors}"),
+            );
+            let patch = json!({
+                "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
+                "status": {"phase": "Failed", "conditions": condition_json(&condition)}
+            });
+            let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), &namespace);
+            if let Err(error) = api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                warn!(%error, event = %name, "reporting an invalid WebhookEvent failed");
+            }
+            if let Ok(mut set) = accepted.lock() {
+                set.insert(uid);
+            }
+            continue;
+        }
+        let request = PublishRequest {
+            namespace: namespace.clone(),
+            event_type: event.spec.type_.clone(),
+            data: event.spec.data.clone(),
+            id: event.spec.id.clone(),
+            source: EventSource::Resource {
+                name: name.clone(),
+                uid: uid.clone(),
+            },
+        };
+        match publish(&shared, request).await {
+            Ok(published) => {
+                shared.dirty.event(&published.event_id);
+                if let Ok(mut set) = accepted.lock() {
+                    set.insert(uid);
+                }
+            }
+            // Not stored: the next watch event or resync tries again.
+            Err(error) => warn!(%error, event = %name, "publishing a WebhookEvent failed"),
+        }
+    }
+}
+
+/// Deletes finished WebhookEvents once `ttlSecondsAfterFinished` (or the default) has passed.
+pub async fn expire_events(shared: Arc<Shared>, events: Store<WebhookEvent>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = Timestamp::now();
+        for event in events.state() {
+            let Some(finished) = event
+                .status
+                .as_ref()
+                .and_then(|s| s.finished_time.as_deref())
+                .and_then(|t| t.parse::<Timestamp>().ok())
+            else {
+                continue;
+            };
+            let ttl = event
+                .spec
+                .ttl_seconds_after_finished
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(shared.config.event_ttl_seconds);
+            let expires = finished
+                .saturating_add(Duration::from_secs(ttl))
+                .unwrap_or(Timestamp::MAX);
+            if expires <= now && event.metadata.deletion_timestamp.is_none() {
+                let api: Api<WebhookEvent> = Api::namespaced(
+                    shared.client.clone(),
+                    &event.namespace().unwrap_or_default(),
+                );
+                match api
+                    .delete(&event.name_any(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {
+                        info!(event = %event.name_any(), "deleted a finished WebhookEvent after its TTL")
+                    }
+                    Err(error) => warn!(%error, "deleting a finished WebhookEvent failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Reacts to endpoint changes: suspension holds deliveries, resumption releases them, a new
+/// test annotation sends a test delivery, and every endpoint gets its status written.
+pub async fn watch_endpoints(
+    shared: Arc<Shared>,
+    endpoints: impl Stream<Item = Result<WebhookEndpoint, watcher::Error>>,
+) {
+    let mut suspended: HashMap<EndpointRef, bool> = HashMap::new();
+    let tests_sent: Arc<Mutex<HashSet<(EndpointRef, String)>>> = Arc::default();
+    let mut endpoints = std::pin::pin!(endpoints);
+    while let Some(item) = endpoints.next().await {
+        let Ok(endpoint) = item else { continue };
+        let key = EndpointRef::new(
+            endpoint.namespace().unwrap_or_default(),
+            endpoint.name_any(),
+        );
+        let now_suspended = endpoint.spec.suspend;
+        if suspended.insert(key.clone(), now_suspended) != Some(now_suspended) {
+            let result = if now_suspended {
+                shared
+                    .store
+                    .hold_endpoint(key.clone(), Timestamp::now())
+                    .await
+            } else {
+                shared
+                    .store
+                    .release_endpoint(key.clone(), Timestamp::now())
+                    .await
+            };
+            match result {
+                Ok(moved) if moved > 0 => {
+                    info!(endpoint = %key.name, moved, suspended = now_suspended, "endpoint suspension changed");
+                    shared.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%error, endpoint = %key.name, "holding or releasing deliveries failed")
+                }
+            }
+            shared.dirty.endpoint(&key);
+        }
+        let nonce = endpoint.annotations().get(TEST_ANNOTATION).cloned();
+        let last = endpoint
+            .status
+            .as_ref()
+            .and_then(|s| s.last_test.as_ref())
+            .map(|t| t.nonce.clone());
+        if let Some(nonce) = nonce.filter(|n| Some(n) != last.as_ref()) {
+            let first_time = tests_sent
+                .lock()
+                .map(|mut set| set.insert((key.clone(), nonce.clone())))
+                .unwrap_or(false);
+            if first_time {
+                let shared = shared.clone();
+                let tests_sent = tests_sent.clone();
+                tokio::spawn(async move {
+                    let outcome = super::test_delivery::send_test(
+                        &shared,
+                        &key.namespace,
+                        &key.name,
+                        nonce.clone(),
+                        None,
+                    )
+                    .await;
+                    if let Err(error) = outcome {
+                        warn!(%error, endpoint = %key.name, "test delivery failed");
+                        // Let a later change try again.
+                        if let Ok(mut set) = tests_sent.lock() {
+                            set.remove(&(key, nonce));
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Runs each WebhookReplay once and reports its progress until complete.
+pub async fn watch_replays(
+    shared: Arc<Shared>,
+    replays: impl Stream<Item = Result<WebhookReplay, watcher::Error>>,
+) {
+    let active: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
+    let progress = tokio::spawn(report_replays(shared.clone(), active.clone()));
+    let mut replays = std::pin::pin!(replays);
+    while let Some(item) = replays.next().await {
+        let Ok(replay) = item else { continue };
+        let complete = replay.status.as_ref().and_then(|s| s.phase) == Some(ReplayPhase::Complete);
+        let uid = replay.uid().unwrap_or_default();
+        if complete || active.lock().map(|a| a.contains_key(&uid)).unwrap_or(true) {
+            continue;
+        }
+        let namespace = replay.namespace().unwrap_or_default();
+        let name = replay.name_any();
+        let api: Api<WebhookReplay> = Api::namespaced(shared.client.clone(), &namespace);
+        let (from, to) = match validate_replay(&replay.spec) {
+            Ok(range) => range,
+            Err(errors) => {
+                let condition = DesiredCondition::new(
+                    COMPLETE,
+                    false,
+                    "InvalidSpec",
+                    format!("invalid spec: {errors}"),
+                );
+                let patch = json!({"apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookReplay",
+                    "status": {"phase": "Failed", "conditions": condition_json(&condition)}});
+                let _ = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await;
+                continue;
+            }
+        };
+        let filter = ReplayFilter {
+            endpoint: EndpointRef::new(&namespace, &replay.spec.endpoint_ref.name),
+            from,
+            to: to.unwrap_or_else(Timestamp::now),
+            event_types: replay.spec.event_types.clone(),
+            outcomes: replay
+                .spec
+                .outcomes
+                .iter()
+                .map(|o| match o {
+                    ReplayOutcome::DeadLettered => FinalOutcome::DeadLettered,
+                    ReplayOutcome::Delivered => FinalOutcome::Delivered,
+                })
+                .collect(),
+        };
+        match shared
+            .store
+            .replay(ReplayRequest {
+                replay_id: uid.clone(),
+                filter,
+                now: Timestamp::now(),
+            })
+            .await
+        {
+            Ok(result) => {
+                info!(replay = %name, matched = result.matched, requeued = result.requeued, first_run = result.first_run, "replay started");
+                shared.wake.notify_one();
+                if let Ok(mut a) = active.lock() {
+                    a.insert(uid, (namespace, name));
+                }
+            }
+            Err(error) => warn!(%error, replay = %name, "starting a replay failed"),
+        }
+    }
+    progress.abort();
+}
+
+async fn report_replays(
+    shared: Arc<Shared>,
+    active: Arc<Mutex<HashMap<String, (String, String)>>>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(
+            shared.config.status_interval_seconds.max(1),
+        ))
+        .await;
+        let current: Vec<(String, (String, String))> = active
+            .lock()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (uid, (namespace, name)) in current {
+            let Ok(Some(progress)) = shared.store.replay_progress(&uid).await else {
+                continue;
+            };
+            let done = progress.outstanding == 0;
+            let phase = if done { "Complete" } else { "Running" };
+            let condition = if done {
+                DesiredCondition::new(
+                    COMPLETE,
+                    true,
+                    "Complete",
+                    format!(
+                        "{} matched, {} redelivered, {} failed",
+                        progress.matched, progress.delivered, progress.dead_lettered
+                    ),
+                )
+            } else {
+                DesiredCondition::new(
+                    COMPLETE,
+                    false,
+                    "Running",
+                    format!("{} deliveries outstanding", progress.outstanding),
+                )
+            };
+            let patch = json!({"apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookReplay", "status": {
+                "phase": phase,
+                "matched": progress.matched,
+                "redelivered": progress.delivered,
+                "failed": progress.dead_lettered,
+                "startTime": rfc3339(progress.created_at),
+                "completionTime": done.then(|| rfc3339(Timestamp::now())),
+                "conditions": condition_json(&condition),
+            }});
+            let api: Api<WebhookReplay> = Api::namespaced(shared.client.clone(), &namespace);
+            match api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                Ok(_) if done => {
+                    if let Ok(mut a) = active.lock() {
+                        a.remove(&uid);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, replay = %name, "writing replay status failed"),
+            }
+        }
+    }
+}

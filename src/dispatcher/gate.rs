@@ -1,0 +1,160 @@
+//! Per-endpoint gates: concurrency, circuit breaker and rate limiter, held in memory by the
+//! dispatcher that owns the endpoint. Decisions are made by the pure delivery types; this file
+//! only keeps one of each per endpoint.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::api::policy::EffectivePolicy;
+use crate::delivery::circuit::{CircuitBreaker, CircuitConfig, CircuitState, Permit};
+use crate::delivery::outcome::AttemptResult;
+use crate::delivery::ratelimit::{RateLimitConfig, RateLimiter};
+use crate::delivery::retry::parse_retry_after;
+use crate::store::EndpointRef;
+
+/// How long a delivery waits when its endpoint has no free concurrency slot.
+const BUSY_RETRY: Duration = Duration::from_millis(250);
+
+struct EndpointGate {
+    breaker: CircuitBreaker,
+    limiter: RateLimiter,
+    in_flight: usize,
+    circuit: CircuitConfig,
+    rate: RateLimitConfig,
+}
+
+/// The outcome of asking an endpoint's gates.
+pub enum Gate {
+    /// Send now; give the permit back with [`Gates::finish`].
+    Go(Permit),
+    /// Not before this instant.
+    Later(Instant),
+}
+
+/// What the breaker did after an attempt, for Events and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub from: CircuitState,
+    pub to: CircuitState,
+}
+
+/// A snapshot for status.
+#[derive(Clone, Copy, Debug)]
+pub struct GateSnapshot {
+    pub state: CircuitState,
+    pub since: Instant,
+    pub consecutive_failures: u32,
+    pub rate_per_minute: f64,
+}
+
+#[derive(Default)]
+pub struct Gates {
+    inner: Mutex<HashMap<EndpointRef, EndpointGate>>,
+}
+
+impl Gates {
+    /// Asks whether a delivery to `endpoint` may be sent at `now`.
+    pub fn acquire(
+        &self,
+        endpoint: &EndpointRef,
+        policy: &EffectivePolicy,
+        now: Instant,
+        max_in_flight: usize,
+    ) -> Gate {
+        let circuit = CircuitConfig::from(&policy.circuit_breaker);
+        let rate = RateLimitConfig::from(&policy.rate_limit);
+        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let gate = gates
+            .entry(endpoint.clone())
+            .or_insert_with(|| EndpointGate {
+                breaker: CircuitBreaker::new(circuit, now),
+                limiter: RateLimiter::new(rate, now),
+                in_flight: 0,
+                circuit: circuit,
+                rate: rate,
+            });
+        if gate.circuit != circuit {
+            gate.breaker.set_config(circuit);
+            gate.circuit = circuit;
+        }
+        if gate.rate != rate {
+            gate.limiter.set_config(rate, now);
+            gate.rate = rate;
+        }
+        if gate.in_flight >= max_in_flight {
+            return Gate::Later(now + BUSY_RETRY);
+        }
+        let permit = match gate.breaker.try_acquire(now) {
+            Ok(permit) => permit,
+            Err(rejected) => return Gate::Later(rejected.retry_at()),
+        };
+        if let Err(not_before) = gate.limiter.try_acquire(now) {
+            gate.breaker.abandon(permit);
+            return Gate::Later(not_before);
+        }
+        gate.in_flight += 1;
+        Gate::Go(permit)
+    }
+
+    /// Reports an attempt's result to the endpoint's breaker and limiter.
+    pub fn finish(
+        &self,
+        endpoint: &EndpointRef,
+        permit: Permit,
+        result: &AttemptResult,
+        now: Instant,
+    ) -> Transition {
+        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gate) = gates.get_mut(endpoint) else {
+            return Transition {
+                from: CircuitState::Closed,
+                to: CircuitState::Closed,
+            };
+        };
+        gate.in_flight = gate.in_flight.saturating_sub(1);
+        let from = gate.breaker.state();
+        if result.is_endpoint_failure() {
+            gate.breaker.on_failure(permit, now);
+        } else {
+            gate.breaker.on_success(permit, now);
+        }
+        if result.is_throttled() {
+            let retry_after = result
+                .retry_after
+                .as_deref()
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            gate.limiter.on_throttled(now, retry_after);
+        } else if result.is_success() {
+            gate.limiter.on_success(now);
+        }
+        Transition {
+            from,
+            to: gate.breaker.state(),
+        }
+    }
+
+    /// Gives a permit back without an attempt (the delivery could not be prepared).
+    pub fn abandon(&self, endpoint: &EndpointRef, permit: Permit) {
+        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = gates.get_mut(endpoint) {
+            gate.in_flight = gate.in_flight.saturating_sub(1);
+            gate.breaker.abandon(permit);
+        }
+    }
+
+    pub fn snapshot(&self, endpoint: &EndpointRef) -> Option<GateSnapshot> {
+        let gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        gates.get(endpoint).map(|gate| GateSnapshot {
+            state: gate.breaker.state(),
+            since: gate.breaker.since(),
+            consecutive_failures: gate.breaker.consecutive_failures(),
+            rate_per_minute: gate.limiter.current_rate_per_minute(),
+        })
+    }
+
+    /// Forgets an endpoint (deleted).
+    pub fn remove(&self, endpoint: &EndpointRef) {
+        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        gates.remove(endpoint);
+    }
+}

@@ -1,0 +1,107 @@
+//! Dispatcher metrics. Endpoint labels are bounded by the number of endpoints; outcomes, codes
+//! and states are fixed sets.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub namespace: String,
+    pub endpoint: String,
+    /// delivered, retry, dead_letter, blocked.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub namespace: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngestLabels {
+    /// The HTTP status code class and code, e.g. 202, 400.
+    pub code: u16,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub attempt_latency: Family<EndpointLabels, Histogram>,
+    pub retries: Family<EndpointLabels, Counter>,
+    pub dead_letters: Family<EndpointLabels, Counter>,
+    /// 0 closed, 1 half-open, 2 open.
+    pub circuit_state: Family<EndpointLabels, Gauge>,
+    pub queue_depth: Gauge,
+    pub in_flight: Gauge,
+    pub ingest_requests: Family<IngestLabels, Counter>,
+    pub store_commit_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            deliveries: Family::default(),
+            attempt_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.002, 2.0, 14))
+            }),
+            retries: Family::default(),
+            dead_letters: Family::default(),
+            circuit_state: Family::default(),
+            queue_depth: Gauge::default(),
+            in_flight: Gauge::default(),
+            ingest_requests: Family::default(),
+            store_commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+        };
+        let r = registry.sub_registry_with_prefix("webhook_operator_dispatcher");
+        r.register(
+            "deliveries",
+            "Delivery attempts by outcome",
+            metrics.deliveries.clone(),
+        );
+        r.register(
+            "attempt_latency_seconds",
+            "Latency of delivery attempts",
+            metrics.attempt_latency.clone(),
+        );
+        r.register(
+            "retries",
+            "Attempts followed by a retry",
+            metrics.retries.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Deliveries dead-lettered",
+            metrics.dead_letters.clone(),
+        );
+        r.register(
+            "circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            metrics.circuit_state.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Unfinished deliveries in the store",
+            metrics.queue_depth.clone(),
+        );
+        r.register(
+            "in_flight",
+            "Delivery attempts in flight",
+            metrics.in_flight.clone(),
+        );
+        r.register(
+            "ingest_requests",
+            "Ingest API requests by status code",
+            metrics.ingest_requests.clone(),
+        );
+        r.register(
+            "store_commit_seconds",
+            "Duration of one group commit",
+            metrics.store_commit_seconds.clone(),
+        );
+        metrics
+    }
+}

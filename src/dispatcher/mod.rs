@@ -1,0 +1,48 @@
+//! The dispatcher: takes events from WebhookEvent resources and the ingest API, persists their
+//! deliveries, delivers them (signed, rate-limited, behind a circuit breaker, with retries) and
+//! writes the results back into resource status.
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod engine;
+pub mod events;
+pub mod gate;
+pub mod metrics;
+pub mod publish;
+pub mod router;
+pub mod status;
+pub mod test_delivery;
+
+mod run;
+
+use std::sync::Arc;
+
+use kube::runtime::events::Recorder;
+use tokio::sync::Notify;
+
+pub use config::DispatcherConfig;
+pub use run::run;
+pub use test_delivery::{send_test, TestError};
+
+use crate::delivery::client::DeliveryClient;
+use crate::store::Store;
+
+/// What the dispatcher's tasks share.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub cache: cache::Cache,
+    pub client: kube::Client,
+    pub http: DeliveryClient,
+    /// Woken when new deliveries are due (a publish, a replay, a resumed endpoint).
+    pub wake: Notify,
+    pub metrics: metrics::Metrics,
+    /// Kubernetes Events (CircuitOpened, DeliveriesDeadLettered, EndpointGone, …).
+    pub recorder: Recorder,
+    pub config: DispatcherConfig,
+    /// Endpoints and events whose status should be written back soon.
+    pub dirty: status::Dirty,
+    /// Per-endpoint breaker, limiter and concurrency.
+    pub gates: gate::Gates,
+    /// This replica's name: the owner of the deliveries it claims.
+    pub owner: String,
+}

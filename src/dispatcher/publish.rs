@@ -1,0 +1,117 @@
+//! Accepting an event: validate, route, persist durably, wake the scheduler. Shared by the
+//! WebhookEvent watcher and the ingest API.
+use bytes::Bytes;
+use jiff::Timestamp;
+
+use super::Shared;
+use crate::api::event_types;
+use crate::delivery::payload;
+use crate::store::{EnqueueRequest, EventSource, NewEvent, StoreError};
+
+/// An event to publish.
+#[derive(Clone, Debug)]
+pub struct PublishRequest {
+    pub namespace: String,
+    pub event_type: String,
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Idempotency key.
+    pub id: Option<String>,
+    pub source: EventSource,
+}
+
+/// What was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    pub event_id: String,
+    /// Deliveries of the event (those of the first one for a duplicate).
+    pub deliveries: usize,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(
+        "type: `{0}` is not an event type; write dot-separated lowercase words, e.g. user.created"
+    )]
+    InvalidType(String),
+    #[error("data.event_type: must equal type or be left out")]
+    ConflictingEventType,
+    #[error("the store is saturated; retry later")]
+    Saturated,
+    #[error("storing the event failed: {0}")]
+    Store(#[source] StoreError),
+}
+
+/// Checks one request before anything is stored.
+pub fn check(request: &PublishRequest) -> Result<(), PublishError> {
+    if !event_types::is_valid_event_type(&request.event_type) {
+        return Err(PublishError::InvalidType(request.event_type.clone()));
+    }
+    if let Some(found) = request.data.get("event_type") {
+        if found.as_str() != Some(request.event_type.as_str()) {
+            return Err(PublishError::ConflictingEventType);
+        }
+    }
+    Ok(())
+}
+
+/// Validates, routes and durably stores a batch (one commit); all or nothing.
+pub async fn publish_batch(
+    shared: &Shared,
+    requests: Vec<PublishRequest>,
+) -> Result<Vec<Published>, PublishError> {
+    for request in &requests {
+        check(request)?;
+    }
+    // Routing needs complete caches (at startup only; immediate afterwards).
+    shared
+        .cache
+        .wait_until_ready()
+        .await
+        .map_err(|_| PublishError::Store(StoreError::Closed))?;
+    let now = Timestamp::now();
+    let mut enqueue = Vec::with_capacity(requests.len());
+    for request in requests {
+        let event_id = payload::new_event_id(now, &mut rand::thread_rng());
+        let endpoints = shared.cache.route(&request.namespace, &request.event_type);
+        let data = serde_json::to_vec(&request.data)
+            .map_err(|e| PublishError::Store(StoreError::InvalidArgument(format!("data: {e}"))))?;
+        enqueue.push(EnqueueRequest {
+            event: NewEvent {
+                event_id,
+                namespace: request.namespace,
+                event_type: request.event_type,
+                data: Bytes::from(data),
+                created_at: now,
+                source: request.source,
+                idempotency_key: request.id,
+            },
+            endpoints,
+        });
+    }
+    let outcomes = shared
+        .store
+        .enqueue_batch(enqueue)
+        .await
+        .map_err(|e| match e {
+            StoreError::Saturated { .. } => PublishError::Saturated,
+            other => PublishError::Store(other),
+        })?;
+    shared.wake.notify_one();
+    Ok(outcomes
+        .into_iter()
+        .map(|o| Published {
+            event_id: o.event_id,
+            deliveries: o.deliveries.len(),
+            duplicate: o.duplicate,
+        })
+        .collect())
+}
+
+/// Publishes one event.
+pub async fn publish(shared: &Shared, request: PublishRequest) -> Result<Published, PublishError> {
+    let mut published = publish_batch(shared, vec![request]).await?;
+    published
+        .pop()
+        .ok_or(PublishError::Store(StoreError::Commit("no outcome".into())))
+}

@@ -1,0 +1,264 @@
+//! Wiring of the dispatcher process: store, caches, tasks, HTTP servers, shutdown.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use super::cache::Cache;
+use super::{api, engine, events, metrics, status, DispatcherConfig, Shared};
+use crate::api::{
+    WebhookEndpoint, WebhookEvent, WebhookReplay, WebhookSubscription, ENDPOINT_LABEL,
+};
+use crate::delivery::client::{ClientConfig, DeliveryClient};
+use crate::delivery::egress::EgressPolicy;
+use crate::runtime::health::{self, Health};
+use crate::store::sqlite::{SqliteConfig, SqliteStore};
+use crate::store::Store;
+
+/// Errors that stop the dispatcher at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("connecting to the Kubernetes API: {0}")]
+    Client(#[source] kube::Error),
+    #[error("opening the store at {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("building the HTTP client: {0}")]
+    Http(#[source] crate::delivery::client::ClientError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the dispatcher until SIGTERM / Ctrl-C.
+pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
+    let client = Client::try_default().await.map_err(StartError::Client)?;
+    let mut registry = Registry::default();
+    let metrics = metrics::Metrics::register(&mut registry);
+    let health = Health::new(registry);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::runtime::shutdown::signal().await;
+        info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+
+    if let Some(dir) = config.store_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let commit_histogram = metrics.store_commit_seconds.clone();
+    let mut store_config = SqliteConfig::new(config.store_path.clone());
+    store_config.on_commit = Some(Arc::new(move |_, duration: Duration| {
+        commit_histogram.observe(duration.as_secs_f64());
+    }));
+    let store = SqliteStore::open(store_config)
+        .await
+        .map_err(|source| StartError::Store {
+            path: config.store_path.display().to_string(),
+            source,
+        })?;
+    // At least once: attempts in flight when the previous process died are made again.
+    let recovered = store
+        .recover_in_flight(None, Timestamp::now())
+        .await
+        .map_err(|source| StartError::Store {
+            path: config.store_path.display().to_string(),
+            source,
+        })?;
+    if recovered > 0 {
+        info!(
+            recovered,
+            "deliveries in flight at the last stop are due again"
+        );
+    }
+
+    let http = DeliveryClient::new(ClientConfig {
+        egress: EgressPolicy {
+            allow_http: config.allow_plain_http,
+            allow: config.egress_allow.clone(),
+            deny: config.egress_deny.clone(),
+        },
+        ..ClientConfig::default()
+    })
+    .map_err(StartError::Http)?;
+
+    let ns = config.watch_namespace.clone();
+    let (endpoints_reader, endpoints_writer) = reflector::store();
+    let endpoint_stream = watcher(
+        scoped::<WebhookEndpoint>(&client, &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(endpoints_writer)
+    .applied_objects();
+    let (subscriptions_reader, subscriptions_writer) = reflector::store();
+    let subscription_stream = watcher(
+        scoped::<WebhookSubscription>(&client, &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(subscriptions_writer);
+    let (secrets_reader, secrets_writer) = reflector::store();
+    let secret_stream = watcher(scoped::<Secret>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(secrets_writer);
+    let (config_maps_reader, config_maps_writer) = reflector::store();
+    let config_map_stream = watcher(
+        scoped::<ConfigMap>(&client, &ns),
+        watcher::Config::default().labels(ENDPOINT_LABEL),
+    )
+    .default_backoff()
+    .reflect(config_maps_writer);
+    let (events_reader, events_writer) = reflector::store();
+    let event_stream = watcher(
+        scoped::<WebhookEvent>(&client, &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(events_writer)
+    .applied_objects();
+    let replay_stream = watcher(
+        scoped::<WebhookReplay>(&client, &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
+
+    let identity = config.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "dispatcher".to_string());
+        format!("{host}-{}", std::process::id())
+    });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: status::FIELD_MANAGER.to_string(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let cache = Cache {
+        endpoints: endpoints_reader,
+        subscriptions: subscriptions_reader,
+        secrets: secrets_reader,
+        config_maps: config_maps_reader,
+    };
+    let shared = Arc::new(Shared {
+        store: Arc::new(store),
+        cache: cache.clone(),
+        client: client.clone(),
+        http,
+        wake: Notify::new(),
+        metrics,
+        recorder,
+        config: config.clone(),
+        dirty: status::Dirty::default(),
+        gates: Default::default(),
+        owner: identity,
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(subscription_stream.for_each(|_| async {}));
+    tasks.spawn(secret_stream.for_each(|_| async {}));
+    tasks.spawn(config_map_stream.for_each(|_| async {}));
+
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    tasks.spawn(health::serve(
+        listener,
+        health.router(),
+        stopped(stop_rx.clone()),
+    ));
+    let api_listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    info!(addr = %config.listen_addr, "ingest API listening");
+
+    // Each watch is polled by its own task; routing, delivering and the API wait for the
+    // caches to have listed everything once (see `Cache::wait_until_ready`).
+    tasks.spawn(events::watch_endpoints(shared.clone(), endpoint_stream));
+    tasks.spawn(events::watch_events(shared.clone(), event_stream));
+    tasks.spawn(events::expire_events(shared.clone(), events_reader));
+    tasks.spawn(events::watch_replays(shared.clone(), replay_stream));
+    tasks.spawn(engine::run(shared.clone()));
+    tasks.spawn(status::run(shared.clone()));
+    tasks.spawn(retention(shared.clone()));
+    tasks.spawn(health::serve(
+        api_listener,
+        api::router(shared.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    tokio::select! {
+        ready = cache.wait_until_ready() => {
+            if ready.is_err() {
+                warn!("a cache stopped before it was ready");
+            }
+        }
+        _ = stopped(stop_rx.clone()) => return Ok(()),
+    }
+    health.set_ready(true);
+    info!("dispatcher ready");
+
+    stopped(stop_rx).await;
+    health.set_ready(false);
+    // Let attempts in flight finish; whatever does not is retried after the restart.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shared.metrics.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tasks.abort_all();
+    info!("dispatcher stopped");
+    Ok(())
+}
+
+/// Deletes finished deliveries older than the retention period, hourly.
+async fn retention(shared: Arc<Shared>) {
+    let keep = Duration::from_secs(shared.config.retention_days.saturating_mul(86_400));
+    loop {
+        let cutoff = Timestamp::now()
+            .saturating_sub(keep)
+            .unwrap_or(Timestamp::MIN);
+        match shared.store.purge_finished(cutoff).await {
+            Ok(stats) => tracing::debug!(?stats, "purged finished deliveries"),
+            Err(error) => warn!(%error, "purging finished deliveries failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
