@@ -109,7 +109,12 @@ async fn claim_round(
                 continue;
             }
         };
-        if policy.suspend {
+        // Suspension is read from the endpoint itself: the ConfigMap may lag behind it.
+        let suspended = shared
+            .cache
+            .endpoint(&endpoint.namespace, &endpoint.name)
+            .is_some_and(|e| e.spec.suspend);
+        if suspended {
             // Hold the endpoint; this delivery goes back and becomes Held too.
             if let Err(error) = shared.store.hold_endpoint(endpoint.clone(), now_ts).await {
                 warn!(%error, "holding a suspended endpoint failed");

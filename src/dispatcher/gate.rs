@@ -70,8 +70,8 @@ impl Gates {
                 breaker: CircuitBreaker::new(circuit, now),
                 limiter: RateLimiter::new(rate, now),
                 in_flight: 0,
-                circuit: circuit,
-                rate: rate,
+                circuit,
+                rate,
             });
         if gate.circuit != circuit {
             gate.breaker.set_config(circuit);

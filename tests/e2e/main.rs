@@ -2,4 +2,6 @@
 //! (`scripts/control-plane.sh`), with the operator's processes started as subprocesses.
 //! Each test works in a namespace of its own.
 mod controller;
+mod dispatcher;
+mod receiver;
 mod support;

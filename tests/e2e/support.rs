@@ -89,7 +89,7 @@ impl TestNamespace {
         install_crds(&client).await;
         let name = format!(
             "{prefix}-{}",
-            ulid::Ulid::new().to_string().to_lowercase()[16..].to_string()
+            &ulid::Ulid::new().to_string().to_lowercase()[16..]
         );
         let api: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace = serde_json::from_value(serde_json::json!({
@@ -162,6 +162,33 @@ impl Process {
         Self::spawn(&format!("{namespace}-{identity}"), &args)
     }
 
+    /// The dispatcher for `namespace`, with its store at `store`, allowed to deliver to loopback
+    /// over plain HTTP. Returns the process and its ingest address.
+    pub fn dispatcher(namespace: &str, store: &std::path::Path, tag: &str) -> (Self, String) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let store = store.display().to_string();
+        let args = [
+            "dispatcher",
+            "--watch-namespace",
+            namespace,
+            "--store-path",
+            &store,
+            "--listen-addr",
+            &listen,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--identity",
+            tag,
+            "--allow-plain-http",
+            "--egress-allow-cidr",
+            "127.0.0.0/8",
+            "--status-interval-seconds",
+            "1",
+        ];
+        (Self::spawn(&format!("{namespace}-{tag}"), &args), listen)
+    }
+
     /// SIGTERM: a graceful stop.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
@@ -207,4 +234,12 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }

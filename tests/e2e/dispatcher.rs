@@ -1,0 +1,424 @@
+//! The dispatcher against the real control plane and real receivers on loopback.
+use std::collections::HashSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use webhook_operator::api::conditions::{self, CIRCUIT_OPEN};
+use webhook_operator::api::endpoint::CircuitState;
+use webhook_operator::api::event::EventPhase;
+use webhook_operator::api::replay::ReplayPhase;
+use webhook_operator::api::{WebhookEndpoint, WebhookEvent, WebhookReplay, WebhookSubscription};
+
+use crate::receiver::{Behavior, Receiver};
+use crate::support::{wait_for, Process, TestNamespace};
+
+const T: Duration = Duration::from_secs(60);
+
+/// A namespace with the controller and a dispatcher running.
+struct Setup {
+    ns: TestNamespace,
+    _controller: Process,
+    dispatcher: Process,
+    store: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> Self {
+        let ns = TestNamespace::new(prefix).await;
+        let controller = Process::controller(&ns.name, "c", &["--allow-plain-http"]);
+        let store = tempfile::tempdir().unwrap();
+        let (dispatcher, _) = Process::dispatcher(&ns.name, &store.path().join("d.db"), "d1");
+        Self {
+            ns,
+            _controller: controller,
+            dispatcher,
+            store,
+        }
+    }
+
+    /// An endpoint to `receiver` subscribed to `*`, Ready; the receiver learns its secret.
+    async fn endpoint(&self, name: &str, receiver: &Receiver, extra: serde_json::Value) {
+        let mut spec = json!({"url": receiver.url(), "displayName": format!("{name} receiver")});
+        merge(&mut spec, extra);
+        let endpoint: WebhookEndpoint = serde_json::from_value(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEndpoint",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        self.ns
+            .api::<WebhookEndpoint>()
+            .create(&PostParams::default(), &endpoint)
+            .await
+            .unwrap();
+        let subscription: WebhookSubscription = serde_json::from_value(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookSubscription",
+            "metadata": {"name": format!("{name}-all")},
+            "spec": {"endpointRef": {"name": name}, "eventTypes": ["*"]}
+        }))
+        .unwrap();
+        self.ns
+            .api::<WebhookSubscription>()
+            .create(&PostParams::default(), &subscription)
+            .await
+            .unwrap();
+        let secrets = self.ns.api::<Secret>();
+        let secret = wait_for("the signing Secret", T, || async {
+            let secret = secrets.get_opt(&format!("{name}-signing")).await.ok()??;
+            let bytes = secret.data?.get("secret")?.0.clone();
+            String::from_utf8(bytes).ok()
+        })
+        .await;
+        receiver.set_secret(&secret);
+        // The dispatcher routes once it has seen the subscription and the ConfigMap.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    async fn event(&self, name: &str, event_type: &str, data: serde_json::Value) {
+        let event: WebhookEvent = serde_json::from_value(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
+            "metadata": {"name": name}, "spec": {"type": event_type, "data": data}
+        }))
+        .unwrap();
+        self.ns
+            .api::<WebhookEvent>()
+            .create(&PostParams::default(), &event)
+            .await
+            .unwrap();
+    }
+
+    async fn event_phase(&self, name: &str, phase: EventPhase) -> WebhookEvent {
+        let api = self.ns.api::<WebhookEvent>();
+        wait_for(&format!("{name} to be {phase:?}"), T, || async {
+            let event = api.get(name).await.ok()?;
+            (event.status.as_ref()?.phase? == phase).then_some(event)
+        })
+        .await
+    }
+
+    async fn endpoint_status(&self, name: &str) -> WebhookEndpoint {
+        self.ns.api::<WebhookEndpoint>().get(name).await.unwrap()
+    }
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(base), serde_json::Value::Object(extra)) = (base.as_object_mut(), extra) {
+        for (k, v) in extra {
+            base.insert(k, v);
+        }
+    }
+}
+
+#[tokio::test]
+async fn webhook_events_are_delivered_signed_and_reported() {
+    let setup = Setup::new("deliver").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    setup.endpoint("crm", &receiver, json!({})).await;
+    setup
+        .event(
+            "signup",
+            "user.created",
+            json!({"user": {"id": 123, "email": "user@example.com"}}),
+        )
+        .await;
+    let event = setup.event_phase("signup", EventPhase::Delivered).await;
+    let status = event.status.unwrap();
+    assert_eq!(status.deliveries.len(), 1);
+    assert_eq!(status.deliveries[0].endpoint, "crm");
+    assert_eq!(status.deliveries[0].last_status_code, Some(200));
+    let labels = event.metadata.labels.unwrap();
+    assert_eq!(labels["webhooks.pitchey.io/phase"], "Delivered");
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert!(
+        got.verified,
+        "the signature must verify with the endpoint's secret"
+    );
+    assert_eq!(Some(got.event_id.as_str()), status.event_id.as_deref());
+    assert_eq!(got.event_type, "user.created");
+    assert_eq!(got.attempt, 1);
+    assert_eq!(got.body["data"]["event_type"], "user.created");
+    assert_eq!(got.body["data"]["user"]["email"], "user@example.com");
+    assert_eq!(got.body["webhook"]["name"], "crm receiver");
+    assert!(got.body["event_id"].as_str().unwrap().starts_with("evt_"));
+
+    let stats = wait_for("delivery stats", T, || async {
+        let delivery = setup.endpoint_status("crm").await.status?.delivery?;
+        (delivery.total_delivered == 1).then_some(delivery)
+    })
+    .await;
+    assert_eq!(stats.last_status_code, Some(200));
+    assert_eq!(stats.success_rate_last_hour.as_deref(), Some("100.0%"));
+}
+
+#[tokio::test]
+async fn failed_attempts_are_retried_until_success() {
+    let setup = Setup::new("retry").await;
+    let receiver = Receiver::start(Behavior::FailFirst(2, 503)).await;
+    setup
+        .endpoint(
+            "flaky",
+            &receiver,
+            json!({"retryPolicy": {"baseDelay": "100ms", "maxAttempts": 3}}),
+        )
+        .await;
+    setup
+        .event("order", "payment.succeeded", json!({"payment": {"id": 7}}))
+        .await;
+    let event = setup.event_phase("order", EventPhase::Delivered).await;
+    assert_eq!(event.status.unwrap().deliveries[0].attempts, 3);
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].attempt, 3, "the attempt header counts retries");
+    assert_eq!(receiver.requests(), 3);
+}
+
+#[tokio::test]
+async fn circuit_opens_after_consecutive_failures_and_closes_after_recovery() {
+    let setup = Setup::new("circuit").await;
+    let receiver = Receiver::start(Behavior::Status(500)).await;
+    setup
+        .endpoint(
+            "down",
+            &receiver,
+            json!({
+                "retryPolicy": {"baseDelay": "100ms", "maxDelay": "200ms", "maxAttempts": 20},
+                "circuitBreaker": {"failureThreshold": 5, "openDuration": "2s"}
+            }),
+        )
+        .await;
+    setup
+        .event("e1", "pitch.created", json!({"pitch": {"id": 1}}))
+        .await;
+    let open = wait_for("the circuit to open", T, || async {
+        let status = setup.endpoint_status("down").await.status?;
+        (status.circuit.as_ref()?.state == CircuitState::Open).then_some(status)
+    })
+    .await;
+    assert!(conditions::is_true(&open.conditions, CIRCUIT_OPEN));
+    assert!(!conditions::is_true(&open.conditions, "Healthy"));
+    assert!(receiver.requests() >= 5);
+    // While open, nothing is sent (one probe at most once the open duration passed).
+    let before = receiver.requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.requests() <= before + 1);
+
+    receiver.set_behavior(Behavior::Ok);
+    setup.event_phase("e1", EventPhase::Delivered).await;
+    let closed = wait_for("the circuit to close", T, || async {
+        let status = setup.endpoint_status("down").await.status?;
+        (status.circuit.as_ref()?.state == CircuitState::Closed).then_some(status)
+    })
+    .await;
+    assert!(!conditions::is_true(&closed.conditions, CIRCUIT_OPEN));
+}
+
+#[tokio::test]
+async fn dead_letters_are_replayed_by_a_webhook_replay() {
+    let setup = Setup::new("replay").await;
+    let receiver = Receiver::start(Behavior::Status(400)).await;
+    setup.endpoint("strict", &receiver, json!({})).await;
+    setup
+        .event("bad", "nda.signed", json!({"nda": {"id": 9}}))
+        .await;
+    let failed = setup.event_phase("bad", EventPhase::Failed).await;
+    assert_eq!(
+        failed.status.unwrap().deliveries[0].attempts,
+        1,
+        "4xx is not retried"
+    );
+    wait_for("the dead letter counted", T, || async {
+        let delivery = setup.endpoint_status("strict").await.status?.delivery?;
+        (delivery.dead_letter_count == 1).then_some(())
+    })
+    .await;
+
+    receiver.set_behavior(Behavior::Ok);
+    let replay: WebhookReplay = serde_json::from_value(json!({
+        "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookReplay",
+        "metadata": {"name": "redo"},
+        "spec": {"endpointRef": {"name": "strict"}, "from": "2020-01-01T00:00:00Z", "outcomes": ["DeadLettered"]}
+    }))
+    .unwrap();
+    setup
+        .ns
+        .api::<WebhookReplay>()
+        .create(&PostParams::default(), &replay)
+        .await
+        .unwrap();
+    let done = wait_for("the replay to complete", T, || async {
+        let status = setup
+            .ns
+            .api::<WebhookReplay>()
+            .get("redo")
+            .await
+            .ok()?
+            .status?;
+        (status.phase? == ReplayPhase::Complete).then_some(status)
+    })
+    .await;
+    assert_eq!((done.matched, done.redelivered, done.failed), (1, 1, 0));
+    assert!(conditions::is_true(&done.conditions, "Complete"));
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].event_type, "nda.signed");
+    assert!(received[0].verified);
+}
+
+#[tokio::test]
+async fn the_test_annotation_sends_a_test_delivery_and_records_it() {
+    let setup = Setup::new("testann").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    setup.endpoint("crm", &receiver, json!({})).await;
+    setup
+        .ns
+        .api::<WebhookEndpoint>()
+        .patch(
+            "crm",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"webhooks.pitchey.io/test": "nonce-42"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let last = wait_for("status.lastTest", T, || async {
+        setup.endpoint_status("crm").await.status?.last_test
+    })
+    .await;
+    assert_eq!(last.nonce, "nonce-42");
+    assert_eq!(last.status_code, Some(200));
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].event_type, "webhook.test");
+    assert_eq!(received[0].body["data"]["nonce"], "nonce-42");
+    assert!(received[0].verified);
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_does_not_delay_a_healthy_one() {
+    let setup = Setup::new("isolation").await;
+    let stuck = Receiver::start(Behavior::Hang).await;
+    let healthy = Receiver::start(Behavior::Ok).await;
+    setup
+        .endpoint(
+            "stuck",
+            &stuck,
+            json!({"rateLimit": {"requestsPerMinute": 6000, "burst": 100}}),
+        )
+        .await;
+    setup
+        .endpoint(
+            "healthy",
+            &healthy,
+            json!({"rateLimit": {"requestsPerMinute": 6000, "burst": 100}}),
+        )
+        .await;
+    for i in 0..20 {
+        setup
+            .event(
+                &format!("e{i}"),
+                "message.sent",
+                json!({"message": {"id": i}}),
+            )
+            .await;
+    }
+    // Every delivery to the healthy endpoint arrives while the stuck one still holds its requests.
+    wait_for("all 20 at the healthy endpoint", T, || async {
+        (healthy.received().len() == 20).then_some(())
+    })
+    .await;
+    assert!(stuck.requests() > 0, "the stuck endpoint was tried");
+    assert!(stuck.received().is_empty(), "and is still hanging");
+    stuck.release();
+    wait_for("the stuck endpoint to catch up", T, || async {
+        (stuck.received().len() >= 20).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_suspended_endpoint_holds_deliveries_until_resumed() {
+    let setup = Setup::new("suspend").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    setup
+        .endpoint("crm", &receiver, json!({"suspend": true}))
+        .await;
+    setup
+        .event(
+            "held",
+            "investment.created",
+            json!({"investment": {"id": 3}}),
+        )
+        .await;
+    setup.event_phase("held", EventPhase::Delivering).await;
+    wait_for("the delivery held", T, || async {
+        let event = setup.ns.api::<WebhookEvent>().get("held").await.ok()?;
+        (event.status?.deliveries.first()?.state == "Held").then_some(())
+    })
+    .await;
+    assert!(receiver.received().is_empty());
+    setup
+        .ns
+        .api::<WebhookEndpoint>()
+        .patch(
+            "crm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    setup.event_phase("held", EventPhase::Delivered).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+/// At least once: `kill -9` in the middle of a load, then a restart on the same store: the
+/// receiver sees every accepted event, duplicates only for attempts in flight at the kill.
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_load_loses_nothing() {
+    let mut setup = Setup::new("crash").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    setup
+        .endpoint(
+            "crm",
+            &receiver,
+            json!({"rateLimit": {"requestsPerMinute": 600000, "burst": 1000}}),
+        )
+        .await;
+    let total = 150;
+    for i in 0..total {
+        setup
+            .event(&format!("e{i}"), "user.created", json!({"user": {"id": i}}))
+            .await;
+        if i == total / 2 {
+            setup.dispatcher.kill();
+        }
+    }
+    // Everything created while it was down is picked up by the restarted dispatcher.
+    let (restarted, _) =
+        Process::dispatcher(&setup.ns.name, &setup.store.path().join("d.db"), "d2");
+    setup.dispatcher = restarted;
+    let ids = wait_for(
+        "every event at the receiver",
+        Duration::from_secs(120),
+        || async {
+            let ids: HashSet<String> = receiver
+                .received()
+                .into_iter()
+                .map(|r| r.event_id)
+                .collect();
+            (ids.len() == total).then_some(ids)
+        },
+    )
+    .await;
+    assert_eq!(ids.len(), total);
+    let duplicates = receiver.received().len() - total;
+    assert!(
+        duplicates <= 16,
+        "duplicates only for attempts in flight: {duplicates}"
+    );
+    assert!(receiver.received().iter().all(|r| r.verified));
+}

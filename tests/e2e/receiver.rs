@@ -1,0 +1,140 @@
+//! A webhook receiver on loopback for tests: records every request, verifies signatures with the
+//! crate's `verify` module, and answers as told (succeed, fail, fail N times, hang).
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use tokio::sync::Notify;
+use webhook_operator::delivery::verify;
+
+/// How the receiver answers.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    Ok,
+    Status(u16),
+    /// Fail the first `n` requests with `status`, then succeed.
+    FailFirst(usize, u16),
+    /// Hold every request until released.
+    Hang,
+}
+
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub body: serde_json::Value,
+    /// Whether the pitchey signature verified with the secret the test gave.
+    pub verified: bool,
+}
+
+struct Inner {
+    behavior: Mutex<Behavior>,
+    received: Mutex<Vec<Received>>,
+    requests: Mutex<usize>,
+    secret: Mutex<Option<String>>,
+    release: Notify,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    inner: Arc<Inner>,
+    pub addr: SocketAddr,
+}
+
+impl Receiver {
+    pub async fn start(behavior: Behavior) -> Self {
+        let inner = Arc::new(Inner {
+            behavior: Mutex::new(behavior),
+            received: Mutex::default(),
+            requests: Mutex::new(0),
+            secret: Mutex::new(None),
+            release: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(inner.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { inner, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn set_behavior(&self, behavior: Behavior) {
+        *self.inner.behavior.lock().unwrap() = behavior;
+    }
+
+    pub fn set_secret(&self, secret: &str) {
+        *self.inner.secret.lock().unwrap() = Some(secret.to_string());
+    }
+
+    /// Lets every held request answer (200).
+    pub fn release(&self) {
+        self.set_behavior(Behavior::Ok);
+        self.inner.release.notify_waiters();
+    }
+
+    /// Successful deliveries recorded so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Requests seen, answered or not.
+    pub fn requests(&self) -> usize {
+        *self.inner.requests.lock().unwrap()
+    }
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let seen = {
+        let mut requests = inner.requests.lock().unwrap();
+        *requests += 1;
+        *requests
+    };
+    let behavior = inner.behavior.lock().unwrap().clone();
+    match behavior {
+        Behavior::Status(code) => return StatusCode::from_u16(code).unwrap(),
+        Behavior::FailFirst(n, code) if seen <= n => return StatusCode::from_u16(code).unwrap(),
+        Behavior::Hang => {
+            let released = inner.release.notified();
+            released.await;
+        }
+        _ => {}
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let secret = inner.secret.lock().unwrap().clone();
+    let verified = secret.is_some_and(|secret| {
+        verify::verify_pitchey(
+            &secret,
+            &headers,
+            &body,
+            jiff::Timestamp::now(),
+            verify::DEFAULT_TOLERANCE,
+        )
+        .is_ok()
+    });
+    inner.received.lock().unwrap().push(Received {
+        event_id: header("x-webhook-event-id"),
+        event_type: header("x-webhook-event-type"),
+        attempt: header("x-webhook-attempt").parse().unwrap_or(0),
+        body: serde_json::from_slice(&body).unwrap_or_default(),
+        verified,
+    });
+    StatusCode::OK
+}
