@@ -39,11 +39,14 @@ trap 'rm -rf "$OUT"' EXIT
 
 echo "== prerequisites"
 HELM=$(scripts/install-helm.sh) || { echo "could not install helm" >&2; exit 1; }
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate >&2 \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate >&2 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-pip >/dev/null \
+         && python3 -m pip install --quiet --break-system-packages kubernetes-validate; } >&2 \
     || { echo "could not pip install kubernetes-validate" >&2; exit 1; }
 fi
-KV=$(command -v kubernetes-validate || echo "python3 -m kubernetes_validate")
+KV="python3 -m kubernetes_validate"
 echo "helm $("$HELM" version --short), kubernetes-validate $($KV --version 2>/dev/null | tail -1)"
 
 # Every values set: name|namespace|values file ("" = defaults).
