@@ -2,38 +2,17 @@
 //! into the delivery engine's configuration types.
 use std::time::Duration;
 
-use crate::api::endpoint;
 use crate::api::policy::{EffectiveCircuitBreaker, EffectiveRateLimit, EffectiveRetry};
 
 use super::circuit::CircuitConfig;
 use super::ratelimit::RateLimitConfig;
-use super::retry::{Backoff, RetryPolicy};
-use super::signing::SigningScheme;
-
-impl From<endpoint::Backoff> for Backoff {
-    fn from(backoff: endpoint::Backoff) -> Self {
-        match backoff {
-            endpoint::Backoff::Exponential => Backoff::Exponential,
-            endpoint::Backoff::Linear => Backoff::Linear,
-            endpoint::Backoff::Fixed => Backoff::Fixed,
-        }
-    }
-}
-
-impl From<endpoint::SigningScheme> for SigningScheme {
-    fn from(scheme: endpoint::SigningScheme) -> Self {
-        match scheme {
-            endpoint::SigningScheme::Pitchey => SigningScheme::Pitchey,
-            endpoint::SigningScheme::StandardWebhooks => SigningScheme::StandardWebhooks,
-        }
-    }
-}
+use super::retry::RetryPolicy;
 
 impl From<&EffectiveRetry> for RetryPolicy {
     fn from(retry: &EffectiveRetry) -> Self {
         RetryPolicy {
             max_retries: retry.max_attempts,
-            backoff: retry.backoff.into(),
+            backoff: retry.backoff,
             base_delay: Duration::from_millis(retry.base_delay_ms),
             max_delay: Duration::from_millis(retry.max_delay_ms),
             jitter_percent: retry.jitter_percent,
@@ -68,7 +47,7 @@ mod tests {
     fn api_defaults_give_the_seed_schedule() {
         let retry = EffectiveRetry {
             max_attempts: 3,
-            backoff: endpoint::Backoff::default(),
+            backoff: Default::default(),
             base_delay_ms: 1000,
             max_delay_ms: 3_600_000,
             jitter_percent: 0,
@@ -85,10 +64,5 @@ mod tests {
             adaptive: true,
         };
         assert_eq!(RateLimitConfig::from(&limit), RateLimitConfig::default());
-        assert_eq!(
-            SigningScheme::from(endpoint::SigningScheme::StandardWebhooks),
-            SigningScheme::StandardWebhooks
-        );
-        assert_eq!(Backoff::from(endpoint::Backoff::Linear), Backoff::Linear);
     }
 }

@@ -4,20 +4,9 @@
 //! `[0, max_delay]` without overflow or panic.
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 
-/// How the delay grows between retries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backoff {
-    /// base, 2×base, 4×base, …
-    #[default]
-    Exponential,
-    /// base, 2×base, 3×base, …
-    Linear,
-    /// base every time.
-    Fixed,
-}
+/// How the delay grows between retries (the CRD's enum: one definition for both layers).
+pub use crate::api::endpoint::Backoff;
 
 /// An endpoint's retry policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,7 +23,6 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use http::{HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
@@ -45,17 +44,8 @@ pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signa
 /// The prefix of standard-webhooks secrets.
 pub const WHSEC_PREFIX: &str = "whsec_";
 
-/// The signature scheme of an endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SigningScheme {
-    /// `X-Webhook-Timestamp` + `X-Webhook-Signature: sha256=<hex>` over `<timestamp>.<body>`.
-    #[default]
-    #[serde(rename = "pitchey")]
-    Pitchey,
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` over `<id>.<timestamp>.<body>`.
-    #[serde(rename = "standard-webhooks")]
-    StandardWebhooks,
-}
+/// The signature scheme of an endpoint (the CRD's enum: one definition for both layers).
+pub use crate::api::endpoint::SigningScheme;
 
 /// The secrets an endpoint signs with: the current one, and the previous one during a rotation's
 /// grace period. Secrets are the strings stored in the Secret (for standard-webhooks `whsec_…`).
