@@ -12,6 +12,7 @@ pub mod replay;
 pub mod schema;
 pub mod selector;
 pub mod subscription;
+pub mod time;
 pub mod validation;
 
 pub use conditions::Condition;

@@ -29,6 +29,8 @@ use tracing::{info, warn};
 
 use crate::api::{WebhookEndpoint, WebhookSubscription, ENDPOINT_LABEL};
 use crate::runtime::health::{self, Health};
+use crate::runtime::kube::{default_identity, scoped};
+use crate::runtime::shutdown::{self, stopped};
 use context::Context;
 use leader::{Elector, LeaseTimings};
 use metrics::Metrics;
@@ -82,12 +84,7 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let health = Health::new(registry);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        crate::runtime::shutdown::signal().await;
-        info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = shutdown::on_signal();
 
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
@@ -101,7 +98,10 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
-    let identity = config.identity.clone().unwrap_or_else(default_identity);
+    let identity = config
+        .identity
+        .clone()
+        .unwrap_or_else(|| default_identity("controller"));
     let timings = LeaseTimings {
         duration: Duration::from_secs(config.lease_duration_seconds.max(2)),
         retry: Duration::from_secs((config.lease_duration_seconds / 7).max(1)),
@@ -136,17 +136,6 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         warn!(%error, "releasing the leader Lease failed; a follower takes over when it expires");
     }
     outcome.map_err(Into::into)
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-fn default_identity() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "controller".to_string());
-    format!("{host}-{}", std::process::id())
 }
 
 /// Waits until this replica leads; false when shutdown came first.
@@ -192,9 +181,9 @@ async fn run_controllers(
     allow_plain_http: bool,
     namespace: Option<String>,
 ) {
-    let scoped = Scope(namespace);
-    let endpoints: Api<WebhookEndpoint> = scoped.api(&client);
-    let subscriptions: Api<WebhookSubscription> = scoped.api(&client);
+    let ns = namespace.as_deref();
+    let endpoints: Api<WebhookEndpoint> = scoped(&client, ns);
+    let subscriptions: Api<WebhookSubscription> = scoped(&client, ns);
     let (endpoint_reader, endpoint_writer) = reflector::store();
     let endpoint_changes = watcher(endpoints.clone(), watcher::Config::default())
         .default_backoff()
@@ -221,14 +210,14 @@ async fn run_controllers(
     ));
 
     let secrets = watcher(
-        scoped.api::<PartialObjectMeta<Secret>>(&client),
+        scoped::<PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
     .touched_objects();
     let endpoint_controller = Controller::for_stream(endpoint_changes, endpoint_reader.clone())
         .owns(
-            scoped.api::<ConfigMap>(&client),
+            scoped::<ConfigMap>(&client, ns),
             watcher::Config::default().labels(ENDPOINT_LABEL),
         )
         .watches_stream(secrets, triggers::endpoints_for_secret(endpoint_reader))
@@ -247,7 +236,7 @@ async fn run_controllers(
         .predicate_filter(kube::runtime::predicates::generation, Default::default());
     let membership = triggers::membership_changes(
         watcher(
-            scoped.api::<PartialObjectMeta<WebhookEndpoint>>(&client),
+            scoped::<PartialObjectMeta<WebhookEndpoint>>(&client, ns),
             watcher::Config::default(),
         )
         .default_backoff(),
@@ -266,20 +255,4 @@ async fn run_controllers(
             });
     info!("reconciling WebhookEndpoints and WebhookSubscriptions");
     futures::join!(endpoint_controller, subscription_controller);
-}
-
-/// All namespaces, or just one.
-struct Scope(Option<String>);
-
-impl Scope {
-    fn api<K>(&self, client: &Client) -> Api<K>
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match &self.0 {
-            Some(namespace) => Api::namespaced(client.clone(), namespace),
-            None => Api::all(client.clone()),
-        }
-    }
 }

@@ -52,7 +52,7 @@ pub fn new_event_id<R: Rng + ?Sized>(now: Timestamp, rng: &mut R) -> String {
 
 /// Formats a timestamp as the payload carries it: RFC 3339, UTC, whole seconds (`2024-01-15T10:30:00Z`).
 pub fn format_timestamp(timestamp: Timestamp) -> String {
-    timestamp.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    crate::api::time::rfc3339(timestamp)
 }
 
 /// Renders the body. `data` holds the event's fields; `event_type` is put first in `data`. A

@@ -23,9 +23,7 @@ use crate::api::validation::{validate_event, validate_replay};
 use crate::api::{WebhookEndpoint, WebhookEvent, WebhookReplay, TEST_ANNOTATION};
 use crate::store::{EndpointRef, EventSource, FinalOutcome, ReplayFilter, ReplayRequest};
 
-fn rfc3339(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use crate::api::time::rfc3339;
 
 fn condition_json(desired: &DesiredCondition) -> serde_json::Value {
     let merged = crate::api::conditions::merge(

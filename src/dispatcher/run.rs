@@ -5,12 +5,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::Api;
+
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::Client;
 use prometheus_client::registry::Registry;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::cache::Cache;
@@ -21,6 +21,8 @@ use crate::api::{
 use crate::delivery::client::{ClientConfig, DeliveryClient};
 use crate::delivery::egress::EgressPolicy;
 use crate::runtime::health::{self, Health};
+use crate::runtime::kube::{default_identity, scoped};
+use crate::runtime::shutdown::{self, stopped};
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
 use crate::store::Store;
 
@@ -45,33 +47,13 @@ pub enum StartError {
     },
 }
 
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
 /// Runs the dispatcher until SIGTERM / Ctrl-C.
 pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     let client = Client::try_default().await.map_err(StartError::Client)?;
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     let health = Health::new(registry);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        crate::runtime::shutdown::signal().await;
-        info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = shutdown::on_signal();
 
     if let Some(dir) = config.store_path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -112,10 +94,10 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     })
     .map_err(StartError::Http)?;
 
-    let ns = config.watch_namespace.clone();
+    let ns = config.watch_namespace.as_deref();
     let (endpoints_reader, endpoints_writer) = reflector::store();
     let endpoint_stream = watcher(
-        scoped::<WebhookEndpoint>(&client, &ns),
+        scoped::<WebhookEndpoint>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
@@ -123,43 +105,41 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     .applied_objects();
     let (subscriptions_reader, subscriptions_writer) = reflector::store();
     let subscription_stream = watcher(
-        scoped::<WebhookSubscription>(&client, &ns),
+        scoped::<WebhookSubscription>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(subscriptions_writer);
     let (secrets_reader, secrets_writer) = reflector::store();
-    let secret_stream = watcher(scoped::<Secret>(&client, &ns), watcher::Config::default())
+    let secret_stream = watcher(scoped::<Secret>(&client, ns), watcher::Config::default())
         .default_backoff()
         .reflect(secrets_writer);
     let (config_maps_reader, config_maps_writer) = reflector::store();
     let config_map_stream = watcher(
-        scoped::<ConfigMap>(&client, &ns),
+        scoped::<ConfigMap>(&client, ns),
         watcher::Config::default().labels(ENDPOINT_LABEL),
     )
     .default_backoff()
     .reflect(config_maps_writer);
     let (events_reader, events_writer) = reflector::store();
     let event_stream = watcher(
-        scoped::<WebhookEvent>(&client, &ns),
+        scoped::<WebhookEvent>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(events_writer)
     .applied_objects();
     let replay_stream = watcher(
-        scoped::<WebhookReplay>(&client, &ns),
+        scoped::<WebhookReplay>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
     .applied_objects();
 
-    let identity = config.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "dispatcher".to_string());
-        format!("{host}-{}", std::process::id())
-    });
+    let identity = config
+        .identity
+        .clone()
+        .unwrap_or_else(|| default_identity("dispatcher"));
     let recorder = Recorder::new(
         client.clone(),
         Reporter {

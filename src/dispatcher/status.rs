@@ -60,9 +60,7 @@ impl Dirty {
     }
 }
 
-fn rfc3339(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+use crate::api::time::rfc3339;
 
 fn percent(rate: Option<f64>) -> Option<String> {
     rate.map(|r| format!("{:.1}%", r * 100.0))

@@ -65,7 +65,7 @@ pub async fn send_test(
     let result = shared.http.send(&prepared.request).await;
     let status = TestDeliveryStatus {
         nonce,
-        time: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        time: crate::api::time::rfc3339(now),
         status_code: result.status.map(i32::from),
         latency_ms: Some(i64::try_from(result.latency.as_millis()).unwrap_or(i64::MAX)),
         error: (!result.is_success()).then(|| result.summary()),

@@ -1,4 +1,7 @@
-//! Resolves on SIGTERM or Ctrl-C, for graceful shutdown.
+//! Graceful shutdown on SIGTERM or Ctrl-C, shared by every task of a process.
+use tokio::sync::watch;
+
+/// Resolves on SIGTERM or Ctrl-C.
 pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -22,4 +25,20 @@ pub async fn signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// A receiver that turns true once a shutdown signal arrives.
+pub fn on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once `rx` turned true.
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
