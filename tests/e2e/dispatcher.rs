@@ -17,15 +17,15 @@ use crate::support::{wait_for, Process, TestNamespace};
 const T: Duration = Duration::from_secs(60);
 
 /// A namespace with the controller and a dispatcher running.
-struct Setup {
-    ns: TestNamespace,
+pub struct Setup {
+    pub ns: TestNamespace,
     _controller: Process,
     dispatcher: Process,
     store: tempfile::TempDir,
 }
 
 impl Setup {
-    async fn new(prefix: &str) -> Self {
+    pub async fn new(prefix: &str) -> Self {
         let ns = TestNamespace::new(prefix).await;
         let controller = Process::controller(&ns.name, "c", &["--allow-plain-http"]);
         let store = tempfile::tempdir().unwrap();
@@ -40,7 +40,13 @@ impl Setup {
 
     /// An endpoint to `receiver` subscribed to `*`, Ready; the receiver learns its secret.
     async fn endpoint(&self, name: &str, receiver: &Receiver, extra: serde_json::Value) {
-        let mut spec = json!({"url": receiver.url(), "displayName": format!("{name} receiver")});
+        let secret = self.endpoint_at(name, &receiver.url(), extra).await;
+        receiver.set_secret(&secret);
+    }
+
+    /// An endpoint to `url` subscribed to `*`; returns its generated signing secret.
+    pub async fn endpoint_at(&self, name: &str, url: &str, extra: serde_json::Value) -> String {
+        let mut spec = json!({"url": url, "displayName": format!("{name} receiver")});
         merge(&mut spec, extra);
         let endpoint: WebhookEndpoint = serde_json::from_value(json!({
             "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEndpoint",
@@ -70,12 +76,12 @@ impl Setup {
             String::from_utf8(bytes).ok()
         })
         .await;
-        receiver.set_secret(&secret);
         // The dispatcher routes once it has seen the subscription and the ConfigMap.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        secret
     }
 
-    async fn event(&self, name: &str, event_type: &str, data: serde_json::Value) {
+    pub async fn event(&self, name: &str, event_type: &str, data: serde_json::Value) {
         let event: WebhookEvent = serde_json::from_value(json!({
             "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
             "metadata": {"name": name}, "spec": {"type": event_type, "data": data}

@@ -25,7 +25,11 @@ struct Receiver {
     log: Option<Mutex<std::fs::File>>,
 }
 
-async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+async fn receive(
+    State(r): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     let now = jiff::Timestamp::now();
     let verified = if r.standard {
         verify_standard(&r.secret, &headers, &body, now, DEFAULT_TOLERANCE)
@@ -40,12 +44,19 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes
         return (StatusCode::BAD_REQUEST, "not JSON");
     };
     let event_id = event["event_id"].as_str().unwrap_or_default().to_string();
-    let first_time = r.seen.lock().map(|mut s| s.insert(event_id.clone())).unwrap_or(true);
+    let first_time = r
+        .seen
+        .lock()
+        .map(|mut s| s.insert(event_id.clone()))
+        .unwrap_or(true);
     if !first_time {
         return (StatusCode::OK, "duplicate ignored");
     }
     let event_type = event["data"]["event_type"].as_str().unwrap_or_default();
-    let attempt = headers.get("x-webhook-attempt").and_then(|v| v.to_str().ok()).unwrap_or("1");
+    let attempt = headers
+        .get("x-webhook-attempt")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("1");
     println!("received {event_type} {event_id} (attempt {attempt})");
     if let Some(log) = &r.log {
         if let Ok(mut file) = log.lock() {
@@ -58,14 +69,25 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| std::io::Error::other("set WEBHOOK_SECRET"))?;
+    let secret =
+        std::env::var("WEBHOOK_SECRET").map_err(|_| std::io::Error::other("set WEBHOOK_SECRET"))?;
     let standard = std::env::var("WEBHOOK_SCHEME").is_ok_and(|s| s == "standard-webhooks");
     let port = std::env::var("PORT").unwrap_or_else(|_| "9000".into());
     let log = match std::env::var("RECEIVED_LOG") {
-        Ok(path) => Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
+        Ok(path) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        )),
         Err(_) => None,
     };
-    let state = Arc::new(Receiver { secret, standard, seen: Mutex::default(), log });
+    let state = Arc::new(Receiver {
+        secret,
+        standard,
+        seen: Mutex::default(),
+        log,
+    });
     let app = Router::new().fallback(post(receive)).with_state(state);
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("listening on http://127.0.0.1:{port}");
