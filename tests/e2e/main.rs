@@ -3,5 +3,7 @@
 //! Each test works in a namespace of its own.
 mod controller;
 mod dispatcher;
+mod ingest;
 mod receiver;
+mod receivers;
 mod support;

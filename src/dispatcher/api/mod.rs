@@ -1,9 +1,276 @@
-//! The dispatcher's HTTP API: ingest, dead letters, delivery history, analytics, test deliveries.
+//! The dispatcher's HTTP API (`--listen-addr`): ingest, dead letters, delivery history,
+//! analytics, test deliveries.
+//!
+//! # Routes
+//! | method and path | access checked (SubjectAccessReview, group `webhooks.pitchey.io`) | answer |
+//! | --- | --- | --- |
+//! | `POST /v1/namespaces/{ns}/events` | `create webhookevents` in `{ns}` | 202 [`Published`](crate::dispatcher::publish::Published) |
+//! | `POST /v1/namespaces/{ns}/events:batch` | `create webhookevents` in `{ns}` | 202 `{"results": [Published, …]}` |
+//! | `GET /v1/namespaces/{ns}/deadletters?endpoint=&cursor=&limit=` | `get webhookendpoints {endpoint}`, or `list webhookendpoints` without `endpoint` | 200 page of dead letters |
+//! | `GET /v1/namespaces/{ns}/endpoints/{name}/deliveries?cursor=&limit=` | `get webhookendpoints {name}` | 200 page of attempts |
+//! | `GET /v1/namespaces/{ns}/endpoints/{name}/analytics?period=&start_date=&end_date=` | `get webhookendpoints {name}` | 200 analytics |
+//! | `POST /v1/namespaces/{ns}/endpoints/{name}/test` | `update webhookendpoints {name}` | 200 `status.lastTest` |
+//!
+//! Every route needs `Authorization: Bearer <token>`: the token is checked with a TokenReview,
+//! then the user and groups it names with a SubjectAccessReview, so Kubernetes RBAC decides who
+//! may publish or read where. Both answers are cached for `--auth-cache-seconds` (keyed by the
+//! SHA-256 of the token; at most 4096 entries each). Authentication and authorization come
+//! before anything else, so an unauthorized caller learns nothing (not even whether an endpoint
+//! exists).
+//!
+//! # Publishing
+//! `POST …/events` with `{"type": "user.created", "data": {…}, "id": "optional-idempotency-key"}`
+//! (`data` defaults to `{}`; `data.event_type`, if given, must equal `type`). The answer comes
+//! only after the event and its deliveries are durably committed:
+//! `202 {"event_id": "evt_…", "deliveries": 2, "duplicate": false}`. The same `id` in the
+//! namespace within the store's idempotency window is the same event: `duplicate: true`, the
+//! first `event_id`, no new deliveries.
+//!
+//! `POST …/events:batch` with `{"events": [{type, data, id}, …]}` (1 to 1000 events): all are
+//! validated before any is stored (a 400 names the index, e.g. `events[3].type`), then stored in
+//! one commit: `202 {"results": [{"event_id", "deliveries", "duplicate"}, …]}` in request order.
+//!
+//! # Reads
+//! Pages are newest first: `{"items": [...], "next_cursor": "…" | null}`; pass `next_cursor` as
+//! `cursor` for the next page; `limit` is 1 to 500 (default 50).
+//!
+//! A delivery attempt (`…/deliveries`):
+//! `{"delivery_id": 7, "event_id": "evt_…", "event_type": "user.created", "attempt": 1,
+//! "at": "<RFC 3339>", "status_code": 500 | null, "latency_ms": 12 | null, "error": "…" | null,
+//! "response_snippet": "…" | null, "success": false, "outcome": "retry"}` (`outcome`: what followed
+//! the attempt: `delivered`, `retry`, `dead_lettered`, `held`).
+//!
+//! A dead letter (`…/deadletters`): `{"delivery_id", "endpoint", "event": {"event_id",
+//! "event_type", "created_at", "data": {…}}, "attempts": 5, "reason", "last_status_code",
+//! "last_error", "dead_lettered_at", "replay_id", "history": [attempt, … oldest first]}`.
+//! Dead letters of endpoints that no longer exist are still listed.
+//!
+//! Analytics (`…/analytics`): `period` is `hour` (default) or `day`; `start_date`/`end_date` are
+//! RFC 3339 times or dates `YYYY-MM-DD` (UTC; an end date includes its day); the default range is
+//! the last 24 hours; at most 1000 buckets.
+//! `{"endpoint": "crm", "period": "day", "start_date": "<RFC 3339>", "end_date": "<RFC 3339>",
+//! "buckets": [{"start", "attempts", "successes", "failures", "success_rate": 0.98 | null,
+//! "avg_latency_ms": 41.5 | null}, …], "totals": {"attempts", "successes", "failures",
+//! "success_rate", "avg_latency_ms"}}`; every bucket of the range is present, empty ones too.
+//!
+//! # Test deliveries
+//! `POST …/endpoints/{name}/test` with an optional `{"test_payload": {…}}` sends a signed
+//! `webhook.test` event at once and answers 200 with the result, as recorded in
+//! `status.lastTest`: `{"nonce": "api-…", "time", "statusCode", "latencyMs", "error"}`. A
+//! receiver's failure is a 200 whose `error` says what happened; 409 when the endpoint is not
+//! ready (no signing Secret or policy yet).
+//!
+//! # Errors
+//! `{"error": {"code": "…", "message": "…", "field": "…"}}`, `field` when one part of the request
+//! is at fault (`type`, `data`, `events[3].type`, `limit`, `start_date`, …):
+//! 400 (`malformed_json` with line and column, `missing_field`, `invalid_field`, `unknown_field`,
+//! `invalid_body`, `invalid_query`), 401 (`unauthenticated`, `invalid_token`), 403 (`forbidden`),
+//! 404 (`not_found`: an endpoint not in the cache, a namespace this dispatcher does not watch, an
+//! unknown route), 405, 409 (`endpoint_not_ready`), 413 (`payload_too_large`, over
+//! `--max-body-bytes`), 429 (`saturated`, with `Retry-After`), 502, 503 (`store_unavailable`,
+//! `auth_unavailable`, with `Retry-After`). Nothing is stored for a refused request.
+//!
+//! Every response is counted in `webhook_operator_dispatcher_ingest_requests_total{code}`, and
+//! every request runs in a tracing span `api` (method, path, user, status).
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracing::Instrument;
+
+use super::metrics::IngestLabels;
 use super::Shared;
 
+pub mod auth;
+pub mod error;
+pub mod history;
+pub mod ingest;
+mod review;
+pub mod test_endpoint;
+
+use error::ApiError;
+use review::Reviewer;
+
+/// How long a read waits for the caches to be synced before answering 503 (only at startup).
+const CACHE_WAIT: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    shared: Arc<Shared>,
+    reviewer: Arc<Reviewer>,
+}
+
+impl ApiState {
+    /// 404 for a namespace this dispatcher does not watch (it could route nothing there).
+    fn served(&self, namespace: &str) -> Result<(), ApiError> {
+        match &self.shared.config.watch_namespace {
+            Some(watched) if watched != namespace => Err(ApiError::NotFound(format!(
+                "this dispatcher serves namespace `{watched}` only, not `{namespace}`"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// 404 unless the endpoint exists (in the dispatcher's cache).
+    async fn endpoint_known(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
+        self.served(namespace)?;
+        match tokio::time::timeout(CACHE_WAIT, self.shared.cache.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Err(ApiError::StoreUnavailable(
+                    "the dispatcher's caches are not synced yet".into(),
+                ))
+            }
+        }
+        if self.shared.cache.endpoint(namespace, name).is_none() {
+            return Err(ApiError::NotFound(format!(
+                "WebhookEndpoint `{name}` not found in namespace `{namespace}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The request body, at most `--max-body-bytes` (413 beyond).
+    async fn body(&self, request: Request) -> Result<Bytes, ApiError> {
+        let limit = self.shared.config.max_body_bytes;
+        match Bytes::from_request(request, &()).await {
+            Ok(body) => Ok(body),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge { limit })
+            }
+            Err(rejection) => Err(ApiError::bad_request(
+                "unreadable_body",
+                format!("reading the request body failed: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
 /// The `/v1/...` routes.
-pub fn router(_shared: Arc<Shared>) -> axum::Router {
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    let reviewer = Arc::new(Reviewer::new(
+        shared.client.clone(),
+        Duration::from_secs(shared.config.auth_cache_seconds),
+    ));
+    let limit = shared.config.max_body_bytes;
+    let state = ApiState {
+        shared: shared.clone(),
+        reviewer,
+    };
+    routes()
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(shared, observe))
+}
+
+fn routes() -> axum::Router<ApiState> {
     axum::Router::new()
+        .route("/v1/namespaces/{ns}/events", post(ingest::publish_one))
+        .route(
+            "/v1/namespaces/{ns}/events:batch",
+            post(ingest::publish_many),
+        )
+        .route(
+            "/v1/namespaces/{ns}/deadletters",
+            get(history::dead_letters),
+        )
+        .route(
+            "/v1/namespaces/{ns}/endpoints/{name}/deliveries",
+            get(history::deliveries),
+        )
+        .route(
+            "/v1/namespaces/{ns}/endpoints/{name}/analytics",
+            get(history::analytics),
+        )
+        .route(
+            "/v1/namespaces/{ns}/endpoints/{name}/test",
+            post(test_endpoint::send),
+        )
+        .fallback(|request: Request| async move {
+            ApiError::NotFound(format!(
+                "no route {} {}",
+                request.method(),
+                request.uri().path()
+            ))
+        })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::MethodNotAllowed(format!(
+                "{} is not allowed on {}",
+                request.method(),
+                request.uri().path()
+            ))
+        })
+}
+
+/// A tracing span per request, and every response counted by status code.
+async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "api",
+        method = %request.method(),
+        path = %request.uri().path(),
+        user = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let code = response.status().as_u16();
+    span.record("status", code);
+    shared
+        .metrics
+        .ingest_requests
+        .get_or_create(&IngestLabels { code })
+        .inc();
+    span.in_scope(|| {
+        tracing::debug!(
+            status = code,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
+    response.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events` and `events:batch` are distinct routes (axum 0.8 path syntax).
+    #[tokio::test]
+    async fn batch_suffix_routes() {
+        let app: axum::Router = axum::Router::new()
+            .route("/v1/namespaces/{ns}/events", post(|| async { "one" }))
+            .route(
+                "/v1/namespaces/{ns}/events:batch",
+                post(|| async { "batch" }),
+            )
+            .route("/v1/namespaces/{ns}/deadletters", get(|| async { "dead" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let post = |path: &str| client.post(format!("http://{addr}{path}")).send();
+        let text =
+            |r: reqwest::Response| async move { (r.status().as_u16(), r.text().await.unwrap()) };
+        assert_eq!(
+            text(post("/v1/namespaces/a/events").await.unwrap()).await,
+            (200, "one".to_string())
+        );
+        assert_eq!(
+            text(post("/v1/namespaces/a/events:batch").await.unwrap()).await,
+            (200, "batch".to_string())
+        );
+        assert_eq!(
+            post("/v1/namespaces/a/events:other")
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+    }
 }

@@ -1,0 +1,134 @@
+//! TokenReview and SubjectAccessReview calls, with their answers cached for
+//! `--auth-cache-seconds` (see [`super::auth`] for the decisions and the cache).
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+
+use super::auth::{self, Access, Authn, Authz, Identity, TokenHash, TtlCache};
+use super::error::ApiError;
+
+/// Cached decisions at most (per cache); a flood of distinct tokens cannot grow memory beyond it.
+const CACHE_CAPACITY: usize = 4096;
+
+pub struct Reviewer {
+    client: kube::Client,
+    authn: Mutex<TtlCache<TokenHash, Authn>>,
+    authz: Mutex<TtlCache<(Identity, Access), Authz>>,
+}
+
+impl Reviewer {
+    pub fn new(client: kube::Client, ttl: Duration) -> Self {
+        Self {
+            client,
+            authn: Mutex::new(TtlCache::new(ttl, CACHE_CAPACITY)),
+            authz: Mutex::new(TtlCache::new(ttl, CACHE_CAPACITY)),
+        }
+    }
+
+    /// Authenticates the request's bearer token and checks that its user may do `access`.
+    /// Returns who the caller is.
+    pub async fn check(&self, headers: &HeaderMap, access: Access) -> Result<Identity, ApiError> {
+        let token = auth::bearer_token(headers).map_err(ApiError::Unauthenticated)?;
+        let identity = match self.authenticate(token).await? {
+            Authn::Authenticated(identity) => identity,
+            Authn::Rejected(reason) => return Err(ApiError::TokenRejected(reason)),
+        };
+        tracing::Span::current().record("user", identity.username.as_str());
+        match self.authorize(&identity, &access).await? {
+            Authz::Allowed => Ok(identity),
+            Authz::Denied(reason) => Err(ApiError::Forbidden {
+                user: identity.username,
+                access: access.describe(),
+                reason,
+            }),
+        }
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Authn, ApiError> {
+        cached(
+            &self.authn,
+            auth::token_hash(token),
+            self.token_review(token),
+        )
+        .await
+    }
+
+    async fn token_review(&self, token: &str) -> Result<Authn, ApiError> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: token.to_owned(),
+                audiences: None,
+            },
+            ..Default::default()
+        };
+        let answer = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| ApiError::AuthUnavailable(format!("TokenReview failed: {e}")))?;
+        Ok(auth::authn_decision(answer.status.as_ref()))
+    }
+
+    async fn authorize(&self, identity: &Identity, access: &Access) -> Result<Authz, ApiError> {
+        let key = (identity.clone(), access.clone());
+        cached(&self.authz, key, self.access_review(identity, access)).await
+    }
+
+    async fn access_review(&self, identity: &Identity, access: &Access) -> Result<Authz, ApiError> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(identity.username.clone()),
+                uid: identity.uid.clone(),
+                groups: Some(identity.groups.clone()),
+                extra: (!identity.extra.is_empty())
+                    .then(|| identity.extra.iter().cloned().collect()),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(access.namespace.clone()),
+                    verb: Some(access.verb.to_owned()),
+                    group: Some(auth::GROUP.to_owned()),
+                    resource: Some(access.resource.to_owned()),
+                    name: access.name.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| ApiError::AuthUnavailable(format!("SubjectAccessReview failed: {e}")))?;
+        Ok(auth::authz_decision(answer.status.as_ref()))
+    }
+}
+
+/// The cached answer for `key`, or `review`'s (cached when it succeeds; errors are not).
+async fn cached<K, V>(
+    cache: &Mutex<TtlCache<K, V>>,
+    key: K,
+    review: impl std::future::Future<Output = Result<V, ApiError>>,
+) -> Result<V, ApiError>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Clone,
+{
+    if let Some(hit) = lock(cache).get(&key, Instant::now()) {
+        return Ok(hit);
+    }
+    let decision = review.await?;
+    lock(cache).insert(key, decision.clone(), Instant::now());
+    Ok(decision)
+}
+
+/// The cache's lock; a panic while holding it cannot leave the cache inconsistent, so a poisoned
+/// lock is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,646 @@
+//! The dispatcher's HTTP API against the real control plane: TokenReview + SubjectAccessReview,
+//! the documented error codes for bad input with nothing stored, idempotent ids, batches, the
+//! read APIs and test deliveries, with a real receiver on loopback.
+use std::collections::HashSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::PostParams;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
+
+use crate::receiver::{Behavior, Receiver};
+use crate::support::{free_port, wait_for, Process, TestNamespace};
+
+const T: Duration = Duration::from_secs(60);
+const ADMIN: &str = "test-admin-token";
+const PUBLISHER: &str = "test-publisher-token";
+const NOBODY: &str = "test-nobody-token";
+/// The dispatcher's default `--max-body-bytes`.
+const MAX_BODY: usize = 256 * 1024;
+
+/// A namespace with the controller, a dispatcher (API and metrics on known ports), an endpoint
+/// `crm` to a receiver subscribed to `*`, and `publisher` allowed to publish there.
+struct Setup {
+    ns: TestNamespace,
+    receiver: Receiver,
+    api: String,
+    metrics: String,
+    http: reqwest::Client,
+    _controller: Process,
+    _dispatcher: Process,
+    _store: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> Self {
+        let ns = TestNamespace::new(prefix).await;
+        let controller = Process::controller(&ns.name, "c", &["--allow-plain-http"]);
+        let store = tempfile::tempdir().unwrap();
+        let db = store.path().join("d.db").display().to_string();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let dispatcher = Process::spawn(
+            &format!("{}-ingest", ns.name),
+            &[
+                "dispatcher",
+                "--watch-namespace",
+                &ns.name,
+                "--store-path",
+                &db,
+                "--listen-addr",
+                &listen,
+                "--metrics-addr",
+                &metrics,
+                "--allow-plain-http",
+                "--egress-allow-cidr",
+                "127.0.0.0/8",
+                "--status-interval-seconds",
+                "1",
+            ],
+        );
+        let receiver = Receiver::start(Behavior::Ok).await;
+        let setup = Self {
+            ns,
+            receiver,
+            api: format!("http://{listen}"),
+            metrics: format!("http://{metrics}/metrics"),
+            http: reqwest::Client::new(),
+            _controller: controller,
+            _dispatcher: dispatcher,
+            _store: store,
+        };
+        setup.grant_publisher().await;
+        setup.endpoint("crm").await;
+        setup
+    }
+
+    /// Creates an object of kind `K` in the namespace from its JSON.
+    async fn create<K>(&self, object: Value)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let object: K = serde_json::from_value(object).unwrap();
+        self.ns
+            .api::<K>()
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+
+    /// `publisher` may create webhookevents in the namespace (and nothing else).
+    async fn grant_publisher(&self) {
+        let rbac = "rbac.authorization.k8s.io";
+        self.create::<Role>(json!({
+            "metadata": {"name": "publish-events"},
+            "rules": [{"apiGroups": ["webhooks.pitchey.io"], "resources": ["webhookevents"], "verbs": ["create"]}]
+        }))
+        .await;
+        self.create::<RoleBinding>(json!({
+            "metadata": {"name": "publisher-publishes"},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "publish-events"},
+            "subjects": [{"apiGroup": rbac, "kind": "User", "name": "publisher"}]
+        }))
+        .await;
+    }
+
+    /// An endpoint to the receiver subscribed to `*`; waits until the dispatcher's API knows it.
+    async fn endpoint(&self, name: &str) {
+        self.create::<WebhookEndpoint>(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEndpoint",
+            "metadata": {"name": name},
+            "spec": {"url": self.receiver.url(), "displayName": "ingest receiver"}
+        }))
+        .await;
+        self.create::<WebhookSubscription>(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookSubscription",
+            "metadata": {"name": format!("{name}-all")},
+            "spec": {"endpointRef": {"name": name}, "eventTypes": ["*"]}
+        }))
+        .await;
+        let secrets = self.ns.api::<Secret>();
+        let secret = wait_for("the signing Secret", T, || async {
+            let secret = secrets.get_opt(&format!("{name}-signing")).await.ok()??;
+            let bytes = secret.data?.get("secret")?.0.clone();
+            String::from_utf8(bytes).ok()
+        })
+        .await;
+        self.receiver.set_secret(&secret);
+        let path = format!("endpoints/{name}/deliveries");
+        wait_for("the dispatcher's API to know the endpoint", T, || async {
+            let response = self.get(ADMIN, &path).await.ok()?;
+            (response.status() == StatusCode::OK).then_some(())
+        })
+        .await;
+        // Routing needs the subscription and the delivery ConfigMap in the caches too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/namespaces/{}/{path}", self.api, self.ns.name)
+    }
+
+    async fn get(&self, token: &str, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+    }
+
+    /// POSTs raw bytes to a path of the namespace; returns status and JSON body.
+    async fn post_raw(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+
+    async fn publish(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        self.post_raw(Some(token), "events", body.to_string().into_bytes())
+            .await
+    }
+
+    async fn get_json(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        answer(self.get(token, path).await.unwrap()).await
+    }
+
+    /// Event ids of the endpoint's delivery log (all pages).
+    async fn logged_event_ids(&self, endpoint: &str) -> HashSet<String> {
+        let mut ids = HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("endpoints/{endpoint}/deliveries?limit=2");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let (status, page) = self.get_json(ADMIN, &path).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            for item in page["items"].as_array().unwrap() {
+                ids.insert(item["event_id"].as_str().unwrap().to_owned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return ids,
+            }
+        }
+    }
+
+    async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self
+            .http
+            .get(&self.metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == name_and_labels).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Publishes a sentinel event and waits until the receiver has it: whatever was stored before
+    /// has been delivered by then. Returns the event ids the receiver saw (tests excluded).
+    async fn settle(&self) -> HashSet<String> {
+        let (status, body) = self
+            .publish(ADMIN, json!({"type": "system.sentinel", "data": {}}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let sentinel = body["event_id"].as_str().unwrap().to_owned();
+        wait_for("the sentinel to be delivered", T, || async {
+            self.received_ids().contains(&sentinel).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut ids = self.received_ids();
+        ids.remove(&sentinel);
+        ids
+    }
+
+    fn received_ids(&self) -> HashSet<String> {
+        self.receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.event_type != "webhook.test")
+            .map(|r| r.event_id)
+            .collect()
+    }
+}
+
+async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"));
+    (status, body)
+}
+
+/// Asserts an error answer: its status, code and (when given) the field it names.
+#[track_caller]
+fn refused(answer: &(StatusCode, Value), status: StatusCode, code: &str, field: Option<&str>) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    if let Some(field) = field {
+        assert_eq!(error["field"], field, "{body}");
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "the message names the field: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ingest_authenticates_and_authorizes_with_kubernetes_rbac() {
+    let setup = Setup::new("ingest-auth").await;
+    let event = json!({"type": "user.created", "data": {"user_id": 1}});
+
+    // No token, a malformed header, a token the API server does not know: 401.
+    let (status, body) = setup
+        .post_raw(None, "events", event.to_string().into_bytes())
+        .await;
+    refused(
+        &(status, body),
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        None,
+    );
+    let response = setup
+        .http
+        .post(setup.url("events"))
+        .header("authorization", "Basic cHVibGlzaGVyOng=")
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    refused(
+        &answer(response).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        None,
+    );
+    refused(
+        &setup.publish("garbage-token", event.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        None,
+    );
+
+    // Known users without the right: 403, naming the user and what was refused.
+    let nobody = setup.publish(NOBODY, event.clone()).await;
+    refused(&nobody, StatusCode::FORBIDDEN, "forbidden", None);
+    let message = nobody.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("nobody") && message.contains("webhookevents"),
+        "{message}"
+    );
+    let elsewhere = setup
+        .http
+        .post(format!("{}/v1/namespaces/default/events", setup.api))
+        .bearer_auth(PUBLISHER)
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    refused(
+        &answer(elsewhere).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    // Publishing does not grant reading or testing endpoints.
+    refused(
+        &setup.get_json(PUBLISHER, "endpoints/crm/deliveries").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    refused(
+        &setup.get_json(PUBLISHER, "deadletters").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    refused(
+        &setup
+            .post_raw(Some(PUBLISHER), "endpoints/crm/test", Vec::new())
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+    // Nor does it reveal whether an endpoint exists.
+    refused(
+        &setup.get_json(NOBODY, "endpoints/nope/analytics").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        None,
+    );
+
+    // The publisher may publish: 202 once durably stored, and the receiver gets it signed.
+    let (status, accepted) = setup.publish(PUBLISHER, event.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["deliveries"], 1, "{accepted}");
+    assert_eq!(accepted["duplicate"], false, "{accepted}");
+    let event_id = accepted["event_id"].as_str().unwrap().to_owned();
+    assert!(event_id.starts_with("evt_"), "{event_id}");
+    // A second request within the cache window is answered from the cached decisions.
+    let (status, again) = setup
+        .publish(PUBLISHER, json!({"type": "user.updated", "data": {}}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+
+    let received = setup.settle().await;
+    let expected: HashSet<String> = [event_id.clone(), again["event_id"].as_str().unwrap().into()]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        received, expected,
+        "only the accepted events were delivered"
+    );
+    let delivered = setup
+        .receiver
+        .received()
+        .into_iter()
+        .find(|r| r.event_id == event_id)
+        .unwrap();
+    assert!(delivered.verified, "the delivery is signed");
+    assert_eq!(delivered.body["data"]["event_type"], "user.created");
+    assert_eq!(delivered.body["data"]["user_id"], 1);
+
+    // Every response is counted by code.
+    assert!(
+        setup
+            .metric("webhook_operator_dispatcher_ingest_requests_total{code=\"401\"}")
+            .await
+            >= 3.0
+    );
+    assert!(
+        setup
+            .metric("webhook_operator_dispatcher_ingest_requests_total{code=\"403\"}")
+            .await
+            >= 6.0
+    );
+    assert!(
+        setup
+            .metric("webhook_operator_dispatcher_ingest_requests_total{code=\"202\"}")
+            .await
+            >= 3.0
+    );
+}
+
+#[tokio::test]
+async fn ingest_refuses_bad_input_with_named_fields_and_stores_nothing() {
+    let setup = Setup::new("ingest-bad").await;
+    let raw = |body: &str| body.as_bytes().to_vec();
+
+    let malformed = setup
+        .post_raw(
+            Some(PUBLISHER),
+            "events",
+            raw("{\"type\": \"user.created\",\n \"data\": {"),
+        )
+        .await;
+    refused(&malformed, StatusCode::BAD_REQUEST, "malformed_json", None);
+    assert!(
+        malformed.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2"),
+        "says where: {}",
+        malformed.1
+    );
+    let bad_events = [
+        (json!({"data": {"a": 1}}), "missing_field", "type"),
+        (
+            json!({"type": "User Created!", "data": {}}),
+            "invalid_field",
+            "type",
+        ),
+        (json!({"type": 42}), "invalid_field", "type"),
+        (
+            json!({"type": "user.created", "data": [1, 2]}),
+            "invalid_field",
+            "data",
+        ),
+        (
+            json!({"type": "user.created", "data": "text"}),
+            "invalid_field",
+            "data",
+        ),
+        (
+            json!({"type": "user.created", "data": {"event_type": "user.deleted"}}),
+            "invalid_field",
+            "data.event_type",
+        ),
+    ];
+    for (event, code, field) in bad_events {
+        let answer = setup.publish(PUBLISHER, event).await;
+        refused(&answer, StatusCode::BAD_REQUEST, code, Some(field));
+    }
+    let batch = json!({"events": [
+        {"type": "user.created", "data": {}},
+        {"type": "user.updated", "data": {}},
+        {"type": "pitch.created", "data": {}},
+        {"type": "not valid", "data": {}}
+    ]});
+    refused(
+        &setup
+            .post_raw(
+                Some(PUBLISHER),
+                "events:batch",
+                batch.to_string().into_bytes(),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("events[3].type"),
+    );
+    // Over --max-body-bytes: 413.
+    let huge = json!({"type": "user.created", "data": {"pad": "x".repeat(MAX_BODY + 1024)}});
+    refused(
+        &setup
+            .post_raw(Some(PUBLISHER), "events", huge.to_string().into_bytes())
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        None,
+    );
+    // Bad query parameters of the read APIs.
+    let bad_reads = [
+        ("endpoints/crm/analytics?start_date=last-week", "start_date"),
+        ("endpoints/crm/analytics?end_date=2024-13-01", "end_date"),
+        ("endpoints/crm/analytics?period=week", "period"),
+        ("endpoints/crm/deliveries?limit=0", "limit"),
+        ("deadletters?cursor=garbage", "cursor"),
+    ];
+    for (path, field) in bad_reads {
+        let answer = setup.get_json(ADMIN, path).await;
+        refused(
+            &answer,
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some(field),
+        );
+    }
+    refused(
+        &setup.get_json(ADMIN, "endpoints/nope/deliveries").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+    );
+
+    // Nothing of the refused requests was stored: no deliveries, no dead letters, an empty queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(setup.logged_event_ids("crm").await.is_empty());
+    let (status, dead) = setup.get_json(ADMIN, "deadletters").await;
+    assert_eq!(status, StatusCode::OK, "{dead}");
+    assert_eq!(dead["items"], json!([]), "{dead}");
+    assert_eq!(
+        setup
+            .metric("webhook_operator_dispatcher_queue_depth")
+            .await,
+        0.0
+    );
+    assert!(
+        setup
+            .metric("webhook_operator_dispatcher_ingest_requests_total{code=\"400\"}")
+            .await
+            >= 10.0
+    );
+    assert!(
+        setup
+            .metric("webhook_operator_dispatcher_ingest_requests_total{code=\"413\"}")
+            .await
+            >= 1.0
+    );
+
+    // The same id twice is one event: same event_id, no new delivery.
+    let order = json!({"type": "investment.made", "data": {"amount": 10}, "id": "order-1"});
+    let (status, first) = setup.publish(PUBLISHER, order.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["duplicate"], false);
+    let (status, second) = setup.publish(PUBLISHER, order).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    assert_eq!(second["event_id"], first["event_id"]);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["deliveries"], first["deliveries"]);
+
+    // A valid batch: one result per event, in order.
+    let batch = json!({"events": [
+        {"type": "user.created", "data": {"n": 1}},
+        {"type": "user.created", "data": {"n": 2}, "id": "order-1"}
+    ]});
+    let (status, results) = setup
+        .post_raw(
+            Some(PUBLISHER),
+            "events:batch",
+            batch.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{results}");
+    let results = results["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["duplicate"], false);
+    assert_eq!(
+        results[1]["event_id"], first["event_id"],
+        "same id, same event"
+    );
+    assert_eq!(results[1]["duplicate"], true);
+
+    let received = setup.settle().await;
+    let expected: HashSet<String> = [&first["event_id"], &results[0]["event_id"]]
+        .into_iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, expected, "one delivery per accepted event");
+    assert_eq!(
+        setup
+            .receiver
+            .received()
+            .iter()
+            .filter(|r| r.event_id == first["event_id"])
+            .count(),
+        1,
+        "the idempotent id was delivered once"
+    );
+    wait_for(
+        "the delivery log to hold the accepted events",
+        T,
+        || async {
+            let logged = setup.logged_event_ids("crm").await;
+            expected.is_subset(&logged).then_some(())
+        },
+    )
+    .await;
+    let logged = setup.logged_event_ids("crm").await;
+    assert_eq!(
+        logged.len(),
+        expected.len() + 1,
+        "plus the sentinel: {logged:?}"
+    );
+
+    // Analytics count the attempts.
+    let (status, analytics) = setup.get_json(ADMIN, "endpoints/crm/analytics").await;
+    assert_eq!(status, StatusCode::OK, "{analytics}");
+    assert_eq!(analytics["period"], "hour");
+    assert!(
+        analytics["buckets"].as_array().unwrap().len() >= 24,
+        "{analytics}"
+    );
+    assert_eq!(analytics["totals"]["attempts"], 3, "{analytics}");
+    assert_eq!(analytics["totals"]["success_rate"], 1.0, "{analytics}");
+
+    // A test delivery through the API reaches the receiver and is answered with its result.
+    let (status, test) = setup
+        .post_raw(
+            Some(ADMIN),
+            "endpoints/crm/test",
+            json!({"test_payload": {"message": "hello"}})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{test}");
+    assert_eq!(test["statusCode"], 200, "{test}");
+    let nonce = test["nonce"].as_str().unwrap().to_owned();
+    let sent = setup
+        .receiver
+        .received()
+        .into_iter()
+        .find(|r| r.event_type == "webhook.test")
+        .expect("the receiver got the test");
+    assert_eq!(sent.body["data"]["nonce"], nonce.as_str());
+    assert_eq!(sent.body["data"]["message"], "hello");
+    assert!(sent.verified);
+}
