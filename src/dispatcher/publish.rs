@@ -38,6 +38,8 @@ pub enum PublishError {
     ConflictingEventType,
     #[error("the store is saturated; retry later")]
     Saturated,
+    #[error("the dispatcher is starting: its caches of endpoints and subscriptions are not loaded yet; retry shortly")]
+    NotReady,
     #[error("storing the event failed: {0}")]
     Store(#[source] StoreError),
 }
@@ -68,7 +70,7 @@ pub async fn publish_batch(
         .cache
         .wait_until_ready()
         .await
-        .map_err(|_| PublishError::Store(StoreError::Closed))?;
+        .map_err(|_| PublishError::NotReady)?;
     let now = Timestamp::now();
     let mut enqueue = Vec::with_capacity(requests.len());
     for request in requests {
