@@ -428,3 +428,36 @@ async fn kill_9_in_the_middle_of_a_load_loses_nothing() {
     );
     assert!(receiver.received().iter().all(|r| r.verified));
 }
+
+#[tokio::test]
+async fn finished_events_are_deleted_after_their_ttl() {
+    let setup = Setup::new("ttl").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    setup.endpoint("crm", &receiver, json!({})).await;
+    let event: WebhookEvent = serde_json::from_value(json!({
+        "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
+        "metadata": {"name": "short-lived"},
+        "spec": {"type": "user.login", "data": {"user": {"id": 1}}, "ttlSecondsAfterFinished": 1}
+    }))
+    .unwrap();
+    setup
+        .ns
+        .api::<WebhookEvent>()
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+    setup
+        .event_phase("short-lived", EventPhase::Delivered)
+        .await;
+    wait_for("the finished event to be deleted", T, || async {
+        let found = setup
+            .ns
+            .api::<WebhookEvent>()
+            .get_opt("short-lived")
+            .await
+            .ok()?;
+        found.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(receiver.received().len(), 1);
+}
