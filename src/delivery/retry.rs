@@ -4,7 +4,6 @@
 //! `[0, max_delay]` without overflow or panic.
 use std::time::{Duration, SystemTime};
 
-
 /// How the delay grows between retries (the CRD's enum: one definition for both layers).
 pub use crate::api::endpoint::Backoff;
 

@@ -79,18 +79,29 @@ async fn check(language: &str, scheme: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let types = ["user.created", "pitch.liked", "payment.failed"];
     for (i, event_type) in types.iter().enumerate() {
-        setup.event(&format!("e{i}"), event_type, json!({"n": i})).await;
+        setup
+            .event(&format!("e{i}"), event_type, json!({"n": i}))
+            .await;
     }
-    let lines = wait_for(&format!("{language}/{scheme} to log 3 events"), Duration::from_secs(60), || async {
-        let lines = logged(&receiver);
-        (lines.len() >= 3).then_some(lines)
-    })
+    let lines = wait_for(
+        &format!("{language}/{scheme} to log 3 events"),
+        Duration::from_secs(60),
+        || async {
+            let lines = logged(&receiver);
+            (lines.len() >= 3).then_some(lines)
+        },
+    )
     .await;
     assert_eq!(lines.len(), 3, "{lines:?}");
-    let mut got: Vec<&str> = lines.iter().filter_map(|l| l["event_type"].as_str()).collect();
+    let mut got: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["event_type"].as_str())
+        .collect();
     got.sort();
     assert_eq!(got, ["payment.failed", "pitch.liked", "user.created"]);
-    assert!(lines.iter().all(|l| l["event_id"].as_str().is_some_and(|id| id.starts_with("evt_"))));
+    assert!(lines.iter().all(|l| l["event_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("evt_"))));
 }
 
 #[tokio::test]
