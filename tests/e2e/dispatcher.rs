@@ -2,7 +2,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use webhook_operator::api::conditions::{self, CIRCUIT_OPEN};
@@ -69,13 +68,7 @@ impl Setup {
             .create(&PostParams::default(), &subscription)
             .await
             .unwrap();
-        let secrets = self.ns.api::<Secret>();
-        let secret = wait_for("the signing Secret", T, || async {
-            let secret = secrets.get_opt(&format!("{name}-signing")).await.ok()??;
-            let bytes = secret.data?.get("secret")?.0.clone();
-            String::from_utf8(bytes).ok()
-        })
-        .await;
+        let secret = self.ns.signing_secret(name).await;
         // The dispatcher routes once it has seen the subscription and the ConfigMap.
         tokio::time::sleep(Duration::from_millis(500)).await;
         secret

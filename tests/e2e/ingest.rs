@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use reqwest::StatusCode;
@@ -125,13 +124,7 @@ impl Setup {
             "spec": {"endpointRef": {"name": name}, "eventTypes": ["*"]}
         }))
         .await;
-        let secrets = self.ns.api::<Secret>();
-        let secret = wait_for("the signing Secret", T, || async {
-            let secret = secrets.get_opt(&format!("{name}-signing")).await.ok()??;
-            let bytes = secret.data?.get("secret")?.0.clone();
-            String::from_utf8(bytes).ok()
-        })
-        .await;
+        let secret = self.ns.signing_secret(name).await;
         self.receiver.set_secret(&secret);
         let path = format!("endpoints/{name}/deliveries");
         wait_for("the dispatcher's API to know the endpoint", T, || async {

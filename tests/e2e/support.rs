@@ -102,6 +102,17 @@ impl TestNamespace {
         Self { name, client }
     }
 
+    /// Waits for the signing key the controller generates for endpoint `name`.
+    pub async fn signing_secret(&self, name: &str) -> String {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = self.api();
+        wait_for("the signing Secret", Duration::from_secs(60), || async {
+            let secret = secrets.get_opt(&format!("{name}-signing")).await.ok()??;
+            let bytes = secret.data?.get("secret")?.0.clone();
+            String::from_utf8(bytes).ok()
+        })
+        .await
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
