@@ -243,7 +243,7 @@ pub fn prepare(
     let body = payload::render(event_id, created_at, &webhook, event_type, data)
         .map_err(|e| PrepareError::Payload(e.to_string()))?;
     let signature = signing::sign(
-        policy.signing.scheme.into(),
+        policy.signing.scheme,
         &keys,
         event_id,
         Timestamp::now().as_second(),
