@@ -1,0 +1,965 @@
+//! End-to-end benchmark: the real `webhook-operator controller` and `dispatcher` (release build,
+//! durable SQLite store) on the local control plane, events published through the ingest API by
+//! a concurrent load generator, delivered to an in-process HTTP receiver on loopback that counts
+//! deliveries and measures publish → receipt latency from a send timestamp in the event data.
+//! `wrk` against the same receiver, with the same POST body, gives the machine's ceiling.
+//!
+//! Run it with `scripts/bench-e2e.sh` (builds, starts or reuses the control plane, installs
+//! `wrk`); `scripts/bench-e2e.sh --help` lists the options. Prints one line per measured window
+//! and a summary (median, min, max over `--runs`).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
+use axum::http::{StatusCode, Uri};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use webhook_operator::api::conditions::ConditionStatus;
+use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "End-to-end delivery benchmark (see docs/benchmarks.md)")]
+struct Args {
+    /// Endpoint counts to measure throughput and latency with (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    endpoints: Vec<usize>,
+    /// Repetitions of every measured window.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Length of one measured window, in seconds.
+    #[arg(long, default_value_t = 10)]
+    window: u64,
+    /// Fixed offered rates (events/s) for the latency measurement.
+    #[arg(long, value_delimiter = ',', default_value = "500,1000")]
+    rates: Vec<u64>,
+    /// Concurrent publishers of the closed-loop (sustained throughput) load.
+    #[arg(long, default_value_t = 64)]
+    publishers: usize,
+    /// Skip the isolation scenario (10 healthy endpoints + 1 that holds requests for 10 s).
+    #[arg(long)]
+    no_isolation: bool,
+    /// Skip the wrk ceiling.
+    #[arg(long)]
+    no_ceiling: bool,
+    /// The webhook-operator binary (release build).
+    #[arg(long, default_value = "target/release/webhook-operator")]
+    binary: PathBuf,
+    /// The control plane's kubeconfig.
+    #[arg(long, default_value = "/tmp/webhook-operator-cp/kubeconfig")]
+    kubeconfig: PathBuf,
+    /// Where stores and logs go (a fresh directory per scenario inside it).
+    #[arg(long, default_value = "target/bench-e2e")]
+    work_dir: PathBuf,
+    /// Extra arguments for the dispatcher (e.g. `--per-endpoint-concurrency=64`).
+    #[arg(long, allow_hyphen_values = true)]
+    dispatcher_arg: Vec<String>,
+}
+
+/// Microseconds since the benchmark started: the clock of the send timestamps.
+fn now_us() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receiver.
+
+#[derive(Default)]
+struct Receiver {
+    /// Deliveries to healthy endpoints (`/ep/...`).
+    delivered: AtomicU64,
+    /// Requests to the stuck endpoint (`/hang`), counted when they arrive.
+    hung: AtomicU64,
+    /// Requests from wrk (`/ceiling`).
+    ceiling: AtomicU64,
+    /// Latencies (µs) while `recording`.
+    recording: AtomicBool,
+    latencies: Mutex<Vec<u32>>,
+}
+
+fn sent_at(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sent_us\":";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = body[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value = 0u64;
+    let mut any = false;
+    for d in digits {
+        value = value * 10 + u64::from(d - b'0');
+        any = true;
+    }
+    any.then_some(value)
+}
+
+async fn receive(receiver: Arc<Receiver>, uri: Uri, body: Bytes) -> StatusCode {
+    let path = uri.path();
+    if path.starts_with("/ceiling") {
+        receiver.ceiling.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::OK;
+    }
+    if path.starts_with("/hang") {
+        receiver.hung.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        return StatusCode::OK;
+    }
+    receiver.delivered.fetch_add(1, Ordering::Relaxed);
+    if receiver.recording.load(Ordering::Relaxed) {
+        if let Some(sent) = sent_at(&body) {
+            let latency = now_us().saturating_sub(sent);
+            if let Ok(mut all) = receiver.latencies.lock() {
+                all.push(u32::try_from(latency).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    StatusCode::OK
+}
+
+async fn start_receiver() -> Result<(Arc<Receiver>, u16)> {
+    let receiver = Arc::new(Receiver::default());
+    let state = receiver.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
+        let state = state.clone();
+        async move { receive(state, uri, body).await }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((receiver, port))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes.
+
+struct Process {
+    child: Child,
+    name: String,
+}
+
+impl Process {
+    fn spawn(binary: &Path, kubeconfig: &Path, log: &Path, args: &[String]) -> Result<Self> {
+        let file = std::fs::File::create(log)?;
+        let child = Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn,kube_client=error")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            child,
+            name: args.first().cloned().unwrap_or_default(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// utime + stime in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command (which is in parentheses and may hold spaces).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest starts at field 3 (state); utime is field 14, stime 15.
+        let ticks = |i: usize| {
+            fields
+                .get(i - 3)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(14) + ticks(15)) / clock_ticks()
+    }
+
+    /// Peak resident set (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop in 5 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes objects.
+
+async fn kube_client(kubeconfig: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (_, crd) in webhook_operator::api::crds::all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.get_opt(&name).await? {
+            None => {
+                api.create(&PostParams::default(), &crd).await?;
+            }
+            Some(existing) => {
+                let mut updated = crd.clone();
+                updated.metadata.resource_version = existing.metadata.resource_version;
+                let _ = api.replace(&name, &PostParams::default(), &updated).await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let established = api
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|c| c.spec.group == "webhooks.pitchey.io")
+            .filter(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+            })
+            .count();
+        if established == 4 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("CRDs not established after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One endpoint: its URL path and the event types its subscription takes.
+struct EndpointPlan {
+    name: String,
+    path: String,
+}
+
+/// A namespace with endpoints, a controller and a dispatcher.
+struct Scenario {
+    client: Client,
+    namespace: String,
+    ingest: String,
+    metrics: String,
+    dispatcher: Process,
+    _controller: Process,
+    endpoints: usize,
+    ready_seconds: f64,
+}
+
+impl Scenario {
+    async fn start(
+        args: &Args,
+        client: &Client,
+        label: &str,
+        receiver_port: u16,
+        plan: &[EndpointPlan],
+    ) -> Result<Self> {
+        let namespace = format!(
+            "bench-{label}-{}",
+            &ulid::Ulid::new().to_string().to_lowercase()[20..]
+        );
+        let dir = args.work_dir.join(&namespace);
+        std::fs::create_dir_all(&dir)?;
+        let ns_api: Api<Namespace> = Api::all(client.clone());
+        ns_api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))?,
+            )
+            .await?;
+        let controller = Process::spawn(
+            &args.binary,
+            &args.kubeconfig,
+            &dir.join("controller.log"),
+            &[
+                "controller".into(),
+                "--watch-namespace".into(),
+                namespace.clone(),
+                "--lease-namespace".into(),
+                namespace.clone(),
+                "--identity".into(),
+                "bench".into(),
+                "--metrics-addr".into(),
+                "127.0.0.1:0".into(),
+                "--allow-plain-http".into(),
+            ],
+        )?;
+        let started = Instant::now();
+        let endpoints: Api<WebhookEndpoint> = Api::namespaced(client.clone(), &namespace);
+        let subscriptions: Api<WebhookSubscription> = Api::namespaced(client.clone(), &namespace);
+        let creations = plan.iter().map(|e| {
+            let (endpoints, subscriptions) = (endpoints.clone(), subscriptions.clone());
+            let endpoint: Result<WebhookEndpoint, _> = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": e.name},
+                "spec": {
+                    "url": format!("http://127.0.0.1:{receiver_port}{}", e.path),
+                    "rateLimit": {"requestsPerMinute": 6_000_000, "burst": 100_000, "adaptive": false},
+                    "circuitBreaker": {"failureThreshold": 1000}
+                }
+            }));
+            let subscription: Result<WebhookSubscription, _> =
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": e.name},
+                    "spec": {"endpointRef": {"name": e.name},
+                             "eventTypes": [format!("bench.{}", e.name.replace('-', "_")), "bench.all"]}
+                }));
+            async move {
+                endpoints.create(&PostParams::default(), &endpoint?).await?;
+                subscriptions
+                    .create(&PostParams::default(), &subscription?)
+                    .await?;
+                anyhow::Ok(())
+            }
+        });
+        let results: Vec<_> = futures::stream::iter(creations)
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        for result in results {
+            result?;
+        }
+        // Ready = the controller validated the spec and created the Secret and ConfigMap.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let list = endpoints.list(&Default::default()).await?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|e| {
+                    e.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == ConditionStatus::True)
+                    })
+                })
+                .count();
+            if ready == plan.len() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {ready} of {} endpoints Ready after 600 s", plan.len());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let ready_seconds = started.elapsed().as_secs_f64();
+
+        let ingest = format!("127.0.0.1:{}", free_port()?);
+        let metrics = format!("127.0.0.1:{}", free_port()?);
+        let mut dispatcher_args: Vec<String> = [
+            "dispatcher",
+            "--watch-namespace",
+            &namespace,
+            "--store-path",
+            &dir.join("dispatcher.db").display().to_string(),
+            "--listen-addr",
+            &ingest,
+            "--metrics-addr",
+            &metrics,
+            "--identity",
+            "bench",
+            "--allow-plain-http",
+            "--egress-allow-cidr",
+            "127.0.0.0/8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        dispatcher_args.extend(args.dispatcher_arg.iter().cloned());
+        let dispatcher = Process::spawn(
+            &args.binary,
+            &args.kubeconfig,
+            &dir.join("dispatcher.log"),
+            &dispatcher_args,
+        )?;
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ok = http
+                .get(format!("http://{metrics}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("dispatcher not ready after 120 s (see {})", dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Self {
+            client: client.clone(),
+            namespace,
+            ingest,
+            metrics,
+            dispatcher,
+            _controller: controller,
+            endpoints: plan.len(),
+            ready_seconds,
+        })
+    }
+
+    async fn stop(self) {
+        let Scenario {
+            client,
+            namespace,
+            dispatcher,
+            _controller,
+            ..
+        } = self;
+        drop(dispatcher);
+        drop(_controller);
+        let api: Api<Namespace> = Api::all(client);
+        let _ = api.delete(&namespace, &DeleteParams::default()).await;
+    }
+
+    /// Sums a metric's samples from /metrics whose line starts with `prefix`.
+    async fn metric_sum(&self, http: &reqwest::Client, prefix: &str) -> f64 {
+        let Ok(response) = http
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+        else {
+            return 0.0;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load.
+
+/// The ingest request body: ~1 KiB of data with the send timestamp.
+fn event_body(event_type: &str) -> String {
+    format!(
+        r#"{{"type":"{event_type}","data":{{"sent_us":{},"user":{{"id":123,"email":"user@example.com"}},"padding":"{}"}}}}"#,
+        now_us(),
+        "x".repeat(940)
+    )
+}
+
+struct Publisher {
+    http: reqwest::Client,
+    url: String,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    types: Vec<String>,
+    next: AtomicU64,
+}
+
+impl Publisher {
+    fn new(ingest: &str, namespace: &str, types: Vec<String>) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            url: format!("http://{ingest}/v1/namespaces/{namespace}/events"),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            types,
+            next: AtomicU64::new(0),
+        }))
+    }
+
+    async fn publish_one(&self) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.types.len();
+        let body = event_body(&self.types[i]);
+        let sent = self
+            .http
+            .post(&self.url)
+            .bearer_auth("test-admin-token")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed);
+                if n < 3 {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    eprintln!("ingest refused: {status} {text}");
+                }
+            }
+            Err(e) => {
+                let n = self.refused.fetch_add(1, Ordering::Relaxed);
+                if n < 3 {
+                    eprintln!("ingest failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Closed loop: `concurrency` publishers back to back until `stop`.
+    fn closed_loop(
+        self: &Arc<Self>,
+        concurrency: usize,
+        stop: Arc<AtomicBool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..concurrency)
+            .map(|_| {
+                let (me, stop) = (self.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        me.publish_one().await;
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Open loop: one publish every 1/rate s for `duration`, whatever the answers take.
+    async fn open_loop(self: &Arc<Self>, rate: u64, duration: Duration) {
+        let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let end = Instant::now() + duration;
+        let mut tasks = Vec::new();
+        while Instant::now() < end {
+            ticker.tick().await;
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move { me.publish_one().await }));
+        }
+        futures::future::join_all(tasks).await;
+    }
+}
+
+/// Waits until the receiver has `target` deliveries (or stops growing for 15 s).
+async fn drain(counter: &AtomicU64, target: u64) {
+    let mut last = counter.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    while counter.load(Ordering::Relaxed) < target {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = counter.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() > Duration::from_secs(15) {
+            eprintln!("  drain: stuck at {now} of {target} deliveries");
+            return;
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
+/// Median, min, max.
+fn summary(values: &[f64]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+#[derive(Default)]
+struct Figures {
+    rows: BTreeMap<String, Vec<f64>>,
+    order: Vec<String>,
+}
+
+impl Figures {
+    fn add(&mut self, key: impl Into<String>, value: f64) {
+        let key = key.into();
+        if !self.rows.contains_key(&key) {
+            self.order.push(key.clone());
+        }
+        self.rows.entry(key).or_default().push(value);
+    }
+
+    fn print(&self) {
+        println!(
+            "\n{:<58} {:>12} {:>12} {:>12}  runs",
+            "figure", "median", "min", "max"
+        );
+        for key in &self.order {
+            let values = &self.rows[key];
+            let (median, min, max) = summary(values);
+            println!(
+                "{key:<58} {median:>12.3} {min:>12.3} {max:>12.3}  {}",
+                values.len()
+            );
+        }
+    }
+}
+
+/// Closed-loop sustained throughput over one window.
+async fn sustained(
+    scenario: &Scenario,
+    receiver: &Receiver,
+    publisher: &Arc<Publisher>,
+    args: &Args,
+    figures: &mut Figures,
+    label: &str,
+) -> Result<()> {
+    let http = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = publisher.closed_loop(args.publishers, stop.clone());
+    // Warm up: the backlog fills and the pipeline reaches its steady state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d0 = receiver.delivered.load(Ordering::Relaxed);
+    let a0 = publisher.accepted.load(Ordering::Relaxed);
+    let cpu0 = scenario.dispatcher.cpu_seconds();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.window)).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let d1 = receiver.delivered.load(Ordering::Relaxed);
+    let a1 = publisher.accepted.load(Ordering::Relaxed);
+    let cpu1 = scenario.dispatcher.cpu_seconds();
+    stop.store(true, Ordering::Relaxed);
+    futures::future::join_all(tasks).await;
+    let deliveries = (d1 - d0) as f64;
+    let rate = deliveries / elapsed;
+    let accept_rate = (a1 - a0) as f64 / elapsed;
+    let cpu_per_1000 = (cpu1 - cpu0) / deliveries.max(1.0) * 1000.0;
+    let pending = scenario
+        .metric_sum(&http, "webhook_operator_dispatcher_queue_depth")
+        .await;
+    println!(
+        "  {label}: {rate:.0} deliveries/s, {accept_rate:.0} accepted/s, {:.3} CPU s per 1000 deliveries, queue depth {pending:.0}, refused so far {}",
+        cpu_per_1000,
+        publisher.refused.load(Ordering::Relaxed)
+    );
+    figures.add(format!("{label}: deliveries/s"), rate);
+    figures.add(format!("{label}: accepted events/s"), accept_rate);
+    figures.add(
+        format!("{label}: dispatcher CPU s / 1000 deliveries"),
+        cpu_per_1000,
+    );
+    // Deliver the backlog before the next window.
+    wait_idle(&receiver.delivered).await;
+    Ok(())
+}
+
+/// Waits until no delivery arrived for 1 s (the backlog is delivered).
+async fn wait_idle(counter: &AtomicU64) {
+    let mut last = counter.load(Ordering::Relaxed);
+    let mut quiet = Instant::now();
+    let started = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(1) && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = counter.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet = Instant::now();
+        }
+    }
+}
+
+/// Fixed offered rate; returns p50/p99/p99.9 (ms) of publish → receipt.
+async fn latency(
+    receiver: &Receiver,
+    publisher: &Arc<Publisher>,
+    rate: u64,
+    args: &Args,
+    figures: &mut Figures,
+    label: &str,
+) {
+    if let Ok(mut l) = receiver.latencies.lock() {
+        l.clear();
+    }
+    let d0 = receiver.delivered.load(Ordering::Relaxed);
+    receiver.recording.store(true, Ordering::Relaxed);
+    publisher
+        .open_loop(rate, Duration::from_secs(args.window))
+        .await;
+    let expected = d0 + rate * args.window;
+    drain(&receiver.delivered, expected).await;
+    receiver.recording.store(false, Ordering::Relaxed);
+    let mut all = receiver
+        .latencies
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    all.sort_unstable();
+    let (p50, p99, p999) = (
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        percentile(&all, 99.9),
+    );
+    println!(
+        "  {label} @ {rate}/s: {} deliveries, p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms",
+        all.len()
+    );
+    figures.add(format!("{label} @ {rate}/s: p50 ms"), p50);
+    figures.add(format!("{label} @ {rate}/s: p99 ms"), p99);
+    figures.add(format!("{label} @ {rate}/s: p99.9 ms"), p999);
+    wait_idle(&receiver.delivered).await;
+}
+
+/// wrk against the receiver with a delivery-sized POST body; returns requests/s.
+fn wrk_ceiling(port: u16, seconds: u64, dir: &Path) -> Result<f64> {
+    let body = format!(
+        r#"{{"event_id":"evt_01JBENCH0000000000000000","timestamp":"2025-01-01T00:00:00Z","webhook":{{"id":"bench/ep-0","name":"ep-0"}},"data":{{"event_type":"bench.ep-0","sent_us":1,"user":{{"id":123,"email":"user@example.com"}},"padding":"{}"}}}}"#,
+        "x".repeat(940)
+    );
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"X-Webhook-Signature\"] = \"sha256=0000000000000000000000000000000000000000000000000000000000000000\"\n"
+        ),
+    )?;
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{seconds}s"),
+            "-s",
+            &script.display().to_string(),
+            &format!("http://127.0.0.1:{port}/ceiling"),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+}
+
+fn plan(count: usize, hang: bool) -> Vec<EndpointPlan> {
+    let mut plan: Vec<EndpointPlan> = (0..count)
+        .map(|i| EndpointPlan {
+            name: format!("ep-{i}"),
+            path: format!("/ep/{i}"),
+        })
+        .collect();
+    if hang {
+        plan.push(EndpointPlan {
+            name: "stuck".into(),
+            path: "/hang".into(),
+        });
+    }
+    plan
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    now_us();
+    std::fs::create_dir_all(&args.work_dir)?;
+    let client = kube_client(&args.kubeconfig).await?;
+    install_crds(&client).await?;
+    let (receiver, port) = start_receiver().await?;
+    let mut figures = Figures::default();
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name\t: "))
+            .unwrap_or("?")
+    );
+
+    for &count in &args.endpoints {
+        let label = format!("{count} endpoint{}", if count == 1 { "" } else { "s" });
+        println!("\n== {label}");
+        let scenario = Scenario::start(
+            &args,
+            &client,
+            &format!("n{count}"),
+            port,
+            &plan(count, false),
+        )
+        .await?;
+        println!(
+            "  {} endpoints Ready in {:.1} s",
+            scenario.endpoints, scenario.ready_seconds
+        );
+        figures.add(
+            format!("{label}: all endpoints Ready, s"),
+            scenario.ready_seconds,
+        );
+        let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
+        let publisher = Publisher::new(&scenario.ingest, &scenario.namespace, types)?;
+        // Warm-up: one event per endpoint, all delivered (the dispatcher has every policy).
+        let d0 = receiver.delivered.load(Ordering::Relaxed);
+        let warm = (0..count).map(|_| publisher.publish_one());
+        futures::stream::iter(warm)
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        drain(&receiver.delivered, d0 + count as u64).await;
+        let http = reqwest::Client::new();
+        for run in 0..args.runs {
+            println!(" run {}", run + 1);
+            sustained(
+                &scenario,
+                &receiver,
+                &publisher,
+                &args,
+                &mut figures,
+                &label,
+            )
+            .await?;
+            if !args.no_ceiling {
+                let ceiling = wrk_ceiling(port, 5, &args.work_dir)?;
+                let (rate, _, _) = summary(
+                    figures.rows[&format!("{label}: deliveries/s")]
+                        .last()
+                        .map(std::slice::from_ref)
+                        .unwrap_or(&[]),
+                );
+                println!(
+                    "  wrk ceiling: {ceiling:.0} requests/s; ratio {:.3}",
+                    rate / ceiling
+                );
+                figures.add(format!("{label}: wrk ceiling requests/s"), ceiling);
+                figures.add(format!("{label}: deliveries/s ÷ ceiling"), rate / ceiling);
+            }
+            for &rate in &args.rates {
+                latency(&receiver, &publisher, rate, &args, &mut figures, &label).await;
+            }
+        }
+        figures.add(
+            format!("{label}: dispatcher peak RSS MiB"),
+            scenario.dispatcher.peak_rss_mib(),
+        );
+        let commits = scenario
+            .metric_sum(
+                &http,
+                "webhook_operator_dispatcher_store_commit_seconds_count",
+            )
+            .await;
+        let commit_sum = scenario
+            .metric_sum(
+                &http,
+                "webhook_operator_dispatcher_store_commit_seconds_sum",
+            )
+            .await;
+        println!(
+            "  dispatcher peak RSS {:.1} MiB; {commits:.0} store commits, mean {:.2} ms",
+            scenario.dispatcher.peak_rss_mib(),
+            commit_sum / commits.max(1.0) * 1000.0
+        );
+        scenario.stop().await;
+    }
+
+    if !args.no_isolation {
+        println!(
+            "\n== isolation: 10 healthy endpoints, with and without 1 that holds requests for 10 s"
+        );
+        for (hang, label) in [
+            (false, "isolation: 10 healthy"),
+            (true, "isolation: 10 healthy + 1 stuck"),
+        ] {
+            let scenario = Scenario::start(
+                &args,
+                &client,
+                if hang { "stuck" } else { "healthy" },
+                port,
+                &plan(10, hang),
+            )
+            .await?;
+            // Every event goes to all endpoints (`bench.all`), so the healthy ones get the same
+            // deliveries per event in both runs.
+            let publisher = Publisher::new(
+                &scenario.ingest,
+                &scenario.namespace,
+                vec!["bench.all".into()],
+            )?;
+            for run in 0..args.runs {
+                println!(" run {}", run + 1);
+                sustained(&scenario, &receiver, &publisher, &args, &mut figures, label).await?;
+            }
+            println!(
+                "  stuck endpoint received {} requests",
+                receiver.hung.load(Ordering::Relaxed)
+            );
+            scenario.stop().await;
+        }
+        let healthy = figures
+            .rows
+            .get("isolation: 10 healthy: deliveries/s")
+            .cloned()
+            .unwrap_or_default();
+        let stuck = figures
+            .rows
+            .get("isolation: 10 healthy + 1 stuck: deliveries/s")
+            .cloned()
+            .unwrap_or_default();
+        for (h, s) in healthy.iter().zip(&stuck) {
+            figures.add(
+                "isolation ratio (healthy deliveries/s with ÷ without stuck)",
+                s / h,
+            );
+        }
+    }
+
+    figures.print();
+    Ok(())
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# End-to-end benchmark in one command: builds the release binary and the bench driver, installs
+# wrk (Debian) if missing, starts or reuses the local control plane, then runs
+# examples/bench_e2e.rs, which prints one line per measured window and a summary table
+# (median, min, max). Options go to the driver, e.g.
+#   scripts/bench-e2e.sh                         # 1 and 100 endpoints, 3 runs, isolation, ceiling
+#   scripts/bench-e2e.sh --endpoints 1,100,10000 --runs 3
+#   scripts/bench-e2e.sh --help
+# Everything runs on 127.0.0.1. See docs/benchmarks.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+if ! command -v wrk >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y wrk >/dev/null || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
+fi
+
+cargo build --release --bin webhook-operator --example bench_e2e >&2
+scripts/control-plane.sh start >&2
+CP_DIR=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}
+
+exec target/release/examples/bench_e2e --kubeconfig "$CP_DIR/kubeconfig" \
+  --binary target/release/webhook-operator "$@"
