@@ -39,12 +39,12 @@ impl Setup {
 
     /// An endpoint to `receiver` subscribed to `*`, Ready; the receiver learns its secret.
     async fn endpoint(&self, name: &str, receiver: &Receiver, extra: serde_json::Value) {
-        let secret = self.endpoint_at(name, &receiver.url(), extra).await;
-        receiver.set_secret(&secret);
+        self.endpoint_at(name, &receiver.url(), extra).await;
+        receiver.set_secret(&self.ns.signing_secret(name).await);
     }
 
-    /// An endpoint to `url` subscribed to `*`; returns its generated signing secret.
-    pub async fn endpoint_at(&self, name: &str, url: &str, extra: serde_json::Value) -> String {
+    /// An endpoint to `url` subscribed to `*`, with its delivery policy provisioned.
+    pub async fn endpoint_at(&self, name: &str, url: &str, extra: serde_json::Value) {
         let mut spec = json!({"url": url, "displayName": format!("{name} receiver")});
         merge(&mut spec, extra);
         let endpoint: WebhookEndpoint = serde_json::from_value(json!({
@@ -68,10 +68,17 @@ impl Setup {
             .create(&PostParams::default(), &subscription)
             .await
             .unwrap();
-        let secret = self.ns.signing_secret(name).await;
+        let config_maps = self.ns.api::<k8s_openapi::api::core::v1::ConfigMap>();
+        wait_for("the delivery ConfigMap", T, || async {
+            config_maps
+                .get_opt(&format!("{name}-delivery"))
+                .await
+                .ok()?
+                .map(|_| ())
+        })
+        .await;
         // The dispatcher routes once it has seen the subscription and the ConfigMap.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        secret
     }
 
     pub async fn event(&self, name: &str, event_type: &str, data: serde_json::Value) {

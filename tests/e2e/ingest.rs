@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
 
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{free_port, wait_for, Process, TestNamespace};
+use crate::support::{wait_for, Process, TestNamespace};
 
 const T: Duration = Duration::from_secs(60);
 const ADMIN: &str = "test-admin-token";
@@ -38,28 +38,8 @@ impl Setup {
         let ns = TestNamespace::new(prefix).await;
         let controller = Process::controller(&ns.name, "c", &["--allow-plain-http"]);
         let store = tempfile::tempdir().unwrap();
-        let db = store.path().join("d.db").display().to_string();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let dispatcher = Process::spawn(
-            &format!("{}-ingest", ns.name),
-            &[
-                "dispatcher",
-                "--watch-namespace",
-                &ns.name,
-                "--store-path",
-                &db,
-                "--listen-addr",
-                &listen,
-                "--metrics-addr",
-                &metrics,
-                "--allow-plain-http",
-                "--egress-allow-cidr",
-                "127.0.0.0/8",
-                "--status-interval-seconds",
-                "1",
-            ],
-        );
+        let (dispatcher, listen, metrics) =
+            Process::dispatcher_with_metrics(&ns.name, &store.path().join("d.db"), "ingest");
         let receiver = Receiver::start(Behavior::Ok).await;
         let setup = Self {
             ns,

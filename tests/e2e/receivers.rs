@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
 use serde_json::json;
 
 use crate::dispatcher::Setup;
@@ -22,6 +25,30 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a receiver on a free port, retrying on another port if it was taken in between.
+fn start_listening(language: &str, secret: &str, scheme: &str) -> (Receiver, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut receiver = start(language, port, secret, scheme);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = receiver.child.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+                if receiver.child.try_wait().ok().flatten().is_none() {
+                    return (receiver, port);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = receiver.child.kill();
+    }
+    panic!("the {language} receiver could not listen on a free port");
 }
 
 fn start(language: &str, port: u16, secret: &str, scheme: &str) -> Receiver {
@@ -66,17 +93,32 @@ fn logged(receiver: &Receiver) -> Vec<serde_json::Value> {
 
 async fn check(language: &str, scheme: &str) {
     let setup = Setup::new(&format!("recv-{language}")).await;
-    let port = free_port();
-    let secret = setup
+    // A key we provide (signing.secretRef), so the receiver can listen before the endpoint exists.
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    );
+    let key: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "app-key"}, "stringData": {"key": secret}
+    }))
+    .unwrap();
+    setup
+        .ns
+        .api::<Secret>()
+        .create(&PostParams::default(), &key)
+        .await
+        .unwrap();
+    let (receiver, port) = start_listening(language, &secret, scheme);
+    setup
         .endpoint_at(
             "app",
             &format!("http://127.0.0.1:{port}/webhooks/pitchey"),
-            json!({"signing": {"scheme": scheme}, "retryPolicy": {"baseDelay": "200ms"}}),
+            json!({
+                "signing": {"scheme": scheme, "secretRef": {"name": "app-key", "key": "key"}},
+                "retryPolicy": {"baseDelay": "200ms"}
+            }),
         )
         .await;
-    let receiver = start(language, port, &secret, scheme);
-    // Give the receiver a moment; deliveries before it listens are retried anyway.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let types = ["user.created", "pitch.liked", "payment.failed"];
     for (i, event_type) in types.iter().enumerate() {
         setup

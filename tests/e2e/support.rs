@@ -176,28 +176,62 @@ impl Process {
     /// The dispatcher for `namespace`, with its store at `store`, allowed to deliver to loopback
     /// over plain HTTP. Returns the process and its ingest address.
     pub fn dispatcher(namespace: &str, store: &std::path::Path, tag: &str) -> (Self, String) {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
+        let (process, listen, _) = Self::dispatcher_with_metrics(namespace, store, tag);
+        (process, listen)
+    }
+
+    /// Like [`Process::dispatcher`], also returning the metrics address. Ports are picked free
+    /// and the start is retried on new ones if another process took them in between.
+    pub fn dispatcher_with_metrics(
+        namespace: &str,
+        store: &std::path::Path,
+        tag: &str,
+    ) -> (Self, String, String) {
         let store = store.display().to_string();
-        let args = [
-            "dispatcher",
-            "--watch-namespace",
-            namespace,
-            "--store-path",
-            &store,
-            "--listen-addr",
-            &listen,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--identity",
-            tag,
-            "--allow-plain-http",
-            "--egress-allow-cidr",
-            "127.0.0.0/8",
-            "--status-interval-seconds",
-            "1",
-        ];
-        (Self::spawn(&format!("{namespace}-{tag}"), &args), listen)
+        for _ in 0..5 {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let metrics = format!("127.0.0.1:{}", free_port());
+            let args = [
+                "dispatcher",
+                "--watch-namespace",
+                namespace,
+                "--store-path",
+                &store,
+                "--listen-addr",
+                &listen,
+                "--metrics-addr",
+                &metrics,
+                "--identity",
+                tag,
+                "--allow-plain-http",
+                "--egress-allow-cidr",
+                "127.0.0.0/8",
+                "--status-interval-seconds",
+                "1",
+            ];
+            let mut process = Self::spawn(&format!("{namespace}-{tag}"), &args);
+            if process.bound(&listen) {
+                return (process, listen, metrics);
+            }
+        }
+        panic!("the dispatcher could not bind free ports five times");
+    }
+
+    /// Whether the process is listening on `addr` (false when it exited, e.g. port taken).
+    fn bound(&mut self, addr: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                // Make sure the listener is ours: a process that lost the race exits at once.
+                std::thread::sleep(Duration::from_millis(200));
+                return !matches!(self.child.try_wait(), Ok(Some(_)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// SIGTERM: a graceful stop.
