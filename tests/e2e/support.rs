@@ -124,14 +124,25 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
+        // The test's runtime is shutting down: delete on a thread of our own, and wait for it,
+        // so a reused control plane does not collect test namespaces.
         let name = self.name.clone();
-        // Best effort; the namespace controller removes its contents.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = api.delete(&name, &DeleteParams::default()).await;
+        let deleted = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                // A client of this runtime: the test's one stops with the test's runtime.
+                let api: Api<Namespace> = Api::all(client().await);
+                let params = DeleteParams::default();
+                let delete = api.delete(&name, &params);
+                let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
             });
-        }
+        });
+        let _ = deleted.join();
     }
 }
 
