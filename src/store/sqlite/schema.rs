@@ -9,7 +9,8 @@ use rusqlite::Connection;
 use crate::store::{Result, StoreError};
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     event_id        TEXT PRIMARY KEY,
     namespace       TEXT NOT NULL,
@@ -106,7 +107,14 @@ CREATE TABLE replays (
     requeued   INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 ) STRICT;
-"#];
+"#,
+    // Claims with a per-endpoint limit seek each endpoint's earliest due deliveries here
+    // instead of ranking every due row.
+    r#"
+CREATE INDEX deliveries_pending_endpoint ON deliveries (namespace, endpoint, next_attempt_at)
+    WHERE state = 'pending';
+"#,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

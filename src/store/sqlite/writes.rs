@@ -242,32 +242,44 @@ pub fn claim(conn: &Connection, request: &ClaimRequest) -> Result<Vec<ClaimedDel
     .and_then(|mut s| s.execute([now]))
     .map_err(db("expire leases"))?;
 
-    let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-    let sql = match request.per_endpoint_limit {
-        None => format!(
-            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ? {scope} ORDER BY d.next_attempt_at, d.id LIMIT ?"
-        ),
-        Some(per_endpoint) => format!(
-            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM (SELECT d.id AS id, ROW_NUMBER() OVER (PARTITION BY \
-             d.namespace, d.endpoint ORDER BY d.next_attempt_at, d.id) AS rank FROM deliveries d \
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ? {scope}) r \
-             JOIN deliveries d ON d.id = r.id JOIN events e ON e.event_id = d.event_id \
-             WHERE r.rank <= {} ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            i64::try_from(per_endpoint).unwrap_or(i64::MAX)
-        ),
+    let mut claimed = match request.per_endpoint_limit {
+        None => {
+            let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ? {scope} ORDER BY d.next_attempt_at, d.id LIMIT ?"
+            );
+            values.insert(0, Value::Integer(now));
+            values.push(Value::Integer(limit));
+            conn.prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_map(params_from_iter(values), |row| {
+                        Ok((rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db("select due deliveries"))?
+        }
+        Some(per_endpoint) => {
+            let ids = due_per_endpoint(conn, &request.scope, now, request.limit, per_endpoint)?;
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d \
+                     JOIN events e ON e.event_id = d.event_id WHERE d.id = ?1"
+                ))
+                .map_err(db("prepare select claimed"))?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = select
+                    .query_row([id], |row| {
+                        Ok((rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?))
+                    })
+                    .map_err(db("select due deliveries"))?;
+                claimed.push(row);
+            }
+            claimed
+        }
     };
-    values.insert(0, Value::Integer(now));
-    values.push(Value::Integer(limit));
-    let mut claimed = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map(params_from_iter(values), |row| {
-                Ok((rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(db("select due deliveries"))?;
     let expires_at = jiff::Timestamp::from_millisecond(expires)
         .map_err(|e| StoreError::InvalidArgument(format!("lease expiry out of range: {e}")))?;
     let mut mark = conn
@@ -288,6 +300,81 @@ pub fn claim(conn: &Connection, request: &ClaimRequest) -> Result<Vec<ClaimedDel
             lease_expires_at: expires_at,
         })
         .collect())
+}
+
+/// The ids of the due deliveries a per-endpoint-limited claim takes: at most `per_endpoint` of
+/// each endpoint (its earliest due), then the earliest `limit` of those, ordered by
+/// `(next_attempt_at, id)`. Each endpoint with pending deliveries costs two seeks in
+/// `deliveries_pending_endpoint` (a loose index scan), so a round does not grow with the backlog
+/// behind the endpoints, as a window function over every due row would.
+fn due_per_endpoint(
+    conn: &Connection,
+    scope: &ClaimScope,
+    now: i64,
+    limit: usize,
+    per_endpoint: usize,
+) -> Result<Vec<i64>> {
+    let endpoints: Vec<(String, String)> = match scope {
+        ClaimScope::Endpoints(endpoints) => endpoints
+            .iter()
+            .map(|e| (e.namespace.clone(), e.name.clone()))
+            .collect(),
+        ClaimScope::All | ClaimScope::Partitions { .. } => {
+            let mut first = conn
+                .prepare_cached(
+                    "SELECT namespace, endpoint FROM deliveries WHERE state = 'pending' \
+                     ORDER BY namespace, endpoint LIMIT 1",
+                )
+                .map_err(db("prepare endpoint scan"))?;
+            let mut next = conn
+                .prepare_cached(
+                    "SELECT namespace, endpoint FROM deliveries WHERE state = 'pending' \
+                     AND (namespace, endpoint) > (?1, ?2) ORDER BY namespace, endpoint LIMIT 1",
+                )
+                .map_err(db("prepare endpoint scan"))?;
+            let pair = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
+            let mut found = Vec::new();
+            let mut current = first
+                .query_row([], pair)
+                .optional()
+                .map_err(db("scan endpoints"))?;
+            while let Some((namespace, endpoint)) = current {
+                current = next
+                    .query_row(params![namespace, endpoint], pair)
+                    .optional()
+                    .map_err(db("scan endpoints"))?;
+                found.push((namespace, endpoint));
+            }
+            if let ClaimScope::Partitions { count, owned } = scope {
+                found.retain(|(namespace, endpoint)| {
+                    owned.contains(&(partition_hash(namespace, endpoint) % count))
+                });
+            }
+            found
+        }
+    };
+    let per_endpoint = i64::try_from(per_endpoint).unwrap_or(i64::MAX);
+    let mut due = conn
+        .prepare_cached(
+            "SELECT next_attempt_at, id FROM deliveries WHERE state = 'pending' AND namespace = ?1 \
+             AND endpoint = ?2 AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT ?4",
+        )
+        .map_err(db("prepare due of endpoint"))?;
+    let mut candidates: Vec<(i64, i64)> = Vec::new();
+    for (namespace, endpoint) in &endpoints {
+        let rows = due
+            .query_map(params![namespace, endpoint, now, per_endpoint], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(i64, i64)>>>())
+            .map_err(db("select due of endpoint"))?;
+        candidates.extend(rows);
+    }
+    candidates.sort_unstable();
+    // An endpoint named twice in the scope.
+    candidates.dedup();
+    candidates.truncate(limit);
+    Ok(candidates.into_iter().map(|(_, id)| id).collect())
 }
 
 /// Extends the leases `owner` holds on `ids`.
