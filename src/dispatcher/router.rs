@@ -1,5 +1,5 @@
 //! Routing: which endpoints of a namespace receive an event. Pure.
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use kube::ResourceExt;
 
@@ -21,6 +21,11 @@ pub fn route<'a>(
         .filter(|e| e.namespace().as_deref() == Some(namespace))
         .filter(|e| e.metadata.deletion_timestamp.is_none())
         .collect();
+    // By name in O(1): subscriptions by `endpointRef` never scan all endpoints.
+    let by_name: HashMap<&str, &WebhookEndpoint> = in_namespace
+        .iter()
+        .filter_map(|e| e.metadata.name.as_deref().map(|n| (n, *e)))
+        .collect();
     let mut names = BTreeSet::new();
     for subscription in subscriptions {
         let spec = &subscription.spec;
@@ -33,17 +38,20 @@ pub fn route<'a>(
         {
             continue;
         }
-        for endpoint in &in_namespace {
-            let reached = match (&spec.endpoint_ref, &spec.endpoint_selector) {
-                (Some(reference), None) => {
-                    endpoint.metadata.name.as_deref() == Some(&reference.name)
+        match (&spec.endpoint_ref, &spec.endpoint_selector) {
+            (Some(reference), None) => {
+                if by_name.contains_key(reference.name.as_str()) {
+                    names.insert(reference.name.clone());
                 }
-                (None, Some(sel)) => selector::matches(sel, endpoint.labels()),
-                _ => false,
-            };
-            if reached {
-                names.insert(endpoint.name_any());
             }
+            (None, Some(selector)) => {
+                for endpoint in &in_namespace {
+                    if selector::matches(selector, endpoint.labels()) {
+                        names.insert(endpoint.name_any());
+                    }
+                }
+            }
+            _ => {}
         }
     }
     names.into_iter().collect()
