@@ -39,10 +39,8 @@ pub fn route<'a>(
             continue;
         }
         match (&spec.endpoint_ref, &spec.endpoint_selector) {
-            (Some(reference), None) => {
-                if by_name.contains_key(reference.name.as_str()) {
-                    names.insert(reference.name.clone());
-                }
+            (Some(reference), None) if by_name.contains_key(reference.name.as_str()) => {
+                names.insert(reference.name.clone());
             }
             (None, Some(selector)) => {
                 for endpoint in &in_namespace {
