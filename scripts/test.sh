@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test: unit and property tests, the CRD drift check, the store contract suite, the
-# delivery engine against loopback servers, and the end-to-end tests against a real local
+# Runs every test: unit and property tests, the CRD drift check, the store contract suite (against
+# SQLite, and against a throwaway PostgreSQL cluster from Debian's packages: scripts/postgres.sh),
+# the delivery engine against loopback servers, and the end-to-end tests against a real local
 # control plane (started on demand by the tests, reused if running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-control-plane.sh >/dev/null
 started_here=0
 if ! scripts/control-plane.sh start | grep -q "already running"; then started_here=1; fi
+pg_started_here=0
+if ! scripts/postgres.sh status >/dev/null 2>&1; then pg_started_here=1; fi
+WO_POSTGRES_URL="$(scripts/postgres.sh start)"
+export WO_POSTGRES_URL
 status=0
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --no-fail-fast || status=$?
@@ -14,4 +19,5 @@ else
   cargo test --no-fail-fast || status=$?
 fi
 if [ "$started_here" = 1 ]; then scripts/control-plane.sh stop >/dev/null 2>&1 || true; fi
+if [ "$pg_started_here" = 1 ]; then scripts/postgres.sh stop >/dev/null 2>&1 || true; fi
 exit $status

@@ -1,13 +1,12 @@
 //! The store contract suite against the SQLite backend on a temporary file, plus SQLite-specific
 //! checks (group commit, schema versioning, limits).
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
 use tempfile::TempDir;
-use webhook_operator::store::contract::{at, endpoint, event, names, Harness};
+use webhook_operator::store::contract::{self, at, endpoint, event, names, CommitCounter, Harness};
 use webhook_operator::store::sqlite::{SqliteConfig, SqliteStore};
 use webhook_operator::store::{AnalyticsQuery, BucketWidth, Result, Store, StoreError};
 
@@ -53,38 +52,13 @@ webhook_operator::store_contract_tests!(SqliteHarness::new());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_enqueues_share_commits() -> Result<()> {
     let harness = SqliteHarness::new();
-    let commits = Arc::new(AtomicUsize::new(0));
-    let largest = Arc::new(AtomicUsize::new(0));
-    let (c, l) = (commits.clone(), largest.clone());
+    let counter = CommitCounter::default();
     let config = SqliteConfig {
-        on_commit: Some(Arc::new(move |jobs, _took| {
-            c.fetch_add(1, Ordering::Relaxed);
-            l.fetch_max(jobs, Ordering::Relaxed);
-        })),
+        on_commit: Some(counter.observer()),
         ..harness.config()
     };
     let store = Arc::new(SqliteStore::open(config).await?);
-    let enqueues = (0..200).map(|i| {
-        let store = store.clone();
-        async move {
-            store
-                .enqueue(event(&format!("evt_{i}"), "user.created", 0), names(&["a"]))
-                .await
-        }
-    });
-    for outcome in join_all(enqueues).await {
-        outcome?;
-    }
-    let (commits, largest) = (
-        commits.load(Ordering::Relaxed),
-        largest.load(Ordering::Relaxed),
-    );
-    assert!(
-        commits < 200,
-        "200 concurrent enqueues took {commits} commits: not grouped"
-    );
-    assert!(largest > 1, "largest commit held {largest} operations");
-    Ok(())
+    contract::concurrent_enqueues_share_commits(store, &counter).await
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! The durable store: events, deliveries (the queue), the delivery log and dead letters.
 //!
 //! [`Store`] is the one trait the dispatcher uses (as `Arc<dyn Store>`); [`sqlite`] is the default
-//! embedded backend. [`contract`] is the suite every backend must pass (a PostgreSQL backend will
-//! run the same functions from its own test file).
+//! embedded backend, [`postgres`] the shared one for several dispatcher replicas. [`contract`] is
+//! the suite every backend must pass (each backend runs it from its own test file). Logic that
+//! does not depend on the SQL (validation, page cursors, analytics buckets) is shared in `common`.
 //!
 //! The store knows nothing of Kubernetes or HTTP. Time is always passed in (`now`), so behaviour
 //! is deterministic under test.
@@ -28,8 +29,10 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+mod common;
 pub mod contract;
 mod error;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 

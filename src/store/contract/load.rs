@@ -1,8 +1,12 @@
 //! Under load: backpressure without loss, and concurrent enqueues that all survive a restart.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures::future::join_all;
 
 use super::{event, names, Harness};
-use crate::store::{Result, StoreError};
+use crate::store::{Result, Store, StoreError};
 
 /// A burst against a tiny write queue: some enqueues are refused with `Saturated`; every accepted
 /// event is stored and no refused one is.
@@ -92,5 +96,53 @@ pub async fn concurrent_enqueues_are_durable<H: Harness>(harness: &H) -> Result<
         }
     }
     assert_eq!(store.pending_count().await?, (TASKS * PER_TASK * 2) as u64);
+    Ok(())
+}
+
+/// Counts a backend's group commits through its commit observer (`on_commit` of the SQLite and
+/// PostgreSQL configs).
+#[derive(Clone, Default)]
+pub struct CommitCounter {
+    commits: Arc<AtomicUsize>,
+    largest: Arc<AtomicUsize>,
+}
+
+impl CommitCounter {
+    /// The observer to put in the backend's config.
+    pub fn observer(&self) -> Arc<dyn Fn(usize, Duration) + Send + Sync> {
+        let (commits, largest) = (self.commits.clone(), self.largest.clone());
+        Arc::new(move |jobs, _took| {
+            commits.fetch_add(1, Ordering::Relaxed);
+            largest.fetch_max(jobs, Ordering::Relaxed);
+        })
+    }
+}
+
+/// 200 concurrent enqueues on a store opened with `counter`'s observer share commits.
+pub async fn concurrent_enqueues_share_commits(
+    store: Arc<dyn Store>,
+    counter: &CommitCounter,
+) -> Result<()> {
+    let enqueues = (0..200).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .enqueue(event(&format!("evt_{i}"), "user.created", 0), names(&["a"]))
+                .await
+        }
+    });
+    for outcome in join_all(enqueues).await {
+        outcome?;
+    }
+    let (commits, largest) = (
+        counter.commits.load(Ordering::Relaxed),
+        counter.largest.load(Ordering::Relaxed),
+    );
+    assert!(
+        commits < 200,
+        "200 concurrent enqueues took {commits} commits: not grouped"
+    );
+    assert!(largest > 1, "largest commit held {largest} operations");
+    assert_eq!(store.pending_count().await?, 200);
     Ok(())
 }

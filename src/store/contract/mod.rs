@@ -26,7 +26,10 @@ mod recovery;
 mod replay;
 
 pub use flow::{claim_scopes, enqueue_claim_record, held_endpoints, idempotency};
-pub use load::{concurrent_enqueues_are_durable, saturation_refuses_without_loss};
+pub use load::{
+    concurrent_enqueues_are_durable, concurrent_enqueues_share_commits,
+    saturation_refuses_without_loss, CommitCounter,
+};
 pub use queries::{analytics_and_endpoint_stats, pagination};
 pub use recovery::{crash_recovery_and_leases, purge_keeps_totals_and_replays};
 pub use replay::dead_letter_and_replay_once;

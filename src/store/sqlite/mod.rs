@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::store::common::validate_enqueue;
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
     DeadLetter, DeliveryId, DeliveryRecord, EndpointRef, EndpointStats, EnqueueOutcome,
@@ -180,32 +181,10 @@ fn open_writer(config: &SqliteConfig) -> Result<Connection> {
     Ok(conn)
 }
 
-fn validate(request: &EnqueueRequest) -> Result<()> {
-    let event = &request.event;
-    let empty = [
-        ("event_id", &event.event_id),
-        ("namespace", &event.namespace),
-        ("event_type", &event.event_type),
-    ]
-    .into_iter()
-    .find(|(_, value)| value.is_empty());
-    if let Some((field, _)) = empty {
-        return Err(StoreError::InvalidArgument(format!(
-            "event {field} must not be empty"
-        )));
-    }
-    if request.endpoints.iter().any(String::is_empty) {
-        return Err(StoreError::InvalidArgument(
-            "endpoint names must not be empty".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue_batch(&self, requests: Vec<EnqueueRequest>) -> Result<Vec<EnqueueOutcome>> {
-        requests.iter().try_for_each(validate)?;
+        requests.iter().try_for_each(validate_enqueue)?;
         if requests.is_empty() {
             return Ok(Vec::new());
         }

@@ -3,29 +3,20 @@ use jiff::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use super::rows::{
-    self, decode_cursor, encode_cursor, millis, page_limit, ATTEMPT_COLUMNS, DELIVERY_COLUMNS,
-};
+use super::rows::{self, millis, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::rows::{DELIVERY_WIDTH, EVENT_COLUMNS};
+use crate::store::common::{
+    add_endpoint_count, add_replay_count, empty_buckets, fill_bucket, p95_offset, page_bounds,
+    page_of, replay_states, unsigned, window_stats,
+};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, DeadLetter, DeliveryRecord, DeliveryState,
     EndpointRef, EndpointStats, EventStatus, Page, PageRequest, QueueCounts, ReplayFilter,
     ReplayProgress, Result, StoreError, WindowStats,
 };
 
-/// Analytics ranges are refused beyond this many buckets.
-const MAX_BUCKETS: i64 = 10_000;
-
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     StoreError::backend(context)
-}
-
-fn unsigned(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn ratio(part: u64, whole: u64) -> Option<f64> {
-    (whole > 0).then(|| part as f64 / whole as f64)
 }
 
 /// An event and all its deliveries.
@@ -58,7 +49,7 @@ pub fn delivery_log(
     page: &PageRequest,
 ) -> Result<Page<AttemptLogEntry>> {
     let (limit, before_at, before_id) = page_bounds(page)?;
-    let mut found = conn
+    let found = conn
         .prepare_cached(&format!(
             "SELECT {ATTEMPT_COLUMNS}, a.id FROM attempts a WHERE a.namespace = ?1 AND a.endpoint = ?2 \
              AND (a.at < ?3 OR (a.at = ?3 AND a.id < ?4)) ORDER BY a.at DESC, a.id DESC LIMIT ?5"
@@ -66,40 +57,16 @@ pub fn delivery_log(
         .and_then(|mut s| {
             s.query_map(
                 params![endpoint.namespace, endpoint.name, before_at, before_id, limit as i64 + 1],
-                |row| Ok((rows::attempt(row)?, row.get::<_, i64>(13)?)),
+                |row| {
+                    let entry = rows::attempt(row)?;
+                    let at = millis(entry.record.at);
+                    Ok((entry, at, row.get::<_, i64>(rows::ATTEMPT_WIDTH)?))
+                },
             )?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db("read delivery log"))?;
-    let next_cursor = next_cursor(&mut found, limit, |(entry, id)| {
-        encode_cursor(millis(entry.record.at), *id)
-    });
-    Ok(Page {
-        items: found.into_iter().map(|(entry, _)| entry).collect(),
-        next_cursor,
-    })
-}
-
-/// The page size and the `(time, id)` every item of the page is before.
-fn page_bounds(page: &PageRequest) -> Result<(usize, i64, i64)> {
-    let (before_at, before_id) = match &page.cursor {
-        Some(cursor) => decode_cursor(cursor)?,
-        None => (i64::MAX, i64::MAX),
-    };
-    Ok((page_limit(page.limit), before_at, before_id))
-}
-
-/// Truncates a `limit + 1` result to `limit` and returns the cursor after the last kept item.
-fn next_cursor<T>(
-    found: &mut Vec<T>,
-    limit: usize,
-    cursor: impl Fn(&T) -> String,
-) -> Option<String> {
-    if found.len() <= limit {
-        return None;
-    }
-    found.truncate(limit);
-    found.last().map(cursor)
+    Ok(page_of(found, limit))
 }
 
 /// Dead letters, most recently dead-lettered first, with payload and attempts.
@@ -110,7 +77,7 @@ pub fn dead_letters(
     page: &PageRequest,
 ) -> Result<Page<DeadLetter>> {
     let (limit, before_at, before_id) = page_bounds(page)?;
-    let mut found = conn
+    let found = conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d JOIN events e ON e.event_id = d.event_id \
              WHERE d.namespace = ?1 AND (?2 IS NULL OR d.endpoint = ?2) AND d.state = 'dead_lettered' \
@@ -119,17 +86,17 @@ pub fn dead_letters(
         ))
         .and_then(|mut s| {
             s.query_map(params![namespace, endpoint, before_at, before_id, limit as i64 + 1], |row| {
-                Ok((rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?))
+                let delivery = rows::delivery(row, 0)?;
+                let (finished, id) = (delivery.finished_at.map(millis).unwrap_or_default(), delivery.id.0);
+                Ok(((delivery, rows::event(row, DELIVERY_WIDTH)?), finished, id))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db("read dead letters"))?;
-    let next_cursor = next_cursor(&mut found, limit, |(delivery, _)| {
-        encode_cursor(
-            delivery.finished_at.map(millis).unwrap_or_default(),
-            delivery.id.0,
-        )
-    });
+    let Page {
+        items: found,
+        next_cursor,
+    } = page_of(found, limit);
     let mut attempts = conn
         .prepare_cached(&format!(
             "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.delivery_id = ?1 ORDER BY a.at, a.id"
@@ -154,32 +121,10 @@ pub fn dead_letters(
 
 /// Attempts per UTC-aligned bucket over `[from, to)`; empty buckets included.
 pub fn analytics(conn: &Connection, query: &AnalyticsQuery) -> Result<Vec<AnalyticsBucket>> {
-    let width = query.bucket.millis();
-    let (from, to) = (millis(query.from), millis(query.to));
-    if from >= to {
+    let Some((base, mut out)) = empty_buckets(query)? else {
         return Ok(Vec::new());
-    }
-    let base = from.div_euclid(width) * width;
-    let buckets = (to - base + width - 1) / width;
-    if buckets > MAX_BUCKETS {
-        return Err(StoreError::InvalidArgument(format!(
-            "analytics range spans {buckets} buckets; at most {MAX_BUCKETS}"
-        )));
-    }
-    let mut out: Vec<AnalyticsBucket> = (0..buckets)
-        .map(|i| {
-            let start = Timestamp::from_millisecond(base + i * width)
-                .map_err(|e| StoreError::InvalidArgument(format!("analytics range: {e}")))?;
-            Ok(AnalyticsBucket {
-                start,
-                attempts: 0,
-                successes: 0,
-                failures: 0,
-                success_rate: None,
-                avg_latency_ms: None,
-            })
-        })
-        .collect::<Result<_>>()?;
+    };
+    let (width, from, to) = (query.bucket.millis(), millis(query.from), millis(query.to));
     let mut statement = conn
         .prepare_cached(
             "SELECT (a.at - ?3) / ?5 AS bucket, COUNT(*), COALESCE(SUM(a.success), 0), AVG(a.latency_ms) \
@@ -209,14 +154,7 @@ pub fn analytics(conn: &Connection, query: &AnalyticsQuery) -> Result<Vec<Analyt
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db("read analytics"))?;
     for (index, attempts, successes, avg_latency_ms) in rows {
-        let Some(bucket) = usize::try_from(index).ok().and_then(|i| out.get_mut(i)) else {
-            continue;
-        };
-        bucket.attempts = unsigned(attempts);
-        bucket.successes = unsigned(successes);
-        bucket.failures = bucket.attempts.saturating_sub(bucket.successes);
-        bucket.success_rate = ratio(bucket.successes, bucket.attempts);
-        bucket.avg_latency_ms = avg_latency_ms;
+        fill_bucket(&mut out, index, attempts, successes, avg_latency_ms);
     }
     Ok(out)
 }
@@ -235,14 +173,12 @@ fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Re
         })
         .map_err(db("read window stats"))?;
     let p95_latency_ms = if with_latency > 0 {
-        // Nearest rank: the ceil(0.95 n)-th smallest.
-        let rank = (with_latency * 95 + 99) / 100;
         conn.prepare_cached(
             "SELECT latency_ms FROM attempts WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4 \
              AND latency_ms IS NOT NULL ORDER BY latency_ms LIMIT 1 OFFSET ?5",
         )
         .and_then(|mut s| {
-            s.query_row(params![endpoint.namespace, endpoint.name, since, now, rank - 1], |r| r.get::<_, i64>(0))
+            s.query_row(params![endpoint.namespace, endpoint.name, since, now, p95_offset(with_latency)], |r| r.get::<_, i64>(0))
                 .optional()
         })
         .map_err(db("read p95 latency"))?
@@ -250,16 +186,12 @@ fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Re
     } else {
         None
     };
-    let failures = attempts.saturating_sub(successes);
-    Ok(WindowStats {
+    Ok(window_stats(
         attempts,
         successes,
-        failures,
-        success_rate: ratio(successes, attempts),
-        error_rate: ratio(failures, attempts),
         avg_latency_ms,
         p95_latency_ms,
-    })
+    ))
 }
 
 /// Totals, windows and queue counts of one endpoint.
@@ -314,13 +246,7 @@ pub fn endpoint_stats(
         params![endpoint.namespace, endpoint.name],
     )?;
     for (state, n) in by_state {
-        match state {
-            DeliveryState::Pending => stats.pending_count = n,
-            DeliveryState::InFlight => stats.in_flight_count = n,
-            DeliveryState::Held => stats.held_count = n,
-            DeliveryState::DeadLettered => stats.dead_letter_count = n,
-            DeliveryState::Delivered => {}
-        }
+        add_endpoint_count(&mut stats, state, n);
     }
     Ok(stats)
 }
@@ -331,11 +257,7 @@ pub fn replay_candidates(
     filter: &ReplayFilter,
     limit: usize,
 ) -> Result<Vec<DeliveryRecord>> {
-    let outcomes: Vec<DeliveryState> = if filter.outcomes.is_empty() {
-        vec![DeliveryState::Delivered, DeliveryState::DeadLettered]
-    } else {
-        filter.outcomes.iter().map(|o| o.state()).collect()
-    };
+    let outcomes = replay_states(filter);
     let states = vec!["?"; outcomes.len()].join(", ");
     let mut values = vec![
         Value::Text(filter.endpoint.namespace.clone()),
@@ -405,11 +327,7 @@ pub fn replay_progress(conn: &Connection, replay_id: &str) -> Result<Option<Repl
         "SELECT state, COUNT(*) FROM deliveries WHERE replay_id = ?1 GROUP BY state",
         [replay_id],
     )? {
-        match state {
-            DeliveryState::Delivered => progress.delivered += n,
-            DeliveryState::DeadLettered => progress.dead_lettered += n,
-            _ => progress.outstanding += n,
-        }
+        add_replay_count(&mut progress, state, n);
     }
     Ok(Some(progress))
 }

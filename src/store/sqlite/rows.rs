@@ -1,4 +1,4 @@
-//! Mapping between rows and the store's types: column lists, times, page cursors.
+//! Mapping between rows and the store's types: column lists and times.
 use bytes::Bytes;
 use jiff::Timestamp;
 use rusqlite::types::Type;
@@ -6,27 +6,16 @@ use rusqlite::Row;
 
 use crate::store::{
     AttemptLogEntry, AttemptOutcome, AttemptRecord, DeliveryId, DeliveryRecord, DeliveryState,
-    EndpointRef, EventRecord, EventSource, Result, StoreError,
+    EndpointRef, EventRecord, EventSource,
 };
 
-/// Columns of [`delivery`], from alias `d`.
-pub const DELIVERY_COLUMNS: &str =
-    "d.id, d.event_id, d.namespace, d.endpoint, d.state, d.attempts, \
-     d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.delivered_at, \
-     d.dead_letter_reason, d.finished_at, d.replay_id, d.created_at";
-pub const DELIVERY_WIDTH: usize = 15;
+pub use crate::store::common::millis;
 
-/// Columns of [`event`], from alias `e`.
-pub const EVENT_COLUMNS: &str = "e.event_id, e.namespace, e.event_type, e.data, e.created_at, \
-     e.resource_name, e.resource_uid, e.idempotency_key";
-
-/// Columns of [`attempt`], from alias `a`.
-pub const ATTEMPT_COLUMNS: &str = "a.delivery_id, a.event_id, a.event_type, a.namespace, a.endpoint, \
-     a.attempt, a.at, a.status_code, a.latency_ms, a.error, a.response_snippet, a.success, a.outcome";
-
-pub fn millis(t: Timestamp) -> i64 {
-    t.as_millisecond()
-}
+/// Column lists, shared by the backends: [`delivery`], [`event`] and [`attempt`] read them by
+/// position.
+pub use crate::store::common::{
+    ATTEMPT_COLUMNS, ATTEMPT_WIDTH, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS,
+};
 
 fn conversion<E>(column: usize, source: E) -> rusqlite::Error
 where
@@ -128,39 +117,4 @@ pub fn attempt(row: &Row<'_>) -> rusqlite::Result<AttemptLogEntry> {
         outcome: AttemptOutcome::parse(&outcome)
             .ok_or_else(|| conversion(12, format!("unknown attempt outcome {outcome:?}")))?,
     })
-}
-
-/// A keyset page cursor: the sort time and row id of the last item returned.
-pub fn encode_cursor(time_ms: i64, id: i64) -> String {
-    format!("{time_ms}.{id}")
-}
-
-pub fn decode_cursor(cursor: &str) -> Result<(i64, i64)> {
-    let invalid = || StoreError::InvalidArgument(format!("malformed page cursor {cursor:?}"));
-    let (time, id) = cursor.split_once('.').ok_or_else(invalid)?;
-    Ok((
-        time.parse().map_err(|_| invalid())?,
-        id.parse().map_err(|_| invalid())?,
-    ))
-}
-
-/// A page size within 1..=1000.
-pub fn page_limit(limit: usize) -> usize {
-    limit.clamp(1, 1000)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        assert_eq!(
-            decode_cursor(&encode_cursor(1_700_000_000_000, 42)).unwrap(),
-            (1_700_000_000_000, 42)
-        );
-        assert_eq!(decode_cursor(&encode_cursor(-5, 1)).unwrap(), (-5, 1));
-        assert!(decode_cursor("nope").is_err());
-        assert!(decode_cursor("1.x").is_err());
-    }
 }

@@ -6,6 +6,9 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::queries;
 use super::rows::{self, millis, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
+use crate::store::common::{
+    attempt_outcome, count, distinct_endpoints, failure_text, resource_columns, transition,
+};
 use crate::store::{
     partition_hash, AttemptOutcome, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery,
     DeliveryId, DeliveryState, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource, NewEvent,
@@ -14,10 +17,6 @@ use crate::store::{
 
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     StoreError::backend(context)
-}
-
-fn count(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The state an in-flight delivery returns to: Held if its endpoint is held, else Pending.
@@ -51,10 +50,7 @@ fn enqueue_one(
             duplicate: true,
         });
     }
-    let (resource_name, resource_uid) = match &event.source {
-        EventSource::Ingest => (None, None),
-        EventSource::Resource { name, uid } => (Some(name.as_str()), Some(uid.as_str())),
-    };
+    let (resource_name, resource_uid) = resource_columns(&event.source);
     let created_at = millis(event.created_at);
     conn.prepare_cached(
         "INSERT INTO events (event_id, namespace, event_type, data, created_at, resource_name, resource_uid, \
@@ -73,14 +69,9 @@ fn enqueue_one(
         ])
     })
     .map_err(db("insert event"))?;
-    let mut seen = HashSet::new();
     let mut deliveries = Vec::with_capacity(request.endpoints.len());
-    for name in request
-        .endpoints
-        .iter()
-        .filter(|name| seen.insert(name.as_str()))
-    {
-        let endpoint = EndpointRef::new(event.namespace.clone(), name.clone());
+    for name in distinct_endpoints(request) {
+        let endpoint = EndpointRef::new(event.namespace.clone(), name);
         deliveries.push(insert_delivery(
             conn,
             &event.event_id,
@@ -458,12 +449,11 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
     let record = &result.record;
     let at = millis(record.at);
     let success = matches!(result.next, NextStep::Delivered);
-    let mut outcome = AttemptOutcome::of(&result.next);
     let holds_lease =
         state == DeliveryState::InFlight.as_str() && lease_owner.as_deref() == Some(&result.owner);
-    if holds_lease && outcome == AttemptOutcome::Retry && is_held(conn, &endpoint)? {
-        outcome = AttemptOutcome::Held;
-    }
+    let held =
+        holds_lease && matches!(result.next, NextStep::Retry { .. }) && is_held(conn, &endpoint)?;
+    let outcome = attempt_outcome(&result.next, held);
     let latency = record
         .latency_ms
         .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
@@ -494,32 +484,7 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
     if !holds_lease {
         return Ok(RecordOutcome::LeaseLost);
     }
-    let (state, next_at, delivered_at, reason, finished_at) = match (&result.next, outcome) {
-        // A retry of a held endpoint keeps its time: released early, it still waits for it.
-        (NextStep::Retry { at: retry_at }, AttemptOutcome::Held) => (
-            DeliveryState::Held,
-            Some(millis(*retry_at)),
-            None,
-            None,
-            None,
-        ),
-        (NextStep::Retry { at: retry_at }, _) => (
-            DeliveryState::Pending,
-            Some(millis(*retry_at)),
-            None,
-            None,
-            None,
-        ),
-        (NextStep::Delivered, _) => (DeliveryState::Delivered, None, Some(at), None, Some(at)),
-        (NextStep::DeadLetter { reason }, _) => (
-            DeliveryState::DeadLettered,
-            None,
-            None,
-            Some(reason.as_str()),
-            Some(at),
-        ),
-        (NextStep::Held, _) => (DeliveryState::Held, None, None, None, None),
-    };
+    let next = transition(result, outcome);
     conn.prepare_cached(
         "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, lease_owner = NULL, \
          lease_expires_at = NULL, last_attempt_at = ?3, last_status_code = ?4, last_error = ?5, \
@@ -527,14 +492,14 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
     )
     .and_then(|mut s| {
         s.execute(params![
-            state.as_str(),
-            next_at,
+            next.state.as_str(),
+            next.next_attempt_at,
             at,
             record.status_code,
             record.error,
-            delivered_at,
-            reason,
-            finished_at,
+            next.delivered_at,
+            next.dead_letter_reason,
+            next.finished_at,
             result.delivery_id.0,
         ])
     })
@@ -551,12 +516,7 @@ fn bump_counters(
     success: bool,
 ) -> Result<()> {
     let at = millis(result.record.at);
-    let error = match (&result.record.error, result.record.status_code) {
-        _ if success => None,
-        (Some(error), _) => Some(error.clone()),
-        (None, Some(code)) => Some(format!("HTTP {code}")),
-        (None, None) => Some("attempt failed".to_owned()),
-    };
+    let error = failure_text(result, success);
     conn.prepare_cached(
         "INSERT INTO endpoint_counters (namespace, endpoint, delivered, failed_attempts, dead_lettered, retries, \
          last_attempt_at, last_success_at, last_failure_at, last_status_code, last_error) \

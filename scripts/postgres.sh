@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the store tests, from Debian's packages.
+#
+#   scripts/postgres.sh start    installs `postgresql` if missing, creates the cluster on first use,
+#                                starts it (if not running) and prints its connection URL
+#   scripts/postgres.sh status   exits 0 when the cluster runs (and prints the URL)
+#   scripts/postgres.sh url      prints the URL
+#   scripts/postgres.sh stop     stops the cluster and deletes it
+#
+# The cluster listens on 127.0.0.1 only, on a non-default port (WO_POSTGRES_PORT, default 55432),
+# with its files and Unix socket in WO_POSTGRES_DIR (default /tmp/wo-postgres), trust
+# authentication for the superuser `postgres`. It is for tests only: fsync is off (a crash of the
+# machine may corrupt it; the tests never need that), which keeps the suite fast on a small disk.
+# PostgreSQL refuses to run as root: as root the cluster belongs to the `postgres` user (created by
+# the Debian package) and every server command runs through `runuser`.
+set -euo pipefail
+
+PORT="${WO_POSTGRES_PORT:-55432}"
+BASE="${WO_POSTGRES_DIR:-/tmp/wo-postgres}"
+DATA="$BASE/data"
+LOG="$BASE/server.log"
+URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+
+bindir() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then echo "$dir"; fi
+}
+
+install_server() {
+  [ -n "$(bindir)" ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "postgres.sh: PostgreSQL is not installed; run as root, or: apt-get install -y postgresql" >&2
+    exit 1
+  fi
+  echo "postgres.sh: installing Debian's postgresql" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql >&2
+  [ -n "$(bindir)" ] || { echo "postgres.sh: no initdb/pg_ctl after installing postgresql" >&2; exit 1; }
+}
+
+# Runs a server command as the cluster's owner, without the lock's descriptor (a server that
+# inherited it would hold the lock for as long as it runs).
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    (cd / && runuser -u postgres -- "$@" 9>&-)
+  else
+    "$@" 9>&-
+  fi
+}
+
+running() {
+  local bin
+  bin="$(bindir)"
+  [ -n "$bin" ] && [ -f "$DATA/PG_VERSION" ] && as_owner "$bin/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+}
+
+start() {
+  install_server
+  local bin
+  bin="$(bindir)"
+  if running; then
+    echo "$URL"
+    return 0
+  fi
+  if [ ! -f "$DATA/PG_VERSION" ]; then
+    rm -rf "$BASE"
+    mkdir -p "$BASE"
+    if [ "$(id -u)" = 0 ]; then
+      id postgres >/dev/null 2>&1 || useradd --system --no-create-home --home-dir "$BASE" postgres
+      chown postgres: "$BASE"
+    fi
+    as_owner "$bin/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+    cat >>"$DATA/postgresql.conf" <<EOF
+# scripts/postgres.sh: a throwaway test cluster on loopback.
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$BASE'
+max_connections = 200
+fsync = off
+full_page_writes = off
+EOF
+  fi
+  if ! as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null; then
+    echo "postgres.sh: the server did not start; its log:" >&2
+    tail -n 30 "$LOG" >&2 || true
+    exit 1
+  fi
+  echo "$URL"
+}
+
+stop() {
+  local bin
+  bin="$(bindir)"
+  if [ -n "$bin" ] && [ -f "$DATA/PG_VERSION" ]; then
+    as_owner "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$BASE"
+}
+
+case "${1:-}" in
+  start)
+    # Tests started in parallel may all ask for the cluster at once: one creates it.
+    mkdir -p "$(dirname "$BASE")"
+    exec 9>"$BASE.lock"
+    flock 9
+    start
+    ;;
+  status)
+    running && echo "$URL"
+    ;;
+  url) echo "$URL" ;;
+  stop)
+    exec 9>"$BASE.lock"
+    flock 9
+    stop
+    ;;
+  *)
+    echo "usage: $0 start|status|url|stop" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,333 @@
+//! Backend-independent pieces every SQL backend shares: argument validation, page cursors,
+//! analytics buckets, window statistics and what an attempt does to a delivery. Only the SQL
+//! differs between backends; what the contract checks about these is decided here, once.
+use jiff::Timestamp;
+
+use crate::store::{
+    AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, DeliveryState, EndpointStats,
+    EnqueueRequest, EventSource, NextStep, Page, PageRequest, ReplayFilter, ReplayProgress, Result,
+    StoreError, WindowStats,
+};
+
+/// Columns of a delivery row, from alias `d` (each backend maps them by position).
+pub const DELIVERY_COLUMNS: &str =
+    "d.id, d.event_id, d.namespace, d.endpoint, d.state, d.attempts, \
+     d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.delivered_at, \
+     d.dead_letter_reason, d.finished_at, d.replay_id, d.created_at";
+pub const DELIVERY_WIDTH: usize = 15;
+
+/// Columns of an event row, from alias `e`.
+pub const EVENT_COLUMNS: &str = "e.event_id, e.namespace, e.event_type, e.data, e.created_at, \
+     e.resource_name, e.resource_uid, e.idempotency_key";
+
+/// Columns of an attempt row, from alias `a`.
+pub const ATTEMPT_COLUMNS: &str = "a.delivery_id, a.event_id, a.event_type, a.namespace, a.endpoint, \
+     a.attempt, a.at, a.status_code, a.latency_ms, a.error, a.response_snippet, a.success, a.outcome";
+pub const ATTEMPT_WIDTH: usize = 13;
+
+/// Analytics ranges are refused beyond this many buckets.
+pub const MAX_BUCKETS: i64 = 10_000;
+
+/// Unix milliseconds, the unit every backend stores times in.
+pub fn millis(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+/// A count as `u64` (saturating).
+pub fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// A database count as `u64` (negative reads as 0).
+pub fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A `usize` limit as a SQL integer (saturating).
+pub fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// Refuses events and endpoint names the store cannot key on.
+pub fn validate_enqueue(request: &EnqueueRequest) -> Result<()> {
+    let event = &request.event;
+    let empty = [
+        ("event_id", &event.event_id),
+        ("namespace", &event.namespace),
+        ("event_type", &event.event_type),
+    ]
+    .into_iter()
+    .find(|(_, value)| value.is_empty());
+    if let Some((field, _)) = empty {
+        return Err(StoreError::InvalidArgument(format!(
+            "event {field} must not be empty"
+        )));
+    }
+    if request.endpoints.iter().any(String::is_empty) {
+        return Err(StoreError::InvalidArgument(
+            "endpoint names must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The `(resource_name, resource_uid)` columns of an event's source (`NULL`s when ingested).
+pub fn resource_columns(source: &EventSource) -> (Option<&str>, Option<&str>) {
+    match source {
+        EventSource::Ingest => (None, None),
+        EventSource::Resource { name, uid } => (Some(name.as_str()), Some(uid.as_str())),
+    }
+}
+
+/// The endpoint names of an enqueue, each once, in the order given.
+pub fn distinct_endpoints(request: &EnqueueRequest) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    request
+        .endpoints
+        .iter()
+        .map(String::as_str)
+        .filter(|name| seen.insert(*name))
+        .collect()
+}
+
+/// A keyset page cursor: the sort time and row id of the last item returned.
+pub fn encode_cursor(time_ms: i64, id: i64) -> String {
+    format!("{time_ms}.{id}")
+}
+
+/// Parses [`encode_cursor`]'s format; anything else is [`StoreError::InvalidArgument`].
+pub fn decode_cursor(cursor: &str) -> Result<(i64, i64)> {
+    let invalid = || StoreError::InvalidArgument(format!("malformed page cursor {cursor:?}"));
+    let (time, id) = cursor.split_once('.').ok_or_else(invalid)?;
+    Ok((
+        time.parse().map_err(|_| invalid())?,
+        id.parse().map_err(|_| invalid())?,
+    ))
+}
+
+/// A page size within 1..=1000.
+pub fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, 1000)
+}
+
+/// The page size and the `(time, id)` every item of the page is before.
+pub fn page_bounds(page: &PageRequest) -> Result<(usize, i64, i64)> {
+    let (before_at, before_id) = match &page.cursor {
+        Some(cursor) => decode_cursor(cursor)?,
+        None => (i64::MAX, i64::MAX),
+    };
+    Ok((page_limit(page.limit), before_at, before_id))
+}
+
+/// Truncates a `limit + 1` result to `limit` and returns the cursor after the last kept item.
+pub fn next_cursor<T>(
+    found: &mut Vec<T>,
+    limit: usize,
+    cursor: impl Fn(&T) -> String,
+) -> Option<String> {
+    if found.len() <= limit {
+        return None;
+    }
+    found.truncate(limit);
+    found.last().map(cursor)
+}
+
+/// A page from a `limit + 1` result of `(item, sort time ms, row id)`.
+pub fn page_of<T>(mut found: Vec<(T, i64, i64)>, limit: usize) -> Page<T> {
+    let next_cursor = next_cursor(&mut found, limit, |(_, at, id)| encode_cursor(*at, *id));
+    Page {
+        items: found.into_iter().map(|(item, _, _)| item).collect(),
+        next_cursor,
+    }
+}
+
+/// The empty, UTC-aligned buckets of an analytics query and the first bucket's start (ms):
+/// attempt `at` falls in bucket `(at - base) / width`. `None` for an empty range.
+pub fn empty_buckets(query: &AnalyticsQuery) -> Result<Option<(i64, Vec<AnalyticsBucket>)>> {
+    let width = query.bucket.millis();
+    let (from, to) = (millis(query.from), millis(query.to));
+    if from >= to {
+        return Ok(None);
+    }
+    let base = from.div_euclid(width) * width;
+    let buckets = (to - base + width - 1) / width;
+    if buckets > MAX_BUCKETS {
+        return Err(StoreError::InvalidArgument(format!(
+            "analytics range spans {buckets} buckets; at most {MAX_BUCKETS}"
+        )));
+    }
+    let out = (0..buckets)
+        .map(|i| {
+            let start = Timestamp::from_millisecond(base + i * width)
+                .map_err(|e| StoreError::InvalidArgument(format!("analytics range: {e}")))?;
+            Ok(AnalyticsBucket {
+                start,
+                attempts: 0,
+                successes: 0,
+                failures: 0,
+                success_rate: None,
+                avg_latency_ms: None,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some((base, out)))
+}
+
+/// Fills bucket `index` (as the SQL computed it) with its counts; out-of-range indexes are ignored.
+pub fn fill_bucket(
+    buckets: &mut [AnalyticsBucket],
+    index: i64,
+    attempts: i64,
+    successes: i64,
+    avg_latency_ms: Option<f64>,
+) {
+    let Some(bucket) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) else {
+        return;
+    };
+    bucket.attempts = unsigned(attempts);
+    bucket.successes = unsigned(successes);
+    bucket.failures = bucket.attempts.saturating_sub(bucket.successes);
+    bucket.success_rate = ratio(bucket.successes, bucket.attempts);
+    bucket.avg_latency_ms = avg_latency_ms;
+}
+
+/// The nearest-rank 95th percentile's zero-based offset among `n` sorted latencies (`n > 0`).
+pub fn p95_offset(n: i64) -> i64 {
+    (n * 95 + 99) / 100 - 1
+}
+
+/// A window's statistics from its counts.
+pub fn window_stats(
+    attempts: u64,
+    successes: u64,
+    avg_latency_ms: Option<f64>,
+    p95_latency_ms: Option<u64>,
+) -> WindowStats {
+    let failures = attempts.saturating_sub(successes);
+    WindowStats {
+        attempts,
+        successes,
+        failures,
+        success_rate: ratio(successes, attempts),
+        error_rate: ratio(failures, attempts),
+        avg_latency_ms,
+        p95_latency_ms,
+    }
+}
+
+/// Adds a count of an endpoint's deliveries in `state` to its stats.
+pub fn add_endpoint_count(stats: &mut EndpointStats, state: DeliveryState, n: u64) {
+    match state {
+        DeliveryState::Pending => stats.pending_count = n,
+        DeliveryState::InFlight => stats.in_flight_count = n,
+        DeliveryState::Held => stats.held_count = n,
+        DeliveryState::DeadLettered => stats.dead_letter_count = n,
+        DeliveryState::Delivered => {}
+    }
+}
+
+/// Adds a count of a replay's deliveries in `state` to its progress.
+pub fn add_replay_count(progress: &mut ReplayProgress, state: DeliveryState, n: u64) {
+    match state {
+        DeliveryState::Delivered => progress.delivered += n,
+        DeliveryState::DeadLettered => progress.dead_lettered += n,
+        _ => progress.outstanding += n,
+    }
+}
+
+/// The final states a replay filter selects (both when it names none).
+pub fn replay_states(filter: &ReplayFilter) -> Vec<DeliveryState> {
+    if filter.outcomes.is_empty() {
+        vec![DeliveryState::Delivered, DeliveryState::DeadLettered]
+    } else {
+        filter.outcomes.iter().map(|o| o.state()).collect()
+    }
+}
+
+/// Where a delivery goes after an attempt its claimer still held the lease for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition<'a> {
+    pub state: DeliveryState,
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub dead_letter_reason: Option<&'a str>,
+    pub finished_at: Option<i64>,
+}
+
+/// The attempt's outcome as logged: a retry of an endpoint held meanwhile is `Held`.
+pub fn attempt_outcome(next: &NextStep, endpoint_held: bool) -> AttemptOutcome {
+    match AttemptOutcome::of(next) {
+        AttemptOutcome::Retry if endpoint_held => AttemptOutcome::Held,
+        outcome => outcome,
+    }
+}
+
+/// The delivery's next state after an attempt logged with `outcome` (from [`attempt_outcome`]).
+pub fn transition(result: &AttemptResult, outcome: AttemptOutcome) -> Transition<'_> {
+    let at = millis(result.record.at);
+    let moved = |state, next_attempt_at| Transition {
+        state,
+        next_attempt_at,
+        delivered_at: None,
+        dead_letter_reason: None,
+        finished_at: None,
+    };
+    match (&result.next, outcome) {
+        // A retry of a held endpoint keeps its time: released early, it still waits for it.
+        (NextStep::Retry { at: retry_at }, AttemptOutcome::Held) => {
+            moved(DeliveryState::Held, Some(millis(*retry_at)))
+        }
+        (NextStep::Retry { at: retry_at }, _) => {
+            moved(DeliveryState::Pending, Some(millis(*retry_at)))
+        }
+        (NextStep::Delivered, _) => Transition {
+            delivered_at: Some(at),
+            finished_at: Some(at),
+            ..moved(DeliveryState::Delivered, None)
+        },
+        (NextStep::DeadLetter { reason }, _) => Transition {
+            dead_letter_reason: Some(reason.as_str()),
+            finished_at: Some(at),
+            ..moved(DeliveryState::DeadLettered, None)
+        },
+        (NextStep::Held, _) => moved(DeliveryState::Held, None),
+    }
+}
+
+/// The error an endpoint's "last error" shows for a failed attempt; `None` for a success.
+pub fn failure_text(result: &AttemptResult, success: bool) -> Option<String> {
+    match (&result.record.error, result.record.status_code) {
+        _ if success => None,
+        (Some(error), _) => Some(error.clone()),
+        (None, Some(code)) => Some(format!("HTTP {code}")),
+        (None, None) => Some("attempt failed".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        assert_eq!(
+            decode_cursor(&encode_cursor(1_700_000_000_000, 42)).unwrap(),
+            (1_700_000_000_000, 42)
+        );
+        assert_eq!(decode_cursor(&encode_cursor(-5, 1)).unwrap(), (-5, 1));
+        assert!(decode_cursor("nope").is_err());
+        assert!(decode_cursor("1.x").is_err());
+    }
+
+    #[test]
+    fn p95_is_nearest_rank() {
+        assert_eq!(p95_offset(1), 0);
+        assert_eq!(p95_offset(5), 4);
+        assert_eq!(p95_offset(20), 18);
+        assert_eq!(p95_offset(100), 94);
+    }
+}

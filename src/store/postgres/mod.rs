@@ -1,0 +1,374 @@
+//! The PostgreSQL backend: one shared database for several dispatcher replicas.
+//!
+//! # Connection
+//! [`PostgresConfig::url`] is a libpq-style URL or key/value string
+//! (`postgres://user:password@host:5432/db`, `host=… user=… password=… dbname=…`). In a cluster it
+//! comes from a Secret, exposed to the dispatcher as the environment variable `DATABASE_URL`
+//! ([`PostgresConfig::from_env`]). Connections are plain TCP (or a Unix socket): TLS is not
+//! supported yet, so the database must be reached over a trusted network (loopback, a sidecar
+//! proxy, or a service mesh that encrypts). The tables live in [`PostgresConfig::schema`]
+//! (created if missing) or in the connection's default schema.
+//!
+//! # Durability
+//! `enqueue` answers after `COMMIT`; with the server's default `synchronous_commit = on` that is
+//! after the WAL is flushed, so an acknowledged event survives a crash of the dispatcher and of
+//! the server. Enqueues are group-committed ([`writer`]): one transaction, one flush, for every
+//! enqueue waiting. Other writes (claims, attempt results, …) each run in their own short
+//! transaction on a pooled connection.
+//!
+//! # Several replicas
+//! Everything is safe to run from several processes at once: claims lock the rows they take with
+//! `FOR UPDATE SKIP LOCKED` (a row is claimed by one replica; the others pass over it without
+//! waiting), `record_attempt` locks its delivery and checks the lease (fencing), enqueues take
+//! transaction-scoped advisory locks on the identities they dedupe on (event id, resource UID,
+//! idempotency key) in a fixed order, and a replay takes one on its id. Which replica claims which
+//! endpoints is the caller's choice, through [`ClaimScope`](crate::store::ClaimScope)
+//! (`Partitions` filters on the stored `partition_hash`).
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use jiff::Timestamp;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::store::common::{millis, validate_enqueue};
+use crate::store::{
+    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
+    DeadLetter, DeliveryId, DeliveryRecord, EndpointRef, EndpointStats, EnqueueOutcome,
+    EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts, RecordOutcome,
+    ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, Store, StoreError,
+};
+
+mod reads;
+mod rows;
+pub mod schema;
+pub mod writer;
+mod writes;
+
+pub use writer::CommitObserver;
+use writer::{Writer, WriterConfig};
+
+/// Settings of the PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// libpq-style connection URL or key/value string (from a Secret: `DATABASE_URL`).
+    pub url: String,
+    /// Schema holding the tables (`[a-z_][a-z0-9_]*`, created if missing); the connection's
+    /// default (`public`) when `None`.
+    pub schema: Option<String>,
+    /// Connections at most (the group-commit writer takes one per batch from the same pool).
+    pub pool_size: usize,
+    /// Same `(namespace, idempotency_key)` within this window is the same event.
+    pub idempotency_window: Duration,
+    /// Enqueues that may wait for the writer; beyond it `enqueue` is `Saturated`.
+    pub queue_capacity: usize,
+    /// Enqueue operations per group commit at most.
+    pub max_batch: usize,
+    /// How long opening one connection may take.
+    pub connect_timeout: Duration,
+    /// Rows per purge transaction.
+    pub purge_chunk: usize,
+    /// Called after every group commit (batch size, duration), e.g. for a metric.
+    pub on_commit: Option<CommitObserver>,
+}
+
+impl PostgresConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            pool_size: 8,
+            idempotency_window: Duration::from_secs(24 * 3600),
+            queue_capacity: 10_000,
+            max_batch: 1_000,
+            connect_timeout: Duration::from_secs(10),
+            purge_chunk: 5_000,
+            on_commit: None,
+        }
+    }
+
+    /// The settings with the connection URL from environment variable `var` (e.g.
+    /// `DATABASE_URL`, set from a Secret).
+    pub fn from_env(var: &str) -> Result<Self> {
+        let url = std::env::var(var).map_err(|_| {
+            StoreError::InvalidArgument(format!("environment variable {var} is not set"))
+        })?;
+        Ok(Self::new(url))
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("PostgresConfig")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("idempotency_window", &self.idempotency_window)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_batch", &self.max_batch)
+            .field("purge_chunk", &self.purge_chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wraps a database error with what the store was doing. A lost connection, a deadlock or a
+/// serialization failure is [`StoreError::Commit`]: transient, nothing of it was committed.
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |e| {
+        let transient = e.is_closed()
+            || e.code().is_some_and(|code| {
+                *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            });
+        if transient {
+            StoreError::Commit(format!("{context}: {e}"))
+        } else {
+            StoreError::backend(context)(e)
+        }
+    }
+}
+
+/// The PostgreSQL store. Dropping the last handle stops the writer once it has committed what was
+/// queued.
+pub struct PostgresStore {
+    pool: Pool,
+    writer: Writer,
+    purge_chunk: usize,
+}
+
+/// Runs `$body` inside a transaction on a pooled connection and commits it.
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await.map_err(db("begin"))?;
+        let value = $body;
+        $tx.commit().await.map_err(db("commit"))?;
+        Ok(value)
+    }};
+}
+
+/// Runs `$body` inside a read-only REPEATABLE READ transaction (one snapshot).
+macro_rules! in_snapshot {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db("begin read"))?;
+        let value = $body;
+        $tx.commit().await.map_err(db("end read"))?;
+        Ok(value)
+    }};
+}
+
+impl PostgresStore {
+    /// Connects, creates and migrates the schema, and starts the group-commit writer. Unlike the
+    /// SQLite store, do not call `recover_in_flight(None, …)` at the start of one replica: other
+    /// replicas' deliveries are in flight too; expired leases come back by themselves.
+    pub async fn open(config: PostgresConfig) -> Result<Self> {
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(StoreError::backend("parse the database URL"))?;
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("webhook-operator");
+        }
+        if let Some(schema) = &config.schema {
+            if !schema::valid_schema_name(schema) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "schema name {schema:?} is not [a-z_][a-z0-9_]*"
+                )));
+            }
+            pg.options(format!("-c search_path={schema}"));
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(StoreError::backend("build the connection pool"))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(StoreError::backend("connect to the database"))?;
+        schema::migrate(&mut client, config.schema.as_deref()).await?;
+        drop(client);
+        let writer = Writer::spawn(
+            pool.clone(),
+            WriterConfig {
+                queue_capacity: config.queue_capacity,
+                max_batch: config.max_batch,
+                idempotency_window_ms: i64::try_from(config.idempotency_window.as_millis())
+                    .unwrap_or(i64::MAX),
+                on_commit: config.on_commit.clone(),
+            },
+        );
+        Ok(Self {
+            pool,
+            writer,
+            purge_chunk: config.purge_chunk,
+        })
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => db("get a database connection")(e),
+            other => StoreError::Commit(format!("get a database connection: {other}")),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn enqueue_batch(&self, requests: Vec<EnqueueRequest>) -> Result<Vec<EnqueueOutcome>> {
+        requests.iter().try_for_each(validate_enqueue)?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.enqueue(requests).await
+    }
+
+    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
+        in_transaction!(self, |tx| writes::claim(&tx, &request).await?)
+    }
+
+    async fn defer(&self, owner: String, ids: Vec<DeliveryId>, until: Timestamp) -> Result<u64> {
+        in_transaction!(self, |tx| writes::defer(&tx, &owner, &ids, millis(until))
+            .await?)
+    }
+
+    async fn extend_leases(
+        &self,
+        owner: String,
+        ids: Vec<DeliveryId>,
+        until: Timestamp,
+    ) -> Result<u64> {
+        in_transaction!(self, |tx| writes::extend_leases(
+            &tx,
+            &owner,
+            &ids,
+            millis(until)
+        )
+        .await?)
+    }
+
+    async fn recover_in_flight(&self, owner: Option<String>, now: Timestamp) -> Result<u64> {
+        in_transaction!(self, |tx| writes::recover_in_flight(
+            &tx,
+            owner.as_deref(),
+            millis(now)
+        )
+        .await?)
+    }
+
+    async fn record_attempt(&self, result: AttemptResult) -> Result<RecordOutcome> {
+        in_transaction!(self, |tx| writes::record_attempt(&tx, &result).await?)
+    }
+
+    async fn hold_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64> {
+        in_transaction!(self, |tx| writes::hold_endpoint(
+            &tx,
+            &endpoint,
+            millis(now)
+        )
+        .await?)
+    }
+
+    async fn release_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64> {
+        in_transaction!(self, |tx| writes::release_endpoint(
+            &tx,
+            &endpoint,
+            millis(now)
+        )
+        .await?)
+    }
+
+    async fn replay(&self, request: ReplayRequest) -> Result<ReplayResult> {
+        in_transaction!(self, |tx| writes::replay(&tx, &request).await?)
+    }
+
+    async fn purge_finished(&self, older_than: Timestamp) -> Result<PurgeStats> {
+        let older_than = millis(older_than);
+        let mut total = PurgeStats::default();
+        loop {
+            let step: Result<PurgeStats> = in_transaction!(self, |tx| writes::purge_chunk(
+                &tx,
+                older_than,
+                self.purge_chunk
+            )
+            .await?);
+            let step = step?;
+            total.deliveries += step.deliveries;
+            total.attempts += step.attempts;
+            total.events += step.events;
+            if step == PurgeStats::default() {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn event_status(&self, event_id: &str) -> Result<Option<EventStatus>> {
+        in_snapshot!(self, |tx| reads::event_status(&tx, event_id).await?)
+    }
+
+    async fn delivery_log(
+        &self,
+        endpoint: &EndpointRef,
+        page: PageRequest,
+    ) -> Result<Page<AttemptLogEntry>> {
+        in_snapshot!(self, |tx| reads::delivery_log(&tx, endpoint, &page).await?)
+    }
+
+    async fn dead_letters(
+        &self,
+        namespace: &str,
+        endpoint: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<DeadLetter>> {
+        in_snapshot!(self, |tx| reads::dead_letters(
+            &tx, namespace, endpoint, &page
+        )
+        .await?)
+    }
+
+    async fn analytics(&self, query: AnalyticsQuery) -> Result<Vec<AnalyticsBucket>> {
+        in_snapshot!(self, |tx| reads::analytics(&tx, &query).await?)
+    }
+
+    async fn endpoint_stats(
+        &self,
+        endpoint: &EndpointRef,
+        now: Timestamp,
+    ) -> Result<EndpointStats> {
+        in_snapshot!(self, |tx| reads::endpoint_stats(&tx, endpoint, now).await?)
+    }
+
+    async fn replay_candidates(
+        &self,
+        filter: ReplayFilter,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>> {
+        in_snapshot!(self, |tx| reads::replay_candidates(&tx, &filter, limit)
+            .await?)
+    }
+
+    async fn replay_progress(&self, replay_id: &str) -> Result<Option<ReplayProgress>> {
+        in_snapshot!(self, |tx| reads::replay_progress(&tx, replay_id).await?)
+    }
+
+    async fn queue_counts(&self) -> Result<QueueCounts> {
+        in_snapshot!(self, |tx| reads::queue_counts(&tx).await?)
+    }
+}

@@ -1,0 +1,709 @@
+//! The write operations, each inside a transaction the caller opens and commits (enqueues inside
+//! a group commit, see [`super::writer`]). Transactions run at READ COMMITTED; rows that several
+//! replicas may race for are taken with `FOR UPDATE` (claims with `SKIP LOCKED`).
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
+use super::{db, reads};
+use crate::store::common::{
+    attempt_outcome, count, distinct_endpoints, failure_text, millis, resource_columns, sql_limit,
+    transition,
+};
+use crate::store::{
+    partition_hash, AttemptOutcome, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery,
+    DeliveryId, DeliveryState, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource, NewEvent,
+    NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult, Result, StoreError,
+};
+
+/// Runs `sql` (prepared once per connection) and returns its rows.
+pub async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    context: &'static str,
+) -> Result<Vec<Row>> {
+    let statement = tx.prepare_cached(sql).await.map_err(db(context))?;
+    tx.query(&statement, params).await.map_err(db(context))
+}
+
+/// Runs `sql` (prepared once per connection) and returns how many rows it changed.
+pub async fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    context: &'static str,
+) -> Result<u64> {
+    let statement = tx.prepare_cached(sql).await.map_err(db(context))?;
+    tx.execute(&statement, params).await.map_err(db(context))
+}
+
+/// The state an in-flight delivery (alias `d`) returns to: Held if its endpoint is held.
+const UNLESS_HELD: &str =
+    "CASE WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace \
+     AND h.endpoint = d.endpoint) THEN 'held' ELSE 'pending' END";
+
+/// Excludes deliveries (alias `c`) of held endpoints: a delivery that became pending while its
+/// endpoint was being held (a race between two transactions) is still not claimed.
+const NOT_HELD: &str =
+    "NOT EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = c.namespace \
+     AND h.endpoint = c.endpoint)";
+
+/// Takes, in one consistent order, the transaction-scoped advisory locks on every identity a
+/// batch of enqueues dedupes on (event id, resource UID, idempotency key). Replicas enqueueing
+/// the same event at once then run one after the other, and the second sees the first's event;
+/// the fixed order means two batches never deadlock on each other.
+pub async fn lock_identities<'a>(
+    tx: &Transaction<'_>,
+    requests: impl Iterator<Item = &'a EnqueueRequest>,
+) -> Result<()> {
+    let mut keys = Vec::new();
+    for request in requests {
+        let event = &request.event;
+        keys.push(format!("id:{}", event.event_id));
+        if let EventSource::Resource { uid, .. } = &event.source {
+            keys.push(format!("uid:{uid}"));
+        }
+        if let Some(key) = &event.idempotency_key {
+            keys.push(format!("key:{}/{key}", event.namespace));
+        }
+    }
+    query(
+        tx,
+        "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h \
+         FROM unnest($1::text[]) AS k ORDER BY h) s",
+        &[&keys],
+        "lock event identities",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Persists one event and its deliveries; a duplicate returns the earlier event.
+pub async fn enqueue_one(
+    tx: &Transaction<'_>,
+    request: &EnqueueRequest,
+    window_ms: i64,
+) -> Result<EnqueueOutcome> {
+    let event = &request.event;
+    if let Some(existing) = find_duplicate(tx, event, window_ms).await? {
+        let deliveries = query(
+            tx,
+            "SELECT id FROM deliveries WHERE event_id = $1 AND replay_id = '' ORDER BY id",
+            &[&existing],
+            "read deliveries of event",
+        )
+        .await?
+        .iter()
+        .map(|row| get(row, 0).map(DeliveryId))
+        .collect::<Result<_>>()?;
+        return Ok(EnqueueOutcome {
+            event_id: existing,
+            deliveries,
+            duplicate: true,
+        });
+    }
+    let (resource_name, resource_uid) = resource_columns(&event.source);
+    let created_at = millis(event.created_at);
+    execute(
+        tx,
+        "INSERT INTO events (event_id, namespace, event_type, data, created_at, resource_name, \
+         resource_uid, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &event.event_id,
+            &event.namespace,
+            &event.event_type,
+            &&event.data[..],
+            &created_at,
+            &resource_name,
+            &resource_uid,
+            &event.idempotency_key,
+        ],
+        "insert event",
+    )
+    .await?;
+    let names = distinct_endpoints(request);
+    let deliveries = insert_deliveries(
+        tx,
+        &event.event_id,
+        &event.namespace,
+        &names,
+        "",
+        created_at,
+    )
+    .await?;
+    Ok(EnqueueOutcome {
+        event_id: event.event_id.clone(),
+        deliveries,
+        duplicate: false,
+    })
+}
+
+/// The earlier event this one repeats: same id, same resource UID, or same idempotency key
+/// within the window (in that order of precedence).
+async fn find_duplicate(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    window_ms: i64,
+) -> Result<Option<String>> {
+    let uid = match &event.source {
+        EventSource::Resource { uid, .. } => Some(uid.as_str()),
+        EventSource::Ingest => None,
+    };
+    let since = millis(event.created_at).saturating_sub(window_ms);
+    let found = query(
+        tx,
+        "SELECT event_id FROM ( \
+           SELECT 1 AS rank, event_id FROM events WHERE event_id = $1 \
+           UNION ALL SELECT 2, event_id FROM events WHERE resource_uid = $2 \
+           UNION ALL (SELECT 3, event_id FROM events WHERE namespace = $3 AND idempotency_key = $4 \
+             AND created_at >= $5 ORDER BY created_at DESC LIMIT 1) \
+         ) found ORDER BY rank LIMIT 1",
+        &[
+            &event.event_id,
+            &uid,
+            &event.namespace,
+            &event.idempotency_key,
+            &since,
+        ],
+        "look up duplicate event",
+    )
+    .await?;
+    found.first().map(|row| get(row, 0)).transpose()
+}
+
+/// Inserts one delivery per name (distinct), due at `due_ms` (Held where the endpoint is held);
+/// returns their ids in `names` order (the existing id where `(event, endpoint, replay)` exists).
+async fn insert_deliveries(
+    tx: &Transaction<'_>,
+    event_id: &str,
+    namespace: &str,
+    names: &[&str],
+    replay_id: &str,
+    due_ms: i64,
+) -> Result<Vec<DeliveryId>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hashes: Vec<i64> = names
+        .iter()
+        .map(|name| i64::from(partition_hash(namespace, name)))
+        .collect();
+    let rows = query(
+        tx,
+        "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, \
+         next_attempt_at, created_at) \
+         SELECT $1::text, $2::text, t.name, t.hash, $3::text, CASE WHEN EXISTS (SELECT 1 FROM held_endpoints h \
+           WHERE h.namespace = $2::text AND h.endpoint = t.name) THEN 'held' ELSE 'pending' END, $4::bigint, $4::bigint \
+         FROM unnest($5::text[], $6::bigint[]) WITH ORDINALITY AS t(name, hash, ord) ORDER BY t.ord \
+         ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET state = deliveries.state \
+         RETURNING endpoint, id",
+        &[&event_id, &namespace, &replay_id, &due_ms, &names, &hashes],
+        "insert deliveries",
+    )
+    .await?;
+    let ids: HashMap<String, i64> = rows
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .collect::<Result<_>>()?;
+    names
+        .iter()
+        .map(|name| {
+            ids.get(*name)
+                .copied()
+                .map(DeliveryId)
+                .ok_or_else(|| StoreError::Commit(format!("no delivery id for endpoint {name}")))
+        })
+        .collect()
+}
+
+/// A claim scope as SQL on alias `c`: a condition, and for an endpoint list the endpoints as a
+/// row source. `None` when it selects nothing.
+struct Scope {
+    condition: String,
+    endpoints: Option<String>,
+}
+
+fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
+    match scope {
+        ClaimScope::All => Ok(Some(Scope {
+            condition: String::new(),
+            endpoints: None,
+        })),
+        ClaimScope::Endpoints(endpoints) if endpoints.is_empty() => Ok(None),
+        ClaimScope::Endpoints(endpoints) => {
+            let namespaces = params.push(
+                endpoints
+                    .iter()
+                    .map(|e| e.namespace.clone())
+                    .collect::<Vec<_>>(),
+            );
+            let names = params.push(endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>());
+            let source = format!("unnest({namespaces}::text[], {names}::text[])");
+            Ok(Some(Scope {
+                condition: format!(" AND (c.namespace, c.endpoint) IN (SELECT * FROM {source})"),
+                endpoints: Some(format!(
+                    "SELECT DISTINCT namespace, endpoint FROM {source} AS t(namespace, endpoint)"
+                )),
+            }))
+        }
+        ClaimScope::Partitions { count: 0, .. } => Err(StoreError::InvalidArgument(
+            "partition count must be at least 1".into(),
+        )),
+        ClaimScope::Partitions { owned, .. } if owned.is_empty() => Ok(None),
+        ClaimScope::Partitions { count, owned } => {
+            let count = params.push(i64::from(*count));
+            let owned = params.push(owned.iter().map(|p| i64::from(*p)).collect::<Vec<_>>());
+            Ok(Some(Scope {
+                condition: format!(" AND c.partition_hash % {count} = ANY({owned}::bigint[])"),
+                endpoints: None,
+            }))
+        }
+    }
+}
+
+/// Claims due deliveries under a lease.
+///
+/// First expired leases become due again (as of their expiry). Then one statement
+/// picks the due deliveries, locks them with `FOR UPDATE SKIP LOCKED` (rows another replica is
+/// claiming or recording right now are passed over, never waited for nor taken twice) and marks
+/// them in flight, returning them with their events. With a per-endpoint limit the candidates
+/// come from a loose index scan over the endpoints with pending work (or the scope's endpoint
+/// list) and each endpoint's earliest due rows, so a round does not grow with the backlog.
+pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
+    if request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now = millis(request.now);
+    let lease_ms = i64::try_from(request.lease.as_millis()).unwrap_or(i64::MAX);
+    let expires = now.saturating_add(lease_ms);
+    let expires_at = jiff::Timestamp::from_millisecond(expires)
+        .map_err(|e| StoreError::InvalidArgument(format!("lease expiry out of range: {e}")))?;
+
+    // Every expired lease, whatever the scope: a delivery whose lease expired is due again for
+    // any claimer (rows another transaction holds are left to the next round).
+    execute(
+        tx,
+        &format!(
+            "UPDATE deliveries d SET state = {UNLESS_HELD}, next_attempt_at = d.lease_expires_at, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE d.id IN (SELECT c.id FROM deliveries c \
+             WHERE c.state = 'in_flight' AND c.lease_expires_at <= $1 FOR UPDATE SKIP LOCKED)"
+        ),
+        &[&now],
+        "expire leases",
+    )
+    .await?;
+
+    let mut params = Params::default();
+    let Some(scope) = scope(&request.scope, &mut params)? else {
+        return Ok(Vec::new());
+    };
+    let condition = &scope.condition;
+    let (at, limit) = (params.push(now), params.push(sql_limit(request.limit)));
+    let due = match request.per_endpoint_limit {
+        None => format!(
+            "WITH due AS (SELECT c.id FROM deliveries c WHERE c.state = 'pending' \
+             AND c.next_attempt_at <= {at}{condition} AND {NOT_HELD} \
+             ORDER BY c.next_attempt_at, c.id LIMIT {limit} FOR UPDATE OF c SKIP LOCKED)"
+        ),
+        Some(per_endpoint) => {
+            let per_endpoint = params.push(sql_limit(per_endpoint));
+            let endpoints = scope.endpoints.clone().unwrap_or_else(|| {
+                "(SELECT namespace, endpoint FROM deliveries WHERE state = 'pending' \
+                  ORDER BY namespace, endpoint LIMIT 1) \
+                 UNION ALL SELECT n.namespace, n.endpoint FROM endpoints p CROSS JOIN LATERAL \
+                 (SELECT namespace, endpoint FROM deliveries WHERE state = 'pending' \
+                  AND (namespace, endpoint) > (p.namespace, p.endpoint) \
+                  ORDER BY namespace, endpoint LIMIT 1) n"
+                    .to_owned()
+            });
+            format!(
+                "WITH RECURSIVE endpoints (namespace, endpoint) AS ({endpoints}), \
+                 candidates AS (SELECT c.id, c.next_attempt_at FROM endpoints p CROSS JOIN LATERAL \
+                   (SELECT c.id, c.next_attempt_at FROM deliveries c WHERE c.state = 'pending' \
+                    AND c.namespace = p.namespace AND c.endpoint = p.endpoint \
+                    AND c.next_attempt_at <= {at}{condition} \
+                    ORDER BY c.next_attempt_at, c.id LIMIT {per_endpoint}) c \
+                   ORDER BY c.next_attempt_at, c.id LIMIT {limit}), \
+                 due AS (SELECT c.id FROM deliveries c WHERE c.id IN (SELECT id FROM candidates) \
+                   AND c.state = 'pending' AND c.next_attempt_at <= {at} AND {NOT_HELD} \
+                   FOR UPDATE OF c SKIP LOCKED)"
+            )
+        }
+    };
+    let (owner, until) = (params.push(request.owner.clone()), params.push(expires));
+    let rows = query(
+        tx,
+        &format!(
+            "{due} UPDATE deliveries d SET state = 'in_flight', lease_owner = {owner}, \
+             lease_expires_at = {until} FROM due, events e WHERE d.id = due.id AND e.event_id = d.event_id \
+             RETURNING {DELIVERY_COLUMNS}, {EVENT_COLUMNS}"
+        ),
+        &params.refs(),
+        "claim due deliveries",
+    )
+    .await?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            Ok(ClaimedDelivery {
+                delivery: rows::delivery(row, 0)?,
+                event: rows::event(row, DELIVERY_WIDTH)?,
+                lease_expires_at: expires_at,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    claimed.sort_by_key(|c| (c.delivery.next_attempt_at, c.delivery.id));
+    Ok(claimed)
+}
+
+fn ids(ids: &[DeliveryId]) -> Vec<i64> {
+    ids.iter().map(|id| id.0).collect()
+}
+
+/// Extends the leases `owner` holds on `ids`.
+pub async fn extend_leases(
+    tx: &Transaction<'_>,
+    owner: &str,
+    delivery_ids: &[DeliveryId],
+    until_ms: i64,
+) -> Result<u64> {
+    execute(
+        tx,
+        "UPDATE deliveries SET lease_expires_at = $1 WHERE id = ANY($2) AND state = 'in_flight' \
+         AND lease_owner = $3",
+        &[&until_ms, &ids(delivery_ids), &owner],
+        "extend leases",
+    )
+    .await
+}
+
+/// Gives claimed deliveries back without an attempt, due again at `until_ms` (Held if their
+/// endpoint is held). Only deliveries `owner` still holds move.
+pub async fn defer(
+    tx: &Transaction<'_>,
+    owner: &str,
+    delivery_ids: &[DeliveryId],
+    until_ms: i64,
+) -> Result<u64> {
+    execute(
+        tx,
+        &format!(
+            "UPDATE deliveries d SET state = {UNLESS_HELD}, next_attempt_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE d.id = ANY($2) AND d.state = 'in_flight' AND d.lease_owner = $3"
+        ),
+        &[&until_ms, &ids(delivery_ids), &owner],
+        "defer",
+    )
+    .await
+}
+
+/// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`.
+pub async fn recover_in_flight(
+    tx: &Transaction<'_>,
+    owner: Option<&str>,
+    now_ms: i64,
+) -> Result<u64> {
+    execute(
+        tx,
+        &format!(
+            "UPDATE deliveries d SET state = {UNLESS_HELD}, next_attempt_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE d.state = 'in_flight' AND ($2::text IS NULL OR d.lease_owner = $2)"
+        ),
+        &[&now_ms, &owner],
+        "recover in-flight deliveries",
+    )
+    .await
+}
+
+/// Logs an attempt and moves the delivery if the caller still holds its lease (the delivery row
+/// is locked first, so a concurrent claim or recovery cannot move it in between).
+pub async fn record_attempt(tx: &Transaction<'_>, result: &AttemptResult) -> Result<RecordOutcome> {
+    let found = query(
+        tx,
+        "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, \
+         EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace AND h.endpoint = d.endpoint) \
+         FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = $1 FOR UPDATE OF d",
+        &[&result.delivery_id.0],
+        "read delivery",
+    )
+    .await?;
+    let Some(row) = found.first() else {
+        return Ok(RecordOutcome::NotFound);
+    };
+    let (state, lease_owner): (String, Option<String>) = (get(row, 0)?, get(row, 1)?);
+    let endpoint = EndpointRef {
+        namespace: get(row, 2)?,
+        name: get(row, 3)?,
+    };
+    let (event_id, event_type, held): (String, String, bool) =
+        (get(row, 4)?, get(row, 5)?, get(row, 6)?);
+    let record = &result.record;
+    let at = millis(record.at);
+    let success = matches!(result.next, NextStep::Delivered);
+    let holds_lease =
+        state == DeliveryState::InFlight.as_str() && lease_owner.as_deref() == Some(&result.owner);
+    let outcome = attempt_outcome(&result.next, holds_lease && held);
+    let attempt = i32::try_from(record.attempt).unwrap_or(i32::MAX);
+    let status = record.status_code.map(i32::from);
+    let latency = record
+        .latency_ms
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+    execute(
+        tx,
+        "INSERT INTO attempts (delivery_id, event_id, event_type, namespace, endpoint, attempt, at, \
+         status_code, latency_ms, error, response_snippet, success, outcome) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        &[
+            &result.delivery_id.0,
+            &event_id,
+            &event_type,
+            &endpoint.namespace,
+            &endpoint.name,
+            &attempt,
+            &at,
+            &status,
+            &latency,
+            &record.error,
+            &record.response_snippet,
+            &success,
+            &outcome.as_str(),
+        ],
+        "insert attempt",
+    )
+    .await?;
+    bump_counters(tx, &endpoint, result, outcome, success).await?;
+    if !holds_lease {
+        return Ok(RecordOutcome::LeaseLost);
+    }
+    let next = transition(result, outcome);
+    execute(
+        tx,
+        "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2, \
+         lease_owner = NULL, lease_expires_at = NULL, last_attempt_at = $3, last_status_code = $4, \
+         last_error = $5, delivered_at = $6, dead_letter_reason = $7, finished_at = $8 WHERE id = $9",
+        &[
+            &next.state.as_str(),
+            &next.next_attempt_at,
+            &at,
+            &status,
+            &record.error,
+            &next.delivered_at,
+            &next.dead_letter_reason,
+            &next.finished_at,
+            &result.delivery_id.0,
+        ],
+        "move delivery",
+    )
+    .await?;
+    Ok(RecordOutcome::Applied)
+}
+
+/// Adds an attempt to the endpoint's totals; "last" values move only forward in time.
+async fn bump_counters(
+    tx: &Transaction<'_>,
+    endpoint: &EndpointRef,
+    result: &AttemptResult,
+    outcome: AttemptOutcome,
+    success: bool,
+) -> Result<()> {
+    let at = millis(result.record.at);
+    execute(
+        tx,
+        "INSERT INTO endpoint_counters AS c (namespace, endpoint, delivered, failed_attempts, \
+         dead_lettered, retries, last_attempt_at, last_success_at, last_failure_at, last_status_code, \
+         last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (namespace, endpoint) DO UPDATE SET \
+           delivered = c.delivered + EXCLUDED.delivered, \
+           failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts, \
+           dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered, \
+           retries = c.retries + EXCLUDED.retries, \
+           last_status_code = CASE WHEN c.last_attempt_at IS NULL \
+             OR EXCLUDED.last_attempt_at >= c.last_attempt_at \
+             THEN EXCLUDED.last_status_code ELSE c.last_status_code END, \
+           last_attempt_at = GREATEST(c.last_attempt_at, EXCLUDED.last_attempt_at), \
+           last_success_at = GREATEST(c.last_success_at, EXCLUDED.last_success_at), \
+           last_error = CASE WHEN EXCLUDED.last_failure_at IS NOT NULL AND (c.last_failure_at IS NULL \
+             OR EXCLUDED.last_failure_at >= c.last_failure_at) THEN EXCLUDED.last_error ELSE c.last_error END, \
+           last_failure_at = GREATEST(c.last_failure_at, EXCLUDED.last_failure_at)",
+        &[
+            &endpoint.namespace,
+            &endpoint.name,
+            &i64::from(success),
+            &i64::from(!success),
+            &i64::from(outcome == AttemptOutcome::DeadLettered),
+            &i64::from(outcome == AttemptOutcome::Retry),
+            &at,
+            &success.then_some(at),
+            &(!success).then_some(at),
+            &result.record.status_code.map(i32::from),
+            &failure_text(result, success),
+        ],
+        "update endpoint counters",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Holds an endpoint's pending deliveries (and later ones).
+pub async fn hold_endpoint(
+    tx: &Transaction<'_>,
+    endpoint: &EndpointRef,
+    now_ms: i64,
+) -> Result<u64> {
+    execute(
+        tx,
+        "INSERT INTO held_endpoints (namespace, endpoint, since) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&endpoint.namespace, &endpoint.name, &now_ms],
+        "hold endpoint",
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE deliveries SET state = 'held' WHERE namespace = $1 AND endpoint = $2 AND state = 'pending'",
+        &[&endpoint.namespace, &endpoint.name],
+        "hold deliveries",
+    )
+    .await
+}
+
+/// Releases an endpoint's held deliveries: due now, or at their later retry time.
+pub async fn release_endpoint(
+    tx: &Transaction<'_>,
+    endpoint: &EndpointRef,
+    now_ms: i64,
+) -> Result<u64> {
+    execute(
+        tx,
+        "DELETE FROM held_endpoints WHERE namespace = $1 AND endpoint = $2",
+        &[&endpoint.namespace, &endpoint.name],
+        "release endpoint",
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE deliveries SET state = 'pending', next_attempt_at = GREATEST(next_attempt_at, $3) \
+         WHERE namespace = $1 AND endpoint = $2 AND state = 'held'",
+        &[&endpoint.namespace, &endpoint.name, &now_ms],
+        "release deliveries",
+    )
+    .await
+}
+
+/// Runs a replay once: new deliveries for the matched events and the replay id, in the caller's
+/// transaction. An advisory lock on the replay id makes a concurrent run of the same id (another
+/// replica) wait, then report the first run.
+pub async fn replay(tx: &Transaction<'_>, request: &ReplayRequest) -> Result<ReplayResult> {
+    if request.replay_id.is_empty() {
+        return Err(StoreError::InvalidArgument(
+            "replay id must not be empty".into(),
+        ));
+    }
+    let key = format!("replay:{}", request.replay_id);
+    query(
+        tx,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&key],
+        "lock replay id",
+    )
+    .await?;
+    let earlier = query(
+        tx,
+        "SELECT matched, requeued FROM replays WHERE replay_id = $1",
+        &[&request.replay_id],
+        "look up replay",
+    )
+    .await?;
+    if let Some(row) = earlier.first() {
+        let (matched, requeued): (i64, i64) = (get(row, 0)?, get(row, 1)?);
+        return Ok(ReplayResult {
+            replay_id: request.replay_id.clone(),
+            matched: u64::try_from(matched).unwrap_or(0),
+            requeued: u64::try_from(requeued).unwrap_or(0),
+            first_run: false,
+        });
+    }
+    let endpoint = &request.filter.endpoint;
+    let now = millis(request.now);
+    let mut events = HashSet::new();
+    let mut requeued = 0u64;
+    for candidate in reads::replay_candidates(tx, &request.filter, usize::MAX).await? {
+        if events.insert(candidate.event_id.clone()) {
+            insert_deliveries(
+                tx,
+                &candidate.event_id,
+                &endpoint.namespace,
+                &[endpoint.name.as_str()],
+                &request.replay_id,
+                now,
+            )
+            .await?;
+            requeued += 1;
+        }
+    }
+    let matched = count(events.len());
+    execute(
+        tx,
+        "INSERT INTO replays (replay_id, namespace, endpoint, matched, requeued, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &request.replay_id,
+            &endpoint.namespace,
+            &endpoint.name,
+            &i64::try_from(matched).unwrap_or(i64::MAX),
+            &i64::try_from(requeued).unwrap_or(i64::MAX),
+            &now,
+        ],
+        "record replay",
+    )
+    .await?;
+    Ok(ReplayResult {
+        replay_id: request.replay_id.clone(),
+        matched,
+        requeued,
+        first_run: true,
+    })
+}
+
+/// Deletes up to `chunk` finished deliveries (with their attempts) finished before
+/// `older_than_ms`, then up to `chunk` events created before it that have no delivery left.
+/// Rows another transaction holds are skipped (the next purge takes them).
+pub async fn purge_chunk(
+    tx: &Transaction<'_>,
+    older_than_ms: i64,
+    chunk: usize,
+) -> Result<PurgeStats> {
+    let chunk = sql_limit(chunk.max(1));
+    let rows = query(
+        tx,
+        "WITH victims AS (SELECT id FROM deliveries WHERE finished_at < $1 ORDER BY finished_at \
+           LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         gone_attempts AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM victims) RETURNING 1), \
+         gone AS (DELETE FROM deliveries WHERE id IN (SELECT id FROM victims) RETURNING 1) \
+         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts)",
+        &[&older_than_ms, &chunk],
+        "purge finished deliveries",
+    )
+    .await?;
+    let row = rows
+        .first()
+        .ok_or(StoreError::Commit("purge returned no row".into()))?;
+    let (deliveries, attempts): (i64, i64) = (get(row, 0)?, get(row, 1)?);
+    let events = execute(
+        tx,
+        "DELETE FROM events WHERE event_id IN (SELECT e.event_id FROM events e WHERE e.created_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id) LIMIT $2 \
+         FOR UPDATE SKIP LOCKED)",
+        &[&older_than_ms, &chunk],
+        "purge events",
+    )
+    .await?;
+    Ok(PurgeStats {
+        deliveries: u64::try_from(deliveries).unwrap_or(0),
+        attempts: u64::try_from(attempts).unwrap_or(0),
+        events,
+    })
+}

@@ -1,0 +1,262 @@
+//! The store contract suite against a real PostgreSQL, plus PostgreSQL-specific checks (group
+//! commit, schema versioning, two stores sharing one database as two replicas would).
+//!
+//! The server: `WO_POSTGRES_URL` (scripts/test.sh starts a throwaway cluster and sets it), or,
+//! when unset, the throwaway cluster `scripts/postgres.sh start` starts (and leaves running for
+//! the next test process; `scripts/postgres.sh stop` removes it). Each test gets a fresh schema,
+//! dropped at its end. There is no silent skip: without a server every test fails.
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use webhook_operator::store::contract::{
+    self, claim_all, endpoint, event, names, CommitCounter, Harness,
+};
+use webhook_operator::store::postgres::{PostgresConfig, PostgresStore};
+use webhook_operator::store::{ClaimScope, Result, Store, StoreError};
+
+/// The server's URL, found (or started) once per test process.
+fn server_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("WO_POSTGRES_URL") {
+            if !url.trim().is_empty() {
+                return url.trim().to_owned();
+            }
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+        let out = std::process::Command::new("bash")
+            .args([script, "start"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run scripts/postgres.sh start");
+        assert!(
+            out.status.success(),
+            "WO_POSTGRES_URL is not set and `scripts/postgres.sh start` failed ({})",
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .last()
+            .filter(|line| line.starts_with("postgres"))
+            .unwrap_or_else(|| panic!("scripts/postgres.sh printed no URL: {stdout:?}"))
+            .to_owned()
+    })
+    .clone()
+}
+
+/// A fresh schema on the test server, dropped when the harness is.
+struct PostgresHarness {
+    schema: String,
+}
+
+impl PostgresHarness {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        Self {
+            schema: format!(
+                "wo_test_{}_{}_{nanos}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    fn config(&self) -> PostgresConfig {
+        PostgresConfig {
+            schema: Some(self.schema.clone()),
+            pool_size: 4,
+            ..PostgresConfig::new(server_url())
+        }
+    }
+}
+
+impl Drop for PostgresHarness {
+    fn drop(&mut self) {
+        let (url, schema) = (server_url(), self.schema.clone());
+        // Drop runs inside the test's runtime: the cleanup gets a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect for cleanup");
+                tokio::spawn(connection);
+                // The test's runtime is blocked here: a connection of it still in a transaction
+                // cannot finish it, so do not wait for its locks (the schema is then left behind
+                // in the throwaway cluster, which is harmless).
+                let dropped = client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    ))
+                    .await;
+                if let Err(e) = dropped {
+                    eprintln!("test schema {schema} left behind: {e}");
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+#[async_trait]
+impl Harness for PostgresHarness {
+    async fn open(&self) -> Result<Arc<dyn Store>> {
+        Ok(Arc::new(PostgresStore::open(self.config()).await?))
+    }
+
+    async fn open_with_tiny_queue(&self, capacity: usize) -> Result<Arc<dyn Store>> {
+        let config = PostgresConfig {
+            queue_capacity: capacity,
+            max_batch: 1,
+            ..self.config()
+        };
+        Ok(Arc::new(PostgresStore::open(config).await?))
+    }
+
+    fn idempotency_window(&self) -> Duration {
+        self.config().idempotency_window
+    }
+}
+
+webhook_operator::store_contract_tests!(PostgresHarness::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_share_commits() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let counter = CommitCounter::default();
+    let config = PostgresConfig {
+        on_commit: Some(counter.observer()),
+        ..harness.config()
+    };
+    let store = Arc::new(PostgresStore::open(config).await?);
+    contract::concurrent_enqueues_share_commits(store, &counter).await
+}
+
+#[tokio::test]
+async fn refuses_a_schema_from_a_newer_binary() -> Result<()> {
+    let harness = PostgresHarness::new();
+    drop(harness.open().await?);
+    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .map_err(StoreError::backend("connect"))?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "UPDATE {}.schema_version SET version = 999",
+            harness.schema
+        ))
+        .await
+        .map_err(StoreError::backend("bump version"))?;
+    assert!(matches!(harness.open().await, Err(StoreError::Schema(_))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn refuses_a_bad_schema_name_and_url() {
+    let config = PostgresConfig {
+        schema: Some("x; DROP TABLE events".into()),
+        ..PostgresConfig::new(server_url())
+    };
+    assert!(matches!(
+        PostgresStore::open(config).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(PostgresStore::open(PostgresConfig::new("not a url ://"))
+        .await
+        .is_err());
+}
+
+/// Two stores on one database, as two replicas: claiming concurrently, every delivery is claimed
+/// exactly once (`FOR UPDATE SKIP LOCKED`), and partition scopes split the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_claim_the_same_delivery() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let (one, two) = (harness.open().await?, harness.open().await?);
+    let endpoints = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for i in 0..100 {
+        one.enqueue(
+            event(&format!("evt_{i}"), "user.created", 0),
+            names(&endpoints),
+        )
+        .await?;
+    }
+    let claimer = |store: Arc<dyn Store>, owner: &'static str| async move {
+        let mut got = Vec::new();
+        loop {
+            let mut request = claim_all(owner, 1);
+            request.limit = 7;
+            request.per_endpoint_limit = if owner == "r1" { Some(3) } else { None };
+            let claimed = store.claim_due(request).await?;
+            if claimed.is_empty() {
+                return Ok::<_, StoreError>(got);
+            }
+            got.extend(claimed.into_iter().map(|c| c.delivery.id));
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(claimer(one.clone(), "r1")),
+        tokio::spawn(claimer(two.clone(), "r2"))
+    );
+    let (a, b) = (
+        a.map_err(StoreError::backend("join"))??,
+        b.map_err(StoreError::backend("join"))??,
+    );
+    let all: HashSet<_> = a.iter().chain(&b).collect();
+    assert_eq!(a.len() + b.len(), 800, "every delivery claimed");
+    assert_eq!(all.len(), 800, "no delivery claimed twice");
+    assert_eq!(one.queue_counts().await?.in_flight, 800);
+
+    // After the leases expire, each replica takes over only its own partitions.
+    let mut mine = claim_all("r1", 1000);
+    mine.scope = ClaimScope::Partitions {
+        count: 2,
+        owned: vec![0],
+    };
+    let taken = one.claim_due(mine).await?;
+    assert!(taken
+        .iter()
+        .all(|c| c.delivery.endpoint.partition_hash().is_multiple_of(2)));
+    let expected = endpoints
+        .iter()
+        .filter(|n| endpoint(n).partition_hash().is_multiple_of(2))
+        .count();
+    assert_eq!(taken.len(), expected * 100);
+    Ok(())
+}
+
+/// The same event enqueued through two stores at once is stored once (advisory locks on its
+/// identity): one enqueue stores it, the other reports the duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_from_two_replicas_is_stored_once() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let (one, two) = (harness.open().await?, harness.open().await?);
+    for i in 0..50 {
+        let mut evt = event(&format!("evt_{i}"), "user.created", 0);
+        evt.idempotency_key = Some(format!("key-{i}"));
+        let mut other = evt.clone();
+        other.event_id = format!("evt_other_{i}");
+        let (x, y) = tokio::join!(
+            one.enqueue(evt, names(&["a"])),
+            two.enqueue(other, names(&["a"]))
+        );
+        let (x, y) = (x?, y?);
+        assert!(
+            x.duplicate != y.duplicate,
+            "exactly one of two racing enqueues of key-{i} stores it"
+        );
+        assert_eq!(x.event_id, y.event_id);
+    }
+    assert_eq!(one.pending_count().await?, 50);
+    Ok(())
+}
