@@ -50,6 +50,25 @@ impl Context {
         *count - 1
     }
 
+    /// Counts a transient reconcile error and answers with per-object exponential backoff.
+    pub fn requeue_after_error(
+        &self,
+        controller: &'static str,
+        error: &super::error::Error,
+        key: &str,
+    ) -> kube::runtime::controller::Action {
+        self.metrics
+            .errors
+            .get_or_create(&super::metrics::ErrorLabels {
+                controller,
+                error: error.metric_label(),
+            })
+            .inc();
+        let delay = super::error::backoff(self.record_failure(key));
+        tracing::warn!(%error, retry_in = ?delay, controller, "reconciling failed");
+        kube::runtime::controller::Action::requeue(delay)
+    }
+
     pub fn record_success(&self, key: &str) {
         self.failures
             .lock()

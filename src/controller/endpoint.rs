@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 use super::children::{delivery_config_map, secret_bytes, signing_secret};
 use super::context::{now_rfc3339, object_key, rfc3339, Context, FIELD_MANAGER};
 use super::error::{kube_error, Error};
-use super::metrics::{ErrorLabels, ReconcileLabels};
+use super::metrics::ReconcileLabels;
 use super::signing_key::{self, KeyChange};
 use crate::api::conditions::{self, DesiredCondition, READY, SUSPENDED};
 use crate::api::endpoint::SigningStatus;
@@ -57,17 +57,7 @@ pub async fn reconcile(endpoint: Arc<WebhookEndpoint>, ctx: Arc<Context>) -> Res
 
 /// Backoff for transient errors; invalid specs never get here (they wait for a change).
 pub fn error_policy(endpoint: Arc<WebhookEndpoint>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .errors
-        .get_or_create(&ErrorLabels {
-            controller: "endpoint",
-            error: error.metric_label(),
-        })
-        .inc();
-    let failures = ctx.record_failure(&object_key(endpoint.as_ref()));
-    let delay = super::error::backoff(failures);
-    warn!(%error, retry_in = ?delay, "reconciling endpoint failed");
-    Action::requeue(delay)
+    ctx.requeue_after_error("endpoint", error, &object_key(endpoint.as_ref()))
 }
 
 /// Returns the action and whether the spec was valid.

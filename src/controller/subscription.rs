@@ -8,11 +8,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::context::{now_rfc3339, object_key, Context, FIELD_MANAGER};
 use super::error::{kube_error, Error};
-use super::metrics::{ControllerLabel, ErrorLabels, ReconcileLabels};
+use super::metrics::{ControllerLabel, ReconcileLabels};
 use crate::api::conditions::{self, DesiredCondition, READY, SUSPENDED};
 use crate::api::validation::validate_subscription;
 use crate::api::{selector, WebhookEndpoint, WebhookSubscription, WebhookSubscriptionSpec};
@@ -78,16 +78,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics
-        .errors
-        .get_or_create(&ErrorLabels {
-            controller: "subscription",
-            error: error.metric_label(),
-        })
-        .inc();
-    let delay = super::error::backoff(ctx.record_failure(&object_key(subscription.as_ref())));
-    warn!(%error, retry_in = ?delay, "reconciling subscription failed");
-    Action::requeue(delay)
+    ctx.requeue_after_error("subscription", error, &object_key(subscription.as_ref()))
 }
 
 async fn reconcile_inner(
