@@ -118,7 +118,14 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
         fail "render for the server dry run ($name values)"
       fi
     done
-    # Examples: the namespace for real, then every YAML file, one by one.
+    # Examples: every namespace they use created for real first (a server dry run of a Namespace
+    # does not make it exist for the next object), then every YAML file, one by one.
+    while IFS= read -r ns; do
+      if ! "${K[@]}" get namespace "$ns" >/dev/null 2>&1; then
+        "${K[@]}" create namespace "$ns" >/dev/null && created_ns+=("$ns")
+      fi
+    done < <(grep -rhoE --include='*.yaml' --include='*.yml' --exclude-dir=node_modules \
+               '^ +namespace: *[a-z0-9-]+' examples | awk '{print $2}' | sort -u)
     step "examples: namespace applied" "${K[@]}" apply -f examples/00-namespace.yaml
     while IFS= read -r f; do
       step "kubectl apply --dry-run=server -f $f" "${K[@]}" apply --dry-run=server -f "$f"
