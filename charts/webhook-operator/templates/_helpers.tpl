@@ -106,3 +106,32 @@ readinessProbe:
     port: metrics
   {{- toYaml .Values.probes.readiness | nindent 2 }}
 {{- end }}
+
+{{/* "true" when the dispatcher keeps its queue in the shared PostgreSQL store (a Deployment). */}}
+{{- define "webhook-operator.postgres" -}}
+{{- if eq (dig "type" "sqlite" (.Values.store | default dict)) "postgres" }}true{{ end }}
+{{- end }}
+
+{{/* "true" while a migration keeps the release's SQLite StatefulSet draining next to the Deployment. */}}
+{{- define "webhook-operator.drainSqlite" -}}
+{{- if and (include "webhook-operator.postgres" .) (dig "drainSqlite" false (.Values.store | default dict)) }}true{{ end }}
+{{- end }}
+
+{{/* Selector labels of the PostgreSQL dispatchers (a Deployment): the dispatcher's, plus the
+store, so that a draining SQLite StatefulSet of the same release (store.drainSqlite) is told apart. */}}
+{{- define "webhook-operator.dispatcherPostgresSelectorLabels" -}}
+{{ include "webhook-operator.selectorLabels" (dict "ctx" . "component" "dispatcher") }}
+webhooks.pitchey.io/store: postgres
+{{- end }}
+
+{{/* Prefix of the dispatcher's partition and member Leases: 1–50 characters (also a label value). */}}
+{{- define "webhook-operator.dispatcherLeasePrefix" -}}
+{{- default (printf "%s-dispatcher" (include "webhook-operator.fullname" . | replace "." "-")) .Values.dispatcher.leasePrefix | trunc 50 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Whether the dispatcher gets a PodDisruptionBudget: as set, or (null) with postgres only. */}}
+{{- define "webhook-operator.dispatcherPdb" -}}
+{{- $enabled := .Values.dispatcher.podDisruptionBudget.enabled }}
+{{- if kindIs "bool" $enabled }}{{ if $enabled }}true{{ end }}
+{{- else if include "webhook-operator.postgres" . }}true{{ end }}
+{{- end }}
