@@ -18,6 +18,7 @@ ready() { curl -skf -m 2 -H "Authorization: Bearer test-admin-token" "https://12
 start() {
   mkdir -p "$D/certs"
   # Parallel test processes may all call start: one starts, the others wait and reuse it.
+  # The lock is released when this script exits: the servers below must not inherit it (9>&-).
   exec 9>"$D/.lock"; flock 9
   if [ -f "$KC" ] && ready; then echo "control plane already running; KUBECONFIG=$KC"; return 0; fi
   "$HERE/build-control-plane.sh" >&2
@@ -34,13 +35,13 @@ TOKENS
   nohup etcd --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
-    --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 10))" --unsafe-no-fsync > "$D/etcd.log" 2>&1 &
+    --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 10))" --unsafe-no-fsync > "$D/etcd.log" 2>&1 9>&- &
   echo $! > "$D/etcd.pid"
   nohup "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 --secure-port="$API_PORT" --cert-dir="$D/certs" --token-auth-file="$D/tokens.csv" \
     --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount > "$D/apiserver.log" 2>&1 &
+    --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount > "$D/apiserver.log" 2>&1 9>&- &
   echo $! > "$D/apiserver.pid"
   cat > "$KC" <<KUBECONFIG
 apiVersion: v1
@@ -54,7 +55,7 @@ KUBECONFIG
   ready || { echo "kube-apiserver did not become ready; last log lines:" >&2; tail -20 "$D/apiserver.log" >&2; exit 1; }
   nohup "$BIN/kube-controller-manager" --kubeconfig="$KC" --authentication-kubeconfig="$KC" \
     --authorization-kubeconfig="$KC" --controllers=garbagecollector,namespace --leader-elect=false \
-    --bind-address=127.0.0.1 --secure-port=10257 --port=0 > "$D/kcm.log" 2>&1 &
+    --bind-address=127.0.0.1 --secure-port=10257 --port=0 > "$D/kcm.log" 2>&1 9>&- &
   echo $! > "$D/kcm.pid"
   echo "control plane ready; KUBECONFIG=$KC"
 }
