@@ -23,7 +23,7 @@ enum Command {
     /// Reconcile WebhookEndpoints and WebhookSubscriptions.
     Controller(controller::ControllerConfig),
     /// Deliver events from WebhookEvents and the ingest API to endpoints.
-    Dispatcher(dispatcher::DispatcherConfig),
+    Dispatcher(Box<dispatcher::DispatcherConfig>),
     /// Write the CustomResourceDefinitions generated from the types to a directory.
     Crdgen {
         /// Where to write the YAML files.
@@ -38,7 +38,7 @@ async fn main() -> std::process::ExitCode {
     runtime::logging::init(cli.log_json);
     let result = match cli.command {
         Command::Controller(config) => controller::run(config).await,
-        Command::Dispatcher(config) => dispatcher::run(config).await,
+        Command::Dispatcher(config) => dispatcher::run(*config).await,
         Command::Crdgen { out } => crdgen(&out),
     };
     match result {

@@ -7,7 +7,7 @@
 //! dropped at its end. There is no silent skip: without a server every test fails.
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,37 +17,11 @@ use webhook_operator::store::contract::{
 use webhook_operator::store::postgres::{PostgresConfig, PostgresStore};
 use webhook_operator::store::{ClaimScope, Result, Store, StoreError};
 
-/// The server's URL, found (or started) once per test process.
-fn server_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("WO_POSTGRES_URL") {
-            if !url.trim().is_empty() {
-                return url.trim().to_owned();
-            }
-        }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
-        let out = std::process::Command::new("bash")
-            .args([script, "start"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run scripts/postgres.sh start");
-        assert!(
-            out.status.success(),
-            "WO_POSTGRES_URL is not set and `scripts/postgres.sh start` failed ({})",
-            out.status
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .last()
-            .filter(|line| line.starts_with("postgres"))
-            .unwrap_or_else(|| panic!("scripts/postgres.sh printed no URL: {stdout:?}"))
-            .to_owned()
-    })
-    .clone()
-}
+#[path = "common/postgres_server.rs"]
+mod postgres_server;
+use postgres_server::server_url;
 
+/// The server's URL, found (or started) once per test process.
 /// A fresh schema on the test server, dropped when the harness is.
 struct PostgresHarness {
     schema: String,

@@ -3,7 +3,6 @@
 pub mod children;
 pub mod context;
 pub mod error;
-pub mod leader;
 pub mod metrics;
 pub mod signing_key;
 pub mod subscription;
@@ -30,9 +29,9 @@ use tracing::{info, warn};
 use crate::api::{WebhookEndpoint, WebhookSubscription, ENDPOINT_LABEL};
 use crate::runtime::health::{self, Health};
 use crate::runtime::kube::{default_identity, scoped};
+use crate::runtime::lease::{Elector, LeaseTimings};
 use crate::runtime::shutdown::{self, stopped};
 use context::Context;
-use leader::{Elector, LeaseTimings};
 use metrics::Metrics;
 
 pub use endpoint::{error_policy as endpoint_error_policy, reconcile as reconcile_endpoint};

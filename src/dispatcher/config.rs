@@ -19,6 +19,38 @@ pub struct DispatcherConfig {
         default_value = "/var/lib/webhook-operator/dispatcher.db"
     )]
     pub store_path: PathBuf,
+    /// Where deliveries are kept: `sqlite` (embedded, one replica) or `postgres` (shared by
+    /// several replicas, which split the endpoints between them through Leases).
+    #[arg(long, env = "STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// PostgreSQL connection (libpq URL or `key=value` string) for `--store postgres`; mount it
+    /// from a Secret.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL schema for the tables (created if missing); the connection's default if unset.
+    #[arg(long, env = "DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+    /// PostgreSQL connections per replica at most.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+    /// Partitions the endpoints are hashed into (`--store postgres`); each is owned by one
+    /// replica at a time. Every replica must use the same value.
+    #[arg(long, env = "PARTITIONS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// Namespace of the partition and member Leases; the client's default namespace if unset.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name prefix of the Leases (and the value of their group label); one per dispatcher group.
+    #[arg(long, env = "LEASE_PREFIX", default_value = "webhook-operator-dispatcher", value_parser = lease_prefix)]
+    pub lease_prefix: String,
+    /// Seconds a partition Lease is valid without renewal: a dead replica's partitions and
+    /// in-flight deliveries are taken over about this long (plus one 2 s round) after it dies.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
+    /// Take no new events (ingest answers 503, WebhookEvents are left to other dispatchers) but
+    /// keep delivering what the store holds: for migrating to another store.
+    #[arg(long, env = "DRAIN")]
+    pub drain: bool,
     /// Watch only this namespace; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -64,4 +96,27 @@ pub struct DispatcherConfig {
     /// Seconds an authentication or authorization decision is cached.
     #[arg(long, default_value_t = 10)]
     pub auth_cache_seconds: u64,
+}
+
+/// The store backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A Lease name prefix is also a label value: at most 63 characters, `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
+fn lease_prefix(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 50
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err("use 1–50 lowercase letters, digits and '-', starting and ending with a letter or digit".into())
+    }
 }

@@ -23,7 +23,7 @@ use crate::delivery::payload::{self, WebhookRef};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::signing;
 use crate::store::{
-    AttemptRecord, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryId,
     EndpointRef, NextStep,
 };
 
@@ -85,7 +85,7 @@ async fn claim_round(
             per_endpoint_limit: Some(shared.config.per_endpoint_concurrency.max(1)),
             owner: shared.owner.clone(),
             lease: LEASE,
-            scope: ClaimScope::All,
+            scope: shared.ownership.claim_scope(),
         })
         .await?;
     let count = claimed.len();

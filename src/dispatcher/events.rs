@@ -45,14 +45,17 @@ pub async fn watch_events(
     let mut events = std::pin::pin!(events);
     while let Some(item) = events.next().await {
         let Ok(event) = item else { continue };
-        let finished = event
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(|p| p.is_finished());
+        // A phase is only written once the event is stored: by this store (the store
+        // deduplicates anyway), by another replica sharing it, or by the dispatcher this one
+        // replaces (publishing again would deliver twice).
+        let accepted_before = event.status.as_ref().and_then(|s| s.phase).is_some();
         let uid = event.uid().unwrap_or_default();
         let known = accepted.lock().map(|s| s.contains(&uid)).unwrap_or(false);
-        if finished || known || event.metadata.deletion_timestamp.is_some() {
+        if shared.config.drain
+            || accepted_before
+            || known
+            || event.metadata.deletion_timestamp.is_some()
+        {
             continue;
         }
         let namespace = event.namespace().unwrap_or_default();
@@ -132,11 +135,12 @@ pub async fn expire_events(shared: Arc<Shared>, events: Store<WebhookEvent>) {
             let expires = finished
                 .saturating_add(Duration::from_secs(ttl))
                 .unwrap_or(Timestamp::MAX);
-            if expires <= now && event.metadata.deletion_timestamp.is_none() {
-                let api: Api<WebhookEvent> = Api::namespaced(
-                    shared.client.clone(),
-                    &event.namespace().unwrap_or_default(),
-                );
+            let namespace = event.namespace().unwrap_or_default();
+            if expires <= now
+                && event.metadata.deletion_timestamp.is_none()
+                && shared.ownership.owns(&namespace, &event.name_any())
+            {
+                let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), &namespace);
                 match api
                     .delete(&event.name_any(), &DeleteParams::default())
                     .await
@@ -158,7 +162,9 @@ pub async fn watch_endpoints(
     endpoints: impl Stream<Item = Result<WebhookEndpoint, watcher::Error>>,
 ) {
     let mut suspended: HashMap<EndpointRef, bool> = HashMap::new();
-    let tests_sent: Arc<Mutex<HashSet<(EndpointRef, String)>>> = Arc::default();
+    let tests_sent: TestsSent = Arc::default();
+    let rescans = tokio::spawn(rescan_on_gain(shared.clone(), tests_sent.clone()));
+    let _abort_rescans = AbortOnDrop(rescans);
     let mut endpoints = std::pin::pin!(endpoints);
     while let Some(item) = endpoints.next().await {
         let Ok(endpoint) = item else { continue };
@@ -191,39 +197,83 @@ pub async fn watch_endpoints(
             }
             shared.dirty.endpoint(&key);
         }
-        let nonce = endpoint.annotations().get(TEST_ANNOTATION).cloned();
-        let last = endpoint
-            .status
-            .as_ref()
-            .and_then(|s| s.last_test.as_ref())
-            .map(|t| t.nonce.clone());
-        if let Some(nonce) = nonce.filter(|n| Some(n) != last.as_ref()) {
-            let first_time = tests_sent
-                .lock()
-                .map(|mut set| set.insert((key.clone(), nonce.clone())))
-                .unwrap_or(false);
-            if first_time {
-                let shared = shared.clone();
-                let tests_sent = tests_sent.clone();
-                tokio::spawn(async move {
-                    let outcome = super::test_delivery::send_test(
-                        &shared,
-                        &key.namespace,
-                        &key.name,
-                        nonce.clone(),
-                        None,
-                    )
-                    .await;
-                    if let Err(error) = outcome {
-                        warn!(%error, endpoint = %key.name, "test delivery failed");
-                        // Let a later change try again.
-                        if let Ok(mut set) = tests_sent.lock() {
-                            set.remove(&(key, nonce));
-                        }
-                    }
-                });
+        send_test_if_requested(&shared, &endpoint, &tests_sent);
+    }
+}
+
+type TestsSent = Arc<Mutex<HashSet<(EndpointRef, String)>>>;
+
+/// Sends a test delivery when the endpoint's test annotation holds a nonce not yet answered in
+/// its status, once per nonce, and only from the replica that owns the endpoint.
+fn send_test_if_requested(
+    shared: &Arc<Shared>,
+    endpoint: &WebhookEndpoint,
+    tests_sent: &TestsSent,
+) {
+    let key = EndpointRef::new(
+        endpoint.namespace().unwrap_or_default(),
+        endpoint.name_any(),
+    );
+    if !shared.ownership.owns_endpoint(&key) {
+        return;
+    }
+    let nonce = endpoint.annotations().get(TEST_ANNOTATION).cloned();
+    let last = endpoint
+        .status
+        .as_ref()
+        .and_then(|s| s.last_test.as_ref())
+        .map(|t| t.nonce.clone());
+    let Some(nonce) = nonce.filter(|n| Some(n) != last.as_ref()) else {
+        return;
+    };
+    let first_time = tests_sent
+        .lock()
+        .map(|mut set| set.insert((key.clone(), nonce.clone())))
+        .unwrap_or(false);
+    if !first_time {
+        return;
+    }
+    let shared = shared.clone();
+    let tests_sent = tests_sent.clone();
+    tokio::spawn(async move {
+        let outcome = super::test_delivery::send_test(
+            &shared,
+            &key.namespace,
+            &key.name,
+            nonce.clone(),
+            None,
+        )
+        .await;
+        if let Err(error) = outcome {
+            warn!(%error, endpoint = %key.name, "test delivery failed");
+            // Let a later change try again.
+            if let Ok(mut set) = tests_sent.lock() {
+                set.remove(&(key, nonce));
             }
         }
+    });
+}
+
+/// Looks again at every cached endpoint when this replica gains partitions: test requests that
+/// arrived while nobody owned their endpoint are answered now.
+async fn rescan_on_gain(shared: Arc<Shared>, tests_sent: TestsSent) {
+    let super::ownership::Ownership::Partitions(partitioned) = &shared.ownership else {
+        return;
+    };
+    loop {
+        partitioned.gained.notified().await;
+        for endpoint in shared.cache.endpoints.state() {
+            send_test_if_requested(&shared, &endpoint, &tests_sent);
+        }
+    }
+}
+
+/// Aborts a helper task when its parent task ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

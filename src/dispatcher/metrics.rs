@@ -37,6 +37,8 @@ pub struct Metrics {
     pub circuit_state: Family<EndpointLabels, Gauge>,
     pub queue_depth: Gauge,
     pub in_flight: Gauge,
+    /// Partitions this replica holds (several replicas on a shared store).
+    pub partitions_owned: Gauge,
     pub ingest_requests: Family<IngestLabels, Counter>,
     pub store_commit_seconds: Histogram,
 }
@@ -53,6 +55,7 @@ impl Metrics {
             circuit_state: Family::default(),
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
+            partitions_owned: Gauge::default(),
             ingest_requests: Family::default(),
             store_commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         };
@@ -91,6 +94,11 @@ impl Metrics {
             "in_flight",
             "Delivery attempts in flight",
             metrics.in_flight.clone(),
+        );
+        r.register(
+            "partitions_owned",
+            "Endpoint partitions this replica holds a Lease for (shared store only)",
+            metrics.partitions_owned.clone(),
         );
         r.register(
             "ingest_requests",

@@ -8,6 +8,8 @@ pub mod engine;
 pub mod events;
 pub mod gate;
 pub mod metrics;
+pub mod ownership;
+pub mod partitions;
 pub mod publish;
 pub mod router;
 pub mod status;
@@ -45,4 +47,6 @@ pub struct Shared {
     pub gates: gate::Gates,
     /// This replica's name: the owner of the deliveries it claims.
     pub owner: String,
+    /// The endpoints this replica is responsible for (all of them, or its partitions).
+    pub ownership: ownership::Ownership,
 }

@@ -42,6 +42,8 @@ pub enum PublishError {
     NotReady,
     #[error("storing the event failed: {0}")]
     Store(#[source] StoreError),
+    #[error("this dispatcher is draining (--drain): it takes no new events; publish through the dispatcher that replaces it")]
+    Draining,
 }
 
 /// Checks one request before anything is stored.
@@ -62,6 +64,9 @@ pub async fn publish_batch(
     shared: &Shared,
     requests: Vec<PublishRequest>,
 ) -> Result<Vec<Published>, PublishError> {
+    if shared.config.drain {
+        return Err(PublishError::Draining);
+    }
     for request in &requests {
         check(request)?;
     }

@@ -4,16 +4,20 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::Client;
+use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::cache::Cache;
+use super::config::StoreKind;
+use super::ownership::Ownership;
+use super::partitions::{self, plan::Timings};
 use super::{api, engine, events, metrics, status, DispatcherConfig, Shared};
 use crate::api::{
     WebhookEndpoint, WebhookEvent, WebhookReplay, WebhookSubscription, ENDPOINT_LABEL,
@@ -23,6 +27,7 @@ use crate::delivery::egress::EgressPolicy;
 use crate::runtime::health::{self, Health};
 use crate::runtime::kube::{default_identity, scoped};
 use crate::runtime::shutdown::{self, stopped};
+use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
 use crate::store::Store;
 
@@ -31,12 +36,14 @@ use crate::store::Store;
 pub enum StartError {
     #[error("connecting to the Kubernetes API: {0}")]
     Client(#[source] kube::Error),
-    #[error("opening the store at {path}: {source}")]
+    #[error("opening the store ({store}): {source}")]
     Store {
-        path: String,
+        store: String,
         #[source]
         source: crate::store::StoreError,
     },
+    #[error("--store postgres needs --database-url (or DATABASE_URL, from a Secret)")]
+    MissingDatabaseUrl,
     #[error("building the HTTP client: {0}")]
     Http(#[source] crate::delivery::client::ClientError),
     #[error("binding {addr}: {source}")]
@@ -55,26 +62,22 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     let health = Health::new(registry);
     let stop_rx = shutdown::on_signal();
 
-    if let Some(dir) = config.store_path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let commit_histogram = metrics.store_commit_seconds.clone();
-    let mut store_config = SqliteConfig::new(config.store_path.clone());
-    store_config.on_commit = Some(Arc::new(move |_, duration: Duration| {
-        commit_histogram.observe(duration.as_secs_f64());
-    }));
-    let store = SqliteStore::open(store_config)
-        .await
-        .map_err(|source| StartError::Store {
-            path: config.store_path.display().to_string(),
-            source,
-        })?;
-    // At least once: attempts in flight when the previous process died are made again.
+    let identity = config
+        .identity
+        .clone()
+        .unwrap_or_else(|| default_identity("dispatcher"));
+    let store = open_store(&config, &metrics).await?;
+    // At least once: attempts in flight when this replica last stopped are made again. With a
+    // shared store only our own: other replicas' are theirs, or recovered when they are dead.
+    let recover_owner = match config.store {
+        StoreKind::Sqlite => None,
+        StoreKind::Postgres => Some(identity.clone()),
+    };
     let recovered = store
-        .recover_in_flight(None, Timestamp::now())
+        .recover_in_flight(recover_owner, Timestamp::now())
         .await
         .map_err(|source| StartError::Store {
-            path: config.store_path.display().to_string(),
+            store: store_description(&config),
             source,
         })?;
     if recovered > 0 {
@@ -136,10 +139,6 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     .default_backoff()
     .applied_objects();
 
-    let identity = config
-        .identity
-        .clone()
-        .unwrap_or_else(|| default_identity("dispatcher"));
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -153,8 +152,12 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         secrets: secrets_reader,
         config_maps: config_maps_reader,
     };
+    let ownership = match config.store {
+        StoreKind::Sqlite => Ownership::All,
+        StoreKind::Postgres => Ownership::partitioned(config.partitions),
+    };
     let shared = Arc::new(Shared {
-        store: Arc::new(store),
+        store,
         cache: cache.clone(),
         client: client.clone(),
         http,
@@ -165,6 +168,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         dirty: status::Dirty::default(),
         gates: Default::default(),
         owner: identity,
+        ownership,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -198,6 +202,14 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     tasks.spawn(events::expire_events(shared.clone(), events_reader));
     tasks.spawn(events::watch_replays(shared.clone(), replay_stream));
     tasks.spawn(engine::run(shared.clone()));
+    let leases = lease_settings(&client, &config);
+    if let Some((api, settings)) = &leases {
+        tasks.spawn(partitions::run(
+            shared.clone(),
+            api.clone(),
+            settings.clone(),
+        ));
+    }
     tasks.spawn(status::run(shared.clone()));
     tasks.spawn(retention(shared.clone()));
     tasks.spawn(health::serve(
@@ -224,6 +236,9 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tasks.abort_all();
+    if let Some((api, settings)) = &leases {
+        partitions::release_all(&shared, api, settings).await;
+    }
     info!("dispatcher stopped");
     Ok(())
 }
@@ -241,4 +256,72 @@ async fn retention(shared: Arc<Shared>) {
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+}
+
+fn store_description(config: &DispatcherConfig) -> String {
+    match config.store {
+        StoreKind::Sqlite => format!("sqlite at {}", config.store_path.display()),
+        // Never the URL: it may hold a password.
+        StoreKind::Postgres => "postgres at DATABASE_URL".to_string(),
+    }
+}
+
+/// Opens the configured store, its commit durations observed by the metrics.
+async fn open_store(
+    config: &DispatcherConfig,
+    metrics: &metrics::Metrics,
+) -> Result<Arc<dyn Store>, StartError> {
+    let commit_histogram = metrics.store_commit_seconds.clone();
+    let on_commit = Arc::new(move |_: usize, duration: Duration| {
+        commit_histogram.observe(duration.as_secs_f64());
+    });
+    let failed = |source| StartError::Store {
+        store: store_description(config),
+        source,
+    };
+    match config.store {
+        StoreKind::Sqlite => {
+            if let Some(dir) = config.store_path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let mut store_config = SqliteConfig::new(config.store_path.clone());
+            store_config.on_commit = Some(on_commit);
+            let store = SqliteStore::open(store_config).await.map_err(failed)?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Postgres => {
+            let url = config
+                .database_url
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .ok_or(StartError::MissingDatabaseUrl)?;
+            let mut store_config = PostgresConfig::new(url);
+            store_config.schema = config.database_schema.clone();
+            store_config.pool_size = config.database_pool_size.max(2);
+            store_config.on_commit = Some(on_commit);
+            let store = PostgresStore::open(store_config).await.map_err(failed)?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The Lease API and settings for partition ownership (shared store only).
+fn lease_settings(
+    client: &Client,
+    config: &DispatcherConfig,
+) -> Option<(Api<Lease>, partitions::Settings)> {
+    if config.store != StoreKind::Postgres {
+        return None;
+    }
+    let namespace = config
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let settings = partitions::Settings {
+        count: config.partitions,
+        prefix: config.lease_prefix.clone(),
+        timings: Timings::from_duration(Duration::from_secs(config.lease_duration_seconds)),
+        period: Duration::from_secs(2),
+    };
+    Some((Api::namespaced(client.clone(), &namespace), settings))
 }

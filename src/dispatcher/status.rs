@@ -131,6 +131,10 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(interval).await;
         for endpoint in shared.dirty.take_endpoints() {
+            // One writer per endpoint: its circuit state lives in the replica that owns it.
+            if !shared.ownership.owns_endpoint(&endpoint) {
+                continue;
+            }
             if let Err(error) = write_endpoint(&shared, &endpoint, &mut dead_letters_seen).await {
                 debug!(%error, endpoint = %endpoint.name, "endpoint status write failed");
             }

@@ -2,5 +2,6 @@
 //! HTTP server, and shutdown signals.
 pub mod health;
 pub mod kube;
+pub mod lease;
 pub mod logging;
 pub mod shutdown;

@@ -6,4 +6,5 @@ mod dispatcher;
 mod ingest;
 mod receiver;
 mod receivers;
+mod scaleout;
 mod support;

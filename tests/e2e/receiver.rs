@@ -30,6 +30,8 @@ pub struct Received {
     pub body: serde_json::Value,
     /// Whether the pitchey signature verified with the secret the test gave.
     pub verified: bool,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 struct Inner {
@@ -135,6 +137,7 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         attempt: header("x-webhook-attempt").parse().unwrap_or(0),
         body: serde_json::from_slice(&body).unwrap_or_default(),
         verified,
+        at: std::time::Instant::now(),
     });
     StatusCode::OK
 }

@@ -191,23 +191,31 @@ impl Process {
         (process, listen)
     }
 
-    /// Like [`Process::dispatcher`], also returning the metrics address. Ports are picked free
-    /// and the start is retried on new ones if another process took them in between.
+    /// Like [`Process::dispatcher`], also returning the metrics address.
     pub fn dispatcher_with_metrics(
         namespace: &str,
         store: &std::path::Path,
         tag: &str,
     ) -> (Self, String, String) {
         let store = store.display().to_string();
+        Self::dispatcher_with(namespace, tag, &["--store-path", &store])
+    }
+
+    /// A dispatcher for `namespace` with the given store flags, allowed to deliver to loopback
+    /// over plain HTTP. Returns the process, its ingest and its metrics address. Ports are
+    /// picked free and the start is retried on new ones if another process took them in between.
+    pub fn dispatcher_with(
+        namespace: &str,
+        tag: &str,
+        store_args: &[&str],
+    ) -> (Self, String, String) {
         for _ in 0..5 {
             let listen = format!("127.0.0.1:{}", free_port());
             let metrics = format!("127.0.0.1:{}", free_port());
-            let args = [
+            let mut args = vec![
                 "dispatcher",
                 "--watch-namespace",
                 namespace,
-                "--store-path",
-                &store,
                 "--listen-addr",
                 &listen,
                 "--metrics-addr",
@@ -220,6 +228,7 @@ impl Process {
                 "--status-interval-seconds",
                 "1",
             ];
+            args.extend_from_slice(store_args);
             let mut process = Self::spawn(&format!("{namespace}-{tag}"), &args);
             if process.bound(&listen) {
                 return (process, listen, metrics);

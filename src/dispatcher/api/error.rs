@@ -160,7 +160,9 @@ impl From<PublishError> for ApiError {
                 ApiError::field("invalid_field", "data.event_type", error.to_string())
             }
             PublishError::Saturated => ApiError::Saturated,
-            PublishError::NotReady => ApiError::StoreUnavailable(error.to_string()),
+            PublishError::NotReady | PublishError::Draining => {
+                ApiError::StoreUnavailable(error.to_string())
+            }
             PublishError::Store(store) => store.into(),
         }
     }

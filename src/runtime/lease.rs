@@ -1,4 +1,6 @@
-//! Leader election with a `coordination.k8s.io/v1` Lease, so several controller replicas are safe:
+//! Leases (`coordination.k8s.io/v1`): the pure hold/take/follow decision shared by the
+//! controller's leader election and the dispatcher's partition ownership, and an elector for one
+//! Lease. Leader election: several controller replicas are safe:
 //! one reconciles, the others wait and take over when its Lease is not renewed.
 //!
 //! Writes use the Lease's resourceVersion (optimistic concurrency), so two candidates can never
