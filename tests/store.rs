@@ -100,6 +100,137 @@ async fn enqueue_batch_of_nothing_is_nothing() -> Result<()> {
     Ok(())
 }
 
+/// `record_attempts` answers each result as `record_attempt` would (applied, lease lost, not
+/// found), in order, in one writer job.
+#[tokio::test]
+async fn record_attempts_answers_each_like_record_attempt() -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use webhook_operator::store::{DeliveryId, DeliveryState, NextStep, RecordOutcome};
+    let harness = SqliteHarness::new();
+    let commits = Arc::new(AtomicUsize::new(0));
+    let counted = commits.clone();
+    let config = SqliteConfig {
+        on_commit: Some(Arc::new(move |_, _| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        })),
+        ..harness.config()
+    };
+    let store = SqliteStore::open(config).await?;
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a", "b", "c"]))
+        .await?;
+    let claimed = store.claim_due(contract::claim_all("w", 1)).await?;
+    assert_eq!(claimed.len(), 3);
+    let id = |i: usize| claimed[i].delivery.id;
+    let commits_before = commits.load(Ordering::Relaxed);
+    let outcomes = store
+        .record_attempts(vec![
+            contract::result(id(0), "w", 1, 2, Some(200), 5, NextStep::Delivered),
+            contract::result(
+                id(1),
+                "someone-else",
+                1,
+                2,
+                Some(200),
+                5,
+                NextStep::Delivered,
+            ),
+            contract::result(
+                DeliveryId(999_999),
+                "w",
+                1,
+                2,
+                Some(200),
+                5,
+                NextStep::Delivered,
+            ),
+            contract::result(
+                id(2),
+                "w",
+                1,
+                2,
+                Some(500),
+                5,
+                NextStep::Retry { at: at(60) },
+            ),
+        ])
+        .await?;
+    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Applied,
+            RecordOutcome::LeaseLost,
+            RecordOutcome::NotFound,
+            RecordOutcome::Applied
+        ]
+    );
+    assert_eq!(
+        commits.load(Ordering::Relaxed) - commits_before,
+        1,
+        "one group commit"
+    );
+    let status = store.event_status("evt_1").await?.expect("event stored");
+    let state = |i: usize| {
+        status
+            .deliveries
+            .iter()
+            .find(|d| d.id == id(i))
+            .map(|d| d.state)
+    };
+    assert_eq!(state(0), Some(DeliveryState::Delivered));
+    assert_eq!(state(1), Some(DeliveryState::InFlight));
+    assert_eq!(state(2), Some(DeliveryState::Pending));
+    assert!(store.record_attempts(Vec::new()).await?.is_empty());
+    Ok(())
+}
+
+/// `claim_due_capped`: an endpoint named in the caps gets at most its cap (0: none), the others
+/// `per_endpoint_limit`, each its earliest due.
+#[tokio::test]
+async fn capped_claims_take_at_most_each_endpoints_cap() -> Result<()> {
+    use webhook_operator::store::{ClaimRequest, ClaimScope, EndpointCaps};
+    let harness = SqliteHarness::new();
+    let store = harness.open().await?;
+    for i in 0..4 {
+        store
+            .enqueue(
+                event(&format!("evt_{i}"), "user.created", i),
+                names(&["a", "b", "c"]),
+            )
+            .await?;
+    }
+    let request = |limit| ClaimRequest {
+        now: at(10),
+        limit,
+        per_endpoint_limit: Some(3),
+        owner: "w".into(),
+        lease: Duration::from_secs(60),
+        scope: ClaimScope::All,
+    };
+    let caps: EndpointCaps = [(endpoint("a"), 0), (endpoint("b"), 1), (endpoint("c"), 9)]
+        .into_iter()
+        .collect();
+    let claimed = store.claim_due_capped(request(100), caps).await?;
+    let of = |name: &str| {
+        claimed
+            .iter()
+            .filter(|c| c.delivery.endpoint.name == name)
+            .map(|c| c.event.event_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(of("a").is_empty());
+    assert_eq!(of("b"), ["evt_0"]);
+    // A cap above `per_endpoint_limit` does not raise it.
+    assert_eq!(of("c"), ["evt_0", "evt_1", "evt_2"]);
+    // Without caps, the per-endpoint limit alone.
+    let rest = store
+        .claim_due_capped(request(100), EndpointCaps::new())
+        .await?;
+    assert_eq!(rest.len(), 3 + 3 + 1);
+    Ok(())
+}
+
 /// Set in the child process of [`acknowledged_enqueues_survive_kill_9`]: the database to load.
 const KILL_CHILD_DB: &str = "STORE_KILL_CHILD_DB";
 

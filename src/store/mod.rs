@@ -63,6 +63,19 @@ pub trait Store: Send + Sync + 'static {
     /// lease. Oldest due first. They become InFlight, owned by `owner` until `now + lease`.
     async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>>;
 
+    /// [`Store::claim_due`] with per-endpoint caps below `per_endpoint_limit` (applied only when
+    /// `per_endpoint_limit` is set), so a claimer does not take deliveries of an endpoint that
+    /// cannot send them now. A backend may ignore the caps (the default does): the caller still
+    /// copes with deliveries it cannot send (it gives them back with [`Store::defer`]).
+    async fn claim_due_capped(
+        &self,
+        request: ClaimRequest,
+        caps: EndpointCaps,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let _ = caps;
+        self.claim_due(request).await
+    }
+
     /// Gives claimed deliveries back without logging an attempt (the endpoint's circuit is open,
     /// its rate limit or concurrency is exhausted): due again at `until`, Held if the endpoint is
     /// held. Only deliveries `owner` still holds move; returns how many.
@@ -82,6 +95,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Logs an attempt and moves the delivery to `next` (if the caller still holds its lease).
     async fn record_attempt(&self, result: AttemptResult) -> Result<RecordOutcome>;
+
+    /// Records several attempts, each exactly as [`Store::record_attempt`] would; the outcomes are
+    /// in input order and each stands alone (one failing does not undo the others). A backend may
+    /// commit them together (SQLite: one writer job, one savepoint each); the default records
+    /// them one by one. The outer error means none was recorded.
+    async fn record_attempts(
+        &self,
+        results: Vec<AttemptResult>,
+    ) -> Result<Vec<Result<RecordOutcome>>> {
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in results {
+            outcomes.push(self.record_attempt(result).await);
+        }
+        Ok(outcomes)
+    }
 
     /// Suspends an endpoint: its Pending deliveries (and later ones) become Held. Idempotent;
     /// returns how many deliveries were moved.

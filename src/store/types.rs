@@ -193,6 +193,11 @@ pub struct ClaimRequest {
     pub scope: ClaimScope,
 }
 
+/// Per-endpoint caps for one claim ([`crate::store::Store::claim_due_capped`]): an endpoint named
+/// here gets at most this many (0: none) instead of `per_endpoint_limit`, e.g. what its free
+/// concurrency allows. Endpoints not named keep `per_endpoint_limit`.
+pub type EndpointCaps = std::collections::HashMap<EndpointRef, usize>;
+
 /// A claimed delivery with its event payload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedDelivery {
