@@ -157,4 +157,54 @@ impl Gates {
         let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         gates.remove(endpoint);
     }
+
+    /// Forgets the endpoints `keep` rejects that have no attempt in flight (their partition
+    /// moved to another replica, which starts them afresh); returns them.
+    pub fn forget_unless(&self, keep: impl Fn(&EndpointRef) -> bool) -> Vec<EndpointRef> {
+        let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let forgotten: Vec<EndpointRef> = gates
+            .iter()
+            .filter(|(endpoint, gate)| gate.in_flight == 0 && !keep(endpoint))
+            .map(|(endpoint, _)| endpoint.clone())
+            .collect();
+        for endpoint in &forgotten {
+            gates.remove(endpoint);
+        }
+        forgotten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::endpoint::WebhookEndpointSpec;
+    use crate::api::validation::validate_endpoint;
+
+    #[test]
+    fn forgetting_keeps_owned_endpoints_and_those_with_attempts_in_flight() {
+        let spec: WebhookEndpointSpec =
+            serde_json::from_value(serde_json::json!({"url": "https://example.com/hook"}))
+                .unwrap();
+        let policy = validate_endpoint(&spec, "ep", false).unwrap();
+        let gates = Gates::default();
+        let now = Instant::now();
+        let (owned, moved, busy) = (
+            EndpointRef::new("ns", "owned"),
+            EndpointRef::new("ns", "moved"),
+            EndpointRef::new("ns", "busy"),
+        );
+        for endpoint in [&owned, &moved, &busy] {
+            let Gate::Go(permit) = gates.acquire(endpoint, &policy, now, 4) else {
+                panic!("a fresh gate lets the first attempt go");
+            };
+            if endpoint != &busy {
+                gates.abandon(endpoint, permit);
+            }
+        }
+        let forgotten = gates.forget_unless(|e| e == &owned);
+        assert_eq!(forgotten, vec![moved.clone()]);
+        assert!(gates.snapshot(&owned).is_some());
+        assert!(gates.snapshot(&busy).is_some());
+        assert!(gates.snapshot(&moved).is_none());
+    }
 }

@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::metrics::EndpointLabels;
 use super::ownership::{Ownership, Partitioned};
 use super::Shared;
 use crate::runtime::lease::{next_spec, Decision, LeaseTimings};
@@ -250,11 +251,26 @@ async fn round(
         shared.wake.notify_one();
         partitioned.gained.notify_waiters();
     }
+    forget_unowned(shared);
     shared
         .metrics
         .partitions_owned
         .set(i64::try_from(partitioned.owned(Instant::now()).len()).unwrap_or(i64::MAX));
     Ok(())
+}
+
+/// Drops the breaker and limiter state, and the circuit gauge, of endpoints another replica
+/// owns now: that replica reports them, and a stale "open" here would raise a false alert.
+fn forget_unowned(shared: &Shared) {
+    for endpoint in shared
+        .gates
+        .forget_unless(|e| shared.ownership.owns_endpoint(e))
+    {
+        shared.metrics.circuit_state.remove(&EndpointLabels {
+            namespace: endpoint.namespace,
+            endpoint: endpoint.name,
+        });
+    }
 }
 
 fn last_renewal(spec: Option<&LeaseSpec>) -> Option<Timestamp> {
