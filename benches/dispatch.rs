@@ -161,6 +161,7 @@ fn gates(c: &mut Criterion) {
                         Gate::Later(at) => {
                             black_box(at);
                         }
+                        Gate::Busy => {}
                     }
                 })
             },

@@ -33,6 +33,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host (`host:port`). At least the dispatcher's concurrency:
+    /// many endpoints can share a host (`hooks.slack.com`), and a connection closed for want of
+    /// idle room costs a new TCP (and TLS) handshake on the next attempt.
     pub pool_max_idle_per_host: usize,
     /// Host names answered without DNS (like `/etc/hosts`), still subject to the egress policy.
     pub static_hosts: HashMap<String, Vec<IpAddr>>,
@@ -45,7 +48,7 @@ impl Default for ClientConfig {
             max_response_capture_bytes: 4096,
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 16,
+            pool_max_idle_per_host: 512,
             static_hosts: HashMap::new(),
         }
     }

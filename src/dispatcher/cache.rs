@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::ResourceExt;
 
 use super::router;
 use crate::api::policy::{EffectivePolicy, POLICY_KEY};
@@ -63,6 +62,76 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+fn parse_policy(
+    namespace: &str,
+    name: &str,
+    config_map: &ConfigMap,
+) -> Result<EffectivePolicy, NotReady> {
+    let json = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(POLICY_KEY))
+        .ok_or_else(|| NotReady::NoPolicy(format!("{namespace}/{name}")))?;
+    EffectivePolicy::from_config_json(json)
+        .map_err(|_| NotReady::NoPolicy(format!("{namespace}/{name}")))
+}
+
+/// Which version of a delivery ConfigMap a parsed policy came from: its UID and resourceVersion
+/// (a ConfigMap deleted and recreated under the same name has a new UID).
+fn config_map_version(config_map: &ConfigMap) -> Option<(&str, &str)> {
+    Some((
+        config_map.metadata.uid.as_deref()?,
+        config_map.metadata.resource_version.as_deref()?,
+    ))
+}
+
+/// Parsed endpoint policies, each kept while its ConfigMap's resourceVersion stays the same, so a
+/// delivery costs a map lookup instead of parsing the policy JSON (the delivery loop owns one).
+#[derive(Default)]
+pub struct PolicyCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<(String, String), ParsedPolicy>>,
+}
+
+/// A parsed policy and its ConfigMap's UID and resourceVersion.
+type ParsedPolicy = (String, String, Arc<EffectivePolicy>);
+
+impl PolicyCache {
+    /// The endpoint's effective policy, as [`Cache::policy`], parsed once per ConfigMap version.
+    pub fn get(
+        &self,
+        cache: &Cache,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<EffectivePolicy>, NotReady> {
+        let config_map = match cache.policy_config_map(namespace, name) {
+            Ok(config_map) => config_map,
+            Err(gone_or_missing) => {
+                self.forget(namespace, name);
+                return Err(gone_or_missing);
+            }
+        };
+        let Some((uid, version)) = config_map_version(&config_map) else {
+            // Without a version (never from the API server) there is nothing to key on.
+            return parse_policy(namespace, name, &config_map).map(Arc::new);
+        };
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some((cached_uid, cached_version, policy)) = parsed.get(&key) {
+            if cached_uid == uid && cached_version == version {
+                return Ok(policy.clone());
+            }
+        }
+        let policy = Arc::new(parse_policy(namespace, name, &config_map)?);
+        parsed.insert(key, (uid.to_owned(), version.to_owned(), policy.clone()));
+        Ok(policy)
+    }
+
+    fn forget(&self, namespace: &str, name: &str) {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        parsed.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+}
+
 impl Cache {
     /// Waits until every cache has listed its objects once.
     pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
@@ -76,48 +145,56 @@ impl Cache {
         self.endpoints.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// Endpoint names an event goes to (see [`router::route`]).
+    /// Endpoint names an event goes to (see [`router::route`]). `endpointRef` subscriptions look
+    /// their endpoint up by name; the namespace's endpoints are listed only if a matching
+    /// subscription has a selector, so an event costs O(subscriptions), not a copy of every cached
+    /// endpoint.
     pub fn route(&self, namespace: &str, event_type: &str) -> Vec<String> {
         let subscriptions: Vec<Arc<WebhookSubscription>> = self
             .subscriptions
             .state()
             .into_iter()
-            .filter(|s| s.namespace().as_deref() == Some(namespace))
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
             .collect();
         if subscriptions.is_empty() {
             return Vec::new();
         }
-        let endpoints: Vec<Arc<WebhookEndpoint>> = self
-            .endpoints
-            .state()
-            .into_iter()
-            .filter(|e| e.namespace().as_deref() == Some(namespace))
-            .collect();
-        let endpoint_refs: Vec<&WebhookEndpoint> = endpoints.iter().map(|e| e.as_ref()).collect();
-        router::route(
+        let mut listed: Option<Vec<Arc<WebhookEndpoint>>> = None;
+        router::route_with(
             namespace,
             event_type,
             subscriptions.iter().map(|s| s.as_ref()),
-            &endpoint_refs,
+            |name| {
+                self.endpoint(namespace, name)
+                    .is_some_and(|e| router::routable(&e, namespace))
+            },
+            |each| {
+                let endpoints = listed.get_or_insert_with(|| {
+                    self.endpoints
+                        .state()
+                        .into_iter()
+                        .filter(|e| router::routable(e, namespace))
+                        .collect()
+                });
+                endpoints.iter().for_each(|e| each(e));
+            },
         )
     }
 
     /// The effective policy the controller provisioned for an endpoint.
     pub fn policy(&self, namespace: &str, name: &str) -> Result<EffectivePolicy, NotReady> {
-        let key = format!("{namespace}/{name}");
+        let config_map = self.policy_config_map(namespace, name)?;
+        parse_policy(namespace, name, &config_map)
+    }
+
+    /// The endpoint's delivery ConfigMap, if the endpoint exists.
+    fn policy_config_map(&self, namespace: &str, name: &str) -> Result<Arc<ConfigMap>, NotReady> {
         if self.endpoint(namespace, name).is_none() {
-            return Err(NotReady::EndpointGone(key));
+            return Err(NotReady::EndpointGone(format!("{namespace}/{name}")));
         }
-        let config_map = self
-            .config_maps
+        self.config_maps
             .get(&ObjectRef::new(&crate::api::policy::config_map_name(name)).within(namespace))
-            .ok_or_else(|| NotReady::NoPolicy(key.clone()))?;
-        let json = config_map
-            .data
-            .as_ref()
-            .and_then(|d| d.get(POLICY_KEY))
-            .ok_or_else(|| NotReady::NoPolicy(key.clone()))?;
-        EffectivePolicy::from_config_json(json).map_err(|_| NotReady::NoPolicy(key))
+            .ok_or_else(|| NotReady::NoPolicy(format!("{namespace}/{name}")))
     }
 
     /// The signing keys named by a policy.

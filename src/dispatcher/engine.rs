@@ -1,16 +1,20 @@
 //! The delivery loop: claims due deliveries, gates them per endpoint (suspension, circuit
 //! breaker, rate limit, concurrency), sends them without blocking the loop, and records the
-//! outcome. A delivery that may not go now is given back to the store, due when its gate opens,
-//! so no worker waits on a slow or dead endpoint and nothing is held in memory.
-use std::collections::HashMap;
-use std::sync::Arc;
+//! outcomes in batches. A claim takes of each endpoint only what its concurrency can take: its
+//! attempts in flight plus as many waiting behind them, in memory under their lease, that go on
+//! the task of the next attempt to that endpoint that finishes (no store round trip, no fixed
+//! delay). A delivery that may not go for another reason (circuit open, rate limit, suspended)
+//! is given back to the store, due when its gate opens, so no worker waits on a slow or dead
+//! endpoint.
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::cache::NotReady;
+use super::cache::{NotReady, PolicyCache};
 use super::gate::Gate;
 use super::metrics::{DeliveryLabels, EndpointLabels};
 use super::Shared;
@@ -23,8 +27,8 @@ use crate::delivery::payload::{self, WebhookRef};
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::signing;
 use crate::store::{
-    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryId,
-    EndpointRef, NextStep,
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryId, EndpointCaps,
+    EndpointRef, EventSource, NextStep,
 };
 
 /// Claims per round at most.
@@ -35,6 +39,13 @@ const POLL: Duration = Duration::from_millis(200);
 const LEASE: Duration = Duration::from_secs(330);
 /// When an endpoint's policy or secret is not there yet.
 const NOT_READY_RETRY: Duration = Duration::from_secs(5);
+/// When a delivery claimed for an endpoint whose attempts in flight and waiting deliveries are
+/// all taken comes back (rare: claims are capped by what each endpoint can take).
+const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// Attempt results recorded per store job at most.
+const RECORD_BATCH: usize = 1024;
+/// Attempt results that may wait for the recorder before attempt tasks wait for it.
+const RECORD_QUEUE: usize = 4096;
 
 /// Converts a monotonic instant into wall-clock time.
 fn wall_clock(at: Instant, now: Instant, now_ts: Timestamp) -> Timestamp {
@@ -42,71 +53,96 @@ fn wall_clock(at: Instant, now: Instant, now_ts: Timestamp) -> Timestamp {
     now_ts.saturating_add(wait).unwrap_or(Timestamp::MAX)
 }
 
-/// Runs the delivery loop until the task is dropped.
-pub async fn run(shared: Arc<Shared>) {
-    // Without complete caches an existing endpoint would look deleted.
-    if shared.cache.wait_until_ready().await.is_err() {
-        return;
+/// How many deliveries a claim may take of each busy endpoint: each endpoint may have
+/// `per_endpoint` attempts in flight and as many claimed deliveries waiting behind them, so a
+/// claim takes at most what fills that, and at most `per_endpoint` a round. Only endpoints capped
+/// below `per_endpoint` are named. Pure.
+pub fn claim_caps<'a>(
+    in_flight: impl IntoIterator<Item = (&'a EndpointRef, usize)>,
+    waiting: impl IntoIterator<Item = (&'a EndpointRef, usize)>,
+    per_endpoint: usize,
+) -> EndpointCaps {
+    let mut taken: HashMap<&EndpointRef, usize> = HashMap::new();
+    for (endpoint, count) in in_flight.into_iter().chain(waiting) {
+        *taken.entry(endpoint).or_default() += count;
     }
-    let slots = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
-    loop {
-        let free = slots.available_permits();
-        let mut claimed_count = 0;
-        if free > 0 {
-            match claim_round(&shared, &slots, free.min(CLAIM_BATCH)).await {
-                Ok(count) => claimed_count = count,
-                Err(error) => {
-                    warn!(%error, "claiming due deliveries failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        if claimed_count == 0 || slots.available_permits() == 0 {
-            tokio::select! {
-                _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
-    }
+    let room = per_endpoint.saturating_mul(2);
+    taken
+        .into_iter()
+        .map(|(endpoint, taken)| (endpoint, room.saturating_sub(taken).min(per_endpoint)))
+        .filter(|(_, cap)| *cap < per_endpoint)
+        .map(|(endpoint, cap)| (endpoint.clone(), cap))
+        .collect()
 }
 
-/// One claim: sends what may go now, gives the rest back. Returns how many were claimed.
-async fn claim_round(
-    shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
-    limit: usize,
-) -> Result<usize, crate::store::StoreError> {
-    let now_ts = Timestamp::now();
-    let claimed = shared
-        .store
-        .claim_due(ClaimRequest {
-            now: now_ts,
-            limit,
-            per_endpoint_limit: Some(shared.config.per_endpoint_concurrency.max(1)),
-            owner: shared.owner.clone(),
-            lease: LEASE,
-            scope: shared.ownership.claim_scope(),
-        })
-        .await?;
-    let count = claimed.len();
-    let now = Instant::now();
-    let mut deferred: HashMap<Timestamp, Vec<DeliveryId>> = HashMap::new();
-    for delivery in claimed {
-        let endpoint = delivery.delivery.endpoint.clone();
-        let policy = match shared.cache.policy(&endpoint.namespace, &endpoint.name) {
+/// The delivery loop's state, shared with its attempt tasks.
+struct Engine {
+    shared: Arc<Shared>,
+    /// Attempts in flight over all endpoints (`--concurrency`).
+    slots: Arc<Semaphore>,
+    /// Claimed deliveries whose endpoint had its maximum in flight, per endpoint, oldest first.
+    /// They wait under their lease (not in the store) and go on the task of the next attempt to
+    /// that endpoint that finishes. At most `per_endpoint_concurrency` per endpoint; only busy
+    /// endpoints have any, so at most `concurrency` in all.
+    waiting: Mutex<HashMap<EndpointRef, VecDeque<ClaimedDelivery>>>,
+    /// Parsed endpoint policies, by ConfigMap version.
+    policies: PolicyCache,
+    /// Attempt results on their way to the store (see [`record_results`]).
+    results: mpsc::Sender<Recorded>,
+}
+
+/// What becomes of a claimed delivery.
+enum Admission {
+    /// Send it now (the gate's permit; the caller finds a slot).
+    Go(Box<ClaimedDelivery>, Arc<EffectivePolicy>, Permit),
+    /// Waiting behind its endpoint's attempts in flight.
+    Waiting,
+    /// Give it back to the store, due at this time.
+    Defer(Timestamp, DeliveryId),
+    /// Nothing more to do (dead-lettered because its endpoint is gone).
+    Done,
+}
+
+impl Engine {
+    fn per_endpoint(&self) -> usize {
+        self.shared.config.per_endpoint_concurrency.max(1)
+    }
+
+    fn lock_waiting(&self) -> MutexGuard<'_, HashMap<EndpointRef, VecDeque<ClaimedDelivery>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caps of the next claim (see [`claim_caps`]).
+    fn caps(&self) -> EndpointCaps {
+        let in_flight = self.shared.gates.in_flight();
+        let waiting = self.lock_waiting();
+        claim_caps(
+            in_flight.iter().map(|(e, n)| (e, *n)),
+            waiting.iter().map(|(e, q)| (e, q.len())),
+            self.per_endpoint(),
+        )
+    }
+
+    /// Decides what becomes of a delivery claimed (or waiting) now.
+    async fn admit(&self, delivery: ClaimedDelivery, now: Instant, now_ts: Timestamp) -> Admission {
+        let shared = &self.shared;
+        let endpoint = &delivery.delivery.endpoint;
+        let policy = match self
+            .policies
+            .get(&shared.cache, &endpoint.namespace, &endpoint.name)
+        {
             Ok(policy) => policy,
             Err(NotReady::EndpointGone(_)) => {
                 let reason = "the WebhookEndpoint was deleted".to_string();
                 finish_without_attempt(shared, &delivery, reason).await;
-                continue;
+                return Admission::Done;
             }
             Err(other) => {
                 debug!(endpoint = %format!("{}/{}", endpoint.namespace, endpoint.name), reason = %other, "deferring");
                 let at = now_ts
                     .saturating_add(NOT_READY_RETRY)
                     .unwrap_or(Timestamp::MAX);
-                deferred.entry(at).or_default().push(delivery.delivery.id);
-                continue;
+                return Admission::Defer(at, delivery.delivery.id);
             }
         };
         // Suspension is read from the endpoint itself: the ConfigMap may lag behind it.
@@ -119,55 +155,258 @@ async fn claim_round(
             if let Err(error) = shared.store.hold_endpoint(endpoint.clone(), now_ts).await {
                 warn!(%error, "holding a suspended endpoint failed");
             }
-            deferred
-                .entry(now_ts)
-                .or_default()
-                .push(delivery.delivery.id);
-            continue;
+            return Admission::Defer(now_ts, delivery.delivery.id);
         }
-        match shared.gates.acquire(
-            &endpoint,
-            &policy,
-            now,
-            shared.config.per_endpoint_concurrency,
-        ) {
-            Gate::Later(at) => {
-                let at = wall_clock(at, now, now_ts);
-                deferred.entry(at).or_default().push(delivery.delivery.id);
-            }
-            Gate::Go(permit) => {
-                let slot = match slots.clone().try_acquire_owned() {
-                    Ok(slot) => slot,
-                    Err(_) => {
-                        shared.gates.abandon(&endpoint, permit);
-                        deferred
-                            .entry(now_ts)
-                            .or_default()
-                            .push(delivery.delivery.id);
-                        continue;
-                    }
-                };
-                let shared = shared.clone();
-                let span = info_span!(
-                    "delivery",
-                    event_id = %delivery.event.event_id,
-                    namespace = %endpoint.namespace,
-                    endpoint = %endpoint.name,
-                    attempt = delivery.delivery.attempts + 1,
-                );
-                tokio::spawn(
-                    async move { attempt(shared, delivery, policy, permit, slot).await }
-                        .instrument(span),
-                );
+        // A delivery that waited must still hold its lease for a whole attempt.
+        let needed = Duration::from_secs(u64::from(policy.timeout_seconds) + 30);
+        if now_ts.saturating_add(needed).unwrap_or(Timestamp::MAX) > delivery.lease_expires_at {
+            return Admission::Defer(now_ts, delivery.delivery.id);
+        }
+        // Decided under the waiting lock, so a delivery never waits for an endpoint with no
+        // attempt in flight: an attempt that finishes looks at the queue after giving its
+        // permit back.
+        let mut waiting = self.lock_waiting();
+        match shared
+            .gates
+            .acquire(endpoint, &policy, now, self.per_endpoint())
+        {
+            Gate::Go(permit) => Admission::Go(Box::new(delivery), policy, permit),
+            Gate::Later(at) => Admission::Defer(wall_clock(at, now, now_ts), delivery.delivery.id),
+            Gate::Busy => {
+                let queue = waiting.entry(endpoint.clone()).or_default();
+                if queue.len() < self.per_endpoint() {
+                    queue.push_back(delivery);
+                    Admission::Waiting
+                } else {
+                    let at = now_ts.saturating_add(BUSY_RETRY).unwrap_or(Timestamp::MAX);
+                    Admission::Defer(at, delivery.delivery.id)
+                }
             }
         }
     }
-    for (at, ids) in deferred {
+
+    /// The next delivery waiting for `endpoint` that may go now. Deliveries that may not go
+    /// (circuit open, rate limit, endpoint suspended or gone) leave the queue for the store.
+    async fn next_waiting(
+        &self,
+        endpoint: &EndpointRef,
+    ) -> Option<(ClaimedDelivery, Arc<EffectivePolicy>, Permit)> {
+        loop {
+            let (delivery, remaining) = {
+                let mut waiting = self.lock_waiting();
+                let queue = waiting.get_mut(endpoint)?;
+                let Some(delivery) = queue.pop_front() else {
+                    waiting.remove(endpoint);
+                    return None;
+                };
+                (delivery, queue.len())
+            };
+            if remaining <= self.per_endpoint() / 2 {
+                // Room behind this endpoint: let the loop claim more.
+                self.shared.wake.notify_one();
+            }
+            let (now, now_ts) = (Instant::now(), Timestamp::now());
+            match self.admit(delivery, now, now_ts).await {
+                Admission::Go(delivery, policy, permit) => {
+                    return Some((*delivery, policy, permit))
+                }
+                // Another attempt to the endpoint started meanwhile; it takes the queue on.
+                Admission::Waiting => return None,
+                Admission::Defer(at, id) => {
+                    let mut ids = vec![id];
+                    if at > now_ts {
+                        // The endpoint's gate is closed until then: the rest waits in the store.
+                        let mut waiting = self.lock_waiting();
+                        if let Some(queue) = waiting.remove(endpoint) {
+                            ids.extend(queue.into_iter().map(|d| d.delivery.id));
+                        }
+                    }
+                    self.defer(ids, at).await;
+                }
+                Admission::Done => {}
+            }
+        }
+    }
+
+    async fn defer(&self, ids: Vec<DeliveryId>, at: Timestamp) {
+        let shared = &self.shared;
         if let Err(error) = shared.store.defer(shared.owner.clone(), ids, at).await {
             warn!(%error, "giving deliveries back failed; their lease expiry brings them back");
         }
     }
+}
+
+/// Runs the delivery loop until the task is dropped.
+pub async fn run(shared: Arc<Shared>) {
+    // Without complete caches an existing endpoint would look deleted.
+    if shared.cache.wait_until_ready().await.is_err() {
+        return;
+    }
+    let (results, queue) = mpsc::channel(RECORD_QUEUE);
+    tokio::spawn(record_results(shared.clone(), queue));
+    let engine = Arc::new(Engine {
+        slots: Arc::new(Semaphore::new(shared.config.concurrency.max(1))),
+        shared,
+        waiting: Mutex::new(HashMap::new()),
+        policies: PolicyCache::default(),
+        results,
+    });
+    loop {
+        let free = engine.slots.available_permits();
+        let mut claimed_count = 0;
+        if free > 0 {
+            match claim_round(&engine, free.min(CLAIM_BATCH)).await {
+                Ok(count) => claimed_count = count,
+                Err(error) => {
+                    warn!(%error, "claiming due deliveries failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        if claimed_count == 0 || engine.slots.available_permits() == 0 {
+            tokio::select! {
+                _ = engine.shared.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+}
+
+/// One claim: sends what may go now, queues what waits for its endpoint, gives the rest back.
+/// Returns how many were claimed.
+async fn claim_round(
+    engine: &Arc<Engine>,
+    limit: usize,
+) -> Result<usize, crate::store::StoreError> {
+    let shared = &engine.shared;
+    let now_ts = Timestamp::now();
+    let claimed = shared
+        .store
+        .claim_due_capped(
+            ClaimRequest {
+                now: now_ts,
+                limit,
+                per_endpoint_limit: Some(engine.per_endpoint()),
+                owner: shared.owner.clone(),
+                lease: LEASE,
+                scope: shared.ownership.claim_scope(),
+            },
+            engine.caps(),
+        )
+        .await?;
+    let count = claimed.len();
+    let now = Instant::now();
+    let mut deferred: HashMap<Timestamp, Vec<DeliveryId>> = HashMap::new();
+    for delivery in claimed {
+        match engine.admit(delivery, now, now_ts).await {
+            Admission::Go(delivery, policy, permit) => {
+                let endpoint = delivery.delivery.endpoint.clone();
+                let Ok(slot) = engine.slots.clone().try_acquire_owned() else {
+                    shared.gates.abandon(&endpoint, permit);
+                    deferred
+                        .entry(now_ts)
+                        .or_default()
+                        .push(delivery.delivery.id);
+                    continue;
+                };
+                tokio::spawn(send_all(engine.clone(), *delivery, policy, permit, slot));
+            }
+            Admission::Defer(at, id) => deferred.entry(at).or_default().push(id),
+            Admission::Waiting | Admission::Done => {}
+        }
+    }
+    for (at, ids) in deferred {
+        engine.defer(ids, at).await;
+    }
     Ok(count)
+}
+
+/// Sends a delivery, then, on the same task and slot, the deliveries waiting for its endpoint
+/// as long as they may go.
+async fn send_all(
+    engine: Arc<Engine>,
+    mut delivery: ClaimedDelivery,
+    mut policy: Arc<EffectivePolicy>,
+    mut permit: Permit,
+    slot: OwnedSemaphorePermit,
+) {
+    loop {
+        let endpoint = delivery.delivery.endpoint.clone();
+        let span = info_span!(
+            "delivery",
+            event_id = %delivery.event.event_id,
+            namespace = %endpoint.namespace,
+            endpoint = %endpoint.name,
+            attempt = delivery.delivery.attempts + 1,
+        );
+        attempt(&engine, delivery, &policy, permit)
+            .instrument(span)
+            .await;
+        match engine.next_waiting(&endpoint).await {
+            Some(next) => (delivery, policy, permit) = next,
+            None => break,
+        }
+    }
+    drop(slot);
+    // A slot is free: the loop may claim again.
+    engine.shared.wake.notify_one();
+}
+
+/// An attempt's result on its way to the store.
+struct Recorded {
+    result: AttemptResult,
+    endpoint: EndpointRef,
+    /// The event, if it has a status to write (a `WebhookEvent`; ingested events have none).
+    event_id: Option<String>,
+    retry: bool,
+}
+
+/// The event id to mark for a status write: only `WebhookEvent` resources have a status. Marking
+/// ingested events too cost a store read per delivered event every status round for nothing.
+fn status_event(delivery: &ClaimedDelivery) -> Option<&str> {
+    matches!(delivery.event.source, EventSource::Resource { .. })
+        .then_some(delivery.event.event_id.as_str())
+}
+
+/// Records attempt results in batches (one store job for all that wait: with SQLite one
+/// savepoint each in one group commit), then marks their endpoints and events for status and
+/// wakes the loop for retries. Until a result is recorded its delivery stays in flight under its
+/// lease, so a crash before that makes the attempt again (at least once).
+async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receiver<Recorded>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut marks = Vec::with_capacity(batch.len());
+        let mut retry = false;
+        let results = batch
+            .drain(..)
+            .map(|recorded| {
+                retry |= recorded.retry;
+                marks.push((recorded.endpoint, recorded.event_id));
+                recorded.result
+            })
+            .collect::<Vec<_>>();
+        match shared.store.record_attempts(results).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    if let Err(error) = outcome {
+                        warn!(%error, "recording an attempt failed; the lease expiry makes it due again");
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(%error, attempts = marks.len(), "recording attempts failed; their lease expiry makes them due again");
+            }
+        }
+        for (endpoint, event_id) in &marks {
+            shared.dirty.endpoint(endpoint);
+            if let Some(event_id) = event_id {
+                shared.dirty.event(event_id);
+            }
+        }
+        if retry {
+            shared.wake.notify_one();
+        }
+    }
 }
 
 /// Dead-letters a delivery that cannot be attempted at all (its endpoint is gone).
@@ -189,7 +428,9 @@ async fn finish_without_attempt(shared: &Shared, delivery: &ClaimedDelivery, rea
     if let Err(error) = shared.store.record_attempt(result).await {
         warn!(%error, "recording a dead letter failed");
     }
-    shared.dirty.event(&delivery.event.event_id);
+    if let Some(event_id) = status_event(delivery) {
+        shared.dirty.event(event_id);
+    }
 }
 
 /// A request ready to send.
@@ -268,23 +509,23 @@ pub fn prepare(
     })
 }
 
-/// One attempt of one delivery.
+/// One attempt of one delivery; its result goes to the recorder.
 async fn attempt(
-    shared: Arc<Shared>,
+    engine: &Engine,
     delivery: ClaimedDelivery,
-    policy: EffectivePolicy,
+    policy: &EffectivePolicy,
     permit: Permit,
-    _slot: OwnedSemaphorePermit,
 ) {
+    let shared = &engine.shared;
     let endpoint = delivery.delivery.endpoint.clone();
     let attempt_number = delivery.delivery.attempts + 1;
     let event = &delivery.event;
     let data: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&event.data).unwrap_or_default();
     let prepared = prepare(
-        &shared,
+        shared,
         &endpoint,
-        &policy,
+        policy,
         &event.event_id,
         &event.event_type,
         event.created_at,
@@ -306,7 +547,7 @@ async fn attempt(
                     .await;
             } else {
                 warn!(%error, "delivery cannot be prepared; dead-lettering");
-                finish_without_attempt(&shared, &delivery, error.to_string()).await;
+                finish_without_attempt(shared, &delivery, error.to_string()).await;
             }
             return;
         }
@@ -327,9 +568,9 @@ async fn attempt(
         now_ts,
         rand::random::<f64>(),
     );
-    observe(&shared, &endpoint, &result, &outcome);
+    observe(shared, &endpoint, &result, &outcome);
     if transition.from != transition.to {
-        circuit_changed(&shared, &endpoint, transition.to, &result).await;
+        circuit_changed(shared, &endpoint, transition.to, &result).await;
     }
 
     let next = match &outcome {
@@ -347,7 +588,7 @@ async fn attempt(
         ..
     } = &outcome
     {
-        super::status::endpoint_gone(&shared, &endpoint, &result).await;
+        super::status::endpoint_gone(shared, &endpoint, &result).await;
     }
     let record = AttemptRecord {
         at: now_ts,
@@ -357,23 +598,20 @@ async fn attempt(
         error: (!result.is_success()).then(|| result.summary()),
         response_snippet: (!result.body_snippet.is_empty()).then(|| result.body_snippet.clone()),
     };
-    let recorded = shared
-        .store
-        .record_attempt(AttemptResult {
+    debug!(outcome = outcome.as_str(), status = ?result.status, "attempt finished");
+    let recorded = Recorded {
+        result: AttemptResult {
             delivery_id: delivery.delivery.id,
             owner: shared.owner.clone(),
             record,
             next,
-        })
-        .await;
-    if let Err(error) = recorded {
-        warn!(%error, "recording the attempt failed; the lease expiry makes it due again");
-    }
-    debug!(outcome = outcome.as_str(), status = ?result.status, "attempt finished");
-    shared.dirty.endpoint(&endpoint);
-    shared.dirty.event(&delivery.event.event_id);
-    if matches!(outcome, Outcome::Retry { .. }) {
-        shared.wake.notify_one();
+        },
+        endpoint,
+        event_id: status_event(&delivery).map(str::to_owned),
+        retry: matches!(outcome, Outcome::Retry { .. }),
+    };
+    if engine.results.send(recorded).await.is_err() {
+        warn!("the attempt recorder stopped; the lease expiry makes the delivery due again");
     }
 }
 
@@ -428,4 +666,64 @@ async fn circuit_changed(
         .set(value);
     super::status::circuit_event(shared, endpoint, to, result).await;
     shared.dirty.endpoint(endpoint);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ep(i: usize) -> EndpointRef {
+        EndpointRef::new("ns", format!("ep-{i}"))
+    }
+
+    #[test]
+    fn idle_endpoints_are_not_capped() {
+        let busy = [(ep(0), 3)];
+        let caps = claim_caps(busy.iter().map(|(e, n)| (e, *n)), [], 16);
+        // 3 in flight: room for 29 more, at most 16 a round, so no cap.
+        assert!(caps.is_empty());
+    }
+
+    #[test]
+    fn full_endpoints_get_nothing_and_filling_ones_get_the_rest() {
+        let in_flight = [(ep(0), 16), (ep(1), 16), (ep(2), 16)];
+        let waiting = [(ep(0), 16), (ep(1), 10)];
+        let caps = claim_caps(
+            in_flight.iter().map(|(e, n)| (e, *n)),
+            waiting.iter().map(|(e, n)| (e, *n)),
+            16,
+        );
+        assert_eq!(caps.get(&ep(0)), Some(&0));
+        assert_eq!(caps.get(&ep(1)), Some(&6));
+        // 16 in flight, none waiting: a whole round still fits behind them.
+        assert_eq!(caps.get(&ep(2)), None);
+    }
+
+    proptest! {
+        /// Whatever a claim takes within the caps, no endpoint ends up with more than its
+        /// in-flight limit plus as many waiting, and an endpoint with room is never shut out.
+        #[test]
+        fn caps_never_overfill_an_endpoint(
+            counts in proptest::collection::vec((0usize..40, 0usize..40), 0..20),
+            per_endpoint in 1usize..32,
+        ) {
+            let endpoints: Vec<EndpointRef> = (0..counts.len()).map(ep).collect();
+            let caps = claim_caps(
+                endpoints.iter().zip(&counts).map(|(e, (f, _))| (e, *f)),
+                endpoints.iter().zip(&counts).map(|(e, (_, w))| (e, *w)),
+                per_endpoint,
+            );
+            for (endpoint, (in_flight, waiting)) in endpoints.iter().zip(&counts) {
+                let cap = caps.get(endpoint).copied().unwrap_or(per_endpoint);
+                prop_assert!(cap <= per_endpoint);
+                let taken = in_flight + waiting;
+                if taken < 2 * per_endpoint {
+                    prop_assert_eq!(cap, (2 * per_endpoint - taken).min(per_endpoint));
+                } else {
+                    prop_assert_eq!(cap, 0);
+                }
+            }
+        }
+    }
 }

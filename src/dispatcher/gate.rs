@@ -3,7 +3,7 @@
 //! only keeps one of each per endpoint.
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::circuit::{CircuitBreaker, CircuitConfig, CircuitState, Permit};
@@ -11,9 +11,6 @@ use crate::delivery::outcome::AttemptResult;
 use crate::delivery::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::delivery::retry::parse_retry_after;
 use crate::store::EndpointRef;
-
-/// How long a delivery waits when its endpoint has no free concurrency slot.
-const BUSY_RETRY: Duration = Duration::from_millis(250);
 
 struct EndpointGate {
     breaker: CircuitBreaker,
@@ -27,6 +24,8 @@ struct EndpointGate {
 pub enum Gate {
     /// Send now; give the permit back with [`Gates::finish`].
     Go(Permit),
+    /// The endpoint already has its maximum in flight: send when one of those finishes.
+    Busy,
     /// Not before this instant.
     Later(Instant),
 }
@@ -82,7 +81,7 @@ impl Gates {
             gate.rate = rate;
         }
         if gate.in_flight >= max_in_flight {
-            return Gate::Later(now + BUSY_RETRY);
+            return Gate::Busy;
         }
         let permit = match gate.breaker.try_acquire(now) {
             Ok(permit) => permit,
@@ -150,6 +149,16 @@ impl Gates {
             consecutive_failures: gate.breaker.consecutive_failures(),
             rate_per_minute: gate.limiter.current_rate_per_minute(),
         })
+    }
+
+    /// Attempts in flight per endpoint, for the endpoints that have any.
+    pub fn in_flight(&self) -> Vec<(EndpointRef, usize)> {
+        let gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .iter()
+            .filter(|(_, gate)| gate.in_flight > 0)
+            .map(|(endpoint, gate)| (endpoint.clone(), gate.in_flight))
+            .collect()
     }
 
     /// Forgets an endpoint (deleted).
