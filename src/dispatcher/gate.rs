@@ -192,8 +192,7 @@ mod tests {
     #[test]
     fn forgetting_keeps_owned_endpoints_and_those_with_attempts_in_flight() {
         let spec: WebhookEndpointSpec =
-            serde_json::from_value(serde_json::json!({"url": "https://example.com/hook"}))
-                .unwrap();
+            serde_json::from_value(serde_json::json!({"url": "https://example.com/hook"})).unwrap();
         let policy = validate_endpoint(&spec, "ep", false).unwrap();
         let gates = Gates::default();
         let now = Instant::now();
