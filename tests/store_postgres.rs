@@ -19,7 +19,7 @@ use webhook_operator::store::{ClaimScope, Result, Store, StoreError};
 
 #[path = "common/postgres_server.rs"]
 mod postgres_server;
-use postgres_server::server_url;
+use postgres_server::{server_ca, server_url};
 
 /// The server's URL, found (or started) once per test process.
 /// A fresh schema on the test server, dropped when the harness is.
@@ -44,11 +44,22 @@ impl PostgresHarness {
     }
 
     fn config(&self) -> PostgresConfig {
+        self.config_for(server_url())
+    }
+
+    fn config_for(&self, url: String) -> PostgresConfig {
         PostgresConfig {
             schema: Some(self.schema.clone()),
             pool_size: 4,
-            ..PostgresConfig::new(server_url())
+            ..PostgresConfig::new(url)
         }
+    }
+
+    /// The test server's URL with `params` (`key=value&…`) added.
+    fn config_with(&self, params: &str) -> PostgresConfig {
+        let url = server_url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        self.config_for(format!("{url}{separator}{params}"))
     }
 }
 
@@ -232,5 +243,159 @@ async fn the_same_event_from_two_replicas_is_stored_once() -> Result<()> {
         assert_eq!(x.event_id, y.event_id);
     }
     assert_eq!(one.pending_count().await?, 50);
+    Ok(())
+}
+
+/// TLS: the throwaway cluster serves a certificate for 127.0.0.1 signed by its own CA
+/// (`scripts/postgres.sh ca`). `require` and the verify modes with that CA as `sslrootcert` give
+/// an encrypted session, in a URL and in a key=value string.
+#[tokio::test]
+async fn tls_with_the_servers_ca_is_encrypted() -> Result<()> {
+    let ca = server_ca();
+    for mode in ["require", "verify-ca", "verify-full", "prefer"] {
+        let harness = PostgresHarness::new();
+        let store =
+            PostgresStore::open(harness.config_with(&format!("sslmode={mode}&sslrootcert={ca}")))
+                .await?;
+        assert!(store.connection_encrypted().await?, "sslmode={mode}");
+        drop(store);
+    }
+
+    let server: tokio_postgres::Config = server_url()
+        .parse()
+        .map_err(StoreError::backend("parse the server URL"))?;
+    let host = match &server.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        other => panic!("the test server is not on TCP: {other:?}"),
+    };
+    // A key=value string with `host_params` and the server's port, user and database.
+    let key_value = |host_params: &str| {
+        format!(
+            "{host_params} port={} user={} dbname={} sslmode=require sslrootcert='{}'",
+            server.get_ports().first().copied().unwrap_or(5432),
+            server.get_user().unwrap_or("postgres"),
+            server.get_dbname().unwrap_or("postgres"),
+            ca.replace('\\', "\\\\").replace('\'', "\\'"),
+        )
+    };
+    let harness = PostgresHarness::new();
+    let store = PostgresStore::open(harness.config_for(key_value(&format!("host={host}")))).await?;
+    assert!(store.connection_encrypted().await?);
+    drop(store);
+
+    // The host name is checked: the throwaway cluster's certificate names 127.0.0.1 and
+    // localhost. `hostaddr` keeps the connection on the test server while `host` is the name
+    // verified.
+    for (name, ok) in [("localhost", true), ("db.wrong-name.invalid", false)] {
+        let key_value = key_value(&format!("host={name} hostaddr=127.0.0.1"));
+        match PostgresStore::open(harness.config_for(key_value)).await {
+            Ok(store) => {
+                assert!(
+                    ok,
+                    "{name}: connected although the certificate does not name it"
+                );
+                assert!(store.connection_encrypted().await?);
+            }
+            Err(err) => {
+                let err = err.to_string();
+                assert!(!ok, "{name}: {err}");
+                assert!(err.contains("certificate could not be verified"), "{err}");
+                assert!(err.contains("not valid for name"), "{err}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A CA that did not sign the server's certificate: `require` refuses the server, saying the
+/// certificate could not be verified and against which roots; the built-in public roots do not
+/// know the throwaway CA either.
+#[tokio::test]
+async fn tls_with_another_ca_fails_verification() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(StoreError::backend("tempdir"))?;
+    let other_ca = dir.path().join("other-ca.crt");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another throwaway CA",
+            "-keyout",
+        ])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(StoreError::backend("run openssl"))?;
+    assert!(status.success(), "openssl req failed: {status}");
+    let other_ca = other_ca.display().to_string();
+
+    let harness = PostgresHarness::new();
+    for (params, roots) in [
+        (
+            format!("sslmode=require&sslrootcert={other_ca}"),
+            other_ca.as_str(),
+        ),
+        (
+            "sslmode=verify-full".to_owned(),
+            "built into the dispatcher",
+        ),
+    ] {
+        let err = match PostgresStore::open(harness.config_with(&params)).await {
+            Ok(_) => panic!("{params}: connected with an unverifiable certificate"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            err.contains("certificate could not be verified"),
+            "{params}: {err}"
+        );
+        assert!(err.contains(roots), "{params}: {err}");
+        assert!(err.contains("sslrootcert=<PEM file>"), "{params}: {err}");
+    }
+    Ok(())
+}
+
+/// An sslrootcert that cannot be read fails before connecting, naming the file.
+#[tokio::test]
+async fn tls_with_an_unreadable_ca_file_names_it() {
+    let harness = PostgresHarness::new();
+    let path = "/nonexistent/webhook-operator-test/ca.crt";
+    let err = match PostgresStore::open(
+        harness.config_with(&format!("sslmode=require&sslrootcert={path}")),
+    )
+    .await
+    {
+        Ok(_) => panic!("opened with a missing CA file"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains(path), "{err}");
+    assert!(err.contains("cannot read the CA file"), "{err}");
+}
+
+/// `disable` connects without TLS; `prefer` (the default) without a CA that verifies the server
+/// falls back to a plain connection, as libpq's `prefer` still connects.
+#[tokio::test]
+async fn tls_disabled_or_unverifiable_prefer_is_plain() -> Result<()> {
+    for params in [
+        "sslmode=disable",
+        "sslmode=prefer",
+        "application_name=wo-test",
+    ] {
+        let harness = PostgresHarness::new();
+        let store = PostgresStore::open(harness.config_with(params)).await?;
+        assert!(!store.connection_encrypted().await?, "{params}");
+        drop(store);
+    }
     Ok(())
 }

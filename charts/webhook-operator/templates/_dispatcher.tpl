@@ -114,6 +114,12 @@ spec:
         - name: store
           mountPath: /var/lib/webhook-operator
         {{- end }}
+        {{- if and $pg $v.store.postgres.caSecret }}
+        # The database server's CA: sslrootcert=/etc/webhook-operator/postgres-ca/ca.crt in DATABASE_URL.
+        - name: postgres-ca
+          mountPath: /etc/webhook-operator/postgres-ca
+          readOnly: true
+        {{- end }}
         - name: tmp
           mountPath: /tmp
   volumes:
@@ -123,6 +129,15 @@ spec:
     {{- if and (not $pg) (not $v.dispatcher.persistence.enabled) }}
     - name: store
       emptyDir: {}
+    {{- end }}
+    {{- if and $pg $v.store.postgres.caSecret }}
+    - name: postgres-ca
+      secret:
+        secretName: {{ $v.store.postgres.caSecret }}
+        items:
+          - key: {{ $v.store.postgres.caKey | default "ca.crt" }}
+            path: ca.crt
+        defaultMode: 0444
     {{- end }}
   {{- with $v.dispatcher.nodeSelector }}
   nodeSelector:

@@ -4,10 +4,10 @@
 //! [`PostgresConfig::url`] is a libpq-style URL or key/value string
 //! (`postgres://user:password@host:5432/db`, `host=… user=… password=… dbname=…`). In a cluster it
 //! comes from a Secret, exposed to the dispatcher as the environment variable `DATABASE_URL`
-//! ([`PostgresConfig::from_env`]). Connections are plain TCP (or a Unix socket): TLS is not
-//! supported yet, so the database must be reached over a trusted network (loopback, a sidecar
-//! proxy, or a service mesh that encrypts). The tables live in [`PostgresConfig::schema`]
-//! (created if missing) or in the connection's default schema.
+//! ([`PostgresConfig::from_env`]). TLS (rustls) follows the string's `sslmode` and
+//! `sslrootcert` ([`tls`]): `require` (and `verify-ca`, `verify-full`) means a verified
+//! certificate, `disable` plain TCP, `prefer` (the default) verified TLS when possible. The tables
+//! live in [`PostgresConfig::schema`] (created if missing) or in the connection's default schema.
 //!
 //! # Durability
 //! `enqueue` answers after `COMMIT`; with the server's default `synchronous_commit = on` that is
@@ -43,9 +43,11 @@ use crate::store::{
 mod reads;
 mod rows;
 pub mod schema;
+pub mod tls;
 pub mod writer;
 mod writes;
 
+use tls::TlsSettings;
 pub use writer::CommitObserver;
 use writer::{Writer, WriterConfig};
 
@@ -135,6 +137,8 @@ pub struct PostgresStore {
     pool: Pool,
     writer: Writer,
     purge_chunk: usize,
+    /// To explain a connection that fails TLS later.
+    tls: TlsSettings,
 }
 
 /// Runs `$body` inside a transaction on a pooled connection and commits it.
@@ -170,10 +174,15 @@ impl PostgresStore {
     /// SQLite store, do not call `recover_in_flight(None, …)` at the start of one replica: other
     /// replicas' deliveries are in flight too; expired leases come back by themselves.
     pub async fn open(config: PostgresConfig) -> Result<Self> {
-        let mut pg: tokio_postgres::Config = config
-            .url
+        let split = tls::split_tls_params(&config.url)
+            .map_err(|e| e.into_store_error("parse the database URL"))?;
+        let mut pg: tokio_postgres::Config = split
+            .rest
             .parse()
             .map_err(StoreError::backend("parse the database URL"))?;
+        let tls = TlsSettings::new(split.sslmode, split.sslrootcert.as_deref())
+            .map_err(|e| e.into_store_error("database TLS settings"))?;
+        pg.ssl_mode(tls.tokio_mode());
         pg.connect_timeout(config.connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("webhook-operator");
@@ -186,23 +195,30 @@ impl PostgresStore {
             }
             pg.options(format!("-c search_path={schema}"));
         }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls.choose_connector(&pg).await? {
+            Some(rustls) => Manager::from_config(pg, rustls, manager_config),
+            None => Manager::from_config(pg, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(2))
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(config.connect_timeout))
             .build()
             .map_err(StoreError::backend("build the connection pool"))?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(StoreError::backend("connect to the database"))?;
+        let mut client = pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => {
+                tls.connect_error("connect to the database", e)
+            }
+            other => StoreError::backend("connect to the database")(other),
+        })?;
+        // For the log only: a server that hides pg_stat_ssl still works.
+        match session_encrypted(&client).await {
+            Ok(tls) => tracing::info!(tls, "connected to PostgreSQL"),
+            Err(error) => tracing::info!(%error, "connected to PostgreSQL (TLS state unknown)"),
+        }
         schema::migrate(&mut client, config.schema.as_deref()).await?;
         drop(client);
         let writer = Writer::spawn(
@@ -219,14 +235,40 @@ impl PostgresStore {
             pool,
             writer,
             purge_chunk: config.purge_chunk,
+            tls,
         })
+    }
+
+    /// Whether the store's connections to the server are encrypted (TLS), as the server sees a
+    /// pooled connection (`pg_stat_ssl`).
+    pub async fn connection_encrypted(&self) -> Result<bool> {
+        let client = self.client().await?;
+        session_encrypted(&client).await
     }
 
     async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) if TlsSettings::is_tls_failure(&e) => {
+                self.tls.connect_error("get a database connection", e)
+            }
             deadpool_postgres::PoolError::Backend(e) => db("get a database connection")(e),
             other => StoreError::Commit(format!("get a database connection: {other}")),
         })
+    }
+}
+
+/// Whether the server sees the session of `client` as TLS.
+async fn session_encrypted(client: &tokio_postgres::Client) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .map_err(db("read pg_stat_ssl"))?;
+    match row {
+        Some(row) => row.try_get(0).map_err(db("read pg_stat_ssl")),
+        None => Ok(false),
     }
 }
 
