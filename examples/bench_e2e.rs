@@ -63,6 +63,16 @@ struct Args {
     /// Extra arguments for the dispatcher (e.g. `--per-endpoint-concurrency=64`).
     #[arg(long, allow_hyphen_values = true)]
     dispatcher_arg: Vec<String>,
+    /// Scale-out instead: sustained throughput with this many dispatcher replicas on one
+    /// PostgreSQL store, each count in turn (e.g. 1,2,3); the other scenarios are skipped.
+    #[arg(long, value_delimiter = ',')]
+    replicas: Vec<usize>,
+    /// Endpoints of the scale-out scenarios.
+    #[arg(long, default_value_t = 100)]
+    replica_endpoints: usize,
+    /// PostgreSQL for the scale-out scenarios (scripts/bench-e2e.sh starts a throwaway one).
+    #[arg(long, env = "WO_POSTGRES_URL")]
+    database_url: Option<String>,
 }
 
 /// Microseconds since the benchmark started: the clock of the send timestamps.
@@ -330,13 +340,27 @@ struct EndpointPlan {
     path: String,
 }
 
-/// A namespace with endpoints, a controller and a dispatcher.
+/// Where a scenario's dispatchers keep their deliveries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreSetup {
+    /// One dispatcher, its own SQLite file.
+    Sqlite,
+    /// This many dispatchers on one PostgreSQL schema, splitting the endpoints through Leases.
+    Postgres { replicas: usize },
+}
+
+/// A namespace with endpoints, a controller and its dispatcher(s).
 struct Scenario {
     client: Client,
     namespace: String,
-    ingest: String,
+    /// Every dispatcher's ingest address (one with SQLite).
+    ingests: Vec<String>,
     metrics: String,
     dispatcher: Process,
+    /// Dispatchers beyond the first (PostgreSQL scale-out).
+    replicas: Vec<Process>,
+    /// The PostgreSQL URL and schema (dropped at the end).
+    postgres: Option<(String, String)>,
     controller: Process,
     endpoints: usize,
     created_seconds: f64,
@@ -350,6 +374,7 @@ impl Scenario {
         label: &str,
         receiver_port: u16,
         plan: &[EndpointPlan],
+        store: StoreSetup,
     ) -> Result<Self> {
         let namespace = format!(
             "bench-{label}-{}",
@@ -427,56 +452,103 @@ impl Scenario {
         .map_err(|_| anyhow::anyhow!("not all {} endpoints Ready after 600 s", plan.len()))??;
         let ready_seconds = ready_seconds.duration_since(started).as_secs_f64();
 
-        let ingest = format!("127.0.0.1:{}", free_port()?);
-        let metrics = format!("127.0.0.1:{}", free_port()?);
-        let mut dispatcher_args: Vec<String> = [
-            "dispatcher",
-            "--watch-namespace",
-            &namespace,
-            "--store-path",
-            &dir.join("dispatcher.db").display().to_string(),
-            "--listen-addr",
-            &ingest,
-            "--metrics-addr",
-            &metrics,
-            "--identity",
-            "bench",
-            "--allow-plain-http",
-            "--egress-allow-cidr",
-            "127.0.0.0/8",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        dispatcher_args.extend(args.dispatcher_arg.iter().cloned());
-        let dispatcher = Process::spawn(
-            &args.binary,
-            &args.kubeconfig,
-            &dir.join("dispatcher.log"),
-            &dispatcher_args,
-        )?;
+        let (count, postgres) = match store {
+            StoreSetup::Sqlite => (1, None),
+            StoreSetup::Postgres { replicas } => {
+                let url = args
+                    .database_url
+                    .clone()
+                    .context("--replicas needs PostgreSQL: --database-url or WO_POSTGRES_URL")?;
+                (replicas.max(1), Some((url, namespace.replace('-', "_"))))
+            }
+        };
+        let mut dispatchers = Vec::new();
+        let mut ingests = Vec::new();
+        let mut metrics_addrs = Vec::new();
+        for replica in 0..count {
+            let ingest = format!("127.0.0.1:{}", free_port()?);
+            let metrics = format!("127.0.0.1:{}", free_port()?);
+            let identity = format!("bench-{replica}");
+            let mut dispatcher_args: Vec<String> = [
+                "dispatcher",
+                "--watch-namespace",
+                &namespace,
+                "--listen-addr",
+                &ingest,
+                "--metrics-addr",
+                &metrics,
+                "--identity",
+                &identity,
+                "--allow-plain-http",
+                "--egress-allow-cidr",
+                "127.0.0.0/8",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            match &postgres {
+                None => dispatcher_args.extend([
+                    "--store-path".to_string(),
+                    dir.join("dispatcher.db").display().to_string(),
+                ]),
+                Some((url, schema)) => {
+                    dispatcher_args.extend(
+                        [
+                            "--store",
+                            "postgres",
+                            "--database-url",
+                            url,
+                            "--database-schema",
+                            schema,
+                            "--lease-namespace",
+                            &namespace,
+                        ]
+                        .map(String::from),
+                    );
+                }
+            }
+            dispatcher_args.extend(args.dispatcher_arg.iter().cloned());
+            dispatchers.push(Process::spawn(
+                &args.binary,
+                &args.kubeconfig,
+                &dir.join(format!("dispatcher-{replica}.log")),
+                &dispatcher_args,
+            )?);
+            ingests.push(ingest);
+            metrics_addrs.push(metrics);
+        }
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let ok = http
-                .get(format!("http://{metrics}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break;
+        for metrics in &metrics_addrs {
+            loop {
+                let ok = http
+                    .get(format!("http://{metrics}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("dispatcher not ready after 120 s (see {})", dir.display());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            if Instant::now() > deadline {
-                bail!("dispatcher not ready after 120 s (see {})", dir.display());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        if postgres.is_some() {
+            wait_partitions_settled(&http, &metrics_addrs).await?;
+        }
+        let mut dispatchers = dispatchers.into_iter();
+        let dispatcher = dispatchers.next().context("no dispatcher started")?;
+        let metrics = metrics_addrs[0].clone();
         Ok(Self {
             client: client.clone(),
             namespace,
-            ingest,
+            ingests,
             metrics,
             dispatcher,
+            replicas: dispatchers.collect(),
+            postgres,
             controller,
             endpoints: plan.len(),
             created_seconds,
@@ -489,17 +561,28 @@ impl Scenario {
             client,
             namespace,
             dispatcher,
+            replicas,
             controller,
+            postgres,
             ..
         } = self;
         drop(dispatcher);
+        drop(replicas);
         drop(controller);
+        if let Some((url, schema)) = postgres {
+            drop_schema(&url, &schema).await;
+        }
         let api: Api<Namespace> = Api::all(client);
         let _ = api.delete(&namespace, &DeleteParams::default()).await;
         // The store of a run holds every delivered event (hundreds of MB): keep only the logs.
         for file in ["dispatcher.db", "dispatcher.db-wal", "dispatcher.db-shm"] {
             let _ = std::fs::remove_file(work_dir.join(&namespace).join(file));
         }
+    }
+
+    /// utime + stime of every dispatcher, in seconds.
+    fn dispatcher_cpu_seconds(&self) -> f64 {
+        self.dispatcher.cpu_seconds() + self.replicas.iter().map(Process::cpu_seconds).sum::<f64>()
     }
 
     /// Sums a metric's samples from /metrics whose line starts with `prefix`.
@@ -533,7 +616,8 @@ fn event_body(event_type: &str) -> String {
 
 struct Publisher {
     http: reqwest::Client,
-    url: String,
+    /// One per dispatcher; events go round-robin.
+    urls: Vec<String>,
     accepted: AtomicU64,
     refused: AtomicU64,
     types: Vec<String>,
@@ -541,13 +625,16 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(ingest: &str, namespace: &str, types: Vec<String>) -> Result<Arc<Self>> {
+    fn new(ingests: &[String], namespace: &str, types: Vec<String>) -> Result<Arc<Self>> {
         Ok(Arc::new(Self {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
                 .timeout(Duration::from_secs(30))
                 .build()?,
-            url: format!("http://{ingest}/v1/namespaces/{namespace}/events"),
+            urls: ingests
+                .iter()
+                .map(|ingest| format!("http://{ingest}/v1/namespaces/{namespace}/events"))
+                .collect(),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             types,
@@ -556,11 +643,11 @@ impl Publisher {
     }
 
     async fn publish_one(&self) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.types.len();
-        let body = event_body(&self.types[i]);
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let body = event_body(&self.types[n % self.types.len()]);
         let sent = self
             .http
-            .post(&self.url)
+            .post(&self.urls[n % self.urls.len()])
             .bearer_auth("test-admin-token")
             .header("content-type", "application/json")
             .body(body)
@@ -703,13 +790,13 @@ async fn sustained(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let d0 = receiver.delivered.load(Ordering::Relaxed);
     let a0 = publisher.accepted.load(Ordering::Relaxed);
-    let cpu0 = scenario.dispatcher.cpu_seconds();
+    let cpu0 = scenario.dispatcher_cpu_seconds();
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.window)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let d1 = receiver.delivered.load(Ordering::Relaxed);
     let a1 = publisher.accepted.load(Ordering::Relaxed);
-    let cpu1 = scenario.dispatcher.cpu_seconds();
+    let cpu1 = scenario.dispatcher_cpu_seconds();
     stop.store(true, Ordering::Relaxed);
     futures::future::join_all(tasks).await;
     let deliveries = (d1 - d0) as f64;
@@ -860,6 +947,12 @@ async fn main() -> Result<()> {
             .unwrap_or("?")
     );
 
+    if !args.replicas.is_empty() {
+        scale_out(&args, &client, &receiver, port, &mut figures).await?;
+        figures.print();
+        return Ok(());
+    }
+
     for &count in &args.endpoints {
         let label = format!("{count} endpoint{}", if count == 1 { "" } else { "s" });
         println!("\n== {label}");
@@ -869,6 +962,7 @@ async fn main() -> Result<()> {
             &format!("n{count}"),
             port,
             &plan(count, false),
+            StoreSetup::Sqlite,
         )
         .await?;
         println!(
@@ -892,7 +986,7 @@ async fn main() -> Result<()> {
             scenario.dispatcher.peak_rss_mib(),
         );
         let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
-        let publisher = Publisher::new(&scenario.ingest, &scenario.namespace, types)?;
+        let publisher = Publisher::new(&scenario.ingests, &scenario.namespace, types)?;
         // Warm-up: one event per endpoint, all delivered (the dispatcher has every policy).
         let d0 = receiver.delivered.load(Ordering::Relaxed);
         let warm = (0..count).map(|_| publisher.publish_one());
@@ -974,12 +1068,13 @@ async fn main() -> Result<()> {
                 if hang { "stuck" } else { "healthy" },
                 port,
                 &plan(10, hang),
+                StoreSetup::Sqlite,
             )
             .await?;
             // Every event goes to all endpoints (`bench.all`), so the healthy ones get the same
             // deliveries per event in both runs.
             let publisher = Publisher::new(
-                &scenario.ingest,
+                &scenario.ingests,
                 &scenario.namespace,
                 vec!["bench.all".into()],
             )?;
@@ -1013,4 +1108,138 @@ async fn main() -> Result<()> {
 
     figures.print();
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale-out: several dispatchers on one PostgreSQL store.
+
+/// Sustained throughput with each replica count of `--replicas`.
+async fn scale_out(
+    args: &Args,
+    client: &Client,
+    receiver: &Receiver,
+    port: u16,
+    figures: &mut Figures,
+) -> Result<()> {
+    let count = args.replica_endpoints;
+    let url = args
+        .database_url
+        .clone()
+        .context("--replicas needs PostgreSQL: --database-url or WO_POSTGRES_URL")?;
+    // A durable store: the throwaway test cluster runs with fsync off; turn it on for the run.
+    let restore_fsync = make_durable(&url).await?;
+    let result = scale_out_runs(args, client, receiver, port, figures, count).await;
+    if restore_fsync {
+        set_fsync(&url, false).await?;
+    }
+    result
+}
+
+async fn scale_out_runs(
+    args: &Args,
+    client: &Client,
+    receiver: &Receiver,
+    port: u16,
+    figures: &mut Figures,
+    count: usize,
+) -> Result<()> {
+    for &replicas in &args.replicas {
+        let label = format!("postgres, {replicas} replica(s), {count} endpoints");
+        println!("\n== {label}");
+        let scenario = Scenario::start(
+            args,
+            client,
+            &format!("r{replicas}"),
+            port,
+            &plan(count, false),
+            StoreSetup::Postgres { replicas },
+        )
+        .await?;
+        let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
+        let publisher = Publisher::new(&scenario.ingests, &scenario.namespace, types)?;
+        let d0 = receiver.delivered.load(Ordering::Relaxed);
+        let warm = (0..count).map(|_| publisher.publish_one());
+        futures::stream::iter(warm)
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        drain(&receiver.delivered, d0 + count as u64).await;
+        for run in 0..args.runs {
+            println!(" run {}", run + 1);
+            sustained(&scenario, receiver, &publisher, args, figures, &label).await?;
+        }
+        scenario.stop(&args.work_dir).await;
+    }
+    Ok(())
+}
+
+/// Waits until the replicas hold every partition between them, each some.
+async fn wait_partitions_settled(http: &reqwest::Client, metrics: &[String]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = Vec::new();
+        for addr in metrics {
+            let text = match http.get(format!("http://{addr}/metrics")).send().await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let value = text
+                .lines()
+                .find(|l| l.starts_with("webhook_operator_dispatcher_partitions_owned "))
+                .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            owned.push(value);
+        }
+        // 32 partitions by default; every replica with a share.
+        if owned.iter().sum::<f64>() >= 32.0 && owned.iter().all(|o| *o > 0.0) {
+            println!("  partitions per replica: {owned:?}");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("partitions not settled after 60 s: {owned:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Turns `fsync` on if it is off (returns whether it was) and reports the durability settings.
+async fn make_durable(url: &str) -> Result<bool> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let fsync: String = client.query_one("SHOW fsync", &[]).await?.get(0);
+    let was_off = fsync == "off";
+    if was_off {
+        set_fsync(url, true).await?;
+    }
+    let synchronous: String = client
+        .query_one("SHOW synchronous_commit", &[])
+        .await?
+        .get(0);
+    let fsync: String = client.query_one("SHOW fsync", &[]).await?.get(0);
+    println!("PostgreSQL: fsync = {fsync}, synchronous_commit = {synchronous}");
+    Ok(was_off)
+}
+
+async fn set_fsync(url: &str, on: bool) -> Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let statement = if on {
+        "ALTER SYSTEM SET fsync = on"
+    } else {
+        "ALTER SYSTEM RESET fsync"
+    };
+    client.batch_execute(statement).await?;
+    client.batch_execute("SELECT pg_reload_conf()").await?;
+    // The reload is asynchronous: give the server a moment to apply it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    if let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+    }
 }

@@ -5,6 +5,7 @@
 # (median, min, max). Options go to the driver, e.g.
 #   scripts/bench-e2e.sh                         # 1 and 100 endpoints, 3 runs, isolation, ceiling
 #   scripts/bench-e2e.sh --endpoints 1,100,10000 --runs 3
+#   scripts/bench-e2e.sh --replicas 1,2,3        # dispatchers sharing one PostgreSQL store
 #   scripts/bench-e2e.sh --help
 # Everything runs on 127.0.0.1. See docs/benchmarks.md.
 set -euo pipefail
@@ -18,6 +19,11 @@ fi
 
 cargo build --release --bin webhook-operator --example bench_e2e >&2
 scripts/control-plane.sh start >&2
+# The scale-out scenarios (--replicas 1,2,3) need PostgreSQL: the throwaway cluster from Debian's
+# packages unless WO_POSTGRES_URL names one (the driver turns fsync on for the run).
+case " $* " in
+  *" --replicas"*) export WO_POSTGRES_URL="${WO_POSTGRES_URL:-$(scripts/postgres.sh start)}" ;;
+esac
 CP_DIR=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}
 
 exec target/release/examples/bench_e2e --kubeconfig "$CP_DIR/kubeconfig" \

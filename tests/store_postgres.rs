@@ -399,3 +399,96 @@ async fn tls_disabled_or_unverifiable_prefer_is_plain() -> Result<()> {
     }
     Ok(())
 }
+
+/// A partition-scoped claim with a per-endpoint limit (the dispatcher's claim) takes only the
+/// owned partitions' deliveries, however many pending deliveries other partitions hold.
+#[tokio::test]
+async fn per_endpoint_claims_take_only_owned_partitions() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let store = harness.open().await?;
+    let endpoints = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for i in 0..20 {
+        store
+            .enqueue(
+                event(&format!("evt_{i}"), "user.created", 0),
+                names(&endpoints),
+            )
+            .await?;
+    }
+    let mut request = claim_all("r1", 1);
+    request.limit = 1000;
+    request.per_endpoint_limit = Some(5);
+    request.scope = ClaimScope::Partitions {
+        count: 2,
+        owned: vec![1],
+    };
+    let taken = store.claim_due(request).await?;
+    let owned = endpoints
+        .iter()
+        .filter(|n| endpoint(n).partition_hash() % 2 == 1)
+        .count();
+    assert!(owned > 0 && owned < endpoints.len(), "both partitions used");
+    assert_eq!(taken.len(), owned * 5, "5 per owned endpoint");
+    assert!(taken
+        .iter()
+        .all(|c| c.delivery.endpoint.partition_hash() % 2 == 1));
+    Ok(())
+}
+
+/// `record_attempts` (one transaction, a savepoint per result) answers each result as
+/// `record_attempt` would: applied, lease lost, not found, in order.
+#[tokio::test]
+async fn record_attempts_answers_each_like_record_attempt() -> Result<()> {
+    use webhook_operator::store::{DeliveryId, DeliveryState, NextStep, RecordOutcome};
+    let harness = PostgresHarness::new();
+    let store = harness.open().await?;
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a", "b", "c"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", 1)).await?;
+    assert_eq!(claimed.len(), 3);
+    let id = |i: usize| claimed[i].delivery.id;
+    let delivered =
+        |id, owner| contract::result(id, owner, 1, 2, Some(200), 5, NextStep::Delivered);
+    let outcomes = store
+        .record_attempts(vec![
+            delivered(id(0), "w"),
+            delivered(id(1), "someone-else"),
+            delivered(DeliveryId(999_999), "w"),
+            contract::result(
+                id(2),
+                "w",
+                1,
+                2,
+                Some(500),
+                5,
+                NextStep::Retry {
+                    at: contract::at(60),
+                },
+            ),
+        ])
+        .await?;
+    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Applied,
+            RecordOutcome::LeaseLost,
+            RecordOutcome::NotFound,
+            RecordOutcome::Applied
+        ]
+    );
+    let status = store.event_status("evt_1").await?.expect("event stored");
+    let state = |i: usize| {
+        status
+            .deliveries
+            .iter()
+            .find(|d| d.id == id(i))
+            .map(|d| d.state)
+    };
+    assert_eq!(state(0), Some(DeliveryState::Delivered));
+    assert_eq!(state(1), Some(DeliveryState::InFlight));
+    assert_eq!(state(2), Some(DeliveryState::Pending));
+    assert!(store.record_attempts(Vec::new()).await?.is_empty());
+    Ok(())
+}

@@ -319,6 +319,35 @@ impl Store for PostgresStore {
         in_transaction!(self, |tx| writes::record_attempt(&tx, &result).await?)
     }
 
+    /// One transaction (one commit, one WAL flush) for the batch; each result in a savepoint of
+    /// its own, so one failing does not undo the others.
+    async fn record_attempts(
+        &self,
+        results: Vec<AttemptResult>,
+    ) -> Result<Vec<Result<RecordOutcome>>> {
+        let mut client = self.client().await?;
+        let mut tx = client.transaction().await.map_err(db("begin"))?;
+        let mut outcomes = Vec::with_capacity(results.len());
+        for result in &results {
+            let savepoint = tx.savepoint("record").await.map_err(db("savepoint"))?;
+            match writes::record_attempt(&savepoint, result).await {
+                Ok(outcome) => {
+                    savepoint.commit().await.map_err(db("release savepoint"))?;
+                    outcomes.push(Ok(outcome));
+                }
+                Err(error) => {
+                    savepoint
+                        .rollback()
+                        .await
+                        .map_err(db("roll back to savepoint"))?;
+                    outcomes.push(Err(error));
+                }
+            }
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(outcomes)
+    }
+
     async fn hold_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64> {
         in_transaction!(self, |tx| writes::hold_endpoint(
             &tx,

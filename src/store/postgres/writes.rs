@@ -225,6 +225,9 @@ async fn insert_deliveries(
 struct Scope {
     condition: String,
     endpoints: Option<String>,
+    /// A filter on the endpoints of the loose index scan (`p`, with its `partition_hash`), so
+    /// endpoints out of scope are skipped before their pending rows are read.
+    endpoint_filter: String,
 }
 
 fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
@@ -232,6 +235,7 @@ fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
         ClaimScope::All => Ok(Some(Scope {
             condition: String::new(),
             endpoints: None,
+            endpoint_filter: String::new(),
         })),
         ClaimScope::Endpoints(endpoints) if endpoints.is_empty() => Ok(None),
         ClaimScope::Endpoints(endpoints) => {
@@ -246,8 +250,9 @@ fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
             Ok(Some(Scope {
                 condition: format!(" AND (c.namespace, c.endpoint) IN (SELECT * FROM {source})"),
                 endpoints: Some(format!(
-                    "SELECT DISTINCT namespace, endpoint FROM {source} AS t(namespace, endpoint)"
+                    "SELECT DISTINCT namespace, endpoint, 0::bigint FROM {source} AS t(namespace, endpoint)"
                 )),
+                endpoint_filter: String::new(),
             }))
         }
         ClaimScope::Partitions { count: 0, .. } => Err(StoreError::InvalidArgument(
@@ -260,6 +265,9 @@ fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
             Ok(Some(Scope {
                 condition: format!(" AND c.partition_hash % {count} = ANY({owned}::bigint[])"),
                 endpoints: None,
+                endpoint_filter: format!(
+                    " WHERE p.partition_hash % {count} = ANY({owned}::bigint[])"
+                ),
             }))
         }
     }
@@ -311,18 +319,22 @@ pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Vec<C
         ),
         Some(per_endpoint) => {
             let per_endpoint = params.push(sql_limit(per_endpoint));
+            // Every endpoint's partition hash rides along (it is a function of the endpoint, so
+            // any of its rows has it), so out-of-scope endpoints are filtered before the lateral
+            // reads their pending rows: a round does not grow with other replicas' backlogs.
             let endpoints = scope.endpoints.clone().unwrap_or_else(|| {
-                "(SELECT namespace, endpoint FROM deliveries WHERE state = 'pending' \
+                "(SELECT namespace, endpoint, partition_hash FROM deliveries WHERE state = 'pending' \
                   ORDER BY namespace, endpoint LIMIT 1) \
-                 UNION ALL SELECT n.namespace, n.endpoint FROM endpoints p CROSS JOIN LATERAL \
-                 (SELECT namespace, endpoint FROM deliveries WHERE state = 'pending' \
+                 UNION ALL SELECT n.namespace, n.endpoint, n.partition_hash FROM endpoints p CROSS JOIN LATERAL \
+                 (SELECT namespace, endpoint, partition_hash FROM deliveries WHERE state = 'pending' \
                   AND (namespace, endpoint) > (p.namespace, p.endpoint) \
                   ORDER BY namespace, endpoint LIMIT 1) n"
                     .to_owned()
             });
+            let filter = &scope.endpoint_filter;
             format!(
-                "WITH RECURSIVE endpoints (namespace, endpoint) AS ({endpoints}), \
-                 candidates AS (SELECT c.id, c.next_attempt_at FROM endpoints p CROSS JOIN LATERAL \
+                "WITH RECURSIVE endpoints (namespace, endpoint, partition_hash) AS ({endpoints}), \
+                 candidates AS (SELECT c.id, c.next_attempt_at FROM (SELECT * FROM endpoints p{filter}) p CROSS JOIN LATERAL \
                    (SELECT c.id, c.next_attempt_at FROM deliveries c WHERE c.state = 'pending' \
                     AND c.namespace = p.namespace AND c.endpoint = p.endpoint \
                     AND c.next_attempt_at <= {at}{condition} \
