@@ -43,8 +43,20 @@ impl Setup {
         }
     }
 
+    /// The SQLite store file of the dispatcher [`Setup::new`] starts.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self.store.path().join("d.db")
+    }
+
+    /// SIGKILLs the dispatcher started by [`Setup::new`].
+    pub fn kill_dispatcher(&mut self) {
+        if let Some(mut dispatcher) = self.dispatcher.take() {
+            dispatcher.kill();
+        }
+    }
+
     /// An endpoint to `receiver` subscribed to `*`, Ready; the receiver learns its secret.
-    async fn endpoint(&self, name: &str, receiver: &Receiver, extra: serde_json::Value) {
+    pub async fn endpoint(&self, name: &str, receiver: &Receiver, extra: serde_json::Value) {
         self.endpoint_for_types(name, receiver, &["*"], extra).await;
     }
 

@@ -205,12 +205,12 @@ async fn three_replicas_share_endpoints_and_lose_nothing_when_one_is_killed() {
     let per_endpoint = 30;
     let total = endpoints * per_endpoint;
     let mut accepted: HashMap<String, usize> = HashMap::new();
-    let mut killed = false;
+    let mut killed: Option<Instant> = None;
     for n in 0..total {
-        if n == total / 3 && !killed {
+        if n == total / 3 && killed.is_none() {
             let (mut process, _) = replicas.processes.remove("d1").unwrap();
             process.kill();
-            killed = true;
+            killed = Some(Instant::now());
         }
         let urls = replicas.ingest_urls();
         let endpoint = n % endpoints;
@@ -241,7 +241,12 @@ async fn three_replicas_share_endpoints_and_lose_nothing_when_one_is_killed() {
 
     // The survivors take d1's partitions over (its member Lease expires).
     let after_kill = wait_for_holders(&setup, &["d2", "d3"], Duration::from_secs(60)).await;
-    eprintln!("partitions after kill -9 of d1: {after_kill:?}");
+    // Reported, not asserted (timing on a shared machine): the bound is the Lease duration (6 s
+    // here) + one 2 s round.
+    eprintln!(
+        "partitions after kill -9 of d1 (all taken over, seen {:.1} s after the kill): {after_kill:?}",
+        killed.map_or(0.0, |at| at.elapsed().as_secs_f64())
+    );
 
     // Every accepted event reaches its endpoint's receiver.
     wait_for(
@@ -328,6 +333,76 @@ async fn three_replicas_share_endpoints_and_lose_nothing_when_one_is_killed() {
     d2.terminate();
     let after_stop = wait_for_holders(&setup, &["d1", "d3"], Duration::from_secs(30)).await;
     eprintln!("partitions after d2 stopped: {after_stop:?}");
+}
+
+/// `--drain` (migrating stores): the ingest API refuses new events and new WebhookEvents are left
+/// alone, while the backlog of the store, retries included, is still delivered.
+#[tokio::test]
+async fn a_draining_dispatcher_delivers_its_backlog_but_takes_no_new_events() {
+    let mut setup = Setup::new("drain").await;
+    let receiver = Receiver::start(Behavior::FailFirst(2, 503)).await;
+    setup
+        .endpoint(
+            "crm",
+            &receiver,
+            json!({"retryPolicy": {"baseDelay": "2s"}}),
+        )
+        .await;
+    setup
+        .event("before", "user.created", json!({"marker": "before"}))
+        .await;
+    wait_for(
+        "the first (failing) attempt",
+        Duration::from_secs(60),
+        || async { (receiver.requests() >= 1).then_some(()) },
+    )
+    .await;
+    // The retry is in the store when the dispatcher is replaced by a draining one.
+    setup.kill_dispatcher();
+    let store = setup.store_path().display().to_string();
+    let (_draining, ingest, _) =
+        Process::dispatcher_with(&setup.ns.name, "d2", &["--store-path", &store, "--drain"]);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{ingest}/v1/namespaces/{}/events",
+            setup.ns.name
+        ))
+        .bearer_auth("test-admin-token")
+        .header("content-type", "application/json")
+        .body(json!({"type": "user.created", "data": {"marker": "refused"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("draining"), "the refusal says why: {body}");
+    setup
+        .event("after", "user.created", json!({"marker": "after"}))
+        .await;
+
+    wait_for(
+        "the backlog delivered by the draining dispatcher",
+        Duration::from_secs(60),
+        || async {
+            receiver
+                .received()
+                .iter()
+                .any(|r| r.body["data"]["marker"] == "before")
+                .then_some(())
+        },
+    )
+    .await;
+    // Left for the dispatcher that replaces this one: not published, so no status either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = setup.ns.api::<WebhookEvent>().get("after").await.unwrap();
+    assert!(
+        after.status.and_then(|s| s.phase).is_none(),
+        "a draining dispatcher published a new WebhookEvent"
+    );
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.body["data"]["marker"] == "before"));
 }
 
 #[test]
