@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a local Kubernetes control plane on loopback: etcd + kube-apiserver +
-# kube-controller-manager (garbage collector and namespace controller, so ownerReferences cascade).
+# kube-controller-manager (garbage collector and namespace controller, so ownerReferences cascade;
+# client QPS raised so deleting a 10,000-endpoint benchmark namespace does not delay other tests' GC).
 #   scripts/control-plane.sh start   # builds the binaries once (cached), starts, prints the kubeconfig path
 #   scripts/control-plane.sh stop
 #   scripts/control-plane.sh env     # prints `export KUBECONFIG=…`
@@ -54,7 +55,7 @@ KUBECONFIG
   for _ in $(seq 1 60); do ready && break; sleep 1; done
   ready || { echo "kube-apiserver did not become ready; last log lines:" >&2; tail -20 "$D/apiserver.log" >&2; exit 1; }
   nohup "$BIN/kube-controller-manager" --kubeconfig="$KC" --authentication-kubeconfig="$KC" \
-    --authorization-kubeconfig="$KC" --controllers=garbagecollector,namespace --leader-elect=false \
+    --authorization-kubeconfig="$KC" --controllers=garbagecollector,namespace --leader-elect=false --kube-api-qps=200 --kube-api-burst=400 \
     --bind-address=127.0.0.1 --secure-port=10257 --port=0 > "$D/kcm.log" 2>&1 9>&- &
   echo $! > "$D/kcm.pid"
   echo "control plane ready; KUBECONFIG=$KC"
