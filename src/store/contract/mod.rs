@@ -19,12 +19,14 @@ use super::{
     EndpointRef, EventSource, NewEvent, NextStep, Result, Store,
 };
 
+mod batches;
 mod flow;
 mod load;
 mod queries;
 mod recovery;
 mod replay;
 
+pub use batches::{batched_records, capped_claims};
 pub use flow::{claim_scopes, enqueue_claim_record, held_endpoints, idempotency};
 pub use load::{
     concurrent_enqueues_are_durable, concurrent_enqueues_share_commits,
@@ -65,7 +67,9 @@ macro_rules! store_contract_tests {
             pagination,
             analytics_and_endpoint_stats,
             saturation_refuses_without_loss,
-            concurrent_enqueues_are_durable
+            concurrent_enqueues_are_durable,
+            capped_claims,
+            batched_records
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

@@ -35,9 +35,10 @@ use tokio_postgres::NoTls;
 use crate::store::common::{millis, validate_enqueue};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
-    DeadLetter, DeliveryId, DeliveryRecord, EndpointRef, EndpointStats, EnqueueOutcome,
-    EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts, RecordOutcome,
-    ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, Store, StoreError,
+    DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
+    EnqueueOutcome, EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts,
+    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, Store,
+    StoreError,
 };
 
 mod reads;
@@ -283,7 +284,15 @@ impl Store for PostgresStore {
     }
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
-        in_transaction!(self, |tx| writes::claim(&tx, &request).await?)
+        self.claim_due_capped(request, EndpointCaps::new()).await
+    }
+
+    async fn claim_due_capped(
+        &self,
+        request: ClaimRequest,
+        caps: EndpointCaps,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        in_transaction!(self, |tx| writes::claim(&tx, &request, &caps).await?)
     }
 
     async fn defer(&self, owner: String, ids: Vec<DeliveryId>, until: Timestamp) -> Result<u64> {

@@ -15,8 +15,9 @@ use crate::store::common::{
 };
 use crate::store::{
     partition_hash, AttemptOutcome, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery,
-    DeliveryId, DeliveryState, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource, NewEvent,
-    NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult, Result, StoreError,
+    DeliveryId, DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest,
+    EventSource, NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult,
+    Result, StoreError,
 };
 
 /// Runs `sql` (prepared once per connection) and returns its rows.
@@ -281,7 +282,11 @@ fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
 /// them in flight, returning them with their events. With a per-endpoint limit the candidates
 /// come from a loose index scan over the endpoints with pending work (or the scope's endpoint
 /// list) and each endpoint's earliest due rows, so a round does not grow with the backlog.
-pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
+pub async fn claim(
+    tx: &Transaction<'_>,
+    request: &ClaimRequest,
+    caps: &EndpointCaps,
+) -> Result<Vec<ClaimedDelivery>> {
     if request.limit == 0 {
         return Ok(Vec::new());
     }
@@ -319,6 +324,17 @@ pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Vec<C
         ),
         Some(per_endpoint) => {
             let per_endpoint = params.push(sql_limit(per_endpoint));
+            // Endpoints named in `caps` take at most their cap (never more than per_endpoint).
+            let (cap_namespaces, cap_names, cap_values) = (
+                params.push(caps.keys().map(|e| e.namespace.clone()).collect::<Vec<_>>()),
+                params.push(caps.keys().map(|e| e.name.clone()).collect::<Vec<_>>()),
+                params.push(caps.values().map(|c| sql_limit(*c)).collect::<Vec<_>>()),
+            );
+            let endpoint_limit = format!(
+                "LEAST({per_endpoint}, COALESCE((SELECT k.cap FROM unnest({cap_namespaces}::text[], \
+                 {cap_names}::text[], {cap_values}::bigint[]) AS k(namespace, endpoint, cap) \
+                 WHERE k.namespace = p.namespace AND k.endpoint = p.endpoint), {per_endpoint}))"
+            );
             // Every endpoint's partition hash rides along (it is a function of the endpoint, so
             // any of its rows has it), so out-of-scope endpoints are filtered before the lateral
             // reads their pending rows: a round does not grow with other replicas' backlogs.
@@ -338,7 +354,7 @@ pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Vec<C
                    (SELECT c.id, c.next_attempt_at FROM deliveries c WHERE c.state = 'pending' \
                     AND c.namespace = p.namespace AND c.endpoint = p.endpoint \
                     AND c.next_attempt_at <= {at}{condition} \
-                    ORDER BY c.next_attempt_at, c.id LIMIT {per_endpoint}) c \
+                    ORDER BY c.next_attempt_at, c.id LIMIT {endpoint_limit}) c \
                    ORDER BY c.next_attempt_at, c.id LIMIT {limit}), \
                  due AS (SELECT c.id FROM deliveries c WHERE c.id IN (SELECT id FROM candidates) \
                    AND c.state = 'pending' AND c.next_attempt_at <= {at} AND {NOT_HELD} \

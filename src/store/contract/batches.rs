@@ -1,0 +1,112 @@
+//! Batched store operations the dispatcher's loop relies on: capped claims and recording many
+//! attempt results at once.
+use std::time::Duration;
+
+use super::{at, claim_all, endpoint, event, names, result, Harness};
+use crate::store::{
+    ClaimRequest, ClaimScope, DeliveryId, DeliveryState, EndpointCaps, NextStep, RecordOutcome,
+    Result,
+};
+
+/// `claim_due_capped`: an endpoint named in the caps gets at most its cap (0: none), the others
+/// `per_endpoint_limit`, each its earliest due; a cap never raises the per-endpoint limit.
+pub async fn capped_claims(harness: &dyn Harness) -> Result<()> {
+    let store = harness.open().await?;
+    for i in 0..4 {
+        store
+            .enqueue(
+                event(&format!("evt_{i}"), "user.created", i),
+                names(&["a", "b", "c"]),
+            )
+            .await?;
+    }
+    let request = |limit| ClaimRequest {
+        now: at(10),
+        limit,
+        per_endpoint_limit: Some(3),
+        owner: "w".into(),
+        lease: Duration::from_secs(60),
+        scope: ClaimScope::All,
+    };
+    let caps: EndpointCaps = [(endpoint("a"), 0), (endpoint("b"), 1), (endpoint("c"), 9)]
+        .into_iter()
+        .collect();
+    let claimed = store.claim_due_capped(request(100), caps).await?;
+    let of = |name: &str| {
+        let mut ids: Vec<String> = claimed
+            .iter()
+            .filter(|c| c.delivery.endpoint.name == name)
+            .map(|c| c.event.event_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(of("a").is_empty(), "cap 0 takes nothing");
+    assert_eq!(of("b"), ["evt_0"], "cap 1 takes the earliest");
+    assert_eq!(
+        of("c"),
+        ["evt_0", "evt_1", "evt_2"],
+        "a cap above per_endpoint_limit does not raise it"
+    );
+    let rest = store
+        .claim_due_capped(request(100), EndpointCaps::new())
+        .await?;
+    assert_eq!(
+        rest.len(),
+        3 + 3 + 1,
+        "without caps, per_endpoint_limit alone"
+    );
+    Ok(())
+}
+
+/// `record_attempts` answers each result as `record_attempt` would (applied, lease lost, not
+/// found), in input order, and applies the ones it may.
+pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
+    let store = harness.open().await?;
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a", "b", "c"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", 1)).await?;
+    assert_eq!(claimed.len(), 3);
+    let id = |i: usize| claimed[i].delivery.id;
+    let delivered = |id, owner| result(id, owner, 1, 2, Some(200), 5, NextStep::Delivered);
+    let outcomes = store
+        .record_attempts(vec![
+            delivered(id(0), "w"),
+            delivered(id(1), "someone-else"),
+            delivered(DeliveryId(999_999), "w"),
+            result(
+                id(2),
+                "w",
+                1,
+                2,
+                Some(500),
+                5,
+                NextStep::Retry { at: at(60) },
+            ),
+        ])
+        .await?;
+    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Applied,
+            RecordOutcome::LeaseLost,
+            RecordOutcome::NotFound,
+            RecordOutcome::Applied
+        ]
+    );
+    let status = store.event_status("evt_1").await?.expect("event stored");
+    let state = |i: usize| {
+        status
+            .deliveries
+            .iter()
+            .find(|d| d.id == id(i))
+            .map(|d| d.state)
+    };
+    assert_eq!(state(0), Some(DeliveryState::Delivered));
+    assert_eq!(state(1), Some(DeliveryState::InFlight));
+    assert_eq!(state(2), Some(DeliveryState::Pending));
+    assert!(store.record_attempts(Vec::new()).await?.is_empty());
+    Ok(())
+}
