@@ -10,6 +10,7 @@ use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::router;
+use super::subscription_index::SharedIndex;
 use crate::api::policy::{EffectivePolicy, POLICY_KEY};
 use crate::api::{WebhookEndpoint, WebhookSubscription};
 use crate::delivery::signing::SigningKeys;
@@ -20,6 +21,8 @@ pub struct Cache {
     pub subscriptions: Store<WebhookSubscription>,
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
+    /// Subscriptions by event type (see [`SharedIndex`]); the subscription watch reports changes.
+    pub index: SharedIndex,
 }
 
 /// Why an endpoint cannot be delivered to right now.
@@ -150,12 +153,10 @@ impl Cache {
     /// subscription has a selector, so an event costs O(subscriptions), not a copy of every cached
     /// endpoint.
     pub fn route(&self, namespace: &str, event_type: &str) -> Vec<String> {
-        let subscriptions: Vec<Arc<WebhookSubscription>> = self
-            .subscriptions
-            .state()
-            .into_iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
-            .collect();
+        let subscriptions = self
+            .index
+            .current(|| self.subscriptions.state())
+            .candidates(namespace, event_type);
         if subscriptions.is_empty() {
             return Vec::new();
         }

@@ -13,6 +13,7 @@ pub mod partitions;
 pub mod publish;
 pub mod router;
 pub mod status;
+pub mod subscription_index;
 pub mod test_delivery;
 
 mod run;
