@@ -127,6 +127,11 @@ impl Engine {
     async fn admit(&self, delivery: ClaimedDelivery, now: Instant, now_ts: Timestamp) -> Admission {
         let shared = &self.shared;
         let endpoint = &delivery.delivery.endpoint;
+        // Its partition moved to another replica while it waited: give it back, due now, so the
+        // new owner (one sender per endpoint) takes it.
+        if !shared.ownership.owns_endpoint(endpoint) {
+            return Admission::Defer(now_ts, delivery.delivery.id);
+        }
         let policy = match self
             .policies
             .get(&shared.cache, &endpoint.namespace, &endpoint.name)
