@@ -16,7 +16,8 @@ use webhook_operator::api::validation::validate_endpoint;
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
 use webhook_operator::delivery::outcome::AttemptResult;
 use webhook_operator::dispatcher::gate::{Gate, Gates};
-use webhook_operator::dispatcher::router::route;
+use webhook_operator::dispatcher::router::{route, route_with};
+use webhook_operator::dispatcher::subscription_index::SubscriptionIndex;
 use webhook_operator::store::sqlite::{SqliteConfig, SqliteStore};
 use webhook_operator::store::{
     ClaimRequest, ClaimScope, EnqueueRequest, EventSource, NewEvent, Store,
@@ -105,6 +106,36 @@ fn routing(c: &mut Criterion) {
                 black_box("user.created"),
                 &by_ref_all,
                 &endpoint_refs,
+            ))
+        })
+    });
+    // As the dispatcher routes (`Cache::route`): endpoints looked up by name, subscriptions
+    // either all scanned or only the candidates of the per-namespace event-type index.
+    let names: std::collections::HashSet<String> = (0..N).map(|i| format!("ep-{i}")).collect();
+    let shared: Vec<Arc<WebhookSubscription>> =
+        by_ref_sparse.iter().cloned().map(Arc::new).collect();
+    let index = SubscriptionIndex::build(shared.iter().cloned());
+    let no_selector = |_: &mut dyn FnMut(&WebhookEndpoint)| {};
+    group.bench_function("10k_subs_by_ref_1pct_match_scan_by_name", |b| {
+        b.iter(|| {
+            black_box(route_with(
+                NS,
+                black_box("family7.created"),
+                shared.iter().map(|s| s.as_ref()),
+                |name| names.contains(name),
+                no_selector,
+            ))
+        })
+    });
+    group.bench_function("10k_subs_by_ref_1pct_match_indexed", |b| {
+        b.iter(|| {
+            let candidates = index.candidates(NS, black_box("family7.created"));
+            black_box(route_with(
+                NS,
+                "family7.created",
+                candidates.iter().map(|s| s.as_ref()),
+                |name| names.contains(name),
+                no_selector,
             ))
         })
     });
