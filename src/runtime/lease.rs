@@ -101,6 +101,29 @@ pub fn next_spec(
     }
 }
 
+/// Who holds the Lease (an empty holder is nobody).
+pub fn holder(lease: &Lease) -> Option<&str> {
+    lease
+        .spec
+        .as_ref()?
+        .holder_identity
+        .as_deref()
+        .filter(|h| !h.is_empty())
+}
+
+/// Gives the Lease up if `me` holds it (holder and renew time cleared, so another candidate may
+/// take it at once); returns whether it did.
+pub fn give_up(lease: &mut Lease, me: &str) -> bool {
+    if holder(lease) != Some(me) {
+        return false;
+    }
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = None;
+        spec.renew_time = None;
+    }
+    true
+}
+
 /// A candidate for one Lease.
 pub struct Elector {
     api: Api<Lease>,
@@ -175,16 +198,7 @@ impl Elector {
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             return Ok(());
         };
-        let held = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            == Some(self.identity.as_str());
-        if held {
-            if let Some(spec) = lease.spec.as_mut() {
-                spec.holder_identity = None;
-                spec.renew_time = None;
-            }
+        if give_up(&mut lease, &self.identity) {
             self.api
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await?;
@@ -212,6 +226,21 @@ mod tests {
             lease_transitions: Some(3),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_the_holder_gives_a_lease_up() {
+        let mut lease = Lease {
+            spec: Some(held_by("a", 0)),
+            ..Default::default()
+        };
+        assert_eq!(holder(&lease), Some("a"));
+        assert!(!give_up(&mut lease, "b"));
+        assert_eq!(holder(&lease), Some("a"));
+        assert!(give_up(&mut lease, "a"));
+        assert_eq!(holder(&lease), None);
+        assert_eq!(lease.spec.as_ref().and_then(|s| s.renew_time.clone()), None);
+        assert_eq!(decide(lease.spec.as_ref(), "b", t(1), D), Decision::Acquire);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::metrics::EndpointLabels;
 use super::ownership::{Ownership, Partitioned};
 use super::Shared;
-use crate::runtime::lease::{next_spec, Decision, LeaseTimings};
+use crate::runtime::lease::{give_up, holder, next_spec, Decision, LeaseTimings};
 use plan::{plan, remaining, Observed, Timings};
 
 /// Label naming the dispatcher group a Lease belongs to (its value: the Lease prefix).
@@ -117,21 +117,18 @@ async fn round(
     let me = shared.owner.as_str();
     let started = Instant::now();
     let now = Timestamp::now();
-    renew_member(api, settings, me, now).await?;
-    let listed = api
-        .list(&ListParams::default().labels(&format!("{GROUP_LABEL}={}", settings.prefix)))
-        .await?;
+    let listed = list_group(api, settings).await?;
+    let member_name = member_lease_name(&settings.prefix, me);
+    let own_member = listed
+        .iter()
+        .find(|l| l.metadata.name.as_deref() == Some(member_name.as_str()));
+    renew_member(api, settings, me, now, own_member).await?;
     let mut observed = Observed::default();
     let mut partition_leases: BTreeMap<u32, Lease> = BTreeMap::new();
     let mut member_leases: Vec<Lease> = Vec::new();
-    for lease in listed.items {
-        let role = lease
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(ROLE_LABEL));
+    for lease in listed {
         let spec = lease.spec.clone().unwrap_or_default();
-        match role.map(String::as_str) {
+        match role(&lease) {
             Some("member") => {
                 observed.members.push(spec);
                 member_leases.push(lease);
@@ -212,10 +209,7 @@ async fn round(
     }
     for partition in &plan.acquire {
         let existing = partition_leases.get(partition);
-        let previous = existing
-            .and_then(|l| l.spec.as_ref())
-            .and_then(|s| s.holder_identity.clone())
-            .filter(|h| !h.is_empty());
+        let previous = existing.and_then(holder).map(str::to_string);
         let lease = existing.cloned().unwrap_or_else(|| Lease {
             metadata: ObjectMeta {
                 name: Some(partition_lease_name(&settings.prefix, *partition)),
@@ -273,6 +267,25 @@ fn forget_unowned(shared: &Shared) {
     }
 }
 
+/// The Leases of this dispatcher group (partitions and members).
+async fn list_group(api: &Api<Lease>, settings: &Settings) -> Result<Vec<Lease>, kube::Error> {
+    let selector = format!("{GROUP_LABEL}={}", settings.prefix);
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+/// `partition` or `member`, from the role label.
+fn role(lease: &Lease) -> Option<&str> {
+    lease
+        .metadata
+        .labels
+        .as_ref()?
+        .get(ROLE_LABEL)
+        .map(String::as_str)
+}
+
 fn last_renewal(spec: Option<&LeaseSpec>) -> Option<Timestamp> {
     spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0)
 }
@@ -305,17 +318,8 @@ async fn write(
 }
 
 async fn release(api: &Api<Lease>, mut lease: Lease, me: &str) -> Result<(), kube::Error> {
-    let held = lease
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.as_deref())
-        == Some(me);
-    if !held {
+    if !give_up(&mut lease, me) {
         return Ok(());
-    }
-    if let Some(spec) = lease.spec.as_mut() {
-        spec.holder_identity = None;
-        spec.renew_time = None;
     }
     let name = lease.metadata.name.clone().unwrap_or_default();
     match api.replace(&name, &PostParams::default(), &lease).await {
@@ -325,25 +329,25 @@ async fn release(api: &Api<Lease>, mut lease: Lease, me: &str) -> Result<(), kub
     }
 }
 
+/// Renews (or creates) this replica's member Lease, `existing` as listed this round.
 async fn renew_member(
     api: &Api<Lease>,
     settings: &Settings,
     me: &str,
     now: Timestamp,
+    existing: Option<&Lease>,
 ) -> Result<(), kube::Error> {
-    let name = member_lease_name(&settings.prefix, me);
-    let existing = api.get_opt(&name).await?;
-    let lease = existing.clone().unwrap_or_else(|| Lease {
+    let lease = existing.cloned().unwrap_or_else(|| Lease {
         metadata: ObjectMeta {
-            name: Some(name),
+            name: Some(member_lease_name(&settings.prefix, me)),
             labels: Some(labels(&settings.prefix, "member", None)),
             ..Default::default()
         },
         spec: None,
     });
-    let spec = existing.as_ref().and_then(|l| l.spec.as_ref());
+    let spec = existing.and_then(|l| l.spec.as_ref());
     // Our own member Lease: renewed when ours, taken otherwise (a stale one from a previous run).
-    let decision = if spec.and_then(|s| s.holder_identity.as_deref()) == Some(me) {
+    let decision = if existing.and_then(holder) == Some(me) {
         Decision::Renew
     } else {
         Decision::Acquire
@@ -376,14 +380,7 @@ async fn recover_dead_member(shared: &Shared, api: &Api<Lease>, dead: &str, memb
             return;
         }
     }
-    for lease in members {
-        let holder = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref());
-        if holder != Some(dead) {
-            continue;
-        }
+    for lease in members.iter().filter(|l| holder(l) == Some(dead)) {
         let name = lease.metadata.name.clone().unwrap_or_default();
         // Only the version we judged expired: a replica that just came back keeps its Lease.
         let params = DeleteParams {
@@ -403,32 +400,16 @@ async fn recover_dead_member(shared: &Shared, api: &Api<Lease>, dead: &str, memb
 /// other replicas take over at once instead of after the Lease duration.
 pub async fn release_all(shared: &Shared, api: &Api<Lease>, settings: &Settings) {
     let me = shared.owner.as_str();
-    let Ok(listed) = api
-        .list(&ListParams::default().labels(&format!("{GROUP_LABEL}={}", settings.prefix)))
-        .await
-    else {
+    let Ok(listed) = list_group(api, settings).await else {
         warn!("listing partition Leases at shutdown failed; they expire on their own");
         return;
     };
     if let Ownership::Partitions(partitioned) = &shared.ownership {
         partitioned.set(BTreeMap::new());
     }
-    for lease in listed.items {
-        let role = lease
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(ROLE_LABEL).cloned());
-        let ours = lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.as_deref())
-            == Some(me);
-        if !ours {
-            continue;
-        }
+    for lease in listed.into_iter().filter(|l| holder(l) == Some(me)) {
         let name = lease.metadata.name.clone().unwrap_or_default();
-        let result = if role.as_deref() == Some("member") {
+        let result = if role(&lease) == Some("member") {
             api.delete(&name, &DeleteParams::default())
                 .await
                 .map(|_| ())
