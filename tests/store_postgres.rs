@@ -65,32 +65,7 @@ impl PostgresHarness {
 
 impl Drop for PostgresHarness {
     fn drop(&mut self) {
-        let (url, schema) = (server_url(), self.schema.clone());
-        // Drop runs inside the test's runtime: the cleanup gets a runtime of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async move {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .expect("connect for cleanup");
-                tokio::spawn(connection);
-                // The test's runtime is blocked here: a connection of it still in a transaction
-                // cannot finish it, so do not wait for its locks (the schema is then left behind
-                // in the throwaway cluster, which is harmless).
-                let dropped = client
-                    .batch_execute(&format!(
-                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
-                    ))
-                    .await;
-                if let Err(e) = dropped {
-                    eprintln!("test schema {schema} left behind: {e}");
-                }
-            });
-        });
-        let _ = cleanup.join();
+        postgres_server::drop_schema(&self.schema);
     }
 }
 

@@ -64,3 +64,33 @@ fn postgres_sh(subcommand: &str, failure: &str) -> String {
     assert!(out.status.success(), "{failure} ({})", out.status);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Drops a test schema on the test server. Runs on a thread and runtime of its own, so it can be
+/// called from `Drop` inside a test's runtime.
+pub fn drop_schema(schema: &str) {
+    let (url, schema) = (server_url(), schema.to_owned());
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime");
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect for cleanup");
+            tokio::spawn(connection);
+            // The test's runtime is blocked here: a connection of it still in a transaction
+            // cannot finish it, so do not wait for its locks (the schema is then left behind
+            // in the throwaway cluster, which is harmless).
+            let dropped = client
+                .batch_execute(&format!(
+                    "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                ))
+                .await;
+            if let Err(e) = dropped {
+                eprintln!("test schema {schema} left behind: {e}");
+            }
+        });
+    });
+    let _ = cleanup.join();
+}

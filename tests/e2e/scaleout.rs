@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 use webhook_operator::api::WebhookEvent;
 
@@ -80,24 +80,7 @@ impl Replicas {
 impl Drop for Replicas {
     fn drop(&mut self) {
         self.processes.clear();
-        let (url, schema) = (postgres_server::server_url(), self.schema.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            runtime.block_on(async move {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        postgres_server::drop_schema(&self.schema);
     }
 }
 
@@ -186,18 +169,13 @@ async fn three_replicas_share_endpoints_and_lose_nothing_when_one_is_killed() {
     // WebhookEvent resources: every replica watches them; each must be published once.
     let resources = 4;
     for i in 0..resources {
-        let event: WebhookEvent = serde_json::from_value(json!({
-            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
-            "metadata": {"name": format!("r{i}")},
-            "spec": {"type": "resource.created", "data": {"marker": format!("r{i}")}}
-        }))
-        .unwrap();
         setup
-            .ns
-            .api::<WebhookEvent>()
-            .create(&PostParams::default(), &event)
-            .await
-            .unwrap();
+            .event(
+                &format!("r{i}"),
+                "resource.created",
+                json!({"marker": format!("r{i}")}),
+            )
+            .await;
     }
 
     // Load through every replica's ingest API; d1 is killed once a third is accepted.
