@@ -708,6 +708,25 @@ impl Publisher {
     }
 }
 
+/// A publisher of one event type per endpoint (`bench.ep_<i>`), after a warm-up of one event
+/// per endpoint, all delivered (the dispatchers have every policy).
+async fn warmed_up_publisher(
+    scenario: &Scenario,
+    receiver: &Receiver,
+    count: usize,
+) -> Result<Arc<Publisher>> {
+    let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
+    let publisher = Publisher::new(&scenario.ingests, &scenario.namespace, types)?;
+    let d0 = receiver.delivered.load(Ordering::Relaxed);
+    let warm = (0..count).map(|_| publisher.publish_one());
+    futures::stream::iter(warm)
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    drain(&receiver.delivered, d0 + count as u64).await;
+    Ok(publisher)
+}
+
 /// Waits until the receiver has `target` deliveries (or stops growing for 15 s).
 async fn drain(counter: &AtomicU64, target: u64) {
     let mut last = counter.load(Ordering::Relaxed);
@@ -985,16 +1004,7 @@ async fn main() -> Result<()> {
             format!("{label}: dispatcher peak RSS MiB (idle, all cached)"),
             scenario.dispatcher.peak_rss_mib(),
         );
-        let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
-        let publisher = Publisher::new(&scenario.ingests, &scenario.namespace, types)?;
-        // Warm-up: one event per endpoint, all delivered (the dispatcher has every policy).
-        let d0 = receiver.delivered.load(Ordering::Relaxed);
-        let warm = (0..count).map(|_| publisher.publish_one());
-        futures::stream::iter(warm)
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await;
-        drain(&receiver.delivered, d0 + count as u64).await;
+        let publisher = warmed_up_publisher(&scenario, &receiver, count).await?;
         let http = reqwest::Client::new();
         for run in 0..args.runs {
             println!(" run {}", run + 1);
@@ -1155,15 +1165,7 @@ async fn scale_out_runs(
             StoreSetup::Postgres { replicas },
         )
         .await?;
-        let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
-        let publisher = Publisher::new(&scenario.ingests, &scenario.namespace, types)?;
-        let d0 = receiver.delivered.load(Ordering::Relaxed);
-        let warm = (0..count).map(|_| publisher.publish_one());
-        futures::stream::iter(warm)
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await;
-        drain(&receiver.delivered, d0 + count as u64).await;
+        let publisher = warmed_up_publisher(&scenario, receiver, count).await?;
         for run in 0..args.runs {
             println!(" run {}", run + 1);
             sustained(&scenario, receiver, &publisher, args, figures, &label).await?;
