@@ -39,6 +39,9 @@ pub struct ClientConfig {
     pub pool_max_idle_per_host: usize,
     /// Host names answered without DNS (like `/etc/hosts`), still subject to the egress policy.
     pub static_hosts: HashMap<String, Vec<IpAddr>>,
+    /// PEM certificates trusted in addition to the Mozilla roots: the CA of in-cluster receivers
+    /// that serve a certificate from a private CA.
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +53,7 @@ impl Default for ClientConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 512,
             static_hosts: HashMap::new(),
+            extra_roots_pem: None,
         }
     }
 }
@@ -71,6 +75,10 @@ pub struct DeliveryRequest {
 pub enum ClientError {
     #[error("could not build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    #[error(
+        "the extra CA bundle is not usable: {0}; give PEM `-----BEGIN CERTIFICATE-----` blocks"
+    )]
+    CaBundle(String),
 }
 
 /// The shared delivery client. Cheap to clone (the pool is shared).
@@ -94,7 +102,18 @@ impl DeliveryClient {
                     .collect(),
             ),
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &config.extra_roots_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|err| ClientError::CaBundle(err.to_string()))?;
+            if certificates.is_empty() {
+                return Err(ClientError::CaBundle("it holds no certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
