@@ -89,12 +89,8 @@ fn add_rules(crd: &mut CustomResourceDefinition, path: &[&str], rules: Vec<Valid
 }
 
 fn endpoint() -> CustomResourceDefinition {
+    use super::validation::reserved_headers;
     let mut crd = WebhookEndpoint::crd();
-    let reserved = super::validation::RESERVED_HEADERS
-        .iter()
-        .map(|h| format!("'{h}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     add_rules(
         &mut crd,
         &["spec"],
@@ -111,14 +107,22 @@ fn endpoint() -> CustomResourceDefinition {
             "spec.retryPolicy.baseDelay must be at most maxDelay",
         )],
     );
+    // Generated from the list validation and the sender use, so all three agree.
+    let reserved = reserved_headers::describe();
     add_rules(
         &mut crd,
         &["spec", "headers"],
         vec![rule(
-            &format!(
-                "self.all(h, !(h.lowerAscii() in [{reserved}]) && !h.lowerAscii().startsWith('x-webhook-') && !h.lowerAscii().startsWith('webhook-'))"
-            ),
-            "spec.headers cannot set reserved headers (Content-Type, User-Agent, Host, X-Webhook-*, Webhook-*)",
+            &format!("self.all(h, {})", reserved_headers::cel_condition("h")),
+            &format!("spec.headers cannot set reserved headers ({reserved})"),
+        )],
+    );
+    add_rules(
+        &mut crd,
+        &["spec", "headersFrom"],
+        vec![rule(
+            &format!("self.all(f, {})", reserved_headers::cel_condition("f.name")),
+            &format!("spec.headersFrom cannot set reserved headers ({reserved})"),
         )],
     );
     crd

@@ -15,20 +15,11 @@ use super::policy::{
 use super::replay::WebhookReplaySpec;
 use super::subscription::WebhookSubscriptionSpec;
 
-/// Headers the dispatcher sets itself; endpoints may not set them.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "user-agent",
-    "host",
-    "connection",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "keep-alive",
-];
-/// Header prefixes reserved for signatures and delivery metadata.
-pub const RESERVED_HEADER_PREFIXES: &[&str] = &["x-webhook-", "webhook-"];
+pub mod reserved_headers;
+
+/// Header names endpoints may not set (see [`reserved_headers`]); kept under these names for the
+/// CRD's CEL rule.
+pub use reserved_headers::{NAMES as RESERVED_HEADERS, PREFIXES as RESERVED_HEADER_PREFIXES};
 
 /// One problem in a spec: the field's path and what is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,15 +265,13 @@ fn check_header_name(errors: &mut Errors, field: &str, name: &str) {
         errors.add(field, format!("`{name}` is not a valid HTTP header name"));
         return;
     }
-    let lower = name.to_ascii_lowercase();
-    if RESERVED_HEADERS.contains(&lower.as_str())
-        || RESERVED_HEADER_PREFIXES
-            .iter()
-            .any(|p| lower.starts_with(p))
-    {
+    if reserved_headers::is_reserved(name) {
         errors.add(
             field,
-            format!("`{name}` is set by the dispatcher and cannot be overridden (reserved: {}, and X-Webhook-*, Webhook-*)", RESERVED_HEADERS.join(", ")),
+            format!(
+                "`{name}` is reserved (set by the dispatcher, or it controls the connection) and cannot be overridden; reserved: {}",
+                reserved_headers::describe()
+            ),
         );
     }
 }

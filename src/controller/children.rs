@@ -41,6 +41,68 @@ pub fn delivery_config_map(endpoint: &WebhookEndpoint, policy: &EffectivePolicy)
     }
 }
 
+/// What applying the desired delivery ConfigMap changes, for the Event it deserves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigMapChange {
+    /// It does not exist yet.
+    Created,
+    /// Someone else edited what we wrote for a spec we had already reconciled.
+    Restored,
+    /// The spec (or what we derive from it) changed.
+    Updated,
+    /// It already is as desired; nothing to write.
+    Unchanged,
+}
+
+/// Compares the ConfigMap in the cluster with the desired one. `spec_reconciled` is whether the
+/// endpoint's current generation was reconciled before (`status.observedGeneration`): a
+/// difference then is drift, not a spec change. A hand edit also leaves a field manager other
+/// than `ours` in `managedFields`; requiring both keeps a spec change that follows an old edit
+/// (whose manager entry lingers) from being reported as a restore.
+pub fn config_map_change(
+    existing: Option<&ConfigMap>,
+    desired: &ConfigMap,
+    spec_reconciled: bool,
+    ours: &str,
+) -> ConfigMapChange {
+    let Some(existing) = existing else {
+        return ConfigMapChange::Created;
+    };
+    let data_matches = desired.data.iter().flatten().all(|(key, value)| {
+        existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .is_some_and(|v| v == value)
+    });
+    let labels_match = desired
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| existing.labels().get(key) == Some(value));
+    let owned = desired
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|owner| existing.owner_references().contains(owner));
+    if data_matches && labels_match && owned {
+        return ConfigMapChange::Unchanged;
+    }
+    let edited_by_others = existing
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| entry.manager.as_deref() != Some(ours));
+    if spec_reconciled && edited_by_others {
+        ConfigMapChange::Restored
+    } else {
+        ConfigMapChange::Updated
+    }
+}
+
 /// The Secret `<endpoint>-signing`, owned by the endpoint.
 pub fn signing_secret(
     endpoint: &WebhookEndpoint,
@@ -103,6 +165,57 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         let json = &cm.data.unwrap()[POLICY_KEY];
         assert_eq!(EffectivePolicy::from_config_json(json).unwrap(), policy);
+    }
+
+    fn edited_by(mut cm: ConfigMap, manager: &str) -> ConfigMap {
+        cm.metadata.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some("ours".into()),
+                ..Default::default()
+            },
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                ..Default::default()
+            },
+        ]);
+        cm
+    }
+
+    #[test]
+    fn config_map_changes_are_told_apart() {
+        let endpoint = endpoint();
+        let policy = validate_endpoint(&endpoint.spec, "crm", false).unwrap();
+        let desired = delivery_config_map(&endpoint, &policy);
+        let change = |existing: Option<&ConfigMap>, reconciled| {
+            config_map_change(existing, &desired, reconciled, "ours")
+        };
+        assert_eq!(change(None, true), ConfigMapChange::Created);
+        // Extra keys and labels of others are left alone and are no drift.
+        let mut same = edited_by(desired.clone(), "kubectl-label");
+        same.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("extra".into(), "x".into());
+        assert_eq!(change(Some(&same), true), ConfigMapChange::Unchanged);
+
+        let mut tampered = desired.clone();
+        tampered.data = Some(BTreeMap::from([(POLICY_KEY.into(), "{}".into())]));
+        let tampered = edited_by(tampered, "kubectl-edit");
+        assert_eq!(change(Some(&tampered), true), ConfigMapChange::Restored);
+        // The spec changed since the last reconcile: an update, even after an old hand edit.
+        assert_eq!(change(Some(&tampered), false), ConfigMapChange::Updated);
+
+        // Only we ever wrote it: a new policy (e.g. after an upgrade) is an update.
+        let mut stale = desired.clone();
+        stale.data = Some(BTreeMap::from([(POLICY_KEY.into(), "{}".into())]));
+        assert_eq!(change(Some(&stale), true), ConfigMapChange::Updated);
+
+        let mut orphaned = edited_by(desired.clone(), "kubectl-patch");
+        orphaned.metadata.owner_references = None;
+        assert_eq!(change(Some(&orphaned), true), ConfigMapChange::Restored);
+        let mut unlabelled = edited_by(desired.clone(), "kubectl-label");
+        unlabelled.metadata.labels = None;
+        assert_eq!(change(Some(&unlabelled), true), ConfigMapChange::Restored);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use super::children::{delivery_config_map, secret_bytes, signing_secret};
+use super::children::{
+    config_map_change, delivery_config_map, secret_bytes, signing_secret, ConfigMapChange,
+};
 use super::context::{now_rfc3339, object_key, rfc3339, Context, FIELD_MANAGER};
 use super::error::{kube_error, Error};
 use super::metrics::ReconcileLabels;
@@ -136,21 +138,7 @@ async fn reconcile_inner(
         }
     };
 
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let config_map = delivery_config_map(endpoint, &policy);
-    config_maps
-        .patch(
-            &config_map_name(&name),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&config_map),
-        )
-        .await
-        .map_err(kube_error(
-            "applying",
-            "ConfigMap",
-            &namespace,
-            &config_map_name(&name),
-        ))?;
+    ensure_config_map(endpoint, &namespace, &policy, ctx).await?;
 
     let suspended = endpoint.spec.suspend;
     let desired = [
@@ -184,6 +172,59 @@ async fn reconcile_inner(
     )
     .await?;
     Ok((Action::requeue(requeue.unwrap_or(RESYNC).min(RESYNC)), true))
+}
+
+/// Applies the delivery ConfigMap when it is missing or differs, with an Event when it is
+/// created or a hand edit is reverted.
+async fn ensure_config_map(
+    endpoint: &WebhookEndpoint,
+    namespace: &str,
+    policy: &EffectivePolicy,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let name = config_map_name(&endpoint.name_any());
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = config_maps.get_opt(&name).await.map_err(kube_error(
+        "reading",
+        "ConfigMap",
+        namespace,
+        &name,
+    ))?;
+    let desired = delivery_config_map(endpoint, policy);
+    let spec_reconciled = endpoint.metadata.generation.is_some()
+        && endpoint.status.as_ref().and_then(|s| s.observed_generation)
+            == endpoint.metadata.generation;
+    let change = config_map_change(existing.as_ref(), &desired, spec_reconciled, FIELD_MANAGER);
+    if change == ConfigMapChange::Unchanged {
+        return Ok(());
+    }
+    // Server-side apply with force: fields a hand edit took over come back to us.
+    config_maps
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(kube_error("applying", "ConfigMap", namespace, &name))?;
+    info!(config_map = %name, ?change, "applied delivery ConfigMap");
+    let (type_, reason, note) = match change {
+        ConfigMapChange::Created => (
+            EventType::Normal,
+            "ConfigMapProvisioned",
+            format!("created delivery ConfigMap {name} with the effective delivery policy"),
+        ),
+        ConfigMapChange::Restored => (
+            EventType::Warning,
+            "ConfigMapRestored",
+            format!("reverted an edit of ConfigMap {name}; change the endpoint's spec instead"),
+        ),
+        // A spec change the user made themselves needs no Event.
+        ConfigMapChange::Updated | ConfigMapChange::Unchanged => return Ok(()),
+    };
+    ctx.publish(endpoint, type_, reason, "Provision", note)
+        .await;
+    Ok(())
 }
 
 /// Creates the generated signing Secret once, and rotates it on request.

@@ -22,34 +22,11 @@ pub const X_WEBHOOK_ATTEMPT: HeaderName = HeaderName::from_static("x-webhook-att
 /// The User-Agent of every request.
 pub const USER_AGENT_VALUE: &str = concat!("webhook-operator/", env!("CARGO_PKG_VERSION"));
 
-/// Header names a custom header may not use: ours (`x-webhook-*`, `webhook-*`, content type,
-/// user agent) and those that control the connection or message framing.
-const RESERVED: &[&str] = &[
-    "content-type",
-    "user-agent",
-    "host",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-    "proxy-authorization",
-    "proxy-connection",
-];
-
-/// Whether a custom header named `name` would be refused (case-insensitive). Validation can use
-/// this to reject such specs early.
-pub fn is_reserved(name: &str) -> bool {
-    let lower = name.trim().to_ascii_lowercase();
-    lower.starts_with("x-webhook-")
-        || lower.starts_with("webhook-")
-        || lower.starts_with("proxy-")
-        || RESERVED.contains(&lower.as_str())
-}
+/// Whether a custom header named `name` would be refused (case-insensitive): ours
+/// (`x-webhook-*`, `webhook-*`, content type, user agent) and those that control the connection,
+/// message framing or a proxy. Validation refuses the same names (one shared list) with
+/// `InvalidSpec`, so the sender drops one only for a spec that bypassed validation.
+pub use crate::api::validation::reserved_headers::is_reserved;
 
 /// A fixed header could not be built from the event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -190,6 +167,8 @@ mod tests {
             ("Host", "internal"),
             ("webhook-signature", "v1,forged"),
             ("Transfer-Encoding", "chunked"),
+            ("Content-Encoding", "gzip"),
+            ("Proxy-Authorization", "Basic eA=="),
             ("X-Custom-Header", "value"),
             ("Authorization", "Bearer t"),
             ("bad name", "v"),
@@ -212,9 +191,11 @@ mod tests {
             !h.contains_key("host")
                 && !h.contains_key("webhook-signature")
                 && !h.contains_key("transfer-encoding")
+                && !h.contains_key("content-encoding")
+                && !h.contains_key("proxy-authorization")
         );
         assert!(!h.contains_key("injected") && !h.contains_key("x-newline"));
-        assert_eq!(built.skipped.len(), 9);
+        assert_eq!(built.skipped.len(), 11);
         assert!(built
             .skipped
             .iter()
@@ -240,7 +221,46 @@ mod tests {
         );
     }
 
+    /// Validation and the sender agree: a header name is refused by one exactly when the other
+    /// drops it as reserved, so no accepted header vanishes at send time.
+    fn validation_refuses(name: &str) -> bool {
+        let mut spec: crate::api::WebhookEndpointSpec =
+            serde_json::from_value(serde_json::json!({"url": "https://example.com/"})).unwrap();
+        spec.headers.insert(name.to_string(), "v".to_string());
+        crate::api::validation::validate_endpoint(&spec, "x", false).is_err()
+    }
+
+    fn sender_drops(name: &str) -> bool {
+        let custom = BTreeMap::from([(name.to_string(), "v".to_string())]);
+        build(&custom)
+            .skipped
+            .iter()
+            .any(|s| s.reason == SkipReason::Reserved)
+    }
+
+    #[test]
+    fn validation_and_sender_agree_on_known_names() {
+        for name in [
+            "Content-Encoding",
+            "Trailer",
+            "Expect",
+            "Proxy-Authorization",
+            "X-Webhook-Attempt",
+            "Host",
+        ] {
+            assert!(validation_refuses(name) && sender_drops(name), "{name}");
+        }
+        for name in ["Authorization", "X-Team", "Content-Language", "X-Proxy-Id"] {
+            assert!(!validation_refuses(name) && !sender_drops(name), "{name}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn validation_and_sender_agree(name in "(x-webhook-|webhook-|proxy-|content-|)[A-Za-z-]{1,12}") {
+            prop_assert_eq!(validation_refuses(&name), sender_drops(&name), "{}", name);
+        }
+
         #[test]
         fn reserved_values_always_survive(names in proptest::collection::btree_map("[A-Za-z-]{1,24}", "[ -~]{0,20}", 0..12)) {
             let built = build(&names);

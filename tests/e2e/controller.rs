@@ -2,14 +2,14 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use webhook_operator::api::conditions::{self, READY};
 use webhook_operator::api::policy::{EffectivePolicy, POLICY_KEY};
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
 
-use crate::support::{wait_for, Process, TestNamespace};
+use crate::support::{free_port, wait_for, Process, TestNamespace};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -48,6 +48,33 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     String::from_utf8(bytes.0.clone()).ok()
 }
 
+/// Reasons of the Kubernetes Events published about endpoint `name` so far.
+async fn event_reasons(ns: &TestNamespace, name: &str) -> Option<Vec<String>> {
+    let list = ns.api::<Event>().list(&Default::default()).await.ok()?;
+    let reasons = list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("WebhookEndpoint")
+                && e.involved_object.name.as_deref() == Some(name)
+        })
+        .filter_map(|e| e.reason)
+        .collect();
+    Some(reasons)
+}
+
+/// Waits until Kubernetes Events with each of `reasons` were published about endpoint `name`.
+async fn wait_for_events(ns: &TestNamespace, name: &str, reasons: &[&str]) {
+    wait_for(&format!("Events {reasons:?} about {name}"), T, || async {
+        let seen = event_reasons(ns, name).await?;
+        reasons
+            .iter()
+            .all(|r| seen.iter().any(|s| s == r))
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn endpoint_children_are_provisioned_owned_and_garbage_collected() {
     let ns = TestNamespace::new("children").await;
@@ -72,6 +99,7 @@ async fn endpoint_children_are_provisioned_owned_and_garbage_collected() {
     assert_eq!(policy.rate_limit.requests_per_minute, 100);
     assert_eq!(policy.signing.secret_name, "crm-signing");
     assert!(config_map.metadata.owner_references.is_some());
+    wait_for_events(&ns, "crm", &["SecretProvisioned", "ConfigMapProvisioned"]).await;
 
     // The status names the Secret but never holds key material.
     let status = ns
@@ -117,6 +145,12 @@ async fn endpoint_children_are_provisioned_owned_and_garbage_collected() {
         },
     )
     .await;
+    // The spec edit updated the ConfigMap: that is no hand edit to report.
+    let reasons = event_reasons(&ns, "crm").await.unwrap();
+    assert!(
+        !reasons.iter().any(|r| r == "ConfigMapRestored"),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test]
@@ -163,6 +197,7 @@ async fn rotation_keeps_the_previous_key_for_the_grace_period_then_drops_it() {
     })
     .await;
     assert!(status.previous_key_expiry_time.is_some());
+    wait_for_events(&ns, "crm", &["SecretRotated"]).await;
 
     wait_for(
         "the previous key dropped after the grace period",
@@ -192,6 +227,7 @@ async fn invalid_spec_is_reported_with_the_field_and_recovers_when_fixed() {
     assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("spec.retryPolicy.baseDelay"), "{message}");
     assert!(message.contains("at most maxDelay"), "{message}");
+    wait_for_events(&ns, "bad", &["InvalidSpec"]).await;
     // Nothing is provisioned for an invalid spec.
     assert!(ns
         .api::<Secret>()
@@ -277,6 +313,7 @@ async fn hand_edited_config_map_is_restored() {
         (data[POLICY_KEY] == original).then_some(())
     })
     .await;
+    wait_for_events(&ns, "crm", &["ConfigMapRestored"]).await;
 }
 
 async fn subscription_endpoints(ns: &TestNamespace, name: &str, want: &[&str]) -> String {
@@ -373,4 +410,198 @@ async fn a_second_controller_takes_over_when_the_leader_stops() {
     second.terminate();
     let released = lease_holder(&ns).await;
     assert_eq!(released, None, "SIGTERM should release the Lease");
+}
+
+/// The value of the sample `name{labels…}` in a Prometheus text page (labels in any order).
+fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let wanted = series_name == name
+            && labels.iter().all(|(k, v)| {
+                series_labels
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+        wanted.then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// A controller started with `--log-json` and its metrics server on a port chosen here.
+struct JsonController {
+    process: Process,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl JsonController {
+    /// Starts it for `ns` and waits until /healthz answers; a port another process took in
+    /// between makes ours exit, and the start is retried on a new port.
+    async fn start(ns: &TestNamespace, identity: &str) -> Self {
+        let http = reqwest::Client::new();
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let tag = format!("{}-{identity}-json", ns.name);
+            let mut process = Process::spawn(
+                &tag,
+                &[
+                    "controller",
+                    "--log-json",
+                    "--watch-namespace",
+                    &ns.name,
+                    "--lease-namespace",
+                    &ns.name,
+                    "--identity",
+                    identity,
+                    "--metrics-addr",
+                    &addr,
+                    "--lease-duration-seconds",
+                    "4",
+                ],
+            );
+            // Where Process::spawn writes the process's stdout and stderr.
+            let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("e2e-logs")
+                .join(format!("{tag}.log"));
+            let base = format!("http://{addr}");
+            let deadline = std::time::Instant::now() + T;
+            while std::time::Instant::now() < deadline {
+                if matches!(process.child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                let healthz = http.get(format!("{base}/healthz")).send().await;
+                if healthz.is_ok_and(|r| r.status() == 200) {
+                    // Make sure the answer was ours: a process that lost the port exits at once.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if matches!(process.child.try_wait(), Ok(None)) {
+                        return Self { process, base, log };
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("the controller could not serve /healthz on a free port five times");
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Stops it with SIGTERM and returns what it logged.
+    fn stop(mut self) -> String {
+        self.process.terminate();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// Every line is a JSON object with a level and a message; returns the messages.
+fn json_log_messages(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing was logged");
+    lines
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            let level = value["level"].as_str();
+            assert!(
+                matches!(level, Some("TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")),
+                "no level: {line}"
+            );
+            value["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no message: {line}"))
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_json_logs() {
+    let ns = TestNamespace::new("ops").await;
+    let leader = JsonController::start(&ns, "leader").await;
+    assert_eq!(leader.get("/healthz").await, (200, "ok".to_string()));
+    wait_for("leader to lead", T, || async {
+        (lease_holder(&ns).await? == "leader").then_some(())
+    })
+    .await;
+    assert_eq!(leader.get("/readyz").await.0, 200);
+
+    create_endpoint(&ns, "crm", json!({"url": "https://crm.example.com/hook"})).await;
+    ready(&ns, "crm", "True").await;
+    let reconciles = wait_for("the endpoint reconcile counted", T, || async {
+        let (_, page) = leader.get("/metrics").await;
+        let labels = [("controller", "endpoint"), ("result", "ok")];
+        metric(
+            &page,
+            "webhook_operator_controller_reconciles_total",
+            &labels,
+        )
+        .filter(|v| *v >= 1.0)
+        .map(|v| (v, page))
+    })
+    .await;
+    let (count, page) = reconciles;
+    assert!(count >= 1.0, "{page}");
+    assert_eq!(
+        metric(&page, "webhook_operator_controller_leader", &[]),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        metric(
+            &page,
+            "webhook_operator_controller_reconcile_duration_seconds_count",
+            &[("controller", "endpoint")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{page}"
+    );
+
+    // A standby is ready too: readiness means "healthy and doing its job", and a standby's job
+    // is to wait for the Lease. It reconciles nothing meanwhile.
+    let standby = JsonController::start(&ns, "standby").await;
+    wait_for("the standby ready", T, || async {
+        (standby.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let (_, standby_page) = standby.get("/metrics").await;
+    assert_eq!(
+        metric(&standby_page, "webhook_operator_controller_leader", &[]),
+        Some(0.0),
+        "{standby_page}"
+    );
+    assert_eq!(
+        metric(
+            &standby_page,
+            "webhook_operator_controller_reconciles_total",
+            &[("controller", "endpoint")]
+        ),
+        None,
+        "{standby_page}"
+    );
+    assert_eq!(lease_holder(&ns).await.as_deref(), Some("leader"));
+
+    let standby_messages = json_log_messages(&standby.stop());
+    assert!(
+        standby_messages
+            .iter()
+            .any(|m| m == "waiting for leadership"),
+        "{standby_messages:?}"
+    );
+    let messages = json_log_messages(&leader.stop());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == "reconciling WebhookEndpoints and WebhookSubscriptions"),
+        "{messages:?}"
+    );
 }

@@ -98,6 +98,46 @@ fn reserved_headers_cannot_be_set() {
     assert!(errors.to_string().contains("cannot be overridden"));
 }
 
+/// Headers the sender would drop (framing, connection and proxy control) are refused up front,
+/// with InvalidSpec naming the header, instead of passing and vanishing at send time.
+#[test]
+fn headers_the_sender_drops_are_refused_by_name() {
+    for header in [
+        "Content-Encoding",
+        "Trailer",
+        "Expect",
+        "Proxy-Authorization",
+        "proxy-connection",
+        "Proxy-Anything",
+        "TE",
+        "Keep-Alive",
+    ] {
+        let mut spec = endpoint("https://example.com/");
+        spec.headers.insert(header.into(), "v".into());
+        let errors = validate_endpoint(&spec, "x", false).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            [format!("spec.headers[{header}]")],
+            "{errors}"
+        );
+        assert!(
+            errors.to_string().contains(&format!("`{header}`")),
+            "{errors}"
+        );
+
+        let mut from_secret = endpoint("https://example.com/");
+        from_secret.headers_from.push(HeaderFromSecret {
+            name: header.into(),
+            secret_key_ref: SecretKeySelector {
+                name: "s".into(),
+                key: "k".into(),
+            },
+        });
+        let errors = validate_endpoint(&from_secret, "x", false).unwrap_err();
+        assert_eq!(fields(&errors), ["spec.headersFrom[0].name"], "{errors}");
+    }
+}
+
 #[test]
 fn header_values_with_newlines_are_refused() {
     let mut spec = endpoint("https://example.com/");
