@@ -12,6 +12,8 @@ pg_started_here=0
 if ! scripts/postgres.sh status >/dev/null 2>&1; then pg_started_here=1; fi
 WO_POSTGRES_URL="$(scripts/postgres.sh start)"
 export WO_POSTGRES_URL
+# The receiver example the end-to-end tests run (nextest builds test targets only).
+cargo build --quiet --example receiver
 status=0
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --no-fail-fast || status=$?

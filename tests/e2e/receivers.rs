@@ -1,7 +1,8 @@
-//! The example receivers in Node and Python (examples/receivers/) against real deliveries from
-//! the dispatcher, for both signing schemes: every event arrives verified, exactly once in their
-//! logs (they drop duplicate ids).
-use std::path::Path;
+//! The example receivers in Node, Python and Rust (examples/receivers/) against real deliveries
+//! from the dispatcher, for both signing schemes: every event arrives verified, exactly once in
+//! their logs, and a WebhookReplay that sends the same events again (same event ids) is
+//! acknowledged with a 2xx but not processed twice.
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -9,6 +10,10 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
+
+use webhook_operator::api::conditions::{self, COMPLETE};
+use webhook_operator::api::replay::ReplayPhase;
+use webhook_operator::api::WebhookReplay;
 
 use crate::dispatcher::Setup;
 use crate::support::{free_port, wait_for};
@@ -67,11 +72,13 @@ fn start(language: &str, port: u16, secret: &str, scheme: &str) -> Receiver {
             c.arg(format!("{dir}/server.js"));
             c
         }
-        _ => {
+        "python" => {
             let mut c = Command::new("python3");
             c.arg(format!("{ROOT}/examples/receivers/python/receiver.py"));
             c
         }
+        "rust" => Command::new(rust_receiver()),
+        other => panic!("no receiver in {other}"),
     };
     let child = command
         .env("PORT", port.to_string())
@@ -81,6 +88,40 @@ fn start(language: &str, port: u16, secret: &str, scheme: &str) -> Receiver {
         .spawn()
         .expect("starting the receiver");
     Receiver { child, log }
+}
+
+/// The Rust receiver, the crate's `receiver` example (examples/receivers/rust). `cargo nextest run
+/// --test e2e` builds no examples, so this asks cargo to build it next to the binary under test
+/// (same target directory and profile; a no-op when it is up to date).
+fn rust_receiver() -> PathBuf {
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_webhook-operator"))
+        .parent()
+        .expect("the binary's directory");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let target_dir = profile_dir.parent().expect("the target directory");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "receiver",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(ROOT)
+        .status()
+        .expect("running cargo build --example receiver");
+    assert!(status.success(), "cargo build --example receiver failed");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("receiver{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "{} was not built", binary.display());
+    binary
 }
 
 fn logged(receiver: &Receiver) -> Vec<serde_json::Value> {
@@ -144,6 +185,40 @@ async fn check(language: &str, scheme: &str) {
     assert!(lines.iter().all(|l| l["event_id"]
         .as_str()
         .is_some_and(|id| id.starts_with("evt_"))));
+
+    // The dispatcher sends the three events again with their event ids: the receiver answers
+    // 2xx (the replay counts them redelivered) and logs nothing new.
+    let replay: WebhookReplay = serde_json::from_value(json!({
+        "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookReplay",
+        "metadata": {"name": "again"},
+        "spec": {"endpointRef": {"name": "app"}, "from": "2020-01-01T00:00:00Z", "outcomes": ["Delivered"]}
+    }))
+    .unwrap();
+    let replays = setup.ns.api::<WebhookReplay>();
+    replays
+        .create(&PostParams::default(), &replay)
+        .await
+        .unwrap();
+    let done = wait_for(
+        "the replay of the delivered events to complete",
+        Duration::from_secs(60),
+        || async {
+            let status = replays.get("again").await.ok()?.status?;
+            (status.phase? == ReplayPhase::Complete).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(
+        (done.matched, done.redelivered, done.failed),
+        (3, 3, 0),
+        "{language}/{scheme}: the duplicates were not all acknowledged"
+    );
+    assert!(conditions::is_true(&done.conditions, COMPLETE));
+    assert_eq!(
+        logged(&receiver),
+        lines,
+        "{language}/{scheme} processed a duplicate event id"
+    );
 }
 
 #[tokio::test]
@@ -164,4 +239,14 @@ async fn python_receiver_verifies_pitchey_deliveries() {
 #[tokio::test]
 async fn python_receiver_verifies_standard_webhooks_deliveries() {
     check("python", "standard-webhooks").await;
+}
+
+#[tokio::test]
+async fn rust_receiver_verifies_pitchey_deliveries() {
+    check("rust", "pitchey").await;
+}
+
+#[tokio::test]
+async fn rust_receiver_verifies_standard_webhooks_deliveries() {
+    check("rust", "standard-webhooks").await;
 }
