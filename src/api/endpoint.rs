@@ -22,7 +22,7 @@ use super::references::SecretKeySelector;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Circuit","type":"string","jsonPath":".status.circuit.state"}"#,
-    printcolumn = r#"{"name":"Success","type":"string","jsonPath":".status.delivery.successRateLastHour"}"#,
+    printcolumn = r#"{"name":"Success rate","type":"string","jsonPath":".status.delivery.successRateLastHour"}"#,
     printcolumn = r#"{"name":"Last delivery","type":"date","jsonPath":".status.delivery.lastDeliveryTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -311,6 +311,13 @@ pub struct DeliveryStats {
     pub total_retries: i64,
     /// Dead letters currently kept for this endpoint.
     pub dead_letter_count: i64,
+    /// Of `totalDeadLettered`, how many were announced by `DeliveriesDeadLettered` Events (at
+    /// most one a minute), so a restarted dispatcher announces only the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters_reported: Option<i64>,
+    /// When the last `DeliveriesDeadLettered` Event was published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters_reported_time: Option<String>,
     /// Deliveries waiting to be sent.
     pub pending: i64,
     /// Success rate of attempts over the last hour, e.g. `99.5%`.
@@ -331,7 +338,8 @@ pub struct DeliveryStats {
     /// 95th percentile response time over the last hour, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p95_response_ms: Option<i64>,
-    /// Share of the last day during which the circuit was not open, e.g. `99.9%`.
+    /// 1 − the last day's error rate: the share of the last day's attempts that got a 2xx
+    /// (any other answer or a transport error counts as an error), e.g. `99.9%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<String>,
     /// 0–100; see the README for the formula.

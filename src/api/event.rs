@@ -42,16 +42,16 @@ pub struct WebhookEventSpec {
 /// Where an event is in its life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum EventPhase {
-    /// Accepted, not yet routed.
+    /// Accepted and routed; no delivery attempted yet.
     #[default]
     Pending,
-    /// Routed; deliveries under way.
+    /// Deliveries under way: an attempt made or being made, or held for a suspended endpoint.
     Delivering,
     /// Every delivery succeeded.
     Delivered,
     /// Some deliveries succeeded, others were dead-lettered.
     PartiallyFailed,
-    /// Every delivery was dead-lettered.
+    /// Every delivery was dead-lettered, or the spec is invalid (see the `Ready` condition).
     Failed,
     /// No subscription matched the event's type.
     NoSubscribers,
@@ -86,7 +86,8 @@ pub struct WebhookEventStatus {
     /// One record per endpoint the event is delivered to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<DeliveryRecord>,
-    /// When the last delivery finished.
+    /// When the event finished (its last delivery ended, or it was refused as invalid);
+    /// `ttlSecondsAfterFinished` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_time: Option<String>,
 }

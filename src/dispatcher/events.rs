@@ -15,9 +15,11 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::publish::{publish, PublishRequest};
+use super::status::event::{apply_event_status, invalid_event_status};
 use super::status::FIELD_MANAGER;
 use super::Shared;
-use crate::api::conditions::{DesiredCondition, COMPLETE, READY};
+use crate::api::conditions::{DesiredCondition, COMPLETE};
+use crate::api::event::EventPhase;
 use crate::api::replay::{ReplayOutcome, ReplayPhase};
 use crate::api::validation::{validate_event, validate_replay};
 use crate::api::{WebhookEndpoint, WebhookEvent, WebhookReplay, TEST_ANNOTATION};
@@ -64,25 +66,11 @@ pub async fn watch_events(
             return;
         }
         if let Err(errors) = validate_event(&event.spec) {
-            let condition = DesiredCondition::new(
-                READY,
-                false,
-                "InvalidSpec",
-                format!("invalid spec: {errors}"),
-            );
-            let patch = json!({
-                "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
-                "status": {"phase": "Failed", "conditions": condition_json(&condition)}
-            });
+            // Failed and finished now: labelled for `-l webhooks.pitchey.io/phase=Failed`, and
+            // deleted after its TTL like any finished event.
+            let status = invalid_event_status(&errors.to_string(), Timestamp::now());
             let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), &namespace);
-            if let Err(error) = api
-                .patch_status(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-            {
+            if let Err(error) = apply_event_status(&api, &name, EventPhase::Failed, status).await {
                 warn!(%error, event = %name, "reporting an invalid WebhookEvent failed");
             }
             if let Ok(mut set) = accepted.lock() {

@@ -1,7 +1,10 @@
 //! Status write-back: batched server-side apply (field manager `webhook-operator-dispatcher`) of
-//! endpoint delivery statistics and circuit state, and of WebhookEvent phases. Objects changed
-//! since the last round are written once per round, so each object gets at most one patch per
-//! interval and the API request rate is bounded.
+//! endpoint delivery statistics, circuit state and the last test delivery, and of WebhookEvent
+//! phases. Objects changed since the last round are written once per round, so each object gets
+//! at most one patch per interval and the API request rate is bounded.
+mod dead_letters;
+pub mod event;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,29 +13,54 @@ use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
+use serde::Serialize;
 use serde_json::json;
 use tracing::{debug, warn};
 
+use self::dead_letters::{Notice, Notices};
 use super::Shared;
-use crate::api::conditions::{self, DesiredCondition, CIRCUIT_OPEN, HEALTHY};
-use crate::api::endpoint::{CircuitState as ApiCircuitState, CircuitStatus, DeliveryStats};
-use crate::api::event::{DeliveryRecord as ApiDeliveryRecord, EventPhase};
-use crate::api::{WebhookEndpoint, WebhookEvent, PHASE_LABEL};
+use crate::api::conditions::{self, Condition, DesiredCondition, CIRCUIT_OPEN, HEALTHY};
+use crate::api::endpoint::{
+    CircuitState as ApiCircuitState, CircuitStatus, DeliveryStats, TestDeliveryStatus,
+    WebhookEndpointStatus,
+};
+use crate::api::WebhookEndpoint;
 use crate::delivery::circuit::CircuitState;
 use crate::delivery::outcome::AttemptResult as HttpResult;
-use crate::store::{DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventSource};
+use crate::store::{EndpointRef, EndpointStats};
 
 /// Field manager of every status write the dispatcher makes.
 pub const FIELD_MANAGER: &str = "webhook-operator-dispatcher";
 
-/// Objects whose status changed since the last write-back.
+/// Objects whose status changed since the last write-back, and the test results that go into
+/// endpoint statuses.
 #[derive(Default)]
 pub struct Dirty {
     endpoints: Mutex<HashSet<EndpointRef>>,
     events: Mutex<HashSet<String>>,
+    tests: Mutex<HashMap<EndpointRef, TestDeliveryStatus>>,
 }
 
 impl Dirty {
+    /// Records a test delivery's result for the next write of the endpoint's status.
+    pub fn test_result(&self, endpoint: &EndpointRef, result: TestDeliveryStatus) {
+        if let Ok(mut tests) = self.tests.lock() {
+            tests.insert(endpoint.clone(), result);
+        }
+        self.endpoint(endpoint);
+    }
+
+    /// The last test result this process recorded for the endpoint.
+    pub fn last_test(&self, endpoint: &EndpointRef) -> Option<TestDeliveryStatus> {
+        self.tests.lock().ok()?.get(endpoint).cloned()
+    }
+
+    fn forget_tests(&self, endpoint: &EndpointRef) {
+        if let Ok(mut tests) = self.tests.lock() {
+            tests.remove(endpoint);
+        }
+    }
+
     pub fn endpoint(&self, endpoint: &EndpointRef) {
         if let Ok(mut set) = self.endpoints.lock() {
             set.insert(endpoint.clone());
@@ -85,62 +113,28 @@ pub fn health_score(stats: &EndpointStats, circuit: CircuitState, timeout: Durat
     score.clamp(0.0, cap).round() as i32
 }
 
-/// The phase of an event from its deliveries.
-pub fn event_phase(deliveries: &[DeliveryRecord]) -> EventPhase {
-    if deliveries.is_empty() {
-        return EventPhase::NoSubscribers;
-    }
-    if deliveries.iter().any(|d| !d.state.is_finished()) {
-        return EventPhase::Delivering;
-    }
-    let delivered = deliveries
-        .iter()
-        .filter(|d| d.state == DeliveryState::Delivered)
-        .count();
-    match delivered {
-        0 => EventPhase::Failed,
-        n if n == deliveries.len() => EventPhase::Delivered,
-        _ => EventPhase::PartiallyFailed,
-    }
-}
-
-fn phase_name(phase: EventPhase) -> &'static str {
-    match phase {
-        EventPhase::Pending => "Pending",
-        EventPhase::Delivering => "Delivering",
-        EventPhase::Delivered => "Delivered",
-        EventPhase::PartiallyFailed => "PartiallyFailed",
-        EventPhase::Failed => "Failed",
-        EventPhase::NoSubscribers => "NoSubscribers",
-    }
-}
-
-fn state_name(state: DeliveryState) -> &'static str {
-    match state {
-        DeliveryState::Pending | DeliveryState::InFlight => "Pending",
-        DeliveryState::Delivered => "Delivered",
-        DeliveryState::DeadLettered => "DeadLettered",
-        DeliveryState::Held => "Held",
-    }
-}
-
 /// Writes statuses every `interval` until the task is dropped.
 pub async fn run(shared: Arc<Shared>) {
     let interval = Duration::from_secs(shared.config.status_interval_seconds.max(1));
-    let mut dead_letters_seen: HashMap<EndpointRef, u64> = HashMap::new();
+    let mut notices = Notices::default();
     loop {
         tokio::time::sleep(interval).await;
-        for endpoint in shared.dirty.take_endpoints() {
+        let mut endpoints: HashSet<EndpointRef> =
+            shared.dirty.take_endpoints().into_iter().collect();
+        // Dead letters held back by the rate limit are reported once their gap has passed, even
+        // if nothing else about the endpoint changed.
+        endpoints.extend(notices.take_due(Timestamp::now()));
+        for endpoint in endpoints {
             // One writer per endpoint: its circuit state lives in the replica that owns it.
             if !shared.ownership.owns_endpoint(&endpoint) {
                 continue;
             }
-            if let Err(error) = write_endpoint(&shared, &endpoint, &mut dead_letters_seen).await {
+            if let Err(error) = write_endpoint(&shared, &endpoint, &mut notices).await {
                 debug!(%error, endpoint = %endpoint.name, "endpoint status write failed");
             }
         }
         for event_id in shared.dirty.take_events() {
-            if let Err(error) = write_event(&shared, &event_id).await {
+            if let Err(error) = event::write_event(&shared, &event_id).await {
                 debug!(%error, %event_id, "event status write failed");
             }
         }
@@ -153,6 +147,63 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// The part of a WebhookEndpoint's status the dispatcher owns under [`FIELD_MANAGER`]. Every
+/// apply carries all of it: server-side apply removes a field its manager leaves out.
+#[derive(Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatusPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<CircuitStatus>,
+    /// `Healthy` and `CircuitOpen` only (the controller owns the others).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_test: Option<TestDeliveryStatus>,
+}
+
+impl EndpointStatusPatch {
+    /// The dispatcher's part of a status as it stands (e.g. in the cache).
+    pub fn current(status: Option<&WebhookEndpointStatus>) -> Self {
+        let Some(status) = status else {
+            return Self::default();
+        };
+        Self {
+            delivery: status.delivery.clone(),
+            circuit: status.circuit.clone(),
+            conditions: status
+                .conditions
+                .iter()
+                .filter(|c| c.type_ == HEALTHY || c.type_ == CIRCUIT_OPEN)
+                .cloned()
+                .collect(),
+            last_test: status.last_test.clone(),
+        }
+    }
+
+    /// Applies it to the endpoint's status.
+    pub async fn apply(
+        &self,
+        client: &kube::Client,
+        endpoint: &EndpointRef,
+    ) -> Result<(), kube::Error> {
+        let patch = json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1",
+            "kind": "WebhookEndpoint",
+            "status": self,
+        });
+        let api: Api<WebhookEndpoint> = Api::namespaced(client.clone(), &endpoint.namespace);
+        api.patch_status(
+            &endpoint.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
     #[error("store: {0}")]
@@ -161,13 +212,53 @@ enum WriteError {
     Kube(#[from] kube::Error),
 }
 
+/// Reports dead letters nobody reported yet: one Event now, or later once the gap since the
+/// previous one has passed. Returns what is reported, for the status.
+async fn report_dead_letters(
+    shared: &Shared,
+    resource: &WebhookEndpoint,
+    endpoint: &EndpointRef,
+    stats: &EndpointStats,
+    notices: &mut Notices,
+    now: Timestamp,
+) -> dead_letters::Reported {
+    let status = resource.status.as_ref().and_then(|s| s.delivery.as_ref());
+    let before = notices.known(endpoint, status);
+    let (notice, after) = dead_letters::decide(before, stats.dead_lettered_total, now);
+    match notice {
+        Notice::Nothing => notices.record(endpoint, after, None),
+        Notice::Wait { due, .. } => notices.record(endpoint, after, Some(due)),
+        // Published before the status that records it is written: a crash in between repeats
+        // the announcement rather than losing it.
+        Notice::Publish { count } => {
+            let note = format!(
+                "{count} {} dead-lettered since the last report; last error: {}",
+                if count == 1 { "delivery" } else { "deliveries" },
+                stats.last_error.clone().unwrap_or_default()
+            );
+            let warning = EventType::Warning;
+            if publish(shared, resource, warning, "DeliveriesDeadLettered", note).await {
+                notices.record(endpoint, after, None);
+            } else {
+                // Try again after a gap rather than every round.
+                let retry = now.checked_add(dead_letters::MIN_GAP).unwrap_or(now);
+                notices.record(endpoint, before, Some(retry));
+                return before;
+            }
+        }
+    }
+    after
+}
+
 async fn write_endpoint(
     shared: &Shared,
     endpoint: &EndpointRef,
-    dead_letters_seen: &mut HashMap<EndpointRef, u64>,
+    notices: &mut Notices,
 ) -> Result<(), WriteError> {
     let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) else {
         shared.gates.remove(endpoint);
+        shared.dirty.forget_tests(endpoint);
+        notices.forget(endpoint);
         return Ok(());
     };
     let now = Timestamp::now();
@@ -175,12 +266,15 @@ async fn write_endpoint(
     let snapshot = shared.gates.snapshot(endpoint);
     let circuit_state = snapshot.map_or(CircuitState::Closed, |s| s.state);
     let timeout = Duration::from_secs(resource.spec.timeout_seconds.into());
+    let reported = report_dead_letters(shared, &resource, endpoint, &stats, notices, now).await;
     let delivery = DeliveryStats {
         total_delivered: i64::try_from(stats.delivered_total).unwrap_or(i64::MAX),
         total_failed: i64::try_from(stats.failed_attempts_total).unwrap_or(i64::MAX),
         total_dead_lettered: i64::try_from(stats.dead_lettered_total).unwrap_or(i64::MAX),
         total_retries: i64::try_from(stats.retries_total).unwrap_or(i64::MAX),
         dead_letter_count: i64::try_from(stats.dead_letter_count).unwrap_or(i64::MAX),
+        dead_letters_reported: Some(i64::try_from(reported.total).unwrap_or(i64::MAX)),
+        dead_letters_reported_time: reported.at.map(rfc3339),
         pending: i64::try_from(stats.pending_count + stats.in_flight_count + stats.held_count)
             .unwrap_or(i64::MAX),
         success_rate_last_hour: percent(stats.last_hour.success_rate),
@@ -193,7 +287,7 @@ async fn write_endpoint(
             .p95_latency_ms
             .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         uptime: percent(stats.last_day.success_rate.map(|_| {
-            // Share of the day's attempts that got an answer other than a server error.
+            // 1 − the day's error rate: the share of the day's attempts that got a 2xx.
             1.0 - stats.last_day.error_rate.unwrap_or(0.0)
         })),
         health_score: Some(health_score(&stats, circuit_state, timeout)),
@@ -280,106 +374,28 @@ async fn write_endpoint(
     .into_iter()
     .filter(|c| desired.iter().any(|d| d.type_ == c.type_))
     .collect();
-    let patch = json!({
-        "apiVersion": "webhooks.pitchey.io/v1alpha1",
-        "kind": "WebhookEndpoint",
-        "status": { "delivery": delivery, "circuit": circuit, "conditions": merged }
-    });
-    let api: Api<WebhookEndpoint> = Api::namespaced(shared.client.clone(), &endpoint.namespace);
-    api.patch_status(
-        &endpoint.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-
-    // Dead letters since the last round, as one aggregated Event.
-    let previous = dead_letters_seen.insert(endpoint.clone(), stats.dead_lettered_total);
-    if let Some(previous) = previous {
-        let new = stats.dead_lettered_total.saturating_sub(previous);
-        if new > 0 {
-            publish(
-                shared,
-                resource.as_ref(),
-                EventType::Warning,
-                "DeliveriesDeadLettered",
-                format!(
-                    "{new} deliveries dead-lettered; last error: {}",
-                    stats.last_error.unwrap_or_default()
-                ),
-            )
-            .await;
-        }
-    }
+    // The newest test result: recorded here, or already in the status (written by the replica
+    // that owned the endpoint before, or by a test this replica did not own).
+    let cached_test = resource.status.as_ref().and_then(|s| s.last_test.clone());
+    let last_test = super::test_delivery::newest(shared.dirty.last_test(endpoint), cached_test);
+    let patch = EndpointStatusPatch {
+        delivery: Some(delivery),
+        circuit: Some(circuit),
+        conditions: merged,
+        last_test,
+    };
+    patch.apply(&shared.client, endpoint).await?;
     Ok(())
 }
 
-async fn write_event(shared: &Shared, event_id: &str) -> Result<(), WriteError> {
-    let Some(status) = shared.store.event_status(event_id).await? else {
-        return Ok(());
-    };
-    let EventSource::Resource { name, .. } = &status.event.source else {
-        return Ok(());
-    };
-    let phase = event_phase(&status.deliveries);
-    let deliveries: Vec<ApiDeliveryRecord> = status
-        .deliveries
-        .iter()
-        .map(|d| ApiDeliveryRecord {
-            endpoint: match &d.replay_id {
-                Some(replay) => format!("{} (replay {replay})", d.endpoint.name),
-                None => d.endpoint.name.clone(),
-            },
-            state: state_name(d.state).to_string(),
-            attempts: i64::from(d.attempts),
-            last_status_code: d.last_status_code.map(i32::from),
-            last_error: d.last_error.clone(),
-            next_attempt_time: (!d.state.is_finished())
-                .then_some(d.next_attempt_at)
-                .flatten()
-                .map(rfc3339),
-            delivered_time: d.delivered_at.map(rfc3339),
-        })
-        .collect();
-    let finished = phase.is_finished().then(|| {
-        status
-            .deliveries
-            .iter()
-            .filter_map(|d| d.finished_at)
-            .max()
-            .unwrap_or_else(Timestamp::now)
-    });
-    let patch = json!({
-        "apiVersion": "webhooks.pitchey.io/v1alpha1",
-        "kind": "WebhookEvent",
-        "status": {
-            "phase": phase_name(phase),
-            "eventId": status.event.event_id,
-            "deliveries": deliveries,
-            "finishedTime": finished.map(rfc3339),
-        }
-    });
-    let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), &status.event.namespace);
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    let label = json!({"metadata": {"labels": {PHASE_LABEL: phase_name(phase)}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&label))
-        .await?;
-    Ok(())
-}
-
-/// Publishes a Kubernetes Event about an object; failures are logged only.
+/// Publishes a Kubernetes Event about an object; failures are logged (and returned as `false`).
 pub async fn publish<K: Resource<DynamicType = ()>>(
     shared: &Shared,
     object: &K,
     type_: EventType,
     reason: &str,
     note: String,
-) {
+) -> bool {
     let event = Event {
         type_,
         reason: reason.to_string(),
@@ -387,12 +403,16 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
         action: "Deliver".to_string(),
         secondary: None,
     };
-    if let Err(error) = shared
+    match shared
         .recorder
         .publish(&event, &object.object_ref(&()))
         .await
     {
-        warn!(%error, reason, "publishing a Kubernetes Event failed");
+        Ok(()) => true,
+        Err(error) => {
+            warn!(%error, reason, "publishing a Kubernetes Event failed");
+            false
+        }
     }
 }
 
@@ -418,7 +438,7 @@ pub async fn circuit_event(
                     result.summary()
                 ),
             )
-            .await
+            .await;
         }
         CircuitState::Closed => {
             publish(
@@ -428,7 +448,7 @@ pub async fn circuit_event(
                 "CircuitClosed",
                 "the endpoint recovered; deliveries resumed".to_string(),
             )
-            .await
+            .await;
         }
         CircuitState::HalfOpen => {}
     }
@@ -454,50 +474,6 @@ pub async fn endpoint_gone(shared: &Shared, endpoint: &EndpointRef, result: &Htt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DeliveryId;
-
-    fn delivery(state: DeliveryState) -> DeliveryRecord {
-        DeliveryRecord {
-            id: DeliveryId(1),
-            event_id: "evt_1".into(),
-            endpoint: EndpointRef::new("ns", "e"),
-            state,
-            attempts: 1,
-            next_attempt_at: None,
-            last_attempt_at: None,
-            last_status_code: None,
-            last_error: None,
-            delivered_at: None,
-            dead_letter_reason: None,
-            finished_at: None,
-            replay_id: None,
-            created_at: Timestamp::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn phases_follow_the_deliveries() {
-        use DeliveryState::*;
-        assert_eq!(event_phase(&[]), EventPhase::NoSubscribers);
-        assert_eq!(
-            event_phase(&[delivery(Delivered), delivery(Pending)]),
-            EventPhase::Delivering
-        );
-        assert_eq!(
-            event_phase(&[delivery(Delivered), delivery(Held)]),
-            EventPhase::Delivering
-        );
-        assert_eq!(
-            event_phase(&[delivery(Delivered), delivery(Delivered)]),
-            EventPhase::Delivered
-        );
-        assert_eq!(
-            event_phase(&[delivery(Delivered), delivery(DeadLettered)]),
-            EventPhase::PartiallyFailed
-        );
-        assert_eq!(event_phase(&[delivery(DeadLettered)]), EventPhase::Failed);
-    }
-
     #[test]
     fn health_score_reflects_success_latency_and_circuit() {
         let mut stats = EndpointStats::default();
@@ -509,5 +485,52 @@ mod tests {
         assert_eq!(health_score(&stats, CircuitState::Closed, timeout), 80);
         assert_eq!(health_score(&stats, CircuitState::HalfOpen, timeout), 50);
         assert_eq!(health_score(&stats, CircuitState::Open, timeout), 20);
+    }
+
+    fn condition(type_: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            ..Condition::default()
+        }
+    }
+
+    #[test]
+    fn the_dispatchers_status_part_carries_all_it_owns() {
+        let status = WebhookEndpointStatus {
+            conditions: vec![
+                condition("Ready"),
+                condition(HEALTHY),
+                condition(CIRCUIT_OPEN),
+            ],
+            delivery: Some(DeliveryStats {
+                total_delivered: 3,
+                ..DeliveryStats::default()
+            }),
+            circuit: Some(CircuitStatus::default()),
+            last_test: Some(TestDeliveryStatus {
+                nonce: "n".into(),
+                ..TestDeliveryStatus::default()
+            }),
+            delivery_config_map: Some("e-delivery".into()),
+            ..WebhookEndpointStatus::default()
+        };
+        let part = EndpointStatusPatch::current(Some(&status));
+        let json = serde_json::to_value(&part).unwrap();
+        // The controller's fields stay out; the dispatcher's are all in.
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["circuit", "conditions", "delivery", "lastTest"]);
+        let types: Vec<&str> = part.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [HEALTHY, CIRCUIT_OPEN]);
+        assert_eq!(json["delivery"]["totalDelivered"], 3);
+        assert_eq!(json["lastTest"]["nonce"], "n");
+        // Nothing written yet: an empty part, no nulls.
+        let empty = serde_json::to_value(EndpointStatusPatch::current(None)).unwrap();
+        assert_eq!(empty, json!({}));
     }
 }

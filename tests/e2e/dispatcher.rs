@@ -2,7 +2,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use webhook_operator::api::conditions::{self, CIRCUIT_OPEN};
 use webhook_operator::api::endpoint::CircuitState;
@@ -146,6 +147,31 @@ impl Setup {
     async fn endpoint_status(&self, name: &str) -> WebhookEndpoint {
         self.ns.api::<WebhookEndpoint>().get(name).await.unwrap()
     }
+
+    /// The Kubernetes Events with `reason` about the WebhookEndpoint `name`. The dispatcher's
+    /// recorder (kube-runtime) writes events.k8s.io/v1 Events naming it in `regarding`.
+    async fn endpoint_events(&self, name: &str, reason: &str) -> Vec<K8sEvent> {
+        let events = self.ns.api::<K8sEvent>().list(&ListParams::default()).await;
+        events
+            .map(|list| list.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("WebhookEndpoint") && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for a Kubernetes Event with `reason` about the WebhookEndpoint `name`.
+    async fn endpoint_event(&self, name: &str, reason: &str) -> K8sEvent {
+        wait_for(&format!("a {reason} Event about {name}"), T, || async {
+            self.endpoint_events(name, reason).await.into_iter().next()
+        })
+        .await
+    }
 }
 
 fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
@@ -247,6 +273,13 @@ async fn circuit_opens_after_consecutive_failures_and_closes_after_recovery() {
     assert!(conditions::is_true(&open.conditions, CIRCUIT_OPEN));
     assert!(!conditions::is_true(&open.conditions, "Healthy"));
     assert!(receiver.requests() >= 5);
+    let opened = setup.endpoint_event("down", "CircuitOpened").await;
+    assert_eq!(opened.type_.as_deref(), Some("Warning"));
+    assert!(
+        opened.note.as_deref().unwrap_or_default().contains("500"),
+        "the note names the last failure: {:?}",
+        opened.note
+    );
     // While open, nothing is sent (one probe at most once the open duration passed).
     let before = receiver.requests();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -260,6 +293,8 @@ async fn circuit_opens_after_consecutive_failures_and_closes_after_recovery() {
     })
     .await;
     assert!(!conditions::is_true(&closed.conditions, CIRCUIT_OPEN));
+    let recovered = setup.endpoint_event("down", "CircuitClosed").await;
+    assert_eq!(recovered.type_.as_deref(), Some("Normal"));
 }
 
 #[tokio::test]
@@ -279,6 +314,18 @@ async fn dead_letters_are_replayed_by_a_webhook_replay() {
     wait_for("the dead letter counted", T, || async {
         let delivery = setup.endpoint_status("strict").await.status?.delivery?;
         (delivery.dead_letter_count == 1).then_some(())
+    })
+    .await;
+    // Announced once, with its count, and recorded as announced.
+    let announced = setup
+        .endpoint_event("strict", "DeliveriesDeadLettered")
+        .await;
+    assert_eq!(announced.type_.as_deref(), Some("Warning"));
+    let note = announced.note.unwrap_or_default();
+    assert!(note.starts_with("1 delivery dead-lettered"), "{note}");
+    wait_for("the announcement recorded in the status", T, || async {
+        let delivery = setup.endpoint_status("strict").await.status?.delivery?;
+        (delivery.dead_letters_reported == Some(1)).then_some(())
     })
     .await;
 
@@ -312,6 +359,32 @@ async fn dead_letters_are_replayed_by_a_webhook_replay() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].event_type, "nda.signed");
     assert!(received[0].verified);
+    let announcements = setup
+        .endpoint_events("strict", "DeliveriesDeadLettered")
+        .await;
+    assert_eq!(announcements.len(), 1, "one dead letter, one Event");
+    assert_eq!(announcements[0].series, None, "published once");
+}
+
+#[tokio::test]
+async fn a_gone_receiver_is_reported_with_an_event() {
+    let setup = Setup::new("gone").await;
+    let receiver = Receiver::start(Behavior::Status(410)).await;
+    setup.endpoint("retired", &receiver, json!({})).await;
+    setup
+        .event("late", "user.deleted", json!({"user": {"id": 5}}))
+        .await;
+    let failed = setup.event_phase("late", EventPhase::Failed).await;
+    let record = &failed.status.unwrap().deliveries[0];
+    assert_eq!((record.attempts, record.last_status_code), (1, Some(410)));
+    let gone = setup.endpoint_event("retired", "EndpointGone").await;
+    assert_eq!(gone.type_.as_deref(), Some("Warning"));
+    assert!(
+        gone.note.as_deref().unwrap_or_default().contains("410"),
+        "{:?}",
+        gone.note
+    );
+    assert_eq!(receiver.requests(), 1, "a 410 is not retried");
 }
 
 #[tokio::test]
@@ -342,6 +415,47 @@ async fn the_test_annotation_sends_a_test_delivery_and_records_it() {
     assert_eq!(received[0].event_type, "webhook.test");
     assert_eq!(received[0].body["data"]["nonce"], "nonce-42");
     assert!(received[0].verified);
+
+    // lastTest and the delivery statistics share one field manager, and later writes of the
+    // statistics keep it.
+    setup
+        .event("after-test", "user.created", json!({"user": {"id": 1}}))
+        .await;
+    setup.event_phase("after-test", EventPhase::Delivered).await;
+    let endpoint = wait_for("the delivery counted", T, || async {
+        let endpoint = setup.endpoint_status("crm").await;
+        (endpoint.status.as_ref()?.delivery.as_ref()?.total_delivered == 1).then_some(endpoint)
+    })
+    .await;
+    let status = endpoint.status.as_ref().unwrap();
+    assert_eq!(
+        status.last_test.as_ref().map(|t| t.nonce.as_str()),
+        Some("nonce-42")
+    );
+    let managers: Vec<(String, String)> = endpoint
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| {
+            let fields = m
+                .fields_v1
+                .as_ref()
+                .map(|f| f.0.to_string())
+                .unwrap_or_default();
+            (m.manager.clone().unwrap_or_default(), fields)
+        })
+        .collect();
+    let owners_of_last_test: Vec<&str> = managers
+        .iter()
+        .filter(|(_, fields)| fields.contains("f:lastTest"))
+        .map(|(manager, _)| manager.as_str())
+        .collect();
+    assert_eq!(
+        owners_of_last_test,
+        ["webhook-operator-dispatcher"],
+        "{managers:?}"
+    );
 }
 
 #[tokio::test]
@@ -491,15 +605,57 @@ async fn finished_events_are_deleted_after_their_ttl() {
     setup
         .event_phase("short-lived", EventPhase::Delivered)
         .await;
-    wait_for("the finished event to be deleted", T, || async {
-        let found = setup
+    // Events refused as invalid (data.event_type contradicts type) are Failed, labelled so and
+    // finished, so their TTL applies too.
+    for (name, ttl) in [("invalid-kept", None), ("invalid-short", Some(1))] {
+        let invalid: WebhookEvent = serde_json::from_value(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
+            "metadata": {"name": name},
+            "spec": {"type": "user.login", "data": {"event_type": "user.logout"},
+                     "ttlSecondsAfterFinished": ttl}
+        }))
+        .unwrap();
+        setup
             .ns
             .api::<WebhookEvent>()
-            .get_opt("short-lived")
+            .create(&PostParams::default(), &invalid)
             .await
-            .ok()?;
-        found.is_none().then_some(())
+            .unwrap();
+    }
+    let failed = wait_for("the invalid event listed as Failed", T, || async {
+        let selector = ListParams::default().labels("webhooks.pitchey.io/phase=Failed");
+        let list = setup.ns.api::<WebhookEvent>().list(&selector).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.metadata.name.as_deref() == Some("invalid-kept"))
     })
     .await;
-    assert_eq!(receiver.received().len(), 1);
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, Some(EventPhase::Failed));
+    assert!(status.finished_time.is_some());
+    let ready = conditions::find(&status.conditions, "Ready").unwrap();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(
+        ready.message.contains("spec.data.event_type"),
+        "{}",
+        ready.message
+    );
+    for name in ["short-lived", "invalid-short"] {
+        wait_for(&format!("the finished {name} to be deleted"), T, || async {
+            let found = setup.ns.api::<WebhookEvent>().get_opt(name).await.ok()?;
+            found.is_none().then_some(())
+        })
+        .await;
+    }
+    assert_eq!(receiver.received().len(), 1, "invalid events are not sent");
+    assert!(
+        setup
+            .ns
+            .api::<WebhookEvent>()
+            .get_opt("invalid-kept")
+            .await
+            .unwrap()
+            .is_some(),
+        "the default TTL (an hour) has not passed"
+    );
 }

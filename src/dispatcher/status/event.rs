@@ -1,0 +1,272 @@
+//! WebhookEvent status: the phase derived from the event's deliveries, the per-endpoint records,
+//! and the `webhooks.pitchey.io/phase` label that lets `kubectl get whev -l …` select by phase.
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{json, Value};
+
+use super::{WriteError, FIELD_MANAGER};
+use crate::api::conditions::{self, DesiredCondition, READY};
+use crate::api::event::{DeliveryRecord as ApiDeliveryRecord, EventPhase};
+use crate::api::time::rfc3339;
+use crate::api::{WebhookEvent, PHASE_LABEL};
+use crate::store::{DeliveryRecord, DeliveryState, EventSource};
+
+/// The phase of an event from its deliveries: Pending until a first attempt is made (or
+/// started), Delivering while any delivery is unfinished (held ones included), then Delivered,
+/// PartiallyFailed or Failed.
+pub fn event_phase(deliveries: &[DeliveryRecord]) -> EventPhase {
+    if deliveries.is_empty() {
+        return EventPhase::NoSubscribers;
+    }
+    // Held deliveries (a suspended endpoint) count as under way: the dispatcher has them and
+    // sends them on resumption. An in-flight one is an attempt being made.
+    let untouched = |d: &DeliveryRecord| d.state == DeliveryState::Pending && d.attempts == 0;
+    if deliveries.iter().all(untouched) {
+        return EventPhase::Pending;
+    }
+    if deliveries.iter().any(|d| !d.state.is_finished()) {
+        return EventPhase::Delivering;
+    }
+    let delivered = deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Delivered)
+        .count();
+    match delivered {
+        0 => EventPhase::Failed,
+        n if n == deliveries.len() => EventPhase::Delivered,
+        _ => EventPhase::PartiallyFailed,
+    }
+}
+
+pub fn phase_name(phase: EventPhase) -> &'static str {
+    match phase {
+        EventPhase::Pending => "Pending",
+        EventPhase::Delivering => "Delivering",
+        EventPhase::Delivered => "Delivered",
+        EventPhase::PartiallyFailed => "PartiallyFailed",
+        EventPhase::Failed => "Failed",
+        EventPhase::NoSubscribers => "NoSubscribers",
+    }
+}
+
+fn state_name(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending | DeliveryState::InFlight => "Pending",
+        DeliveryState::Delivered => "Delivered",
+        DeliveryState::DeadLettered => "DeadLettered",
+        DeliveryState::Held => "Held",
+    }
+}
+
+/// The merge patch that sets the phase label, or `None` when the object already carries it.
+pub fn phase_label_patch(
+    labels: Option<&BTreeMap<String, String>>,
+    phase: EventPhase,
+) -> Option<Value> {
+    let name = phase_name(phase);
+    let current = labels.and_then(|l| l.get(PHASE_LABEL));
+    (current.map(String::as_str) != Some(name))
+        .then(|| json!({"metadata": {"labels": {PHASE_LABEL: name}}}))
+}
+
+/// The status of a WebhookEvent refused for an invalid spec: Failed, finished `now` (so its TTL
+/// applies), with a Ready condition saying why.
+pub fn invalid_event_status(errors: &str, now: Timestamp) -> Value {
+    let ready = DesiredCondition::new(
+        READY,
+        false,
+        "InvalidSpec",
+        format!("invalid spec: {errors}"),
+    );
+    let now = rfc3339(now);
+    json!({
+        "phase": phase_name(EventPhase::Failed),
+        "finishedTime": now,
+        "conditions": conditions::merge(&[], std::slice::from_ref(&ready), None, &now),
+    })
+}
+
+/// Applies a WebhookEvent's `status` (which names `phase`), then sets the phase label if the
+/// object does not carry it yet: a label patch only when the phase changes.
+pub async fn apply_event_status(
+    api: &Api<WebhookEvent>,
+    name: &str,
+    phase: EventPhase,
+    status: Value,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": "webhooks.pitchey.io/v1alpha1",
+        "kind": "WebhookEvent",
+        "status": status,
+    });
+    let applied = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if let Some(label) = phase_label_patch(applied.metadata.labels.as_ref(), phase) {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&label))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes the status of a WebhookEvent from its deliveries in the store.
+pub(super) async fn write_event(shared: &super::Shared, event_id: &str) -> Result<(), WriteError> {
+    let Some(status) = shared.store.event_status(event_id).await? else {
+        return Ok(());
+    };
+    let EventSource::Resource { name, .. } = &status.event.source else {
+        return Ok(());
+    };
+    let phase = event_phase(&status.deliveries);
+    let deliveries: Vec<ApiDeliveryRecord> = status
+        .deliveries
+        .iter()
+        .map(|d| ApiDeliveryRecord {
+            endpoint: match &d.replay_id {
+                Some(replay) => format!("{} (replay {replay})", d.endpoint.name),
+                None => d.endpoint.name.clone(),
+            },
+            state: state_name(d.state).to_string(),
+            attempts: i64::from(d.attempts),
+            last_status_code: d.last_status_code.map(i32::from),
+            last_error: d.last_error.clone(),
+            next_attempt_time: (!d.state.is_finished())
+                .then_some(d.next_attempt_at)
+                .flatten()
+                .map(rfc3339),
+            delivered_time: d.delivered_at.map(rfc3339),
+        })
+        .collect();
+    let finished = phase.is_finished().then(|| {
+        status
+            .deliveries
+            .iter()
+            .filter_map(|d| d.finished_at)
+            .max()
+            .unwrap_or_else(Timestamp::now)
+    });
+    let body = json!({
+        "phase": phase_name(phase),
+        "eventId": status.event.event_id,
+        "deliveries": deliveries,
+        "finishedTime": finished.map(rfc3339),
+    });
+    let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), &status.event.namespace);
+    apply_event_status(&api, name, phase, body).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeliveryId, EndpointRef};
+
+    fn delivery(state: DeliveryState) -> DeliveryRecord {
+        DeliveryRecord {
+            id: DeliveryId(1),
+            event_id: "evt_1".into(),
+            endpoint: EndpointRef::new("ns", "e"),
+            state,
+            attempts: 1,
+            next_attempt_at: None,
+            last_attempt_at: None,
+            last_status_code: None,
+            last_error: None,
+            delivered_at: None,
+            dead_letter_reason: None,
+            finished_at: None,
+            replay_id: None,
+            created_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    fn untried(state: DeliveryState) -> DeliveryRecord {
+        DeliveryRecord {
+            attempts: 0,
+            ..delivery(state)
+        }
+    }
+
+    #[test]
+    fn phases_follow_the_deliveries() {
+        use DeliveryState::*;
+        assert_eq!(event_phase(&[]), EventPhase::NoSubscribers);
+        // Nothing tried yet.
+        assert_eq!(event_phase(&[untried(Pending)]), EventPhase::Pending);
+        assert_eq!(
+            event_phase(&[untried(Pending), untried(Pending)]),
+            EventPhase::Pending
+        );
+        // A first attempt under way, made, or one endpoint holding its delivery.
+        assert_eq!(event_phase(&[untried(InFlight)]), EventPhase::Delivering);
+        assert_eq!(
+            event_phase(&[untried(Pending), delivery(Pending)]),
+            EventPhase::Delivering
+        );
+        assert_eq!(event_phase(&[untried(Held)]), EventPhase::Delivering);
+        assert_eq!(
+            event_phase(&[untried(Pending), untried(Held)]),
+            EventPhase::Delivering
+        );
+        assert_eq!(
+            event_phase(&[delivery(Delivered), untried(Pending)]),
+            EventPhase::Delivering
+        );
+        assert_eq!(
+            event_phase(&[delivery(Delivered), delivery(Pending)]),
+            EventPhase::Delivering
+        );
+        assert_eq!(
+            event_phase(&[delivery(Delivered), delivery(Held)]),
+            EventPhase::Delivering
+        );
+        assert_eq!(
+            event_phase(&[delivery(Delivered), delivery(Delivered)]),
+            EventPhase::Delivered
+        );
+        assert_eq!(
+            event_phase(&[delivery(Delivered), delivery(DeadLettered)]),
+            EventPhase::PartiallyFailed
+        );
+        assert_eq!(event_phase(&[delivery(DeadLettered)]), EventPhase::Failed);
+        // Dead-lettered without an attempt (e.g. the endpoint was deleted) is still finished.
+        assert_eq!(event_phase(&[untried(DeadLettered)]), EventPhase::Failed);
+    }
+
+    #[test]
+    fn the_phase_label_is_patched_only_when_it_changes() {
+        let patch = phase_label_patch(None, EventPhase::Pending).unwrap();
+        assert_eq!(patch["metadata"]["labels"][PHASE_LABEL], "Pending");
+        let mut labels = BTreeMap::from([("app".to_string(), "x".to_string())]);
+        assert!(phase_label_patch(Some(&labels), EventPhase::Failed).is_some());
+        labels.insert(PHASE_LABEL.to_string(), "Delivering".to_string());
+        assert_eq!(
+            phase_label_patch(Some(&labels), EventPhase::Delivering),
+            None
+        );
+        let patch = phase_label_patch(Some(&labels), EventPhase::Delivered).unwrap();
+        assert_eq!(patch["metadata"]["labels"][PHASE_LABEL], "Delivered");
+    }
+
+    #[test]
+    fn an_invalid_event_is_failed_and_finished() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let status = invalid_event_status("spec.type: too short", now);
+        assert_eq!(status["phase"], "Failed");
+        // A finish time, so ttlSecondsAfterFinished deletes it.
+        assert_eq!(status["finishedTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(status["conditions"][0]["type"], READY);
+        assert_eq!(status["conditions"][0]["status"], "False");
+        assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
+        assert!(status["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.type: too short"));
+    }
+}
