@@ -1,6 +1,7 @@
 //! Settings of `webhook-operator dispatcher`.
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -96,6 +97,15 @@ pub struct DispatcherConfig {
     /// Seconds an authentication or authorization decision is cached.
     #[arg(long, default_value_t = 10)]
     pub auth_cache_seconds: u64,
+    /// How long the same ingest `id` in a namespace is the same event (e.g. `24h`, `90m`): a
+    /// repeat within it gets the first event back and no new deliveries.
+    #[arg(long, env = "IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = window)]
+    pub idempotency_window: Duration,
+    /// Seconds attempts in flight at SIGTERM get to finish before the process exits; those cut
+    /// short are made again after the restart. Keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_timeout_seconds: u64,
 }
 
 /// The store backend.
@@ -103,6 +113,16 @@ pub struct DispatcherConfig {
 pub enum StoreKind {
     Sqlite,
     Postgres,
+}
+
+/// An idempotency window: a humantime duration (`24h`, `1h 30m`, `3600s`), from 1 s to 365 days.
+fn window(value: &str) -> Result<Duration, String> {
+    let parsed = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("`{value}` is not a duration like 24h or 90m: {e}"))?;
+    if parsed < Duration::from_secs(1) || parsed > Duration::from_secs(365 * 86_400) {
+        return Err(format!("`{value}`: use from 1s to 365d"));
+    }
+    Ok(parsed)
 }
 
 /// A Lease name prefix is also a label value: at most 63 characters, `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
@@ -118,5 +138,38 @@ fn lease_prefix(value: &str) -> Result<String, String> {
         Ok(value.to_string())
     } else {
         Err("use 1–50 lowercase letters, digits and '-', starting and ending with a letter or digit".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_windows() {
+        assert_eq!(window("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(window("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(window(" 3600s "), Ok(Duration::from_secs(3_600)));
+        assert_eq!(window("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(window("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["", "24", "tomorrow", "0s", "500ms", "400d"] {
+            assert!(window(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: DispatcherConfig,
+        }
+        let cli = Cli::try_parse_from(["dispatcher"]).unwrap();
+        assert_eq!(cli.config.idempotency_window, Duration::from_secs(86_400));
+        assert_eq!(cli.config.shutdown_timeout_seconds, 30);
+        let cli = Cli::try_parse_from(["dispatcher", "--idempotency-window", "2h"]).unwrap();
+        assert_eq!(cli.config.idempotency_window, Duration::from_secs(7_200));
+        assert!(Cli::try_parse_from(["dispatcher", "--idempotency-window", "soon"]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::cache::{NotReady, PolicyCache};
@@ -28,7 +28,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::delivery::signing;
 use crate::store::{
     AttemptRecord, AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryId, EndpointCaps,
-    EndpointRef, EventSource, NextStep,
+    EndpointRef, EventSource, NextStep, RecordOutcome,
 };
 
 /// Claims per round at most.
@@ -46,6 +46,8 @@ const BUSY_RETRY: Duration = Duration::from_millis(250);
 const RECORD_BATCH: usize = 1024;
 /// Attempt results that may wait for the recorder before attempt tasks wait for it.
 const RECORD_QUEUE: usize = 4096;
+/// How long a stopping loop waits for the recorder to commit the results of finished attempts.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Converts a monotonic instant into wall-clock time.
 fn wall_clock(at: Instant, now: Instant, now_ts: Timestamp) -> Timestamp {
@@ -88,7 +90,9 @@ struct Engine {
     /// Parsed endpoint policies, by ConfigMap version.
     policies: PolicyCache,
     /// Attempt results on their way to the store (see [`record_results`]).
-    results: mpsc::Sender<Recorded>,
+    results: mpsc::Sender<ToRecorder>,
+    /// Turns true on shutdown: no attempt starts any more (see [`drain`]).
+    stop: watch::Receiver<bool>,
 }
 
 /// What becomes of a claimed delivery.
@@ -106,6 +110,10 @@ enum Admission {
 impl Engine {
     fn per_endpoint(&self) -> usize {
         self.shared.config.per_endpoint_concurrency.max(1)
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     fn lock_waiting(&self) -> MutexGuard<'_, HashMap<EndpointRef, VecDeque<ClaimedDelivery>>> {
@@ -241,11 +249,36 @@ impl Engine {
     }
 }
 
-/// Runs the delivery loop until the task is dropped.
-pub async fn run(shared: Arc<Shared>) {
+/// What a stopped delivery loop did with its work (see [`drain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Every attempt in flight at the stop finished within the deadline.
+    pub attempts_finished: bool,
+    /// Claimed deliveries that had not started, given back to the store (due at once).
+    pub given_back: usize,
+    /// The recorder committed every finished attempt's result before the loop returned.
+    pub results_committed: bool,
+}
+
+/// Runs the delivery loop until `stop` turns true, then drains: no attempt starts any more,
+/// attempts in flight get `grace` to finish, and the loop returns once their results are
+/// committed. Whatever does not finish stays claimed in the store and is made again after the
+/// restart (`recover_in_flight`) or when its lease expires.
+pub async fn run(shared: Arc<Shared>, stop: watch::Receiver<bool>, grace: Duration) -> Drained {
+    // Stopped (or a watch gone) before anything was claimed: nothing to drain.
+    let nothing_started = Drained {
+        attempts_finished: true,
+        given_back: 0,
+        results_committed: true,
+    };
     // Without complete caches an existing endpoint would look deleted.
-    if shared.cache.wait_until_ready().await.is_err() {
-        return;
+    tokio::select! {
+        ready = shared.cache.wait_until_ready() => {
+            if ready.is_err() {
+                return nothing_started;
+            }
+        }
+        _ = crate::runtime::shutdown::stopped(stop.clone()) => return nothing_started,
     }
     let (results, queue) = mpsc::channel(RECORD_QUEUE);
     tokio::spawn(record_results(shared.clone(), queue));
@@ -255,12 +288,20 @@ pub async fn run(shared: Arc<Shared>) {
         waiting: Mutex::new(HashMap::new()),
         policies: PolicyCache::default(),
         results,
+        stop,
     });
-    loop {
+    claim_loop(&engine).await;
+    drain(&engine, grace).await
+}
+
+/// Claims and starts due deliveries until the stop signal.
+async fn claim_loop(engine: &Arc<Engine>) {
+    let mut stop = engine.stop.clone();
+    while !engine.stopping() {
         let free = engine.slots.available_permits();
         let mut claimed_count = 0;
         if free > 0 {
-            match claim_round(&engine, free.min(CLAIM_BATCH)).await {
+            match claim_round(engine, free.min(CLAIM_BATCH)).await {
                 Ok(count) => claimed_count = count,
                 Err(error) => {
                     warn!(%error, "claiming due deliveries failed");
@@ -272,8 +313,48 @@ pub async fn run(shared: Arc<Shared>) {
             tokio::select! {
                 _ = engine.shared.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => {}
             }
         }
+    }
+}
+
+/// After the stop: waits up to `grace` for the attempts in flight (each holds a slot until its
+/// result is handed to the recorder), gives the claimed deliveries that never started back to
+/// the store, then waits for the recorder to commit everything handed to it. So a finished
+/// attempt is never made again after a graceful stop.
+async fn drain(engine: &Engine, grace: Duration) -> Drained {
+    let slots = u32::try_from(engine.shared.config.concurrency.max(1)).unwrap_or(u32::MAX);
+    let attempts_finished = matches!(
+        tokio::time::timeout(grace, engine.slots.acquire_many(slots)).await,
+        Ok(Ok(_))
+    );
+    // Attempt tasks take no waiting delivery once stopping; those left go back, due now.
+    let ids: Vec<DeliveryId> = {
+        let mut waiting = engine.lock_waiting();
+        waiting
+            .drain()
+            .flat_map(|(_, queue)| queue.into_iter().map(|d| d.delivery.id))
+            .collect()
+    };
+    let given_back = ids.len();
+    if !ids.is_empty() {
+        engine.defer(ids, Timestamp::now()).await;
+    }
+    let (flushed, committed) = oneshot::channel();
+    let results_committed = engine
+        .results
+        .send(ToRecorder::Flush(flushed))
+        .await
+        .is_ok()
+        && matches!(
+            tokio::time::timeout(FLUSH_TIMEOUT, committed).await,
+            Ok(Ok(()))
+        );
+    Drained {
+        attempts_finished,
+        given_back,
+        results_committed,
     }
 }
 
@@ -306,7 +387,13 @@ async fn claim_round(
         match engine.admit(delivery, now, now_ts).await {
             Admission::Go(delivery, policy, permit) => {
                 let endpoint = delivery.delivery.endpoint.clone();
-                let Ok(slot) = engine.slots.clone().try_acquire_owned() else {
+                // Claimed just before the stop: back to the store, due at once.
+                let slot = if engine.stopping() {
+                    None
+                } else {
+                    engine.slots.clone().try_acquire_owned().ok()
+                };
+                let Some(slot) = slot else {
                     shared.gates.abandon(&endpoint, permit);
                     deferred
                         .entry(now_ts)
@@ -347,6 +434,10 @@ async fn send_all(
         attempt(&engine, delivery, &policy, permit)
             .instrument(span)
             .await;
+        if engine.stopping() {
+            // Shutting down: the deliveries waiting for this endpoint go back to the store.
+            break;
+        }
         match engine.next_waiting(&endpoint).await {
             Some(next) => (delivery, policy, permit) = next,
             None => break,
@@ -355,6 +446,13 @@ async fn send_all(
     drop(slot);
     // A slot is free: the loop may claim again.
     engine.shared.wake.notify_one();
+}
+
+/// What the recorder is handed.
+enum ToRecorder {
+    Result(Box<Recorded>),
+    /// Answered once everything handed over before it is committed (or failed to commit).
+    Flush(oneshot::Sender<()>),
 }
 
 /// An attempt's result on its way to the store.
@@ -377,19 +475,28 @@ fn status_event(delivery: &ClaimedDelivery) -> Option<&str> {
 /// savepoint each in one group commit), then marks their endpoints and events for status and
 /// wakes the loop for retries. Until a result is recorded its delivery stays in flight under its
 /// lease, so a crash before that makes the attempt again (at least once).
-async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receiver<Recorded>) {
+async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receiver<ToRecorder>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut marks = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
         let mut retry = false;
-        let results = batch
-            .drain(..)
-            .map(|recorded| {
-                retry |= recorded.retry;
-                marks.push((recorded.endpoint, recorded.event_id));
-                recorded.result
-            })
-            .collect::<Vec<_>>();
+        let mut results = Vec::with_capacity(batch.len());
+        for message in batch.drain(..) {
+            match message {
+                ToRecorder::Result(recorded) => {
+                    let recorded = *recorded;
+                    retry |= recorded.retry;
+                    marks.push((recorded.endpoint, recorded.event_id));
+                    results.push(recorded.result);
+                }
+                ToRecorder::Flush(done) => flushes.push(done),
+            }
+        }
+        if results.is_empty() {
+            answer_flushes(flushes);
+            continue;
+        }
         match shared.store.record_attempts(results).await {
             Ok(outcomes) => {
                 for outcome in outcomes {
@@ -411,6 +518,15 @@ async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receiver<Recorded>
         if retry {
             shared.wake.notify_one();
         }
+        // Everything received before a flush was in this batch or an earlier one.
+        answer_flushes(flushes);
+    }
+}
+
+fn answer_flushes(flushes: Vec<oneshot::Sender<()>>) {
+    for done in flushes {
+        // The drain may have given up waiting; nothing to tell then.
+        let _ = done.send(());
     }
 }
 
@@ -430,8 +546,15 @@ async fn finish_without_attempt(shared: &Shared, delivery: &ClaimedDelivery, rea
         record,
         next: NextStep::DeadLetter { reason },
     };
-    if let Err(error) = shared.store.record_attempt(result).await {
-        warn!(%error, "recording a dead letter failed");
+    match shared.store.record_attempt(result).await {
+        Ok(RecordOutcome::Applied) => {
+            let endpoint = &delivery.delivery.endpoint;
+            shared.metrics.dead_lettered_without_attempt(endpoint);
+            shared.dirty.endpoint(endpoint);
+        }
+        // No longer ours (lease lost) or purged: not dead-lettered by us.
+        Ok(_) => {}
+        Err(error) => warn!(%error, "recording a dead letter failed"),
     }
     if let Some(event_id) = status_event(delivery) {
         shared.dirty.event(event_id);
@@ -615,6 +738,7 @@ async fn attempt(
         event_id: status_event(&delivery).map(str::to_owned),
         retry: matches!(outcome, Outcome::Retry { .. }),
     };
+    let recorded = ToRecorder::Result(Box::new(recorded));
     if engine.results.send(recorded).await.is_err() {
         warn!("the attempt recorder stopped; the lease expiry makes the delivery due again");
     }

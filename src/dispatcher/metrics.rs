@@ -7,6 +7,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::store::EndpointRef;
+
+/// The `outcome` label of a dead-lettered delivery (as `Outcome::DeadLetter` names it).
+const DEAD_LETTER: &str = "dead_letter";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     pub namespace: String,
@@ -111,5 +116,61 @@ impl Metrics {
             metrics.store_commit_seconds.clone(),
         );
         metrics
+    }
+
+    /// Counts a delivery dead-lettered without an attempt (its endpoint deleted, its request
+    /// impossible to build) exactly as one dead-lettered after an attempt: in `deliveries`
+    /// with outcome `dead_letter` and in `dead_letters`.
+    pub fn dead_lettered_without_attempt(&self, endpoint: &EndpointRef) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                namespace: endpoint.namespace.clone(),
+                endpoint: endpoint.name.clone(),
+                outcome: DEAD_LETTER,
+            })
+            .inc();
+        self.dead_letters
+            .get_or_create(&EndpointLabels {
+                namespace: endpoint.namespace.clone(),
+                endpoint: endpoint.name.clone(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::outcome::Outcome;
+
+    #[test]
+    fn dead_letters_without_attempt_count_like_the_others() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let endpoint = EndpointRef::new("shop", "crm");
+        metrics.dead_lettered_without_attempt(&endpoint);
+        metrics.dead_lettered_without_attempt(&endpoint);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        };
+        assert_eq!(
+            value("webhook_operator_dispatcher_dead_letters_total{namespace=\"shop\",endpoint=\"crm\"}"),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            value("webhook_operator_dispatcher_deliveries_total{namespace=\"shop\",endpoint=\"crm\",outcome=\"dead_letter\"}"),
+            Some(2.0),
+            "{text}"
+        );
+        // The same label value as a dead letter after an attempt.
+        let after_attempt = Outcome::DeadLetter {
+            reason: String::new(),
+            endpoint_gone: false,
+        };
+        assert_eq!(after_attempt.as_str(), DEAD_LETTER);
     }
 }

@@ -1,8 +1,11 @@
 //! Accepting an event: validate, route, persist durably, wake the scheduler. Shared by the
 //! WebhookEvent watcher and the ingest API.
+use std::time::Duration;
+
 use bytes::Bytes;
 use jiff::Timestamp;
 
+use super::cache::Cache;
 use super::Shared;
 use crate::api::event_types;
 use crate::delivery::payload;
@@ -46,6 +49,19 @@ pub enum PublishError {
     Draining,
 }
 
+/// How long a request made while the dispatcher starts waits for its caches before it is
+/// refused with 503 (routing needs them complete; once synced there is no wait).
+pub const CACHE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits at most `limit` for every cache to have listed its objects once.
+pub async fn caches_synced(cache: &Cache, limit: Duration) -> Result<(), PublishError> {
+    match tokio::time::timeout(limit, cache.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(()),
+        // Timed out, or a watch stopped before it listed anything.
+        _ => Err(PublishError::NotReady),
+    }
+}
+
 /// Checks one request before anything is stored.
 pub fn check(request: &PublishRequest) -> Result<(), PublishError> {
     if !event_types::is_valid_event_type(&request.event_type) {
@@ -71,11 +87,7 @@ pub async fn publish_batch(
         check(request)?;
     }
     // Routing needs complete caches (at startup only; immediate afterwards).
-    shared
-        .cache
-        .wait_until_ready()
-        .await
-        .map_err(|_| PublishError::NotReady)?;
+    caches_synced(&shared.cache, CACHE_WAIT).await?;
     let now = Timestamp::now();
     let mut enqueue = Vec::with_capacity(requests.len());
     for request in requests {
@@ -121,4 +133,36 @@ pub async fn publish(shared: &Shared, request: PublishRequest) -> Result<Publish
     published
         .pop()
         .ok_or(PublishError::Store(StoreError::Commit("no outcome".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatcher::subscription_index::SharedIndex;
+    use kube::runtime::reflector;
+
+    /// A request made before the caches synced is refused after the wait, not left hanging.
+    #[tokio::test]
+    async fn unsynced_caches_refuse_after_the_wait() {
+        // The writers are kept (never fed): the caches stay unsynced.
+        let (endpoints, _endpoints_writer) = reflector::store();
+        let (subscriptions, _subscriptions_writer) = reflector::store();
+        let (secrets, _secrets_writer) = reflector::store();
+        let (config_maps, _config_maps_writer) = reflector::store();
+        let cache = Cache {
+            endpoints,
+            subscriptions,
+            secrets,
+            config_maps,
+            index: SharedIndex::default(),
+        };
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            caches_synced(&cache, Duration::from_millis(100)),
+        )
+        .await
+        .expect("bounded by its limit");
+        assert!(matches!(waited, Err(PublishError::NotReady)), "{waited:?}");
+        assert!(PublishError::NotReady.to_string().contains("starting"));
+    }
 }

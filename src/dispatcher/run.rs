@@ -213,7 +213,11 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     tasks.spawn(events::watch_events(shared.clone(), event_stream));
     tasks.spawn(events::expire_events(shared.clone(), events_reader));
     tasks.spawn(events::watch_replays(shared.clone(), replay_stream));
-    tasks.spawn(engine::run(shared.clone()));
+    let delivering = tokio::spawn(engine::run(
+        shared.clone(),
+        stop_rx.clone(),
+        Duration::from_secs(config.shutdown_timeout_seconds),
+    ));
     let leases = lease_settings(&client, &config);
     if let Some((api, settings)) = &leases {
         tasks.spawn(partitions::run(
@@ -229,23 +233,31 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         api::router(shared.clone()),
         stopped(stop_rx.clone()),
     ));
-    tokio::select! {
-        ready = cache.wait_until_ready() => {
-            if ready.is_err() {
-                warn!("a cache stopped before it was ready");
-            }
+    let caches_synced = async {
+        if cache.wait_until_ready().await.is_err() {
+            warn!("a cache stopped before it was ready");
         }
-        _ = stopped(stop_rx.clone()) => return Ok(()),
+    };
+    // /readyz: 503 until the caches are synced (the store is open by now), 200 until SIGTERM.
+    if !health.ready_until(caches_synced, stopped(stop_rx)).await {
+        return Ok(());
     }
-    health.set_ready(true);
-    info!("dispatcher ready");
-
-    stopped(stop_rx).await;
-    health.set_ready(false);
-    // Let attempts in flight finish; whatever does not is retried after the restart.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while shared.metrics.in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The delivery loop starts nothing new from here on, lets the attempts in flight finish
+    // (within --shutdown-timeout-seconds) and returns once their results are committed;
+    // whatever does not finish is made again after the restart.
+    match delivering.await {
+        Ok(drained) if drained.attempts_finished && drained.results_committed => {
+            info!(
+                given_back = drained.given_back,
+                "every attempt in flight finished and was recorded"
+            );
+        }
+        Ok(drained) => warn!(
+            attempts_finished = drained.attempts_finished,
+            results_committed = drained.results_committed,
+            "stopping with attempts unfinished or unrecorded; they are made again after the restart"
+        ),
+        Err(error) => warn!(%error, "the delivery loop failed"),
     }
     tasks.abort_all();
     if let Some((api, settings)) = &leases {
@@ -298,6 +310,7 @@ async fn open_store(
             }
             let mut store_config = SqliteConfig::new(config.store_path.clone());
             store_config.on_commit = Some(on_commit);
+            store_config.idempotency_window = config.idempotency_window;
             let store = SqliteStore::open(store_config).await.map_err(failed)?;
             Ok(Arc::new(store))
         }
@@ -311,6 +324,7 @@ async fn open_store(
             store_config.schema = config.database_schema.clone();
             store_config.pool_size = config.database_pool_size.max(2);
             store_config.on_commit = Some(on_commit);
+            store_config.idempotency_window = config.idempotency_window;
             let store = PostgresStore::open(store_config).await.map_err(failed)?;
             Ok(Arc::new(store))
         }

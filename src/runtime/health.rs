@@ -33,6 +33,26 @@ impl Health {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Ready from when `ready` resolves until `stop` does: not ready while starting, ready once
+    /// started, not ready again as soon as the shutdown begins (so no new traffic is sent while
+    /// the process drains). Returns once `stop` resolved; whether the process had become ready.
+    pub async fn ready_until(
+        &self,
+        ready: impl std::future::Future<Output = ()>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        tokio::pin!(stop);
+        tokio::select! {
+            _ = ready => {}
+            _ = &mut stop => return false,
+        }
+        self.set_ready(true);
+        tracing::info!("ready");
+        stop.await;
+        self.set_ready(false);
+        true
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode_metrics(&self) -> String {
         let mut out = String::new();
@@ -86,5 +106,76 @@ pub async fn serve(
         .await
     {
         tracing::error!(%error, "HTTP server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    async fn readyz(client: &reqwest::Client, addr: std::net::SocketAddr) -> u16 {
+        client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits (bounded) until `/readyz` answers `code`: the flag is set by another task.
+    async fn answers(client: &reqwest::Client, addr: std::net::SocketAddr, code: u16) {
+        for _ in 0..100 {
+            if readyz(client, addr).await == code {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("/readyz never answered {code}");
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_start_ready_and_shutdown() {
+        let health = Health::new(Registry::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, health.router(), std::future::pending()));
+        let client = reqwest::Client::new();
+
+        let (started, ready) = oneshot::channel::<()>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let tracked = tokio::spawn({
+            let health = health.clone();
+            async move {
+                health
+                    .ready_until(async { drop(ready.await) }, async { drop(stopped.await) })
+                    .await
+            }
+        });
+        // Starting: alive but not ready.
+        assert_eq!(readyz(&client, addr).await, 503);
+        let healthz = client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(healthz.status().as_u16(), 200);
+        // Started.
+        started.send(()).unwrap();
+        answers(&client, addr, 200).await;
+        // Shutdown: not ready at once, still alive while draining.
+        stop.send(()).unwrap();
+        assert!(tracked.await.unwrap(), "it had become ready");
+        assert_eq!(readyz(&client, addr).await, 503);
+        assert!(!health.is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_starting_never_reports_ready() {
+        let health = Health::new(Registry::default());
+        let ready = std::future::pending::<()>();
+        assert!(!health.ready_until(ready, async {}).await);
+        assert!(!health.is_ready());
     }
 }

@@ -14,7 +14,8 @@ use crate::receiver::{Behavior, Receiver};
 use crate::support::{wait_for, Process, TestNamespace};
 
 const T: Duration = Duration::from_secs(60);
-const ADMIN: &str = "test-admin-token";
+/// A token of the control plane's cluster admin (may publish and read everywhere).
+pub const ADMIN: &str = "test-admin-token";
 const PUBLISHER: &str = "test-publisher-token";
 const NOBODY: &str = "test-nobody-token";
 /// The dispatcher's default `--max-body-bytes`.
@@ -41,12 +42,14 @@ impl Setup {
         let (dispatcher, listen, metrics) =
             Process::dispatcher_with_metrics(&ns.name, &store.path().join("d.db"), "ingest");
         let receiver = Receiver::start(Behavior::Ok).await;
+        let http = reqwest::Client::new();
+        wait_until_ready(&http, &metrics).await;
         let setup = Self {
             ns,
             receiver,
             api: format!("http://{listen}"),
             metrics: format!("http://{metrics}/metrics"),
-            http: reqwest::Client::new(),
+            http,
             _controller: controller,
             _dispatcher: dispatcher,
             _store: store,
@@ -222,7 +225,21 @@ impl Setup {
     }
 }
 
-async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+/// Polls the dispatcher's `/readyz` (at `metrics_addr`) until it answers 200: its caches are
+/// synced and its store is open. Before that it answers 503 (or is not listening yet).
+pub async fn wait_until_ready(http: &reqwest::Client, metrics_addr: &str) {
+    let url = format!("http://{metrics_addr}/readyz");
+    let body = wait_for("the dispatcher's /readyz to answer 200", T, || async {
+        let response = http.get(&url).send().await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())?;
+        response.text().await.ok()
+    })
+    .await;
+    assert_eq!(body, "ready");
+}
+
+/// The status and JSON body of a response.
+pub async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text)
@@ -616,4 +633,67 @@ async fn ingest_refuses_bad_input_with_named_fields_and_stores_nothing() {
     assert_eq!(sent.body["data"]["nonce"], nonce.as_str());
     assert_eq!(sent.body["data"]["message"], "hello");
     assert!(sent.verified);
+}
+
+/// A delivery the receiver refuses for good (400, not retried) becomes a dead letter that the
+/// dead-letter API returns whole: the event with its payload, the reason and the attempt history.
+#[tokio::test]
+async fn dead_letters_are_listed_with_their_payload_reason_and_history() {
+    let setup = Setup::new("ingest-dead").await;
+    setup.receiver.set_behavior(Behavior::Status(400));
+    let (status, accepted) = setup
+        .publish(
+            PUBLISHER,
+            json!({"type": "invoice.paid", "data": {"invoice": {"id": "inv-7", "amount": 42}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let event_id = accepted["event_id"].as_str().unwrap().to_owned();
+
+    let path = "deadletters?endpoint=crm";
+    let page = wait_for("the dead letter", T, || async {
+        let (status, page) = setup.get_json(ADMIN, path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        (!page["items"].as_array()?.is_empty()).then_some(page)
+    })
+    .await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert!(page["next_cursor"].is_null(), "{page}");
+    let dead = &items[0];
+    assert_eq!(dead["endpoint"], "crm", "{dead}");
+    assert_eq!(dead["event"]["event_id"], event_id.as_str(), "{dead}");
+    assert_eq!(dead["event"]["event_type"], "invoice.paid", "{dead}");
+    assert_eq!(dead["event"]["data"]["invoice"]["id"], "inv-7", "{dead}");
+    assert_eq!(dead["event"]["data"]["invoice"]["amount"], 42, "{dead}");
+    assert_eq!(dead["attempts"], 1, "a 400 is not retried: {dead}");
+    assert_eq!(dead["last_status_code"], 400, "{dead}");
+    let reason = dead["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("400"),
+        "the reason names the answer: {dead}"
+    );
+    let history = dead["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{dead}");
+    assert_eq!(history[0]["attempt"], 1, "{dead}");
+    assert_eq!(history[0]["status_code"], 400, "{dead}");
+    assert_eq!(history[0]["event_id"], event_id.as_str(), "{dead}");
+    assert_eq!(history[0]["success"], false, "{dead}");
+
+    // The namespace-wide list has it too; another endpoint's list does not.
+    let (status, all) = setup.get_json(ADMIN, "deadletters").await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    let (status, other) = setup.get_json(ADMIN, "deadletters?endpoint=other").await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    assert_eq!(other["items"], json!([]), "{other}");
+    let series = format!(
+        "webhook_operator_dispatcher_dead_letters_total{{namespace=\"{}\",endpoint=\"crm\"}}",
+        setup.ns.name
+    );
+    assert_eq!(setup.metric(&series).await, 1.0, "{series}");
+    assert!(
+        setup.receiver.received().is_empty(),
+        "a 400 is not a delivery"
+    );
 }

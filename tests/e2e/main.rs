@@ -7,4 +7,5 @@ mod ingest;
 mod receiver;
 mod receivers;
 mod scaleout;
+mod shutdown;
 mod support;

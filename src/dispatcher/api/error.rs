@@ -44,6 +44,9 @@ pub enum ApiError {
     StoreUnavailable(String),
     #[error("authentication is unavailable ({0}); retry later")]
     AuthUnavailable(String),
+    /// The dispatcher has just started and its caches are not synced yet; nothing was stored.
+    #[error("{0}; nothing was stored")]
+    Starting(String),
     #[error("{0}")]
     EndpointNotReady(String),
     #[error("{0}")]
@@ -110,9 +113,9 @@ impl ApiError {
             ApiError::Saturated => StatusCode::TOO_MANY_REQUESTS,
             ApiError::EndpointNotReady(_) => StatusCode::CONFLICT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::StoreUnavailable(_) | ApiError::AuthUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::StoreUnavailable(_)
+            | ApiError::AuthUnavailable(_)
+            | ApiError::Starting(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::Saturated => "saturated",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::AuthUnavailable(_) => "auth_unavailable",
+            ApiError::Starting(_) => "starting",
             ApiError::EndpointNotReady(_) => "endpoint_not_ready",
             ApiError::Upstream(_) => "upstream_failed",
         }
@@ -160,9 +164,8 @@ impl From<PublishError> for ApiError {
                 ApiError::field("invalid_field", "data.event_type", error.to_string())
             }
             PublishError::Saturated => ApiError::Saturated,
-            PublishError::NotReady | PublishError::Draining => {
-                ApiError::StoreUnavailable(error.to_string())
-            }
+            PublishError::NotReady => ApiError::Starting(error.to_string()),
+            PublishError::Draining => ApiError::StoreUnavailable(error.to_string()),
             PublishError::Store(store) => store.into(),
         }
     }
@@ -197,7 +200,9 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SATURATED),
                 );
             }
-            ApiError::StoreUnavailable(_) | ApiError::AuthUnavailable(_) => {
+            ApiError::StoreUnavailable(_)
+            | ApiError::AuthUnavailable(_)
+            | ApiError::Starting(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_UNAVAILABLE),
@@ -249,6 +254,21 @@ mod tests {
         assert_eq!(conflict.body()["error"]["field"], "data.event_type");
         let saturated = ApiError::Saturated.into_response();
         assert_eq!(saturated.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn unsynced_caches_answer_503_starting() {
+        let starting = ApiError::from(PublishError::NotReady);
+        assert_eq!(starting.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = starting.body();
+        assert_eq!(body["error"]["code"], "starting", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("starting") && message.contains("not loaded"),
+            "{message}"
+        );
+        let response = starting.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
     }
 
     #[test]

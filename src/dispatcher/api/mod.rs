@@ -23,8 +23,8 @@
 //! (`data` defaults to `{}`; `data.event_type`, if given, must equal `type`). The answer comes
 //! only after the event and its deliveries are durably committed:
 //! `202 {"event_id": "evt_…", "deliveries": 2, "duplicate": false}`. The same `id` in the
-//! namespace within the store's idempotency window is the same event: `duplicate: true`, the
-//! first `event_id`, no new deliveries.
+//! namespace within the idempotency window (`--idempotency-window`, default 24 h) is the same
+//! event: `duplicate: true`, the first `event_id`, no new deliveries.
 //!
 //! `POST …/events:batch` with `{"events": [{type, data, id}, …]}` (1 to 1000 events): all are
 //! validated before any is stored (a 400 names the index, e.g. `events[3].type`), then stored in
@@ -68,7 +68,8 @@
 //! 404 (`not_found`: an endpoint not in the cache, a namespace this dispatcher does not watch, an
 //! unknown route), 405, 409 (`endpoint_not_ready`), 413 (`payload_too_large`, over
 //! `--max-body-bytes`), 429 (`saturated`, with `Retry-After`), 502, 503 (`store_unavailable`,
-//! `auth_unavailable`, with `Retry-After`). Nothing is stored for a refused request.
+//! `auth_unavailable`, or `starting`: the dispatcher has just started and its caches are not
+//! synced after a 5 s wait; with `Retry-After`). Nothing is stored for a refused request.
 //!
 //! Every response is counted in `webhook_operator_dispatcher_ingest_requests_total{code}`, and
 //! every request runs in a tracing span `api` (method, path, user, status).
@@ -84,6 +85,7 @@ use axum::routing::{get, post};
 use tracing::Instrument;
 
 use super::metrics::IngestLabels;
+use super::publish::{caches_synced, CACHE_WAIT};
 use super::Shared;
 
 pub mod auth;
@@ -95,9 +97,6 @@ pub mod test_endpoint;
 
 use error::ApiError;
 use review::Reviewer;
-
-/// How long a read waits for the caches to be synced before answering 503 (only at startup).
-const CACHE_WAIT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -120,14 +119,7 @@ impl ApiState {
     /// 404 unless the endpoint exists (in the dispatcher's cache).
     async fn endpoint_known(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
         self.served(namespace)?;
-        match tokio::time::timeout(CACHE_WAIT, self.shared.cache.wait_until_ready()).await {
-            Ok(Ok(())) => {}
-            _ => {
-                return Err(ApiError::StoreUnavailable(
-                    "the dispatcher's caches are not synced yet".into(),
-                ))
-            }
-        }
+        caches_synced(&self.shared.cache, CACHE_WAIT).await?;
         if self.shared.cache.endpoint(namespace, name).is_none() {
             return Err(ApiError::NotFound(format!(
                 "WebhookEndpoint `{name}` not found in namespace `{namespace}`"
