@@ -55,9 +55,11 @@ pub struct WebhookEndpointSpec {
     /// Static headers added to every request. Reserved headers (signature, event id, content
     /// type, user agent, host) cannot be set here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
     pub headers: BTreeMap<String, String>,
     /// Headers whose values come from Secret keys, e.g. an `Authorization` token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub headers_from: Vec<HeaderFromSecret>,
     /// How requests are signed.
     #[serde(default)]
