@@ -340,8 +340,10 @@ pub struct DeliveryStats {
     /// 95th percentile response time over the last hour, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p95_response_ms: Option<i64>,
-    /// 1 − the last day's error rate: the share of the last day's attempts that got a 2xx
-    /// (any other answer or a transport error counts as an error), e.g. `99.9%`.
+    /// Availability over the last day: the share of attempts the receiver answered without a
+    /// server-side failure (any status below 500 except 408; a 4xx is a failed delivery from a
+    /// receiver that is up), e.g. `99.9%`. Timeouts, refused connections and TLS errors count
+    /// as down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<String>,
     /// 0–100; see the README for the formula.

@@ -286,10 +286,7 @@ async fn write_endpoint(
             .last_hour
             .p95_latency_ms
             .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-        uptime: percent(stats.last_day.success_rate.map(|_| {
-            // 1 − the day's error rate: the share of the day's attempts that got a 2xx.
-            1.0 - stats.last_day.error_rate.unwrap_or(0.0)
-        })),
+        uptime: percent(stats.last_day.availability),
         health_score: Some(health_score(&stats, circuit_state, timeout)),
         current_rate_per_minute: snapshot.map(|s| s.rate_per_minute.round() as i64),
         last_delivery_time: stats.last_attempt_at.map(rfc3339),

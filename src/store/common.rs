@@ -204,6 +204,7 @@ pub fn p95_offset(n: i64) -> i64 {
 pub fn window_stats(
     attempts: u64,
     successes: u64,
+    available: u64,
     avg_latency_ms: Option<f64>,
     p95_latency_ms: Option<u64>,
 ) -> WindowStats {
@@ -214,6 +215,8 @@ pub fn window_stats(
         failures,
         success_rate: ratio(successes, attempts),
         error_rate: ratio(failures, attempts),
+        available,
+        availability: ratio(available, attempts),
         avg_latency_ms,
         p95_latency_ms,
     }

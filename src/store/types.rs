@@ -385,6 +385,11 @@ pub struct WindowStats {
     pub failures: u64,
     pub success_rate: Option<f64>,
     pub error_rate: Option<f64>,
+    /// Attempts the receiver answered without a server-side failure: a status below 500 other
+    /// than 408. A 4xx is a failed delivery but a receiver that is up.
+    pub available: u64,
+    /// available / attempts; `None` without attempts.
+    pub availability: Option<f64>,
     pub avg_latency_ms: Option<f64>,
     /// Nearest-rank 95th percentile.
     pub p95_latency_ms: Option<u64>,

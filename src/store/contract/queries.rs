@@ -112,7 +112,7 @@ pub async fn analytics_and_endpoint_stats<H: Harness>(harness: &H) -> Result<()>
         (20, 200, 200, NextStep::Delivered),
         (
             30,
-            500,
+            400,
             300,
             NextStep::DeadLetter {
                 reason: "permanent".into(),
@@ -209,6 +209,12 @@ pub async fn analytics_and_endpoint_stats<H: Harness>(harness: &H) -> Result<()>
     );
     assert_eq!(stats.last_day.success_rate, Some(0.6));
     assert_eq!(stats.last_day.error_rate, Some(0.4));
+    assert_eq!(
+        (stats.last_day.available, stats.last_day.availability),
+        (4, Some(0.8)),
+        "the 400 is a failure from a receiver that is up; the 503 is not"
+    );
+    assert_eq!(stats.last_hour.availability, Some(1.0));
     assert_eq!(stats.last_day.avg_latency_ms, Some(210.0));
     assert_eq!(
         stats.last_day.p95_latency_ms,

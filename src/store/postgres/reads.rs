@@ -183,8 +183,9 @@ async fn window(
     let params: [&(dyn ToSql + Sync); 4] = [&endpoint.namespace, &endpoint.name, &since, &now];
     let rows = query(
         tx,
-        "SELECT count(*), count(*) FILTER (WHERE success), avg(latency_ms)::float8, count(latency_ms) \
-         FROM attempts WHERE namespace = $1 AND endpoint = $2 AND at > $3 AND at <= $4",
+        "SELECT count(*), count(*) FILTER (WHERE success), \
+         count(*) FILTER (WHERE status_code < 500 AND status_code <> 408), \
+         avg(latency_ms)::float8, count(latency_ms) FROM attempts WHERE namespace = $1 AND endpoint = $2 AND at > $3 AND at <= $4",
         &params,
         "read window stats",
     )
@@ -192,8 +193,13 @@ async fn window(
     let row = rows.first().ok_or(crate::store::StoreError::Commit(
         "window stats returned no row".into(),
     ))?;
-    let (attempts, successes, avg, with_latency): (i64, i64, Option<f64>, i64) =
-        (get(row, 0)?, get(row, 1)?, get(row, 2)?, get(row, 3)?);
+    let (attempts, successes, available, avg, with_latency): (i64, i64, i64, Option<f64>, i64) = (
+        get(row, 0)?,
+        get(row, 1)?,
+        get(row, 2)?,
+        get(row, 3)?,
+        get(row, 4)?,
+    );
     let p95 = if with_latency > 0 {
         let offset = p95_offset(with_latency);
         let found = query(
@@ -214,6 +220,7 @@ async fn window(
     Ok(window_stats(
         unsigned(attempts),
         unsigned(successes),
+        unsigned(available),
         avg,
         p95,
     ))

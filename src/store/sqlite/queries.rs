@@ -161,14 +161,22 @@ pub fn analytics(conn: &Connection, query: &AnalyticsQuery) -> Result<Vec<Analyt
 
 /// Attempts of an endpoint with `since < at <= now`.
 fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Result<WindowStats> {
-    let (attempts, successes, avg_latency_ms, with_latency) = conn
+    let (attempts, successes, available, avg_latency_ms, with_latency) = conn
         .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(success), 0), AVG(latency_ms), COUNT(latency_ms) FROM attempts \
+            "SELECT COUNT(*), COALESCE(SUM(success), 0), \
+             COALESCE(SUM(status_code IS NOT NULL AND status_code < 500 AND status_code <> 408), 0), \
+             AVG(latency_ms), COUNT(latency_ms) FROM attempts \
              WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4",
         )
         .and_then(|mut s| {
             s.query_row(params![endpoint.namespace, endpoint.name, since, now], |r| {
-                Ok((unsigned(r.get(0)?), unsigned(r.get(1)?), r.get::<_, Option<f64>>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    unsigned(r.get(0)?),
+                    unsigned(r.get(1)?),
+                    unsigned(r.get(2)?),
+                    r.get::<_, Option<f64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })
         })
         .map_err(db("read window stats"))?;
@@ -189,6 +197,7 @@ fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Re
     Ok(window_stats(
         attempts,
         successes,
+        available,
         avg_latency_ms,
         p95_latency_ms,
     ))
