@@ -44,8 +44,9 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "exiting");
-            eprintln!("webhook-operator: {error:#}");
+            let message = describe(&error);
+            tracing::error!(error = %message, "exiting");
+            eprintln!("webhook-operator: {message}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -60,4 +61,38 @@ fn crdgen(out: &std::path::Path) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text its parent's message
+/// already includes (our errors often embed their source), so nothing is said twice.
+fn describe(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    let mut parent = message.clone();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !parent.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        parent = text;
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the file: {0}")]
+    struct Embeds(#[source] std::io::Error);
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let embedded = anyhow::Error::new(Embeds(io()));
+        assert_eq!(describe(&embedded), "reading the file: no such file");
+        let wrapped = anyhow::Error::new(io()).context("opening the store");
+        assert_eq!(describe(&wrapped), "opening the store: no such file");
+    }
 }

@@ -76,6 +76,10 @@ pub struct DispatcherConfig {
         value_delimiter = ','
     )]
     pub egress_deny: Vec<IpNet>,
+    /// A PEM file of CA certificates trusted for receivers in addition to the public roots
+    /// (in-cluster receivers whose certificate comes from a private CA).
+    #[arg(long, env = "RECEIVER_CA_FILE")]
+    pub receiver_ca_file: Option<std::path::PathBuf>,
     /// Delivery attempts in flight at most, over all endpoints.
     #[arg(long, default_value_t = 512)]
     pub concurrency: usize,

@@ -47,6 +47,12 @@ pub enum StartError {
     MissingDatabaseUrl,
     #[error("building the HTTP client: {0}")]
     Http(#[source] crate::delivery::client::ClientError),
+    #[error("reading --receiver-ca-file {path}: {source}")]
+    ReceiverCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("binding {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -88,12 +94,26 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         );
     }
 
+    let extra_roots_pem = match &config.receiver_ca_file {
+        Some(path) => {
+            Some(
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|source| StartError::ReceiverCa {
+                        path: path.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let http = DeliveryClient::new(ClientConfig {
         egress: EgressPolicy {
             allow_http: config.allow_plain_http,
             allow: config.egress_allow.clone(),
             deny: config.egress_deny.clone(),
         },
+        extra_roots_pem,
         ..ClientConfig::default()
     })
     .map_err(StartError::Http)?;

@@ -68,6 +68,9 @@ spec:
         {{- range $v.dispatcher.egress.denyCidrs }}
         - --egress-deny-cidr={{ . }}
         {{- end }}
+        {{- if $v.dispatcher.egress.receiverCA.configMap }}
+        - --receiver-ca-file=/etc/webhook-operator/receiver-ca/ca.crt
+        {{- end }}
         {{- if $v.allowPlainHttp }}
         - --allow-plain-http
         {{- end }}
@@ -120,6 +123,11 @@ spec:
           mountPath: /etc/webhook-operator/postgres-ca
           readOnly: true
         {{- end }}
+        {{- if $v.dispatcher.egress.receiverCA.configMap }}
+        - name: receiver-ca
+          mountPath: /etc/webhook-operator/receiver-ca
+          readOnly: true
+        {{- end }}
         - name: tmp
           mountPath: /tmp
   volumes:
@@ -129,6 +137,15 @@ spec:
     {{- if and (not $pg) (not $v.dispatcher.persistence.enabled) }}
     - name: store
       emptyDir: {}
+    {{- end }}
+    {{- with $v.dispatcher.egress.receiverCA.configMap }}
+    - name: receiver-ca
+      configMap:
+        name: {{ . }}
+        items:
+          - key: {{ $v.dispatcher.egress.receiverCA.key | default "ca.crt" }}
+            path: ca.crt
+        defaultMode: 0444
     {{- end }}
     {{- if and $pg $v.store.postgres.caSecret }}
     - name: postgres-ca
