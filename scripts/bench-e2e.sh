@@ -26,5 +26,6 @@ case " $* " in
 esac
 CP_DIR=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}
 
-exec target/release/examples/bench_e2e --kubeconfig "$CP_DIR/kubeconfig" \
-  --binary target/release/webhook-operator "$@"
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+exec "$TARGET_DIR"/release/examples/bench_e2e --kubeconfig "$CP_DIR/kubeconfig" \
+  --binary "$TARGET_DIR"/release/webhook-operator "$@"

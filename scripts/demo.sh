@@ -77,7 +77,8 @@ export KUBECONFIG=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}/kubeconfig
 
 echo "== building webhook-operator"
 step cargo build --quiet --bin webhook-operator --example receiver
-BIN=$ROOT/target/debug/webhook-operator
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/debug/webhook-operator
 
 echo "== installing the CRDs"
 # Client-side apply without client validation: a 1.20 API server does not know the CEL rules
@@ -116,7 +117,7 @@ wait_until 30 signing_secret || fail "the controller did not provision the signi
 
 echo "== starting the receiver (examples/receivers/rust, verifies every signature)"
 WEBHOOK_SECRET=$SECRET PORT=$RECEIVER_PORT RECEIVED_LOG=$WORK/received.jsonl \
-  "$ROOT/target/debug/examples/receiver" > "$WORK/receiver.log" 2>&1 & PIDS+=($!)
+  "$TARGET_DIR/debug/examples/receiver" > "$WORK/receiver.log" 2>&1 & PIDS+=($!)
 wait_until 30 curl -sf "127.0.0.1:$RECEIVER_PORT/healthz" -o /dev/null \
   || { cat "$WORK/receiver.log" >&2; fail "the receiver did not start"; }
 
