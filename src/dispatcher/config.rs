@@ -105,6 +105,12 @@ pub struct DispatcherConfig {
     /// repeat within it gets the first event back and no new deliveries.
     #[arg(long, env = "IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = window)]
     pub idempotency_window: Duration,
+    /// New events that may wait for the store's writer. Beyond it the ingest API answers 429
+    /// with `Retry-After` and stores nothing (backpressure, never a silent loss); WebhookEvents
+    /// are retried from the watch. Attempt results always wait: they are never refused.
+    #[arg(long, env = "STORE_QUEUE_CAPACITY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub store_queue_capacity: u32,
     /// Seconds attempts in flight at SIGTERM get to finish before the process exits; those cut
     /// short are made again after the restart. Keep it below the pod's
     /// terminationGracePeriodSeconds.
@@ -172,6 +178,7 @@ mod tests {
         let cli = Cli::try_parse_from(["dispatcher"]).unwrap();
         assert_eq!(cli.config.idempotency_window, Duration::from_secs(86_400));
         assert_eq!(cli.config.shutdown_timeout_seconds, 30);
+        assert_eq!(cli.config.store_queue_capacity, 10_000);
         let cli = Cli::try_parse_from(["dispatcher", "--idempotency-window", "2h"]).unwrap();
         assert_eq!(cli.config.idempotency_window, Duration::from_secs(7_200));
         assert!(Cli::try_parse_from(["dispatcher", "--idempotency-window", "soon"]).is_err());

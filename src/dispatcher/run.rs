@@ -331,6 +331,7 @@ async fn open_store(
             let mut store_config = SqliteConfig::new(config.store_path.clone());
             store_config.on_commit = Some(on_commit);
             store_config.idempotency_window = config.idempotency_window;
+            store_config.queue_capacity = config.store_queue_capacity as usize;
             let store = SqliteStore::open(store_config).await.map_err(failed)?;
             Ok(Arc::new(store))
         }
@@ -345,6 +346,7 @@ async fn open_store(
             store_config.pool_size = config.database_pool_size.max(2);
             store_config.on_commit = Some(on_commit);
             store_config.idempotency_window = config.idempotency_window;
+            store_config.queue_capacity = config.store_queue_capacity as usize;
             let store = PostgresStore::open(store_config).await.map_err(failed)?;
             Ok(Arc::new(store))
         }

@@ -62,6 +62,7 @@ spec:
         - --retention-days={{ $v.dispatcher.retentionDays }}
         - --status-interval-seconds={{ $v.dispatcher.statusIntervalSeconds }}
         - --auth-cache-seconds={{ $v.dispatcher.authCacheSeconds }}
+        - --store-queue-capacity={{ $v.dispatcher.storeQueueCapacity }}
         {{- range $v.dispatcher.egress.allowCidrs }}
         - --egress-allow-cidr={{ . }}
         {{- end }}
