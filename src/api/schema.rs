@@ -3,11 +3,15 @@ use schemars::{json_schema, Schema, SchemaGenerator};
 
 use super::duration::DURATION_PATTERN;
 
+// Every string a CEL rule reads has a maximum length: an API server (1.25+) estimates a rule's
+// cost from the largest value it may see, and refuses the CRD when that exceeds its budget.
+
 /// A Go-style duration string such as `1s`, `5m` or `1h30m`.
 pub fn duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "pattern": DURATION_PATTERN,
+        "maxLength": 32,
     })
 }
 
@@ -16,6 +20,7 @@ pub fn date_time(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "format": "date-time",
+        "maxLength": 64,
     })
 }
 
@@ -24,6 +29,7 @@ pub fn optional_date_time(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "format": "date-time",
+        "maxLength": 64,
         "nullable": true,
     })
 }
