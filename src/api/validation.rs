@@ -17,10 +17,6 @@ use super::subscription::WebhookSubscriptionSpec;
 
 pub mod reserved_headers;
 
-/// Header names endpoints may not set (see [`reserved_headers`]); kept under these names for the
-/// CRD's CEL rule.
-pub use reserved_headers::{NAMES as RESERVED_HEADERS, PREFIXES as RESERVED_HEADER_PREFIXES};
-
 /// One problem in a spec: the field's path and what is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {

@@ -16,7 +16,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::cache::{NotReady, PolicyCache};
 use super::gate::Gate;
-use super::metrics::{DeliveryLabels, EndpointLabels};
+use super::metrics::EndpointLabels;
 use super::Shared;
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::circuit::{CircuitState, Permit};
@@ -745,19 +745,8 @@ async fn attempt(
 }
 
 fn observe(shared: &Shared, endpoint: &EndpointRef, result: &HttpResult, outcome: &Outcome) {
-    let labels = EndpointLabels {
-        namespace: endpoint.namespace.clone(),
-        endpoint: endpoint.name.clone(),
-    };
-    shared
-        .metrics
-        .deliveries
-        .get_or_create(&DeliveryLabels {
-            namespace: endpoint.namespace.clone(),
-            endpoint: endpoint.name.clone(),
-            outcome: outcome.as_str(),
-        })
-        .inc();
+    let labels = EndpointLabels::of(endpoint);
+    shared.metrics.count_delivery(endpoint, outcome.as_str());
     shared
         .metrics
         .attempt_latency
@@ -768,7 +757,7 @@ fn observe(shared: &Shared, endpoint: &EndpointRef, result: &HttpResult, outcome
             shared.metrics.retries.get_or_create(&labels).inc();
         }
         Outcome::DeadLetter { .. } | Outcome::Blocked { .. } => {
-            shared.metrics.dead_letters.get_or_create(&labels).inc();
+            shared.metrics.count_dead_letter(endpoint);
         }
         Outcome::Delivered { .. } => {}
     }
@@ -788,10 +777,7 @@ async fn circuit_changed(
     shared
         .metrics
         .circuit_state
-        .get_or_create(&EndpointLabels {
-            namespace: endpoint.namespace.clone(),
-            endpoint: endpoint.name.clone(),
-        })
+        .get_or_create(&EndpointLabels::of(endpoint))
         .set(value);
     super::status::circuit_event(shared, endpoint, to, result).await;
     shared.dirty.endpoint(endpoint);

@@ -15,7 +15,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::publish::{publish, PublishError, PublishRequest};
-use super::status::event::{apply_event_status, invalid_event_status};
+use super::status::event::{apply_event_status, conditions_json, invalid_event_status};
 use super::status::FIELD_MANAGER;
 use super::Shared;
 use crate::api::conditions::{DesiredCondition, COMPLETE};
@@ -28,13 +28,7 @@ use crate::store::{EndpointRef, EventSource, FinalOutcome, ReplayFilter, ReplayR
 use crate::api::time::rfc3339;
 
 fn condition_json(desired: &DesiredCondition) -> serde_json::Value {
-    let merged = crate::api::conditions::merge(
-        &[],
-        std::slice::from_ref(desired),
-        None,
-        &rfc3339(Timestamp::now()),
-    );
-    json!(merged)
+    conditions_json(desired, &rfc3339(Timestamp::now()))
 }
 
 /// Publishes every WebhookEvent not yet accepted by this process (the store deduplicates by UID

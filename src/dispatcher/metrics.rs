@@ -26,6 +26,15 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+impl EndpointLabels {
+    pub fn of(endpoint: &EndpointRef) -> Self {
+        Self {
+            namespace: endpoint.namespace.clone(),
+            endpoint: endpoint.name.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
     /// The HTTP status code class and code, e.g. 202, 400.
@@ -118,23 +127,30 @@ impl Metrics {
         metrics
     }
 
-    /// Counts a delivery dead-lettered without an attempt (its endpoint deleted, its request
-    /// impossible to build) exactly as one dead-lettered after an attempt: in `deliveries`
-    /// with outcome `dead_letter` and in `dead_letters`.
-    pub fn dead_lettered_without_attempt(&self, endpoint: &EndpointRef) {
+    /// Counts an outcome (`delivered`, `retry`, `dead_letter`, `blocked`) in `deliveries`.
+    pub fn count_delivery(&self, endpoint: &EndpointRef, outcome: &'static str) {
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 namespace: endpoint.namespace.clone(),
                 endpoint: endpoint.name.clone(),
-                outcome: DEAD_LETTER,
+                outcome,
             })
             .inc();
+    }
+
+    /// Counts a dead letter in `dead_letters`.
+    pub fn count_dead_letter(&self, endpoint: &EndpointRef) {
         self.dead_letters
-            .get_or_create(&EndpointLabels {
-                namespace: endpoint.namespace.clone(),
-                endpoint: endpoint.name.clone(),
-            })
+            .get_or_create(&EndpointLabels::of(endpoint))
             .inc();
+    }
+
+    /// Counts a delivery dead-lettered without an attempt (its endpoint deleted, its request
+    /// impossible to build) exactly as one dead-lettered after an attempt: in `deliveries`
+    /// with outcome `dead_letter` and in `dead_letters`.
+    pub fn dead_lettered_without_attempt(&self, endpoint: &EndpointRef) {
+        self.count_delivery(endpoint, DEAD_LETTER);
+        self.count_dead_letter(endpoint);
     }
 }
 

@@ -260,10 +260,10 @@ fn forget_unowned(shared: &Shared) {
         .gates
         .forget_unless(|e| shared.ownership.owns_endpoint(e))
     {
-        shared.metrics.circuit_state.remove(&EndpointLabels {
-            namespace: endpoint.namespace,
-            endpoint: endpoint.name,
-        });
+        shared
+            .metrics
+            .circuit_state
+            .remove(&EndpointLabels::of(&endpoint));
     }
 }
 

@@ -71,6 +71,16 @@ pub fn phase_label_patch(
         .then(|| json!({"metadata": {"labels": {PHASE_LABEL: name}}}))
 }
 
+/// The `conditions` of a status the dispatcher writes whole: `desired`, set at `now`.
+pub fn conditions_json(desired: &DesiredCondition, now: &str) -> Value {
+    json!(conditions::merge(
+        &[],
+        std::slice::from_ref(desired),
+        None,
+        now
+    ))
+}
+
 /// The status of a WebhookEvent refused for an invalid spec: Failed, finished `now` (so its TTL
 /// applies), with a Ready condition saying why.
 pub fn invalid_event_status(errors: &str, now: Timestamp) -> Value {
@@ -84,7 +94,7 @@ pub fn invalid_event_status(errors: &str, now: Timestamp) -> Value {
     json!({
         "phase": phase_name(EventPhase::Failed),
         "finishedTime": now,
-        "conditions": conditions::merge(&[], std::slice::from_ref(&ready), None, &now),
+        "conditions": conditions_json(&ready, &now),
     })
 }
 
