@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use webhook_operator::api::conditions::{self, READY};
@@ -50,17 +50,8 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 
 /// Reasons of the Kubernetes Events published about endpoint `name` so far.
 async fn event_reasons(ns: &TestNamespace, name: &str) -> Option<Vec<String>> {
-    let list = ns.api::<Event>().list(&Default::default()).await.ok()?;
-    let reasons = list
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some("WebhookEndpoint")
-                && e.involved_object.name.as_deref() == Some(name)
-        })
-        .filter_map(|e| e.reason)
-        .collect();
-    Some(reasons)
+    let events = ns.endpoint_events(name).await.ok()?;
+    Some(events.into_iter().filter_map(|e| e.reason).collect())
 }
 
 /// Waits until Kubernetes Events with each of `reasons` were published about endpoint `name`.

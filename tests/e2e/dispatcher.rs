@@ -144,24 +144,42 @@ impl Setup {
         .await
     }
 
+    /// Creates WebhookReplay `name` of `endpoint`'s deliveries since 2020 with the given
+    /// outcomes, and waits for it to complete; its status.
+    pub async fn replay(
+        &self,
+        name: &str,
+        endpoint: &str,
+        outcomes: &[&str],
+    ) -> webhook_operator::api::replay::WebhookReplayStatus {
+        let replay: WebhookReplay = serde_json::from_value(json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookReplay",
+            "metadata": {"name": name},
+            "spec": {"endpointRef": {"name": endpoint}, "from": "2020-01-01T00:00:00Z", "outcomes": outcomes}
+        }))
+        .unwrap();
+        let replays = self.ns.api::<WebhookReplay>();
+        replays
+            .create(&PostParams::default(), &replay)
+            .await
+            .unwrap();
+        wait_for(&format!("replay {name} to complete"), T, || async {
+            let status = replays.get(name).await.ok()?.status?;
+            (status.phase? == ReplayPhase::Complete).then_some(status)
+        })
+        .await
+    }
+
     async fn endpoint_status(&self, name: &str) -> WebhookEndpoint {
         self.ns.api::<WebhookEndpoint>().get(name).await.unwrap()
     }
 
-    /// The Kubernetes Events with `reason` about the WebhookEndpoint `name`. The dispatcher's
-    /// recorder (kube-runtime) writes events.k8s.io/v1 Events naming it in `regarding`.
+    /// The Kubernetes Events with `reason` about the WebhookEndpoint `name`.
     async fn endpoint_events(&self, name: &str, reason: &str) -> Vec<K8sEvent> {
-        let events = self.ns.api::<K8sEvent>().list(&ListParams::default()).await;
+        let events = self.ns.endpoint_events(name).await.unwrap_or_default();
         events
-            .map(|list| list.items)
-            .unwrap_or_default()
             .into_iter()
             .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter(|e| {
-                e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("WebhookEndpoint") && r.name.as_deref() == Some(name)
-                })
-            })
             .collect()
     }
 
@@ -330,29 +348,7 @@ async fn dead_letters_are_replayed_by_a_webhook_replay() {
     .await;
 
     receiver.set_behavior(Behavior::Ok);
-    let replay: WebhookReplay = serde_json::from_value(json!({
-        "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookReplay",
-        "metadata": {"name": "redo"},
-        "spec": {"endpointRef": {"name": "strict"}, "from": "2020-01-01T00:00:00Z", "outcomes": ["DeadLettered"]}
-    }))
-    .unwrap();
-    setup
-        .ns
-        .api::<WebhookReplay>()
-        .create(&PostParams::default(), &replay)
-        .await
-        .unwrap();
-    let done = wait_for("the replay to complete", T, || async {
-        let status = setup
-            .ns
-            .api::<WebhookReplay>()
-            .get("redo")
-            .await
-            .ok()?
-            .status?;
-        (status.phase? == ReplayPhase::Complete).then_some(status)
-    })
-    .await;
+    let done = setup.replay("redo", "strict", &["DeadLettered"]).await;
     assert_eq!((done.matched, done.redelivered, done.failed), (1, 1, 0));
     assert!(conditions::is_true(&done.conditions, "Complete"));
     let received = receiver.received();

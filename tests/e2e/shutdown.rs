@@ -3,7 +3,7 @@
 //! process exits (0), nothing new starts, and after a restart every accepted event is delivered
 //! exactly once.
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,15 +44,6 @@ async fn publish_until_refused(
         let id = body["event_id"].as_str().expect("an event_id").to_owned();
         accepted.lock().unwrap().push(id);
     }
-}
-
-/// Sends SIGTERM (a graceful stop, as the kubelet does).
-fn sigterm(process: &Process) {
-    let status = Command::new("kill")
-        .args(["-TERM", &process.child.id().to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -TERM failed");
 }
 
 /// Waits (bounded) for the process to exit; its exit status.
@@ -118,7 +109,7 @@ async fn sigterm_finishes_attempts_in_flight_and_resends_nothing() {
     })
     .await;
 
-    sigterm(&first);
+    assert!(first.sigterm(), "kill -TERM failed");
     // Not ready (or no longer listening) once the shutdown began; the stop is seen by then.
     let readyz = format!("http://{metrics}/readyz");
     wait_for("/readyz to stop answering 200", T, || async {

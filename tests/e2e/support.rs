@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -111,6 +112,22 @@ impl TestNamespace {
             String::from_utf8(bytes).ok()
         })
         .await
+    }
+
+    /// The Kubernetes Events about the WebhookEndpoint `name`: events.k8s.io/v1, as the
+    /// controller's and the dispatcher's recorder (kube-runtime) write them, naming it in
+    /// `regarding`.
+    pub async fn endpoint_events(&self, name: &str) -> kube::Result<Vec<EventV1>> {
+        let list = self.api::<EventV1>().list(&Default::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("WebhookEndpoint") && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect())
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -254,11 +271,18 @@ impl Process {
         false
     }
 
-    /// SIGTERM: a graceful stop.
-    pub fn terminate(&mut self) {
-        let _ = Command::new("kill")
+    /// Sends SIGTERM (a graceful stop, as the kubelet does) without waiting; whether `kill`
+    /// succeeded.
+    pub fn sigterm(&self) -> bool {
+        Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
-            .status();
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// SIGTERM and up to 10 s for the process to exit, then SIGKILL.
+    pub fn terminate(&mut self) {
+        self.sigterm();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
