@@ -208,17 +208,18 @@ impl Elector {
     }
 }
 
+/// Lease fixtures for the tests of everything built on Leases (here and the partition planner).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    const D: Duration = Duration::from_secs(15);
-
-    fn t(secs: i64) -> Timestamp {
+    /// A fixed instant plus `secs` seconds.
+    pub fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + secs).unwrap()
     }
 
-    fn held_by(holder: &str, renewed: i64) -> LeaseSpec {
+    /// A 15-second Lease held by `holder`, last renewed at `t(renewed)`, taken over 3 times.
+    pub fn held_by(holder: &str, renewed: i64) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             renew_time: Some(MicroTime(t(renewed))),
@@ -227,6 +228,14 @@ mod tests {
             ..Default::default()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{held_by, t};
+    use super::*;
+
+    const D: Duration = Duration::from_secs(15);
 
     #[test]
     fn only_the_holder_gives_a_lease_up() {

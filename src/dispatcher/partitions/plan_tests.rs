@@ -1,5 +1,5 @@
 use super::*;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use crate::runtime::lease::fixtures::{held_by as lease, t};
 use proptest::prelude::*;
 
 const TIMINGS: Timings = Timings {
@@ -7,19 +7,6 @@ const TIMINGS: Timings = Timings {
     renew_after: Duration::from_secs(5),
     margin: Duration::from_secs(3),
 };
-
-fn t(secs: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + secs).unwrap()
-}
-
-fn lease(holder: &str, renewed: i64) -> LeaseSpec {
-    LeaseSpec {
-        holder_identity: Some(holder.into()),
-        renew_time: Some(MicroTime(t(renewed))),
-        lease_duration_seconds: Some(15),
-        ..Default::default()
-    }
-}
 
 fn set(items: &[u32]) -> BTreeSet<u32> {
     items.iter().copied().collect()
