@@ -61,20 +61,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims due deliveries: Pending with `next_attempt_at <= now`, or InFlight with an expired
     /// lease. Oldest due first. They become InFlight, owned by `owner` until `now + lease`.
-    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>>;
+    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
+        self.claim_due_capped(request, EndpointCaps::new()).await
+    }
 
     /// [`Store::claim_due`] with per-endpoint caps below `per_endpoint_limit` (applied only when
     /// `per_endpoint_limit` is set), so a claimer does not take deliveries of an endpoint that
-    /// cannot send them now. A backend may ignore the caps (the default does): the caller still
-    /// copes with deliveries it cannot send (it gives them back with [`Store::defer`]).
+    /// cannot send them now; the caller still copes with deliveries it cannot send (it gives them
+    /// back with [`Store::defer`]).
     async fn claim_due_capped(
         &self,
         request: ClaimRequest,
         caps: EndpointCaps,
-    ) -> Result<Vec<ClaimedDelivery>> {
-        let _ = caps;
-        self.claim_due(request).await
-    }
+    ) -> Result<Vec<ClaimedDelivery>>;
 
     /// Gives claimed deliveries back without logging an attempt (the endpoint's circuit is open,
     /// its rate limit or concurrency is exhausted): due again at `until`, Held if the endpoint is

@@ -283,10 +283,6 @@ impl Store for PostgresStore {
         self.writer.enqueue(requests).await
     }
 
-    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
-        self.claim_due_capped(request, EndpointCaps::new()).await
-    }
-
     async fn claim_due_capped(
         &self,
         request: ClaimRequest,

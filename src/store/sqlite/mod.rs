@@ -203,11 +203,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>> {
-        self.write(move |conn| writes::claim(conn, &request, &EndpointCaps::new()))
-            .await
-    }
-
     async fn claim_due_capped(
         &self,
         request: ClaimRequest,
