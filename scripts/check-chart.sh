@@ -26,7 +26,8 @@ CHART=charts/webhook-operator
 # Kubernetes version for the offline renderings and schemas (kubernetes-validate bundles 1.25+).
 OFFLINE_KUBE_VERSION=${CHART_CHECK_KUBE_VERSION:-1.33.0}
 # The local control plane's version: renderings for the server dry run target it.
-SERVER_KUBE_VERSION=1.20.2
+. scripts/kube-versions.sh
+SERVER_KUBE_VERSION=$KUBE_CURRENT
 RELEASE=webhook-operator
 NS_DEFAULT=webhook-operator-system
 
@@ -212,11 +213,11 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   echo "== local control plane"
   if scripts/control-plane.sh start >"$OUT/cp.log" 2>&1; then
     tail -1 "$OUT/cp.log"
-    export KUBECONFIG=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}/kubeconfig
+    eval "$(scripts/control-plane.sh env)"  # KUBECONFIG, and kubectl of the same release first on PATH
     K=(kubectl --request-timeout=30s)
     # A 1.20 API server rejects x-kubernetes-validations under server-side apply and under
     # kubectl's client-side validation: client-side apply without validation.
-    step "install CRDs (kubectl apply --validate=false -f crds/)" "${K[@]}" apply --validate=false -f crds/
+    step "install CRDs (kubectl apply -f crds/)" "${K[@]}" apply -f crds/
     step "CRDs established" "${K[@]}" wait --for=condition=Established --timeout=60s -f crds/
     created_ns=()
     for set in "${VALUE_SETS[@]}"; do
@@ -225,8 +226,8 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
         "${K[@]}" create namespace "$ns" >/dev/null && created_ns+=("$ns")
       fi
       if [ -s "$OUT/$name.server.yaml" ]; then
-        step "kubectl apply --dry-run=server (chart, $name values, kube $SERVER_KUBE_VERSION)" \
-          "${K[@]}" apply --dry-run=server -f "$OUT/$name.server.yaml"
+        step "kubectl apply --dry-run=server --validate=strict (chart, $name values, kube $SERVER_KUBE_VERSION)" \
+          "${K[@]}" apply --dry-run=server --validate=strict -f "$OUT/$name.server.yaml"
       else
         fail "render for the server dry run ($name values)"
       fi
@@ -241,7 +242,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
                '^ +namespace: *[a-z0-9-]+' examples | awk '{print $2}' | sort -u)
     step "examples: namespace applied" "${K[@]}" apply -f examples/00-namespace.yaml
     while IFS= read -r f; do
-      step "kubectl apply --dry-run=server -f $f" "${K[@]}" apply --dry-run=server -f "$f"
+      step "kubectl apply --dry-run=server --validate=strict -f $f" "${K[@]}" apply --dry-run=server --validate=strict -f "$f"
     done < <(find examples -type d -name node_modules -prune -o -type f \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
     for ns in "${created_ns[@]}"; do "${K[@]}" delete namespace "$ns" --wait=false >/dev/null 2>&1 || true; done
   else

@@ -77,8 +77,8 @@ echo "== prerequisites"
 HELM=$(scripts/install-helm.sh)
 [ -x "$BIN" ] || cargo build --bin webhook-operator
 if scripts/control-plane.sh start | tee "$WORK/cp.txt" | grep -q "already running"; then :; else STARTED_CP=1; fi
-export KUBECONFIG=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}/kubeconfig
-kubectl apply --validate=false -f crds/ >"$WORK/crds.log" 2>&1 || { cat "$WORK/crds.log" >&2; exit 1; }
+eval "$(scripts/control-plane.sh env)"  # KUBECONFIG, and kubectl of the same release first on PATH
+kubectl apply --server-side --force-conflicts -f crds/ >"$WORK/crds.log" 2>&1 || { cat "$WORK/crds.log" >&2; exit 1; }
 kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 
 # render FILE HELM-ARGS...: the chart's RBAC objects (ServiceAccounts, (Cluster)Roles, bindings)
@@ -249,7 +249,7 @@ wait_for "controller holds the Lease $NS/webhook-operator-controller" 30 \
   sh -c "kubectl -n $NS get lease webhook-operator-controller -o jsonpath='{.spec.holderIdentity}' | grep -qx rbac-check"
 
 echo "== endpoint, subscription, events"
-kubectl apply --validate=false -f - <<EOF | sed 's/^/   /'
+kubectl apply -f - <<EOF | sed 's/^/   /'
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookEndpoint
 metadata: {name: receiver, namespace: $TENANT, labels: {team: rbac}}
@@ -270,7 +270,7 @@ wait_for "subscription Ready=True, resolved to the endpoint" 30 sh -c \
   "kubectl -n $TENANT get whsub everything -o jsonpath='{.status.endpoints}' | grep -q receiver"
 wait_for "delivery-policy ConfigMap applied (server-side apply: verbs create, patch)" 20 sh -c \
   "kubectl -n $TENANT get configmap -l webhooks.pitchey.io/endpoint -o name | grep -q ."
-kubectl apply --validate=false -f - <<EOF | sed 's/^/   /'
+kubectl apply -f - <<EOF | sed 's/^/   /'
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookEvent
 metadata: {name: as-resource, namespace: $TENANT}
@@ -299,7 +299,7 @@ wait_for "signing Secret rotated (replace: verb update)" 20 sh -c \
   "[ \"\$(kubectl -n $TENANT get secret receiver-signing -o jsonpath='{.metadata.resourceVersion}')\" != '$before' ]"
 wait_for "test delivery recorded in the endpoint's status" 20 sh -c \
   "kubectl -n $TENANT get whep receiver -o jsonpath='{.status.lastTest.nonce}' | grep -qx rbac-check"
-kubectl apply --validate=false -f - <<EOF | sed 's/^/   /'
+kubectl apply -f - <<EOF | sed 's/^/   /'
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookReplay
 metadata: {name: replay, namespace: $TENANT}
@@ -328,7 +328,7 @@ echo "== failures the alerts are about: a dead letter, an open circuit, a reconc
 # a type the controller cannot replace (422, immutable: a reconcile error that is not a 403).
 kubectl -n "$TENANT" create secret generic broken-signing --type=kubernetes.io/basic-auth \
   --from-literal=username=x >/dev/null
-kubectl apply --validate=false -f - <<EOF | sed 's/^/   /'
+kubectl apply -f - <<EOF | sed 's/^/   /'
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookEndpoint
 metadata: {name: failing, namespace: $TENANT}
@@ -352,7 +352,7 @@ spec:
 EOF
 wait_for "subscription failures resolved to the endpoint" 30 sh -c \
   "kubectl -n $TENANT get whsub failures -o jsonpath='{.status.endpoints}' | grep -q failing"
-kubectl apply --validate=false -f - <<EOF | sed 's/^/   /'
+kubectl apply -f - <<EOF | sed 's/^/   /'
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookEvent
 metadata: {name: to-fail, namespace: $TENANT}
@@ -379,6 +379,31 @@ for p in controller dispatcher; do
     ok "$p: no forbidden/403 in $(wc -l <"$WORK/$p.log") log lines"
   fi
 done
+
+# After the log check: these requests are refused on purpose.
+echo "== README's troubleshooting path: kubectl create token, then the dispatcher's read API"
+kubectl -n "$TENANT" create serviceaccount webhook-debug >/dev/null
+kubectl -n "$TENANT" create serviceaccount webhook-stranger >/dev/null
+kubectl -n "$TENANT" create rolebinding webhook-debug --clusterrole="$RELEASE-view" \
+  --serviceaccount="$TENANT:webhook-debug" >/dev/null
+TOKEN=$(kubectl -n "$TENANT" create token webhook-debug)
+STRANGER=$(kubectl -n "$TENANT" create token webhook-stranger)
+history() { # TOKEN: prints the HTTP code of the endpoint's delivery history
+  curl -s -o "$WORK/history.json" -w '%{http_code}' -H "Authorization: Bearer $1" \
+    "http://127.0.0.1:$INGEST_PORT/v1/namespaces/$TENANT/endpoints/receiver/deliveries?limit=50"
+}
+code=$(history "$TOKEN")
+if [ "$code" = 200 ] && grep -q '"status_code":200' "$WORK/history.json"; then
+  ok "a token from kubectl create token, bound to $RELEASE-view, reads the delivery history"
+else
+  fail "kubectl create token + $RELEASE-view: expected 200 with deliveries, got $code: $(head -c 300 "$WORK/history.json")"
+fi
+code=$(history "$STRANGER")
+[ "$code" = 403 ] && ok "a ServiceAccount token without the binding gets 403" \
+  || fail "a token without the binding: expected 403, got $code"
+code=$(history "$(kubectl -n "$TENANT" create token webhook-debug --audience not-this-api)")
+[ "$code" = 401 ] && ok "a token minted for another audience gets 401" \
+  || fail "a token for another audience: expected 401, got $code"
 
 echo "== the PrometheusRule's metrics exist"
 curl -sf "127.0.0.1:$DMETRICS_PORT/metrics" >"$WORK/metrics.txt" || fail "scrape the dispatcher"

@@ -2,14 +2,20 @@
 # Starts (or reuses) a local Kubernetes control plane on loopback: etcd + kube-apiserver +
 # kube-controller-manager (garbage collector and namespace controller, so ownerReferences cascade;
 # client QPS raised so deleting a 10,000-endpoint benchmark namespace does not delay other tests' GC).
+# The release is scripts/kube-versions.sh's KUBE_CURRENT unless KUBE_VERSION says otherwise; its
+# binaries (kubectl of the same release included) are built once by scripts/build-control-plane.sh.
 #   scripts/control-plane.sh start   # builds the binaries once (cached), starts, prints the kubeconfig path
 #   scripts/control-plane.sh stop
-#   scripts/control-plane.sh env     # prints `export KUBECONFIG=…`
+#   scripts/control-plane.sh env     # prints `export KUBECONFIG=… PATH=<that release's kubectl>:$PATH`
+#   scripts/control-plane.sh bin     # prints the directory holding kubectl and the servers
 # State lives in $WO_CONTROL_PLANE_DIR (default /tmp/webhook-operator-cp).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/kube-versions.sh
+. "$HERE/kube-versions.sh"
+VERSION=${KUBE_VERSION:-$KUBE_CURRENT}
 D=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}
-BIN=${KUBE_CP_CACHE:-$HOME/.cache/webhook-operator/kube-1.20.2}/bin
+BIN=${KUBE_CP_CACHE_ROOT:-$HOME/.cache/webhook-operator}/kube-v$VERSION/bin
 ETCD_PORT=${WO_ETCD_PORT:-23790}
 API_PORT=${WO_APISERVER_PORT:-16443}
 KC=$D/kubeconfig
@@ -21,8 +27,15 @@ start() {
   # Parallel test processes may all call start: one starts, the others wait and reuse it.
   # The lock is released when this script exits: the servers below must not inherit it (9>&-).
   exec 9>"$D/.lock"; flock 9
-  if [ -f "$KC" ] && ready; then echo "control plane already running; KUBECONFIG=$KC"; return 0; fi
-  "$HERE/build-control-plane.sh" >&2
+  if [ -f "$KC" ] && ready; then
+    running=$(curl -skf -m 2 -H "Authorization: Bearer test-admin-token" "https://127.0.0.1:$API_PORT/version" \
+      | sed -n 's/.*"gitVersion": "v\([^"]*\)".*/\1/p')
+    if [ "$running" = "$VERSION" ]; then echo "control plane already running; KUBECONFIG=$KC"; return 0; fi
+    echo "a control plane v$running is running on port $API_PORT, not v$VERSION: stop it ($0 stop)," \
+      "or give this one its own WO_CONTROL_PLANE_DIR, WO_APISERVER_PORT and WO_ETCD_PORT" >&2
+    exit 1
+  fi
+  KUBE_VERSION=$VERSION "$HERE/build-control-plane.sh" >/dev/null
   stop >/dev/null 2>&1 || true
   [ -f "$D/sa.key" ] || openssl genrsa -out "$D/sa.key" 2048 2>/dev/null
   openssl rsa -in "$D/sa.key" -pubout -out "$D/sa.pub" 2>/dev/null
@@ -33,7 +46,7 @@ test-publisher-token,publisher,publisher,"publishers"
 test-nobody-token,nobody,nobody,"nobodies"
 TOKENS
   rm -rf "$D/etcd"
-  nohup etcd --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  nohup "$BIN/etcd" --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
     --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 10))" --unsafe-no-fsync > "$D/etcd.log" 2>&1 9>&- &
@@ -42,7 +55,8 @@ TOKENS
     --advertise-address=127.0.0.1 --secure-port="$API_PORT" --cert-dir="$D/certs" --token-auth-file="$D/tokens.csv" \
     --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount > "$D/apiserver.log" 2>&1 9>&- &
+    --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount \
+    --endpoint-reconciler-type=none > "$D/apiserver.log" 2>&1 9>&- &
   echo $! > "$D/apiserver.pid"
   cat > "$KC" <<KUBECONFIG
 apiVersion: v1
@@ -52,13 +66,14 @@ users: [{name: admin, user: {token: test-admin-token}}]
 contexts: [{name: local, context: {cluster: local, user: admin, namespace: default}}]
 current-context: local
 KUBECONFIG
-  for _ in $(seq 1 60); do ready && break; sleep 1; done
+  # --endpoint-reconciler-type=none: the `kubernetes` Service's endpoints may not be on loopback.
+  for _ in $(seq 1 60); do ready && break; kill -0 "$(cat "$D/apiserver.pid")" 2>/dev/null || break; sleep 1; done
   ready || { echo "kube-apiserver did not become ready; last log lines:" >&2; tail -20 "$D/apiserver.log" >&2; exit 1; }
   nohup "$BIN/kube-controller-manager" --kubeconfig="$KC" --authentication-kubeconfig="$KC" \
-    --authorization-kubeconfig="$KC" --controllers=garbagecollector,namespace --leader-elect=false --kube-api-qps=200 --kube-api-burst=400 \
-    --bind-address=127.0.0.1 --secure-port=10257 --port=0 > "$D/kcm.log" 2>&1 9>&- &
+    --authorization-kubeconfig="$KC" --controllers=garbage-collector-controller,namespace-controller --leader-elect=false \
+    --kube-api-qps=200 --kube-api-burst=400 --bind-address=127.0.0.1 --secure-port="${WO_KCM_PORT:-10257}" > "$D/kcm.log" 2>&1 9>&- &
   echo $! > "$D/kcm.pid"
-  echo "control plane ready; KUBECONFIG=$KC"
+  echo "control plane v$VERSION ready; KUBECONFIG=$KC"
 }
 
 stop() {
@@ -70,6 +85,7 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  env) echo "export KUBECONFIG=$KC" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  env) echo "export KUBECONFIG=$KC PATH=$BIN:\$PATH" ;;
+  bin) echo "$BIN" ;;
+  *) echo "usage: $0 start|stop|env|bin" >&2; exit 2 ;;
 esac

@@ -67,13 +67,13 @@ wait_until() { # SECONDS CMD...
   until "$@"; do [ "$SECONDS" -lt "$deadline" ] || return 1; sleep 0.5; done
 }
 
-echo "== control plane (built once from Debian's sources, cached)"
+echo "== control plane (built once from the published Go modules, cached)"
 step scripts/build-control-plane.sh >/dev/null
 STARTED_CP=1  # until it says it reused a running one: a start that fails half-way is stopped too
 step scripts/control-plane.sh start > "$WORK/cp.txt" || { cat "$WORK/cp.txt"; fail "the control plane did not start"; }
 cat "$WORK/cp.txt"
 grep -q "already running" "$WORK/cp.txt" && STARTED_CP=0
-export KUBECONFIG=${WO_CONTROL_PLANE_DIR:-/tmp/webhook-operator-cp}/kubeconfig
+eval "$(scripts/control-plane.sh env)"  # KUBECONFIG, and kubectl of the same release first on PATH
 
 echo "== building webhook-operator"
 step cargo build --quiet --bin webhook-operator --example receiver
@@ -81,9 +81,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/debug/webhook-operator
 
 echo "== installing the CRDs"
-# Client-side apply without client validation: a 1.20 API server does not know the CEL rules
-# (x-kubernetes-validations) and drops them; newer servers enforce them.
-kubectl apply --validate=false -f crds/ >/dev/null
+kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for condition=established --timeout=30s -f crds/ >/dev/null
 
 # A reused control plane keeps the WebhookEvents of an earlier run (re-applying them would change
@@ -104,10 +102,10 @@ wait_until 60 curl -sf "127.0.0.1:$DISPATCHER_METRICS_PORT/readyz" -o /dev/null 
   || { tail -20 "$WORK/dispatcher.log" >&2; fail "the dispatcher did not become ready (log: $WORK/dispatcher.log)"; }
 
 echo "== applying examples/ (the catalog, integrations) and the demo endpoint"
-kubectl apply --validate=false -f examples/demo/demo.yaml || fail "kubectl apply -f examples/demo/demo.yaml failed"
+kubectl apply -f examples/demo/demo.yaml || fail "kubectl apply -f examples/demo/demo.yaml failed"
 # The catalog's endpoints point at *.example.com: without internet their deliveries fail, retry
 # and dead-letter, which `kubectl describe` then shows.
-kubectl apply --validate=false -f examples/ > "$WORK/apply.txt" 2>&1 || { cat "$WORK/apply.txt" >&2; fail "kubectl apply -f examples/ failed"; }
+kubectl apply -f examples/ > "$WORK/apply.txt" 2>&1 || { cat "$WORK/apply.txt" >&2; fail "kubectl apply -f examples/ failed"; }
 sed 's/^/   /' "$WORK/apply.txt"
 signing_secret() {
   SECRET=$(kubectl -n "$NS" get secret local-receiver-signing -o jsonpath='{.data.secret}' 2>/dev/null | base64 -d 2>/dev/null || true)
@@ -122,7 +120,7 @@ wait_until 30 curl -sf "127.0.0.1:$RECEIVER_PORT/healthz" -o /dev/null \
   || { cat "$WORK/receiver.log" >&2; fail "the receiver did not start"; }
 
 echo "== publishing: WebhookEvents ..."
-kubectl apply --validate=false -f examples/demo/events.yaml
+kubectl apply -f examples/demo/events.yaml
 EXPECTED_TYPES=$(kubectl -n "$NS" get whev -o jsonpath='{range .items[*]}{.spec.type}{"\n"}{end}')
 echo "== ... and the ingest API (Bearer token checked by TokenReview, RBAC by SubjectAccessReview)"
 for type in investment.created nda.signed payment.succeeded message.sent; do
@@ -176,7 +174,7 @@ if [ "${#PROBLEMS[@]}" -gt 0 ]; then
 fi
 echo; echo "demo check passed: $EXPECTED deliveries verified by the receiver; every example endpoint and subscription is Ready"
 if [ "$WAIT" = 1 ]; then
-  echo; echo "Running. Try: KUBECONFIG=$KUBECONFIG kubectl get webhooks -A   (Ctrl-C stops everything)"
+  echo; echo "Running. In another shell: eval \"\$(scripts/control-plane.sh env)\"; kubectl get webhooks -A   (Ctrl-C stops everything)"
   sleep infinity & PIDS+=($!)
   wait $!
 fi

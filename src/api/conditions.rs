@@ -69,18 +69,11 @@ impl DesiredCondition {
         reason: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        let reason = reason.into();
-        let mut message = message.into();
-        // Never empty: some API servers (1.20's server-side apply) turn "" into null and then
-        // refuse it as not a string.
-        if message.is_empty() {
-            message.clone_from(&reason);
-        }
         Self {
             type_,
             status: ConditionStatus::from_bool(status),
-            reason,
-            message,
+            reason: reason.into(),
+            message: message.into(),
         }
     }
 }

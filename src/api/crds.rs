@@ -1,8 +1,10 @@
 //! The CustomResourceDefinitions, generated from the types, with the cross-field CEL rules
-//! (`x-kubernetes-validations`) added for API servers that evaluate them (1.25+). The same rules
-//! are checked by the controller in `validation.rs`.
+//! (`x-kubernetes-validations`) the API server enforces (every supported release, 1.33+). The
+//! controller checks the same rules again in `validation.rs`, on purpose: the server does not
+//! re-validate objects stored before a CRD upgrade added a rule (validation ratcheting), and the
+//! controller reports everything wrong with a spec at once in the Ready condition, field by field.
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, ValidationRule,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, ValidationRule,
 };
 use kube::CustomResourceExt;
 
@@ -24,25 +26,48 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
                 .as_mut()
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
-                strip_null_from_enums(root);
+                visit(root, &mut |node| {
+                    strip_null_from_enum(node);
+                    kubernetes_integer_format(node);
+                });
             }
         }
     }
     crds
 }
 
+/// Calls `f` on `node` and every schema below it (properties and array items).
+fn visit(node: &mut JSONSchemaProps, f: &mut impl FnMut(&mut JSONSchemaProps)) {
+    f(node);
+    for child in node.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        visit(child, f);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = node.items.as_mut() {
+        visit(items, f);
+    }
+}
+
 /// An optional enum is `nullable: true` already; a `null` among its values is not valid in a
-/// structural schema (older API servers and kubectl reject it).
-fn strip_null_from_enums(node: &mut JSONSchemaProps) {
+/// structural schema (the API server and kubectl reject it).
+fn strip_null_from_enum(node: &mut JSONSchemaProps) {
     if let Some(values) = node.enum_.as_mut() {
         values.retain(|v| v.0 != serde_json::Value::Null);
     }
-    for child in node.properties.iter_mut().flat_map(|p| p.values_mut()) {
-        strip_null_from_enums(child);
-    }
-    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) = node.items.as_mut() {
-        strip_null_from_enums(items);
-    }
+}
+
+/// schemars names Rust's unsigned integers (`uint8`, `uint32`, …), formats the API server does
+/// not know and warns about at every install. They become the wider format Kubernetes knows,
+/// the Rust type's range kept (where no tighter one is set) in `minimum`/`maximum`.
+fn kubernetes_integer_format(node: &mut JSONSchemaProps) {
+    let (wider, min, max) = match node.format.as_deref() {
+        Some("uint8") => ("int32", 0.0, f64::from(u8::MAX)),
+        Some("uint16") => ("int32", 0.0, f64::from(u16::MAX)),
+        Some("uint32") => ("int64", 0.0, f64::from(u32::MAX)),
+        _ => return,
+    };
+    node.format = Some(wider.to_owned());
+    node.minimum.get_or_insert(min);
+    node.maximum.get_or_insert(max);
 }
 
 /// The schema node at `path` (property names from the root), in every version.

@@ -160,7 +160,7 @@ async fn reconcile_inner(
                 "spec.suspend is true: deliveries are held until it is false",
             )
         } else {
-            DesiredCondition::new(SUSPENDED, false, "Active", "")
+            DesiredCondition::new(SUSPENDED, false, "Active", "deliveries are sent")
         },
     ];
     apply_status(

@@ -181,7 +181,12 @@ async fn reconcile_inner(
             "spec.suspend is true: events are not routed through this subscription",
         )
     } else {
-        DesiredCondition::new(SUSPENDED, false, "Active", "")
+        DesiredCondition::new(
+            SUSPENDED,
+            false,
+            "Active",
+            "events are routed through this subscription",
+        )
     };
     apply_status(&api, subscription, &[ready, suspended], &resolved).await?;
     Ok((Action::requeue(RESYNC), true))

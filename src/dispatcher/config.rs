@@ -101,6 +101,15 @@ pub struct DispatcherConfig {
     /// Seconds an authentication or authorization decision is cached.
     #[arg(long, default_value_t = 10)]
     pub auth_cache_seconds: u64,
+    /// Audiences a bearer token must be issued for (repeatable). Empty: the API server's own
+    /// audience, so `kubectl create token SA` works as is; set, tokens must be minted with
+    /// `kubectl create token SA --audience <one of them>` and other tokens are refused (401).
+    #[arg(
+        long = "token-audience",
+        env = "TOKEN_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub token_audiences: Vec<String>,
     /// How long the same ingest `id` in a namespace is the same event (e.g. `24h`, `90m`): a
     /// repeat within it gets the first event back and no new deliveries.
     #[arg(long, env = "IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = window)]

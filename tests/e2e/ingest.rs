@@ -76,12 +76,7 @@ impl Setup {
             + std::fmt::Debug,
         K::DynamicType: Default,
     {
-        let object: K = serde_json::from_value(object).unwrap();
-        self.ns
-            .api::<K>()
-            .create(&PostParams::default(), &object)
-            .await
-            .unwrap();
+        create_in::<K>(&self.ns, object).await;
     }
 
     /// `publisher` may create webhookevents in the namespace (and nothing else).
@@ -245,6 +240,23 @@ impl Setup {
 
 /// Polls the dispatcher's `/readyz` (at `metrics_addr`) until it answers 200: its caches are
 /// synced and its store is open. Before that it answers 503 (or is not listening yet).
+/// Creates an object of kind `K` in the test namespace from its JSON.
+async fn create_in<K>(ns: &TestNamespace, object: Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    ns.api::<K>()
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
+
 pub async fn wait_until_ready(http: &reqwest::Client, metrics_addr: &str) {
     let url = format!("http://{metrics_addr}/readyz");
     let body = wait_for("the dispatcher's /readyz to answer 200", T, || async {
@@ -803,4 +815,92 @@ async fn a_saturated_store_answers_429_and_loses_nothing() {
         body["duplicate"], false,
         "the refused request stored nothing: {body}"
     );
+}
+
+/// Bound ServiceAccount tokens (TokenRequest, what `kubectl create token` mints). With
+/// `--token-audience`, a token for that audience publishes; one for the API server's own
+/// audience (a plain `kubectl create token`, or the control plane's static tokens) is refused with
+/// 401 and told how to mint the right one.
+#[tokio::test]
+async fn service_account_tokens_must_carry_the_configured_audience() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let ns = TestNamespace::new("ingest-aud").await;
+    let store = tempfile::tempdir().unwrap();
+    let store_path = store.path().join("d.db").display().to_string();
+    let (_dispatcher, listen, metrics) = Process::dispatcher_with(
+        &ns.name,
+        "aud",
+        &[
+            "--store-path",
+            &store_path,
+            "--token-audience",
+            "webhook-operator",
+        ],
+    );
+    let http = reqwest::Client::new();
+    wait_until_ready(&http, &metrics).await;
+    let rbac = "rbac.authorization.k8s.io";
+    create_in::<ServiceAccount>(&ns, json!({"metadata": {"name": "producer"}})).await;
+    create_in::<Role>(
+        &ns,
+        json!({
+            "metadata": {"name": "publish-events"},
+            "rules": [{"apiGroups": ["webhooks.pitchey.io"], "resources": ["webhookevents"], "verbs": ["create"]}]
+        }),
+    )
+    .await;
+    create_in::<RoleBinding>(
+        &ns,
+        json!({
+            "metadata": {"name": "producer-publishes"},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "publish-events"},
+            "subjects": [{"kind": "ServiceAccount", "name": "producer", "namespace": ns.name}]
+        }),
+    )
+    .await;
+    let token_for = |audiences: Vec<String>| async {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences,
+                expiration_seconds: Some(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        ns.api::<ServiceAccount>()
+            .create_token_request("producer", &PostParams::default(), &request)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token
+    };
+    let publish = |token: String| {
+        let (http, url) = (
+            &http,
+            format!("http://{listen}/v1/namespaces/{}/events", ns.name),
+        );
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(json!({"type": "user.created", "data": {"user_id": 7}}).to_string())
+                .send()
+                .await
+                .unwrap();
+            answer(response).await
+        }
+    };
+
+    let (status, body) = publish(token_for(vec!["webhook-operator".into()]).await).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    for theirs in [token_for(vec![]).await, ADMIN.to_owned()] {
+        let refusal = publish(theirs).await;
+        refused(&refusal, StatusCode::UNAUTHORIZED, "invalid_token", None);
+        let message = refusal.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("--audience webhook-operator"), "{message}");
+    }
 }

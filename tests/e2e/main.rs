@@ -1,11 +1,14 @@
 //! End-to-end tests against a real kube-apiserver + etcd + kube-controller-manager on loopback
 //! (`scripts/control-plane.sh`), with the operator's processes started as subprocesses.
 //! Each test works in a namespace of its own.
+#[path = "../common/cel_cases.rs"]
+mod cel_cases;
 mod controller;
 mod dispatcher;
 mod ingest;
 mod receiver;
 mod receivers;
 mod scaleout;
+mod server_validation;
 mod shutdown;
 mod support;

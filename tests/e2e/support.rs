@@ -30,6 +30,41 @@ fn kubeconfig_path() -> &'static PathBuf {
     })
 }
 
+/// Runs the control plane's own kubectl (the same release as the API server) with `args`,
+/// `stdin` fed to it; returns whether it succeeded and what it printed (stdout, then stderr).
+pub fn kubectl(args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    static BIN: OnceLock<String> = OnceLock::new();
+    let bin = BIN.get_or_init(|| {
+        let out = Command::new(format!("{ROOT}/scripts/control-plane.sh"))
+            .arg("bin")
+            .output()
+            .expect("running scripts/control-plane.sh bin");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    });
+    let mut child = Command::new(format!("{bin}/kubectl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 pub async fn client() -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("reading the kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

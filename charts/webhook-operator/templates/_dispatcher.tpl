@@ -62,6 +62,9 @@ spec:
         - --retention-days={{ $v.dispatcher.retentionDays }}
         - --status-interval-seconds={{ $v.dispatcher.statusIntervalSeconds }}
         - --auth-cache-seconds={{ $v.dispatcher.authCacheSeconds }}
+        {{- range $v.dispatcher.tokenAudiences }}
+        - --token-audience={{ . }}
+        {{- end }}
         - --store-queue-capacity={{ $v.dispatcher.storeQueueCapacity }}
         {{- range $v.dispatcher.egress.allowCidrs }}
         - --egress-allow-cidr={{ . }}

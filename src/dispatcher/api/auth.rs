@@ -121,32 +121,51 @@ pub enum Authn {
     Rejected(String),
 }
 
-/// Reads a TokenReview status.
-pub fn authn_decision(status: Option<&TokenReviewStatus>) -> Authn {
+/// Reads a TokenReview status. With `audiences` (what the review asked for), the token must have
+/// been issued for at least one of them: the API server answers with the audiences the token is
+/// valid for, and a client must check the intersection itself.
+pub fn authn_decision(status: Option<&TokenReviewStatus>, audiences: &[String]) -> Authn {
     let Some(status) = status else {
         return Authn::Rejected("TokenReview returned no status".into());
     };
-    match (&status.authenticated, &status.user) {
-        (Some(true), Some(user)) => match user.username.as_deref() {
-            Some(username) if !username.is_empty() => {
-                let mut extra: Vec<(String, Vec<String>)> = user
-                    .extra
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                extra.sort();
-                Authn::Authenticated(Identity {
-                    username: username.to_owned(),
-                    uid: user.uid.clone().filter(|u| !u.is_empty()),
-                    groups: user.groups.clone().unwrap_or_default(),
-                    extra,
-                })
-            }
-            _ => Authn::Rejected("the token has no user name".into()),
-        },
-        _ => Authn::Rejected(status.error.clone().unwrap_or_default()),
+    // Where the API server refuses a token for its audience it says so itself; either way the
+    // caller learns how to mint a token this API accepts.
+    let mint_hint = |reason: String| match audiences.first() {
+        Some(audience) => Authn::Rejected(format!(
+            "{reason}; this API takes tokens minted with \
+             `kubectl create token <serviceaccount> --audience {audience}`"
+        )),
+        None => Authn::Rejected(reason),
+    };
+    if status.authenticated == Some(true) && !audiences.is_empty() {
+        let issued_for = status.audiences.as_deref().unwrap_or_default();
+        if !issued_for.iter().any(|a| audiences.contains(a)) {
+            return mint_hint(format!("the token is issued for {issued_for:?}"));
+        }
     }
+    if status.authenticated != Some(true) {
+        return mint_hint(status.error.clone().unwrap_or_default());
+    }
+    let Some(user) = status
+        .user
+        .as_ref()
+        .filter(|u| u.username.as_deref().is_some_and(|name| !name.is_empty()))
+    else {
+        return Authn::Rejected("the token has no user name".into());
+    };
+    let mut extra: Vec<(String, Vec<String>)> = user
+        .extra
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    extra.sort();
+    Authn::Authenticated(Identity {
+        username: user.username.clone().unwrap_or_default(),
+        uid: user.uid.clone().filter(|u| !u.is_empty()),
+        groups: user.groups.clone().unwrap_or_default(),
+        extra,
+    })
 }
 
 /// A SubjectAccessReview's answer.
@@ -298,14 +317,14 @@ mod tests {
 
     #[test]
     fn token_review_answers() {
-        assert!(matches!(authn_decision(None), Authn::Rejected(_)));
+        assert!(matches!(authn_decision(None, &[]), Authn::Rejected(_)));
         let rejected = TokenReviewStatus {
             authenticated: Some(false),
             error: Some("invalid bearer token".into()),
             ..Default::default()
         };
         assert_eq!(
-            authn_decision(Some(&rejected)),
+            authn_decision(Some(&rejected), &[]),
             Authn::Rejected("invalid bearer token".into())
         );
         let accepted = TokenReviewStatus {
@@ -319,7 +338,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            authn_decision(Some(&accepted)),
+            authn_decision(Some(&accepted), &[]),
             Authn::Authenticated(Identity {
                 username: "publisher".into(),
                 uid: Some("publisher".into()),
@@ -333,8 +352,43 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            authn_decision(Some(&nameless)),
+            authn_decision(Some(&nameless), &[]),
             Authn::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn token_audiences_must_intersect_when_asked_for() {
+        let issued_for = |audiences: Option<Vec<&str>>| TokenReviewStatus {
+            authenticated: Some(true),
+            audiences: audiences.map(|a| a.into_iter().map(String::from).collect()),
+            user: Some(UserInfo {
+                username: Some("system:serviceaccount:crm:debug".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let wanted = vec!["webhook-operator".to_string()];
+        let ours = issued_for(Some(vec!["other", "webhook-operator"]));
+        assert!(matches!(
+            authn_decision(Some(&ours), &wanted),
+            Authn::Authenticated(_)
+        ));
+        for theirs in [
+            issued_for(Some(vec!["https://kubernetes.default.svc"])),
+            issued_for(None),
+        ] {
+            match authn_decision(Some(&theirs), &wanted) {
+                Authn::Rejected(reason) => {
+                    assert!(reason.contains("--audience webhook-operator"), "{reason}")
+                }
+                other => panic!("accepted a token of another audience: {other:?}"),
+            }
+        }
+        // Without audiences asked for, the API server's own audience is enough.
+        assert!(matches!(
+            authn_decision(Some(&issued_for(None)), &[]),
+            Authn::Authenticated(_)
         ));
     }
 

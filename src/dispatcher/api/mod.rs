@@ -149,6 +149,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
     let reviewer = Arc::new(Reviewer::new(
         shared.client.clone(),
         Duration::from_secs(shared.config.auth_cache_seconds),
+        shared.config.token_audiences.clone(),
     ));
     let limit = shared.config.max_body_bytes;
     let state = ApiState {

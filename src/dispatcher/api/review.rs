@@ -18,14 +18,17 @@ const CACHE_CAPACITY: usize = 4096;
 
 pub struct Reviewer {
     client: kube::Client,
+    /// `--token-audience`: asked of TokenReview and checked in its answer (empty: the API server's).
+    audiences: Vec<String>,
     authn: Mutex<TtlCache<TokenHash, Authn>>,
     authz: Mutex<TtlCache<(Identity, Access), Authz>>,
 }
 
 impl Reviewer {
-    pub fn new(client: kube::Client, ttl: Duration) -> Self {
+    pub fn new(client: kube::Client, ttl: Duration, audiences: Vec<String>) -> Self {
         Self {
             client,
+            audiences,
             authn: Mutex::new(TtlCache::new(ttl, CACHE_CAPACITY)),
             authz: Mutex::new(TtlCache::new(ttl, CACHE_CAPACITY)),
         }
@@ -62,8 +65,8 @@ impl Reviewer {
     async fn token_review(&self, token: &str) -> Result<Authn, ApiError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
-                token: token.to_owned(),
-                audiences: None,
+                token: Some(token.to_owned()),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
             },
             ..Default::default()
         };
@@ -71,7 +74,10 @@ impl Reviewer {
             .create(&PostParams::default(), &review)
             .await
             .map_err(|e| ApiError::AuthUnavailable(format!("TokenReview failed: {e}")))?;
-        Ok(auth::authn_decision(answer.status.as_ref()))
+        Ok(auth::authn_decision(
+            answer.status.as_ref(),
+            &self.audiences,
+        ))
     }
 
     async fn authorize(&self, identity: &Identity, access: &Access) -> Result<Authz, ApiError> {
