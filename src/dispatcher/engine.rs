@@ -575,6 +575,8 @@ pub enum PrepareError {
     Url(String),
     #[error("the event cannot be rendered: {0}")]
     Payload(String),
+    #[error("the stored event data is unreadable ({0}); it cannot be sent as it was accepted")]
+    StoredData(String),
     #[error("signing failed: {0}")]
     Signing(String),
 }
@@ -584,6 +586,14 @@ impl PrepareError {
     fn is_transient(&self) -> bool {
         matches!(self, PrepareError::NotReady(_))
     }
+}
+
+/// The event's fields as stored: a JSON object, or an error that dead-letters the delivery (never
+/// an empty object sent in its place).
+pub fn stored_data(
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, PrepareError> {
+    serde_json::from_slice(bytes).map_err(|e| PrepareError::StoredData(e.to_string()))
 }
 
 /// Renders, signs and builds the request of one attempt.
@@ -648,18 +658,18 @@ async fn attempt(
     let endpoint = delivery.delivery.endpoint.clone();
     let attempt_number = delivery.delivery.attempts + 1;
     let event = &delivery.event;
-    let data: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&event.data).unwrap_or_default();
-    let prepared = prepare(
-        shared,
-        &endpoint,
-        policy,
-        &event.event_id,
-        &event.event_type,
-        event.created_at,
-        &data,
-        attempt_number,
-    );
+    let prepared = stored_data(&event.data).and_then(|data| {
+        prepare(
+            shared,
+            &endpoint,
+            policy,
+            &event.event_id,
+            &event.event_type,
+            event.created_at,
+            &data,
+            attempt_number,
+        )
+    });
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
@@ -790,6 +800,20 @@ mod tests {
 
     fn ep(i: usize) -> EndpointRef {
         EndpointRef::new("ns", format!("ep-{i}"))
+    }
+
+    #[test]
+    fn unreadable_stored_data_is_an_error_not_an_empty_object() {
+        let fields = stored_data(br#"{"user":{"id":1}}"#).unwrap();
+        assert_eq!(fields["user"]["id"], 1);
+        for bad in [&b"{\"user\": "[..], b"[1,2]", b"\xff\xfe", b""] {
+            let error = stored_data(bad).unwrap_err();
+            assert!(!error.is_transient(), "{error}");
+            assert!(
+                error.to_string().starts_with("the stored event data is unreadable"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

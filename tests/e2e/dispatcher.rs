@@ -531,6 +531,50 @@ async fn a_suspended_endpoint_holds_deliveries_until_resumed() {
     assert_eq!(receiver.received().len(), 1);
 }
 
+/// Stored event data that can no longer be read (a damaged store row) is dead-lettered with a
+/// reason naming it, never sent as an empty object.
+#[tokio::test]
+async fn unreadable_stored_data_is_dead_lettered_not_sent_empty() {
+    let mut setup = Setup::new("unreadable").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    setup
+        .endpoint("crm", &receiver, json!({"suspend": true}))
+        .await;
+    setup
+        .event("damaged", "user.created", json!({"user": {"id": 1}}))
+        .await;
+    wait_for("the delivery held", T, || async {
+        let event = setup.ns.api::<WebhookEvent>().get("damaged").await.ok()?;
+        (event.status?.deliveries.first()?.state == "Held").then_some(())
+    })
+    .await;
+    setup.kill_dispatcher();
+    let store = rusqlite::Connection::open(setup.store_path()).unwrap();
+    let damaged = store
+        .execute("UPDATE events SET data = X'7B2275736572223A' ", [])
+        .unwrap();
+    assert_eq!(damaged, 1);
+    drop(store);
+    let (restarted, _) = Process::dispatcher(&setup.ns.name, &setup.store_path(), "d2");
+    setup.dispatcher = Some(restarted);
+    setup
+        .ns
+        .api::<WebhookEndpoint>()
+        .patch(
+            "crm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    let event = setup.event_phase("damaged", EventPhase::Failed).await;
+    let delivery = event.status.unwrap().deliveries.remove(0);
+    assert_eq!(delivery.state, "DeadLettered");
+    let error = delivery.last_error.unwrap_or_default();
+    assert!(error.contains("the stored event data is unreadable"), "{error}");
+    assert!(receiver.received().is_empty(), "nothing may be sent");
+}
+
 /// At least once: `kill -9` in the middle of a load, then a restart on the same store: the
 /// receiver sees every accepted event, duplicates only for attempts in flight at the kill.
 #[tokio::test]
