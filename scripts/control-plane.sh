@@ -76,9 +76,16 @@ KUBECONFIG
   echo "control plane v$VERSION ready; KUBECONFIG=$KC"
 }
 
+# Stops each process and waits until it is gone (up to 20 s, then SIGKILL): a start right after
+# must not find the old API server still holding its port.
 stop() {
+  local p pid
   for p in kcm apiserver etcd; do
-    if [ -f "$D/$p.pid" ]; then kill "$(cat "$D/$p.pid")" 2>/dev/null || true; rm -f "$D/$p.pid"; fi
+    [ -f "$D/$p.pid" ] || continue
+    pid=$(cat "$D/$p.pid"); rm -f "$D/$p.pid"
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
 }
 
