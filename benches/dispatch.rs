@@ -14,7 +14,7 @@ use serde_json::json;
 use webhook_operator::api::policy::EffectivePolicy;
 use webhook_operator::api::validation::validate_endpoint;
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
-use webhook_operator::delivery::outcome::AttemptResult;
+use webhook_operator::delivery::outcome::HttpResult;
 use webhook_operator::dispatcher::gate::{Gate, Gates};
 use webhook_operator::dispatcher::router::{route, route_with};
 use webhook_operator::dispatcher::subscription_index::SubscriptionIndex;
@@ -163,10 +163,10 @@ fn policy(i: usize) -> EffectivePolicy {
 
 fn gates(c: &mut Criterion) {
     let mut group = c.benchmark_group("gate");
-    let ok = AttemptResult {
+    let ok = HttpResult {
         status: Some(200),
         latency: Duration::from_millis(1),
-        ..AttemptResult::default()
+        ..HttpResult::default()
     };
     for endpoints in [1usize, 10_000] {
         let refs: Vec<_> = (0..endpoints)

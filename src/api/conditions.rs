@@ -14,6 +14,76 @@ pub const CIRCUIT_OPEN: &str = "CircuitOpen";
 /// True once a replay has finished.
 pub const COMPLETE: &str = "Complete";
 
+/// The machine-readable `reason` of every condition this operator writes: one list, so readers
+/// (tests, dashboards, `kubectl wait` users) and writers cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Ready=False: the spec is invalid (the message names the fields).
+    InvalidSpec,
+    /// Ready=False: a Secret the spec names does not exist yet.
+    SecretNotFound,
+    /// Ready=True for an endpoint: its Secret and ConfigMap exist.
+    Provisioned,
+    /// Ready=True for a subscription: its endpoints are resolved.
+    Resolved,
+    /// Ready=False for a subscription: the endpoint it names does not exist.
+    EndpointNotFound,
+    /// Suspended=True.
+    Suspended,
+    /// Suspended=False.
+    Active,
+    /// Healthy=True with recent successful attempts.
+    Delivering,
+    /// Healthy=True without attempts in the last hour.
+    NoRecentTraffic,
+    /// Healthy=False: most recent attempts failed.
+    LowSuccessRate,
+    /// Healthy=False: the circuit is open.
+    CircuitOpen,
+    /// CircuitOpen=True.
+    FailureThresholdReached,
+    /// CircuitOpen=False.
+    Closed,
+    /// Complete=False while a replay runs.
+    Running,
+    /// Complete=True once a replay has finished.
+    Complete,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::Provisioned => "Provisioned",
+            Reason::Resolved => "Resolved",
+            Reason::EndpointNotFound => "EndpointNotFound",
+            Reason::Suspended => "Suspended",
+            Reason::Active => "Active",
+            Reason::Delivering => "Delivering",
+            Reason::NoRecentTraffic => "NoRecentTraffic",
+            Reason::LowSuccessRate => "LowSuccessRate",
+            Reason::CircuitOpen => "CircuitOpen",
+            Reason::FailureThresholdReached => "FailureThresholdReached",
+            Reason::Closed => "Closed",
+            Reason::Running => "Running",
+            Reason::Complete => "Complete",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
 /// A condition as in `metav1.Condition`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -66,13 +136,13 @@ impl DesiredCondition {
     pub fn new(
         type_: &'static str,
         status: bool,
-        reason: impl Into<String>,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status: ConditionStatus::from_bool(status),
-            reason: reason.into(),
+            reason: reason.as_str().to_owned(),
             message: message.into(),
         }
     }
@@ -126,13 +196,13 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn ready(status: bool, reason: &str) -> DesiredCondition {
-        DesiredCondition::new(READY, status, reason, "")
+    fn ready(status: bool, reason: Reason) -> DesiredCondition {
+        DesiredCondition::new(READY, status, reason, "m")
     }
 
     #[test]
     fn new_condition_gets_the_current_time() {
-        let merged = merge(&[], &[ready(true, "Provisioned")], Some(1), "t1");
+        let merged = merge(&[], &[ready(true, Reason::Provisioned)], Some(1), "t1");
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].last_transition_time, "t1");
         assert_eq!(merged[0].observed_generation, Some(1));
@@ -140,17 +210,17 @@ mod tests {
 
     #[test]
     fn transition_time_stays_when_status_does_not_flip() {
-        let first = merge(&[], &[ready(true, "Provisioned")], Some(1), "t1");
-        let second = merge(&first, &[ready(true, "StillProvisioned")], Some(2), "t2");
+        let first = merge(&[], &[ready(true, Reason::Provisioned)], Some(1), "t1");
+        let second = merge(&first, &[ready(true, Reason::Resolved)], Some(2), "t2");
         assert_eq!(second[0].last_transition_time, "t1");
-        assert_eq!(second[0].reason, "StillProvisioned");
+        assert_eq!(second[0].reason, Reason::Resolved);
         assert_eq!(second[0].observed_generation, Some(2));
     }
 
     #[test]
     fn transition_time_moves_when_status_flips() {
-        let first = merge(&[], &[ready(true, "Provisioned")], Some(1), "t1");
-        let second = merge(&first, &[ready(false, "InvalidSpec")], Some(2), "t2");
+        let first = merge(&[], &[ready(true, Reason::Provisioned)], Some(1), "t1");
+        let second = merge(&first, &[ready(false, Reason::InvalidSpec)], Some(2), "t2");
         assert_eq!(second[0].last_transition_time, "t2");
         assert_eq!(second[0].status, ConditionStatus::False);
     }
@@ -159,11 +229,16 @@ mod tests {
     fn unmentioned_conditions_are_kept() {
         let first = merge(
             &[],
-            &[DesiredCondition::new(HEALTHY, true, "Delivering", "")],
+            &[DesiredCondition::new(
+                HEALTHY,
+                true,
+                Reason::Delivering,
+                "m",
+            )],
             None,
             "t1",
         );
-        let second = merge(&first, &[ready(true, "Provisioned")], None, "t2");
+        let second = merge(&first, &[ready(true, Reason::Provisioned)], None, "t2");
         assert!(is_true(&second, HEALTHY));
         assert!(is_true(&second, READY));
     }

@@ -85,7 +85,7 @@ pub struct WebhookEventStatus {
     pub event_id: Option<String>,
     /// One record per endpoint the event is delivered to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deliveries: Vec<DeliveryRecord>,
+    pub deliveries: Vec<EventDeliveryStatus>,
     /// When the event finished (its last delivery ended, or it was refused as invalid);
     /// `ttlSecondsAfterFinished` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +95,7 @@ pub struct WebhookEventStatus {
 /// The delivery of one event to one endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DeliveryRecord {
+pub struct EventDeliveryStatus {
     /// The endpoint's name.
     pub endpoint: String,
     /// `Pending`, `Delivered`, `DeadLettered` or `Held`.

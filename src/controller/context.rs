@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store as Reflector};
 use kube::{Client, Resource};
 
 use super::metrics::Metrics;
@@ -19,7 +19,7 @@ pub struct Context {
     /// Whether `http://` endpoint URLs are accepted.
     pub allow_plain_http: bool,
     /// Endpoints as last seen, for resolving subscriptions without API calls.
-    pub endpoints: Store<WebhookEndpoint>,
+    pub endpoints: Reflector<WebhookEndpoint>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -30,7 +30,7 @@ impl Context {
         recorder: Recorder,
         metrics: Metrics,
         allow_plain_http: bool,
-        endpoints: Store<WebhookEndpoint>,
+        endpoints: Reflector<WebhookEndpoint>,
     ) -> Self {
         Self {
             client,

@@ -1,7 +1,7 @@
 //! Reconciles a WebhookEndpoint: validates it, provisions its signing Secret and delivery
 //! ConfigMap, and reports `Ready` and `Suspended`.
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -16,9 +16,9 @@ use super::children::{
 };
 use super::context::{now_rfc3339, object_key, rfc3339, Context, FIELD_MANAGER};
 use super::error::{kube_error, Error};
-use super::metrics::ReconcileLabels;
+use super::reconcile::{count_and_measure, Verdict};
 use super::signing_key::{self, KeyChange};
-use crate::api::conditions::{self, DesiredCondition, READY, SUSPENDED};
+use crate::api::conditions::{self, DesiredCondition, Reason, READY, SUSPENDED};
 use crate::api::endpoint::SigningStatus;
 use crate::api::policy::{config_map_name, EffectivePolicy};
 use crate::api::validation::validate_endpoint;
@@ -31,30 +31,10 @@ const RESYNC: Duration = Duration::from_secs(3600);
 /// Reconciles one endpoint.
 #[instrument(skip_all, fields(namespace = endpoint.namespace().unwrap_or_default(), endpoint = %endpoint.name_any()))]
 pub async fn reconcile(endpoint: Arc<WebhookEndpoint>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&endpoint, &ctx).await;
-    let label = match &result {
-        Ok((_, true)) => "ok",
-        Ok((_, false)) => "invalid_spec",
-        Err(_) => "error",
-    };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            controller: "endpoint",
-            result: label,
-        })
-        .inc();
-    ctx.metrics
-        .duration
-        .get_or_create(&super::metrics::ControllerLabel {
-            controller: "endpoint",
-        })
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.record_success(&object_key(endpoint.as_ref()));
-    }
-    result.map(|(action, _)| action)
+    count_and_measure(&ctx, "endpoint", KIND, endpoint.as_ref(), |namespace| {
+        reconcile_inner(&endpoint, &ctx, namespace)
+    })
+    .await
 }
 
 /// Backoff for transient errors; invalid specs never get here (they wait for a change).
@@ -66,14 +46,9 @@ pub fn error_policy(endpoint: Arc<WebhookEndpoint>, error: &Error, ctx: Arc<Cont
 async fn reconcile_inner(
     endpoint: &WebhookEndpoint,
     ctx: &Context,
-) -> Result<(Action, bool), Error> {
+    namespace: String,
+) -> Result<(Action, Verdict), Error> {
     let name = endpoint.name_any();
-    let namespace = endpoint
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace {
-            kind: KIND,
-            name: name.clone(),
-        })?;
     let endpoints: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
 
     let policy = match validate_endpoint(&endpoint.spec, &name, ctx.allow_plain_http) {
@@ -81,7 +56,7 @@ async fn reconcile_inner(
         Err(errors) => {
             let message = format!("invalid spec: {errors}");
             let already_reported = conditions::find(status_conditions(endpoint), READY)
-                .is_some_and(|c| c.reason == "InvalidSpec" && c.message == message);
+                .is_some_and(|c| c.reason == Reason::InvalidSpec && c.message == message);
             if !already_reported {
                 warn!(%message, "invalid endpoint spec");
                 ctx.publish(
@@ -93,9 +68,14 @@ async fn reconcile_inner(
                 )
                 .await;
             }
-            let desired = [DesiredCondition::new(READY, false, "InvalidSpec", message)];
+            let desired = [DesiredCondition::new(
+                READY,
+                false,
+                Reason::InvalidSpec,
+                message,
+            )];
             apply_status(&endpoints, endpoint, &desired, None, None).await?;
-            return Ok((Action::await_change(), false));
+            return Ok((Action::await_change(), Verdict::InvalidSpec));
         }
     };
 
@@ -120,12 +100,12 @@ async fn reconcile_inner(
                 let desired = [DesiredCondition::new(
                     READY,
                     false,
-                    "SecretNotFound",
+                    Reason::SecretNotFound,
                     message,
                 )];
                 apply_status(&endpoints, endpoint, &desired, None, None).await?;
                 // The Secret watch brings us back when it appears.
-                return Ok((Action::requeue(RESYNC), true));
+                return Ok((Action::requeue(RESYNC), Verdict::Applied));
             }
             let status = SigningStatus {
                 secret_name: user.name.clone(),
@@ -145,7 +125,7 @@ async fn reconcile_inner(
         DesiredCondition::new(
             READY,
             true,
-            "Provisioned",
+            Reason::Provisioned,
             format!(
                 "signing Secret {} and delivery ConfigMap {} are in place",
                 signing.secret_name,
@@ -156,11 +136,11 @@ async fn reconcile_inner(
             DesiredCondition::new(
                 SUSPENDED,
                 true,
-                "Suspended",
+                Reason::Suspended,
                 "spec.suspend is true: deliveries are held until it is false",
             )
         } else {
-            DesiredCondition::new(SUSPENDED, false, "Active", "deliveries are sent")
+            DesiredCondition::new(SUSPENDED, false, Reason::Active, "deliveries are sent")
         },
     ];
     apply_status(
@@ -171,7 +151,10 @@ async fn reconcile_inner(
         Some(config_map_name(&name)),
     )
     .await?;
-    Ok((Action::requeue(requeue.unwrap_or(RESYNC).min(RESYNC)), true))
+    Ok((
+        Action::requeue(requeue.unwrap_or(RESYNC).min(RESYNC)),
+        Verdict::Applied,
+    ))
 }
 
 /// Applies the delivery ConfigMap when it is missing or differs, with an Event when it is

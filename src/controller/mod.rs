@@ -4,6 +4,7 @@ pub mod children;
 pub mod context;
 pub mod error;
 pub mod metrics;
+mod reconcile;
 pub mod signing_key;
 pub mod subscription;
 pub mod triggers;

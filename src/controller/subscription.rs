@@ -1,7 +1,7 @@
 //! Reconciles a WebhookSubscription: resolves its endpoints and reports them in status.
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -12,8 +12,8 @@ use tracing::instrument;
 
 use super::context::{now_rfc3339, object_key, Context, FIELD_MANAGER};
 use super::error::{kube_error, Error};
-use super::metrics::{ControllerLabel, ReconcileLabels};
-use crate::api::conditions::{self, DesiredCondition, READY, SUSPENDED};
+use super::reconcile::{count_and_measure, Verdict};
+use crate::api::conditions::{self, DesiredCondition, Reason, READY, SUSPENDED};
 use crate::api::validation::validate_subscription;
 use crate::api::{selector, WebhookEndpoint, WebhookSubscription, WebhookSubscriptionSpec};
 
@@ -47,30 +47,14 @@ pub async fn reconcile(
     subscription: Arc<WebhookSubscription>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&subscription, &ctx).await;
-    let label = match &result {
-        Ok((_, true)) => "ok",
-        Ok((_, false)) => "invalid_spec",
-        Err(_) => "error",
-    };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ReconcileLabels {
-            controller: "subscription",
-            result: label,
-        })
-        .inc();
-    ctx.metrics
-        .duration
-        .get_or_create(&ControllerLabel {
-            controller: "subscription",
-        })
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.record_success(&object_key(subscription.as_ref()));
-    }
-    result.map(|(action, _)| action)
+    count_and_measure(
+        &ctx,
+        "subscription",
+        KIND,
+        subscription.as_ref(),
+        |namespace| reconcile_inner(&subscription, &ctx, namespace),
+    )
+    .await
 }
 
 pub fn error_policy(
@@ -84,14 +68,8 @@ pub fn error_policy(
 async fn reconcile_inner(
     subscription: &WebhookSubscription,
     ctx: &Context,
-) -> Result<(Action, bool), Error> {
-    let name = subscription.name_any();
-    let namespace = subscription
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace {
-            kind: KIND,
-            name: name.clone(),
-        })?;
+    namespace: String,
+) -> Result<(Action, Verdict), Error> {
     let api: Api<WebhookSubscription> = Api::namespaced(ctx.client.clone(), &namespace);
     let current = subscription
         .status
@@ -102,7 +80,7 @@ async fn reconcile_inner(
     if let Err(errors) = validate_subscription(&subscription.spec) {
         let message = format!("invalid spec: {errors}");
         let already = conditions::find(current, READY)
-            .is_some_and(|c| c.reason == "InvalidSpec" && c.message == message);
+            .is_some_and(|c| c.reason == Reason::InvalidSpec && c.message == message);
         if !already {
             ctx.publish(
                 subscription,
@@ -113,9 +91,14 @@ async fn reconcile_inner(
             )
             .await;
         }
-        let desired = [DesiredCondition::new(READY, false, "InvalidSpec", message)];
+        let desired = [DesiredCondition::new(
+            READY,
+            false,
+            Reason::InvalidSpec,
+            message,
+        )];
         apply_status(&api, subscription, &desired, &[]).await?;
-        return Ok((Action::await_change(), false));
+        return Ok((Action::await_change(), Verdict::InvalidSpec));
     }
 
     // Read the endpoints (metadata only) from the API server rather than from a cache, so a
@@ -160,12 +143,12 @@ async fn reconcile_inner(
             }
             _ => format!("no WebhookEndpoint in {namespace} matches spec.endpointSelector"),
         };
-        DesiredCondition::new(READY, false, "EndpointNotFound", wanted)
+        DesiredCondition::new(READY, false, Reason::EndpointNotFound, wanted)
     } else {
         DesiredCondition::new(
             READY,
             true,
-            "Resolved",
+            Reason::Resolved,
             format!(
                 "routes {} to {} endpoint(s)",
                 subscription.spec.event_types.join(", "),
@@ -177,19 +160,19 @@ async fn reconcile_inner(
         DesiredCondition::new(
             SUSPENDED,
             true,
-            "Suspended",
+            Reason::Suspended,
             "spec.suspend is true: events are not routed through this subscription",
         )
     } else {
         DesiredCondition::new(
             SUSPENDED,
             false,
-            "Active",
+            Reason::Active,
             "events are routed through this subscription",
         )
     };
     apply_status(&api, subscription, &[ready, suspended], &resolved).await?;
-    Ok((Action::requeue(RESYNC), true))
+    Ok((Action::requeue(RESYNC), Verdict::Applied))
 }
 
 async fn apply_status(

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store as Reflector};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
@@ -15,7 +15,7 @@ use crate::api::{WebhookEndpoint, WebhookSubscription, ENDPOINT_LABEL};
 /// Endpoints to reconcile when a Secret changes: the owner of a generated Secret, and every
 /// endpoint whose `spec.signing.secretRef` names it.
 pub fn endpoints_for_secret(
-    endpoints: Store<WebhookEndpoint>,
+    endpoints: Reflector<WebhookEndpoint>,
 ) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<WebhookEndpoint>> + Send + Sync + 'static {
     move |secret| {
         let namespace = secret.namespace().unwrap_or_default();
@@ -51,7 +51,7 @@ pub fn endpoints_for_secret(
 /// Not every subscription of the namespace: creating N endpoints would reconcile N² times
 /// (10,000 endpoints: 195,000 subscription status applies before a fifth of them were Ready).
 pub fn subscriptions_for_endpoint(
-    subscriptions: Store<WebhookSubscription>,
+    subscriptions: Reflector<WebhookSubscription>,
 ) -> impl Fn(PartialObjectMeta<WebhookEndpoint>) -> Vec<ObjectRef<WebhookSubscription>>
        + Send
        + Sync

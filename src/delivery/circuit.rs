@@ -35,20 +35,20 @@ impl Default for CircuitConfig {
     }
 }
 
-/// The breaker's state as reported in status.
+/// The breaker's state (status shows it as [`crate::api::endpoint::CircuitState`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CircuitState {
+pub enum BreakerState {
     Closed,
     Open,
     HalfOpen,
 }
 
-impl CircuitState {
+impl BreakerState {
     pub fn as_str(self) -> &'static str {
         match self {
-            CircuitState::Closed => "Closed",
-            CircuitState::Open => "Open",
-            CircuitState::HalfOpen => "HalfOpen",
+            BreakerState::Closed => "Closed",
+            BreakerState::Open => "Open",
+            BreakerState::HalfOpen => "HalfOpen",
         }
     }
 }
@@ -185,7 +185,7 @@ impl CircuitBreaker {
     }
 
     /// The request of `permit` failed (see
-    /// [`super::outcome::AttemptResult::is_endpoint_failure`]): counts toward the threshold; a
+    /// [`super::outcome::HttpResult::is_endpoint_failure`]): counts toward the threshold; a
     /// failed probe opens the circuit again.
     pub fn on_failure(&mut self, permit: Permit, now: Instant) {
         if permit.epoch != self.epoch {
@@ -224,11 +224,11 @@ impl CircuitBreaker {
 
     /// The current state (without applying time: an Open circuit whose time is up still shows
     /// Open until the next [`CircuitBreaker::try_acquire`]).
-    pub fn state(&self) -> CircuitState {
+    pub fn state(&self) -> BreakerState {
         match self.inner {
-            Inner::Closed { .. } => CircuitState::Closed,
-            Inner::Open { .. } => CircuitState::Open,
-            Inner::HalfOpen { .. } => CircuitState::HalfOpen,
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 
@@ -298,10 +298,10 @@ mod tests {
         }
         assert_eq!(
             (b.state(), b.consecutive_failures()),
-            (CircuitState::Closed, 4)
+            (BreakerState::Closed, 4)
         );
         fail(&mut b, t0 + Duration::from_secs(1));
-        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(b.since(), t0 + Duration::from_secs(1));
         let until = t0 + Duration::from_secs(1) + OPEN;
         assert_eq!(
@@ -310,7 +310,7 @@ mod tests {
         );
         let probe = b.try_acquire(until).unwrap();
         assert!(probe.is_probe());
-        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(matches!(
             b.try_acquire(until),
             Err(Rejected::ProbeInFlight { .. })
@@ -318,7 +318,7 @@ mod tests {
         b.on_success(probe, until + Duration::from_secs(1));
         assert_eq!(
             (b.state(), b.consecutive_failures()),
-            (CircuitState::Closed, 0)
+            (BreakerState::Closed, 0)
         );
         assert!(!b.try_acquire(until).unwrap().is_probe());
     }
@@ -336,7 +336,7 @@ mod tests {
         fail(&mut b, t0);
         let probe = b.try_acquire(t0 + OPEN).unwrap();
         b.on_failure(probe, t0 + OPEN);
-        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(
             b.try_acquire(t0 + OPEN),
             Err(Rejected::Open {
@@ -357,7 +357,7 @@ mod tests {
         for _ in 0..4 {
             fail(&mut b, t0);
         }
-        assert_eq!(b.state(), CircuitState::Closed);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[test]
@@ -375,10 +375,10 @@ mod tests {
         let probe = b.try_acquire(t0 + OPEN).unwrap();
         // The slow request started while Closed must not close the circuit in the probe's place.
         b.on_success(slow, t0 + OPEN);
-        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.probe_in_flight());
         b.on_failure(probe, t0 + OPEN);
-        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]
@@ -398,7 +398,7 @@ mod tests {
             Err(Rejected::Open { .. })
         ));
         b.on_success(lost, t0 + OPEN + OPEN);
-        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(b.state(), BreakerState::Open);
         let probe = b.try_acquire(t0 + OPEN * 3).unwrap();
         b.abandon(probe);
         assert!(!b.probe_in_flight());
@@ -446,7 +446,7 @@ mod tests {
                         let current = permit.epoch == b.epoch;
                         let state = b.state();
                         b.on_success(permit, now);
-                        if current && state == CircuitState::Closed {
+                        if current && state == BreakerState::Closed {
                             prop_assert_eq!(b.consecutive_failures(), 0, "a success resets the count");
                         }
                     }
@@ -464,9 +464,9 @@ mod tests {
                 prop_assert!(live_probes <= 1);
                 prop_assert_eq!(live_probes == 1, b.probe_in_flight());
                 match b.state() {
-                    CircuitState::Closed => prop_assert!(b.consecutive_failures() < threshold),
-                    CircuitState::Open => prop_assert!(b.try_acquire(b.since()).is_err() || config.open_duration.is_zero()),
-                    CircuitState::HalfOpen => {}
+                    BreakerState::Closed => prop_assert!(b.consecutive_failures() < threshold),
+                    BreakerState::Open => prop_assert!(b.try_acquire(b.since()).is_err() || config.open_duration.is_zero()),
+                    BreakerState::HalfOpen => {}
                 }
             }
         }

@@ -15,13 +15,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::HeaderMap;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
 use super::egress::{self, EgressError, EgressPolicy};
-use super::outcome::{AttemptError, AttemptResult, ErrorKind};
+use super::outcome::{AttemptError, ErrorKind, HttpResult};
 
 /// How the shared client behaves.
 #[derive(Clone, Debug)]
@@ -58,17 +56,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// One attempt to send.
-#[derive(Clone, Debug)]
-pub struct DeliveryRequest {
-    pub url: Url,
-    /// From [`super::headers::build_headers`].
-    pub headers: HeaderMap,
-    /// From [`super::payload::render`]; the exact bytes that were signed.
-    pub body: Bytes,
-    /// Total time for the attempt: connecting, sending, and reading the (capped) response.
-    pub timeout: Duration,
-}
+pub use super::request::DeliveryRequest;
 
 /// The client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -138,11 +126,11 @@ impl DeliveryClient {
     }
 
     /// Sends one attempt. Never fails: every problem is described in the result.
-    pub async fn send(&self, request: &DeliveryRequest) -> AttemptResult {
+    pub async fn send(&self, request: &DeliveryRequest) -> HttpResult {
         let started = Instant::now();
         if let Err(err) = egress::check_url(&request.url, &self.egress) {
             tracing::warn!(target: "audit", destination = %redact(&request.url), reason = %err, "egress refused a delivery");
-            return AttemptResult::failed(ErrorKind::Blocked, err.to_string(), started.elapsed());
+            return HttpResult::failed(ErrorKind::Blocked, err.to_string(), started.elapsed());
         }
         let sent = self
             .http
@@ -159,10 +147,10 @@ impl DeliveryClient {
                 if error.kind == ErrorKind::Blocked {
                     tracing::warn!(target: "audit", destination = %redact(&request.url), reason = %error.message, "egress refused a delivery");
                 }
-                return AttemptResult {
+                return HttpResult {
                     latency: started.elapsed(),
                     error: Some(error),
-                    ..AttemptResult::default()
+                    ..HttpResult::default()
                 };
             }
         };
@@ -186,7 +174,7 @@ impl DeliveryClient {
         });
         let http_version = Some(format!("{:?}", response.version()));
         let (snippet, truncated) = read_capped(response, self.capture).await;
-        AttemptResult {
+        HttpResult {
             status: Some(status.as_u16()),
             latency: started.elapsed(),
             body_snippet: String::from_utf8_lossy(&snippet).into_owned(),

@@ -5,7 +5,8 @@
 //!
 //! 1. [`payload::render`] the body once per event and endpoint (the bytes signed are the bytes sent);
 //! 2. ask the endpoint's [`circuit::CircuitBreaker`] and [`ratelimit::RateLimiter`] whether it may send now;
-//! 3. [`signing::sign`] and [`headers::build_headers`] for this attempt;
+//! 3. [`request::build_request`]: the body, [`signing::sign`] and [`headers::build_headers`] for
+//!    this attempt;
 //! 4. [`client::DeliveryClient::send`] (egress policy enforced at connect time, see [`egress`]);
 //! 5. [`outcome::decide`] what happens next (delivered, retry at T, dead letter, blocked), using
 //!    [`retry`] for the schedule, and report the attempt back to the breaker and the limiter.
@@ -20,6 +21,7 @@ pub mod headers;
 pub mod outcome;
 pub mod payload;
 pub mod ratelimit;
+pub mod request;
 pub mod retry;
 pub mod signing;
 pub mod verify;

@@ -1,4 +1,4 @@
-//! What one attempt produced ([`AttemptResult`]) and what happens next ([`Outcome`]).
+//! What one attempt produced ([`HttpResult`]) and what happens next ([`Outcome`]).
 //!
 //! | attempt | outcome |
 //! | --- | --- |
@@ -55,9 +55,10 @@ pub struct AttemptError {
     pub message: String,
 }
 
-/// What one attempt produced, as recorded for status and metrics.
+/// What the receiver answered to one attempt (or why there was no answer), as recorded for status
+/// and metrics. The store's record of an attempt is [`crate::store::AttemptResult`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AttemptResult {
+pub struct HttpResult {
     /// The response status, if a response head arrived.
     pub status: Option<u16>,
     /// From sending the request to the end of reading the (capped) response.
@@ -74,7 +75,7 @@ pub struct AttemptResult {
     pub http_version: Option<String>,
 }
 
-impl AttemptResult {
+impl HttpResult {
     /// A result for an attempt that failed below HTTP.
     pub fn failed(kind: ErrorKind, message: impl Into<String>, latency: Duration) -> Self {
         Self {
@@ -170,7 +171,7 @@ enum Verdict {
     Blocked(String),
 }
 
-fn classify(result: &AttemptResult) -> Verdict {
+fn classify(result: &HttpResult) -> Verdict {
     if let Some(error) = result
         .error
         .as_ref()
@@ -201,7 +202,7 @@ fn classify(result: &AttemptResult) -> Verdict {
 /// (see [`retry::delay`]). Pure: the same inputs give the same outcome.
 pub fn decide(
     policy: &RetryPolicy,
-    result: &AttemptResult,
+    result: &HttpResult,
     attempt: u32,
     now: Timestamp,
     jitter_sample: f64,
@@ -244,15 +245,15 @@ mod tests {
         Timestamp::from_second(1_700_000_000).unwrap()
     }
 
-    fn status(code: u16) -> AttemptResult {
-        AttemptResult {
+    fn status(code: u16) -> HttpResult {
+        HttpResult {
             status: Some(code),
             latency: Duration::from_millis(12),
             ..Default::default()
         }
     }
 
-    fn decide_first(result: &AttemptResult) -> Outcome {
+    fn decide_first(result: &HttpResult) -> Outcome {
         decide(&RetryPolicy::default(), result, 1, now(), 0.5)
     }
 
@@ -287,7 +288,7 @@ mod tests {
                 ErrorKind::Reset,
                 ErrorKind::Other,
             ]
-            .map(|kind| AttemptResult::failed(kind, "x", Duration::ZERO)),
+            .map(|kind| HttpResult::failed(kind, "x", Duration::ZERO)),
         );
         for result in retryable {
             for (attempt, secs) in [(1, 1), (2, 2), (3, 4)] {
@@ -325,7 +326,7 @@ mod tests {
                 endpoint_gone: true
             }
         );
-        let redirect = AttemptResult {
+        let redirect = HttpResult {
             status: Some(301),
             error: Some(AttemptError {
                 kind: ErrorKind::Redirect,
@@ -341,7 +342,7 @@ mod tests {
     #[test]
     fn blocked_is_never_retried() {
         let blocked =
-            AttemptResult::failed(ErrorKind::Blocked, "127.0.0.1 is loopback", Duration::ZERO);
+            HttpResult::failed(ErrorKind::Blocked, "127.0.0.1 is loopback", Duration::ZERO);
         assert_eq!(
             decide_first(&blocked),
             Outcome::Blocked {
@@ -388,9 +389,7 @@ mod tests {
                 && !status(404).is_endpoint_failure()
                 && !status(200).is_endpoint_failure()
         );
-        assert!(
-            AttemptResult::failed(ErrorKind::Timeout, "t", Duration::ZERO).is_endpoint_failure()
-        );
+        assert!(HttpResult::failed(ErrorKind::Timeout, "t", Duration::ZERO).is_endpoint_failure());
         assert!(
             status(503).is_throttled() && status(429).is_throttled() && !status(500).is_throttled()
         );
@@ -403,7 +402,7 @@ mod tests {
             secs in any::<i32>(), sample in any::<f64>(), max_delay in any::<u64>(),
         ) {
             let policy = RetryPolicy { max_delay: Duration::from_millis(max_delay), jitter_percent: 50, ..Default::default() };
-            let result = AttemptResult { status: code, retry_after, ..Default::default() };
+            let result = HttpResult { status: code, retry_after, ..Default::default() };
             let now = Timestamp::from_second(i64::from(secs)).unwrap();
             match decide(&policy, &result, attempt, now, sample) {
                 Outcome::Retry { at, after, .. } => {

@@ -5,7 +5,7 @@
 //! (`Err(T)`), and the dispatcher holds the delivery until then.
 //!
 //! Adaptive mode: a throttling answer (429, 503 or a `Retry-After`, see
-//! [`super::outcome::AttemptResult::is_throttled`]) halves the allowed rate, not below a floor of
+//! [`super::outcome::HttpResult::is_throttled`]) halves the allowed rate, not below a floor of
 //! a tenth of the configured rate (at least 1 per minute), empties the bucket, and with a
 //! `Retry-After` pauses the endpoint until then (at most [`MAX_PAUSE`]). Further throttling
 //! answers within [`DECREASE_COOLDOWN`] of a cut (answers to requests already in flight) do not

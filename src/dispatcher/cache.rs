@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use std::time::Duration;
 
 use kube::runtime::reflector::store::WriterDropped;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store as Reflector};
 
 use super::router;
 use super::subscription_index::SharedIndex;
@@ -17,10 +17,10 @@ use crate::delivery::signing::SigningKeys;
 
 #[derive(Clone)]
 pub struct Cache {
-    pub endpoints: Store<WebhookEndpoint>,
-    pub subscriptions: Store<WebhookSubscription>,
-    pub secrets: Store<Secret>,
-    pub config_maps: Store<ConfigMap>,
+    pub endpoints: Reflector<WebhookEndpoint>,
+    pub subscriptions: Reflector<WebhookSubscription>,
+    pub secrets: Reflector<Secret>,
+    pub config_maps: Reflector<ConfigMap>,
     /// Subscriptions by event type (see [`SharedIndex`]); the subscription watch reports changes.
     pub index: SharedIndex,
 }
@@ -45,7 +45,7 @@ pub enum NotReady {
 /// Waits for one store. A waiter that starts before the store is ready is not always woken
 /// when it becomes ready (seen with kube 5 under several concurrent waiters), so wait in short
 /// rounds.
-async fn ready<K>(store: &Store<K>) -> Result<(), WriterDropped>
+async fn ready<K>(store: &Reflector<K>) -> Result<(), WriterDropped>
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::api::policy::EffectivePolicy;
-use crate::delivery::circuit::{CircuitBreaker, CircuitConfig, CircuitState, Permit};
-use crate::delivery::outcome::AttemptResult;
+use crate::delivery::circuit::{BreakerState, CircuitBreaker, CircuitConfig, Permit};
+use crate::delivery::outcome::HttpResult;
 use crate::delivery::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::delivery::retry::parse_retry_after;
 use crate::store::EndpointRef;
@@ -33,14 +33,14 @@ pub enum Gate {
 /// What the breaker did after an attempt, for Events and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
-    pub from: CircuitState,
-    pub to: CircuitState,
+    pub from: BreakerState,
+    pub to: BreakerState,
 }
 
 /// A snapshot for status.
 #[derive(Clone, Copy, Debug)]
 pub struct GateSnapshot {
-    pub state: CircuitState,
+    pub state: BreakerState,
     pub since: Instant,
     pub consecutive_failures: u32,
     pub rate_per_minute: f64,
@@ -100,14 +100,14 @@ impl Gates {
         &self,
         endpoint: &EndpointRef,
         permit: Permit,
-        result: &AttemptResult,
+        result: &HttpResult,
         now: Instant,
     ) -> Transition {
         let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(gate) = gates.get_mut(endpoint) else {
             return Transition {
-                from: CircuitState::Closed,
-                to: CircuitState::Closed,
+                from: BreakerState::Closed,
+                to: BreakerState::Closed,
             };
         };
         gate.in_flight = gate.in_flight.saturating_sub(1);

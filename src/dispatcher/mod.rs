@@ -1,12 +1,11 @@
 //! The dispatcher: takes events from WebhookEvent resources and the ingest API, persists their
 //! deliveries, delivers them (signed, rate-limited, behind a circuit breaker, with retries) and
 //! writes the results back into resource status.
-pub mod api;
 pub mod cache;
 pub mod config;
 pub mod engine;
-pub mod events;
 pub mod gate;
+pub mod http;
 pub mod metrics;
 pub mod ownership;
 pub mod partitions;
@@ -15,6 +14,7 @@ pub mod router;
 pub mod status;
 pub mod subscription_index;
 pub mod test_delivery;
+pub mod watch;
 
 mod run;
 
@@ -50,4 +50,6 @@ pub struct Shared {
     pub owner: String,
     /// The endpoints this replica is responsible for (all of them, or its partitions).
     pub ownership: ownership::Ownership,
+    /// Kubernetes Events queued by attempts, raised by the status side (`status::notices`).
+    pub notices: status::notices::Notices,
 }

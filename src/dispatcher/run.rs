@@ -19,7 +19,7 @@ use super::config::StoreKind;
 use super::ownership::Ownership;
 use super::partitions::{self, plan::Timings};
 use super::subscription_index::SharedIndex;
-use super::{api, engine, events, metrics, status, DispatcherConfig, Shared};
+use super::{engine, http, metrics, status, watch, DispatcherConfig, Shared};
 use crate::api::{
     WebhookEndpoint, WebhookEvent, WebhookReplay, WebhookSubscription, ENDPOINT_LABEL,
 };
@@ -183,6 +183,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         StoreKind::Sqlite => Ownership::All,
         StoreKind::Postgres => Ownership::partitioned(config.partitions),
     };
+    let (notices, notice_queue) = status::notices::Notices::channel();
     let shared = Arc::new(Shared {
         store,
         cache: cache.clone(),
@@ -196,7 +197,9 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         gates: Default::default(),
         owner: identity,
         ownership,
+        notices,
     });
+    tokio::spawn(status::notices::raise(shared.clone(), notice_queue));
 
     let mut tasks = tokio::task::JoinSet::new();
     let index = cache.index.clone();
@@ -229,10 +232,13 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
 
     // Each watch is polled by its own task; routing, delivering and the API wait for the
     // caches to have listed everything once (see `Cache::wait_until_ready`).
-    tasks.spawn(events::watch_endpoints(shared.clone(), endpoint_stream));
-    tasks.spawn(events::watch_events(shared.clone(), event_stream));
-    tasks.spawn(events::expire_events(shared.clone(), events_reader));
-    tasks.spawn(events::watch_replays(shared.clone(), replay_stream));
+    tasks.spawn(watch::endpoints::watch_endpoints(
+        shared.clone(),
+        endpoint_stream,
+    ));
+    tasks.spawn(watch::events::watch_events(shared.clone(), event_stream));
+    tasks.spawn(watch::expiry::expire_events(shared.clone(), events_reader));
+    tasks.spawn(watch::replays::watch_replays(shared.clone(), replay_stream));
     let delivering = tokio::spawn(engine::run(
         shared.clone(),
         stop_rx.clone(),
@@ -250,7 +256,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     tasks.spawn(retention(shared.clone()));
     tasks.spawn(health::serve(
         api_listener,
-        api::router(shared.clone()),
+        http::router(shared.clone()),
         stopped(stop_rx.clone()),
     ));
     let caches_synced = async {

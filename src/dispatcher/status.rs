@@ -2,35 +2,33 @@
 //! endpoint delivery statistics, circuit state and the last test delivery, and of WebhookEvent
 //! phases. Objects changed since the last round are written once per round, so each object gets
 //! at most one patch per interval and the API request rate is bounded.
+pub mod apply;
 mod dead_letters;
 pub mod event;
+pub mod notices;
+pub mod replay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
 use serde::Serialize;
-use serde_json::json;
 use tracing::{debug, warn};
 
 use self::dead_letters::{Notice, Notices};
 use super::Shared;
-use crate::api::conditions::{self, Condition, DesiredCondition, CIRCUIT_OPEN, HEALTHY};
+use crate::api::conditions::{self, Condition, DesiredCondition, Reason, CIRCUIT_OPEN, HEALTHY};
 use crate::api::endpoint::{
-    CircuitState as ApiCircuitState, CircuitStatus, DeliveryStats, TestDeliveryStatus,
-    WebhookEndpointStatus,
+    CircuitState, CircuitStatus, DeliveryStats, TestDeliveryStatus, WebhookEndpointStatus,
 };
 use crate::api::WebhookEndpoint;
-use crate::delivery::circuit::CircuitState;
-use crate::delivery::outcome::AttemptResult as HttpResult;
+use crate::delivery::circuit::BreakerState;
 use crate::store::{EndpointRef, EndpointStats};
 
-/// Field manager of every status write the dispatcher makes.
-pub const FIELD_MANAGER: &str = "webhook-operator-dispatcher";
+pub use apply::FIELD_MANAGER;
 
 /// Objects whose status changed since the last write-back, and the test results that go into
 /// endpoint statuses.
@@ -96,7 +94,7 @@ fn percent(rate: Option<f64>) -> Option<String> {
 
 /// The health score, 0–100: the success rate of the last hour (100 without traffic), minus 10
 /// when the p95 latency exceeds half the timeout; at most 50 while half-open and 20 while open.
-pub fn health_score(stats: &EndpointStats, circuit: CircuitState, timeout: Duration) -> i32 {
+pub fn health_score(stats: &EndpointStats, circuit: BreakerState, timeout: Duration) -> i32 {
     let mut score = stats.last_hour.success_rate.map_or(100.0, |r| r * 100.0);
     let slow = stats
         .last_hour
@@ -106,9 +104,9 @@ pub fn health_score(stats: &EndpointStats, circuit: CircuitState, timeout: Durat
         score -= 10.0;
     }
     let cap = match circuit {
-        CircuitState::Closed => 100.0,
-        CircuitState::HalfOpen => 50.0,
-        CircuitState::Open => 20.0,
+        BreakerState::Closed => 100.0,
+        BreakerState::HalfOpen => 50.0,
+        BreakerState::Open => 20.0,
     };
     score.clamp(0.0, cap).round() as i32
 }
@@ -188,18 +186,8 @@ impl EndpointStatusPatch {
         client: &kube::Client,
         endpoint: &EndpointRef,
     ) -> Result<(), kube::Error> {
-        let patch = json!({
-            "apiVersion": "webhooks.pitchey.io/v1alpha1",
-            "kind": "WebhookEndpoint",
-            "status": self,
-        });
-        let api: Api<WebhookEndpoint> = Api::namespaced(client.clone(), &endpoint.namespace);
-        api.patch_status(
-            &endpoint.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        apply::apply_status::<WebhookEndpoint>(client, &endpoint.namespace, &endpoint.name, self)
+            .await?;
         Ok(())
     }
 }
@@ -264,7 +252,7 @@ async fn write_endpoint(
     let now = Timestamp::now();
     let stats = shared.store.endpoint_stats(endpoint, now).await?;
     let snapshot = shared.gates.snapshot(endpoint);
-    let circuit_state = snapshot.map_or(CircuitState::Closed, |s| s.state);
+    let circuit_state = snapshot.map_or(BreakerState::Closed, |s| s.state);
     let timeout = Duration::from_secs(resource.spec.timeout_seconds.into());
     let reported = report_dead_letters(shared, &resource, endpoint, &stats, notices, now).await;
     let delivery = DeliveryStats {
@@ -301,9 +289,9 @@ async fn write_endpoint(
     });
     let circuit = CircuitStatus {
         state: match circuit_state {
-            CircuitState::Closed => ApiCircuitState::Closed,
-            CircuitState::Open => ApiCircuitState::Open,
-            CircuitState::HalfOpen => ApiCircuitState::HalfOpen,
+            BreakerState::Closed => CircuitState::Closed,
+            BreakerState::Open => CircuitState::Open,
+            BreakerState::HalfOpen => CircuitState::HalfOpen,
         },
         since,
         consecutive_failures: snapshot.map_or(0, |s| i64::from(s.consecutive_failures)),
@@ -311,10 +299,10 @@ async fn write_endpoint(
     let low_success =
         stats.last_hour.attempts >= 5 && stats.last_hour.success_rate.is_some_and(|r| r < 0.5);
     let healthy = match (circuit_state, low_success) {
-        (CircuitState::Open, _) => DesiredCondition::new(
+        (BreakerState::Open, _) => DesiredCondition::new(
             HEALTHY,
             false,
-            "CircuitOpen",
+            Reason::CircuitOpen,
             format!(
                 "{} consecutive failures opened the circuit; last error: {}",
                 circuit.consecutive_failures,
@@ -324,7 +312,7 @@ async fn write_endpoint(
         (_, true) => DesiredCondition::new(
             HEALTHY,
             false,
-            "LowSuccessRate",
+            Reason::LowSuccessRate,
             format!(
                 "{} of attempts succeeded in the last hour",
                 delivery.success_rate_last_hour.clone().unwrap_or_default()
@@ -333,13 +321,13 @@ async fn write_endpoint(
         _ if stats.last_hour.attempts == 0 => DesiredCondition::new(
             HEALTHY,
             true,
-            "NoRecentTraffic",
+            Reason::NoRecentTraffic,
             "no attempts in the last hour",
         ),
         _ => DesiredCondition::new(
             HEALTHY,
             true,
-            "Delivering",
+            Reason::Delivering,
             format!(
                 "{} of attempts succeeded in the last hour",
                 delivery.success_rate_last_hour.clone().unwrap_or_default()
@@ -348,13 +336,17 @@ async fn write_endpoint(
     };
     let open = DesiredCondition::new(
         CIRCUIT_OPEN,
-        circuit_state == CircuitState::Open,
-        if circuit_state == CircuitState::Open {
-            "FailureThresholdReached"
+        circuit_state == BreakerState::Open,
+        if circuit_state == BreakerState::Open {
+            Reason::FailureThresholdReached
         } else {
-            "Closed"
+            Reason::Closed
         },
-        "",
+        if circuit_state == BreakerState::Open {
+            "deliveries are paused; the breaker probes again after circuitBreaker.openDuration"
+        } else {
+            "deliveries flow"
+        },
     );
     let current = resource
         .status
@@ -413,75 +405,21 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// CircuitOpened / CircuitClosed Events.
-pub async fn circuit_event(
-    shared: &Shared,
-    endpoint: &EndpointRef,
-    to: CircuitState,
-    result: &HttpResult,
-) {
-    let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) else {
-        return;
-    };
-    match to {
-        CircuitState::Open => {
-            publish(
-                shared,
-                resource.as_ref(),
-                EventType::Warning,
-                "CircuitOpened",
-                format!(
-                    "deliveries paused after consecutive failures; last: {}",
-                    result.summary()
-                ),
-            )
-            .await;
-        }
-        CircuitState::Closed => {
-            publish(
-                shared,
-                resource.as_ref(),
-                EventType::Normal,
-                "CircuitClosed",
-                "the endpoint recovered; deliveries resumed".to_string(),
-            )
-            .await;
-        }
-        CircuitState::HalfOpen => {}
-    }
-}
-
-/// EndpointGone: the receiver answered 410 Gone.
-pub async fn endpoint_gone(shared: &Shared, endpoint: &EndpointRef, result: &HttpResult) {
-    if let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) {
-        publish(
-            shared,
-            resource.as_ref(),
-            EventType::Warning,
-            "EndpointGone",
-            format!(
-                "the receiver answered {}; consider suspending or deleting this endpoint",
-                result.summary()
-            ),
-        )
-        .await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     #[test]
     fn health_score_reflects_success_latency_and_circuit() {
         let mut stats = EndpointStats::default();
         let timeout = Duration::from_secs(30);
-        assert_eq!(health_score(&stats, CircuitState::Closed, timeout), 100);
+        assert_eq!(health_score(&stats, BreakerState::Closed, timeout), 100);
         stats.last_hour.success_rate = Some(0.9);
-        assert_eq!(health_score(&stats, CircuitState::Closed, timeout), 90);
+        assert_eq!(health_score(&stats, BreakerState::Closed, timeout), 90);
         stats.last_hour.p95_latency_ms = Some(20_000);
-        assert_eq!(health_score(&stats, CircuitState::Closed, timeout), 80);
-        assert_eq!(health_score(&stats, CircuitState::HalfOpen, timeout), 50);
-        assert_eq!(health_score(&stats, CircuitState::Open, timeout), 20);
+        assert_eq!(health_score(&stats, BreakerState::Closed, timeout), 80);
+        assert_eq!(health_score(&stats, BreakerState::HalfOpen, timeout), 50);
+        assert_eq!(health_score(&stats, BreakerState::Open, timeout), 20);
     }
 
     fn condition(type_: &str) -> Condition {

@@ -15,6 +15,7 @@ use super::Shared;
 use crate::api::endpoint::TestDeliveryStatus;
 use crate::api::event_types::TEST_EVENT_TYPE;
 use crate::delivery::payload;
+use crate::delivery::request::EventParts;
 use crate::store::EndpointRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,16 +54,13 @@ pub async fn send_test(
     );
     let now = Timestamp::now();
     let event_id = payload::new_event_id(now, &mut rand::thread_rng());
-    let prepared = prepare(
-        shared,
-        &endpoint,
-        &policy,
-        &event_id,
-        TEST_EVENT_TYPE,
-        now,
-        &data,
-        1,
-    )?;
+    let event = EventParts {
+        event_id: &event_id,
+        event_type: TEST_EVENT_TYPE,
+        created_at: now,
+        data: &data,
+    };
+    let prepared = prepare(shared, &endpoint, &policy, &event, 1)?;
     let result = shared.http.send(&prepared.request).await;
     let status = TestDeliveryStatus {
         nonce,

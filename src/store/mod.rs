@@ -30,6 +30,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 mod common;
+/// The contract suite every backend must pass: test support, out of the production library's
+/// API (the crate's own tests enable `contract-tests` through their dev-dependency on it).
+#[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod error;
 pub mod postgres;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use jiff::Timestamp;
 use webhook_operator::delivery::egress::EgressPolicy;
-use webhook_operator::delivery::outcome::{decide, AttemptResult, ErrorKind, Outcome};
+use webhook_operator::delivery::outcome::{decide, ErrorKind, HttpResult, Outcome};
 use webhook_operator::delivery::retry::RetryPolicy;
 use webhook_operator::delivery::signing::SigningScheme;
 
@@ -42,13 +42,13 @@ impl Capture {
     }
 }
 
-async fn send_to(policy: EgressPolicy, url: &str) -> AttemptResult {
+async fn send_to(policy: EgressPolicy, url: &str) -> HttpResult {
     let client = support::client_with(policy);
     let event = support::event(SigningScheme::Pitchey);
     support::send(&client, url::Url::parse(url).unwrap(), &event, 1, TIMEOUT).await
 }
 
-fn assert_blocked(result: &AttemptResult, needle: &str) {
+fn assert_blocked(result: &HttpResult, needle: &str) {
     assert_eq!(result.error_kind(), Some(ErrorKind::Blocked), "{result:?}");
     let message = &result.error.as_ref().unwrap().message;
     assert!(

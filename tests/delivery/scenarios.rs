@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use jiff::Timestamp;
-use webhook_operator::delivery::circuit::{CircuitBreaker, CircuitConfig, CircuitState};
+use webhook_operator::delivery::circuit::{BreakerState, CircuitBreaker, CircuitConfig};
 use webhook_operator::delivery::outcome::{decide, ErrorKind, Outcome};
 use webhook_operator::delivery::ratelimit::{RateLimitConfig, RateLimiter};
 use webhook_operator::delivery::retry::{self, RetryPolicy};
@@ -138,7 +138,7 @@ async fn server_error_then_success_retries_with_the_same_event_id() {
     ));
     assert_eq!(
         (breaker.state(), breaker.consecutive_failures()),
-        (CircuitState::Closed, 0)
+        (BreakerState::Closed, 0)
     );
 
     let received = server.received();

@@ -9,7 +9,7 @@ use serde_json::json;
 use webhook_operator::delivery::client::{ClientConfig, DeliveryClient, DeliveryRequest};
 use webhook_operator::delivery::egress::EgressPolicy;
 use webhook_operator::delivery::headers::{build_headers, HeaderInputs};
-use webhook_operator::delivery::outcome::AttemptResult;
+use webhook_operator::delivery::outcome::HttpResult;
 use webhook_operator::delivery::payload::{self, WebhookRef};
 use webhook_operator::delivery::signing::{self, SigningKeys, SigningScheme};
 
@@ -92,7 +92,7 @@ pub async fn send(
     event: &Event,
     attempt: u32,
     timeout: Duration,
-) -> AttemptResult {
+) -> HttpResult {
     let signature = signing::sign(
         event.scheme,
         &event.keys,

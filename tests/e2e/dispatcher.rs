@@ -571,7 +571,10 @@ async fn unreadable_stored_data_is_dead_lettered_not_sent_empty() {
     let delivery = event.status.unwrap().deliveries.remove(0);
     assert_eq!(delivery.state, "DeadLettered");
     let error = delivery.last_error.unwrap_or_default();
-    assert!(error.contains("the stored event data is unreadable"), "{error}");
+    assert!(
+        error.contains("the stored event data is unreadable"),
+        "{error}"
+    );
     assert!(receiver.received().is_empty(), "nothing may be sent");
 }
 

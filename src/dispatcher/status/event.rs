@@ -6,9 +6,10 @@ use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
-use super::{WriteError, FIELD_MANAGER};
-use crate::api::conditions::{self, DesiredCondition, READY};
-use crate::api::event::{DeliveryRecord as ApiDeliveryRecord, EventPhase};
+use super::apply::{status_patch, FIELD_MANAGER};
+use super::WriteError;
+use crate::api::conditions::{self, DesiredCondition, Reason, READY};
+use crate::api::event::{EventDeliveryStatus, EventPhase};
 use crate::api::time::rfc3339;
 use crate::api::{WebhookEvent, PHASE_LABEL};
 use crate::store::{DeliveryRecord, DeliveryState, EventSource};
@@ -87,7 +88,7 @@ pub fn invalid_event_status(errors: &str, now: Timestamp) -> Value {
     let ready = DesiredCondition::new(
         READY,
         false,
-        "InvalidSpec",
+        Reason::InvalidSpec,
         format!("invalid spec: {errors}"),
     );
     let now = rfc3339(now);
@@ -106,16 +107,11 @@ pub async fn apply_event_status(
     phase: EventPhase,
     status: Value,
 ) -> Result<(), kube::Error> {
-    let patch = json!({
-        "apiVersion": "webhooks.pitchey.io/v1alpha1",
-        "kind": "WebhookEvent",
-        "status": status,
-    });
     let applied = api
         .patch_status(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
+            &Patch::Apply(status_patch::<WebhookEvent>(&status)),
         )
         .await?;
     if let Some(label) = phase_label_patch(applied.metadata.labels.as_ref(), phase) {
@@ -134,10 +130,10 @@ pub(super) async fn write_event(shared: &super::Shared, event_id: &str) -> Resul
         return Ok(());
     };
     let phase = event_phase(&status.deliveries);
-    let deliveries: Vec<ApiDeliveryRecord> = status
+    let deliveries: Vec<EventDeliveryStatus> = status
         .deliveries
         .iter()
-        .map(|d| ApiDeliveryRecord {
+        .map(|d| EventDeliveryStatus {
             endpoint: match &d.replay_id {
                 Some(replay) => format!("{} (replay {replay})", d.endpoint.name),
                 None => d.endpoint.name.clone(),

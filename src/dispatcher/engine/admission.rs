@@ -1,0 +1,144 @@
+//! Admission: whether a claimed (or waiting) delivery goes now, waits in memory behind its
+//! endpoint's attempts in flight, or goes back to the store until its gate opens.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tracing::{debug, warn};
+
+use super::recorder::finish_without_attempt;
+use super::{wall_clock, Engine, BUSY_RETRY, NOT_READY_RETRY};
+use crate::api::policy::EffectivePolicy;
+use crate::delivery::circuit::Permit;
+use crate::dispatcher::cache::NotReady;
+use crate::dispatcher::gate::Gate;
+use crate::store::{ClaimedDelivery, DeliveryId, EndpointRef};
+
+/// What becomes of a claimed delivery.
+pub(super) enum Admission {
+    /// Send it now (the gate's permit; the caller finds a slot).
+    Go(Box<ClaimedDelivery>, Arc<EffectivePolicy>, Permit),
+    /// Waiting behind its endpoint's attempts in flight.
+    Waiting,
+    /// Give it back to the store, due at this time.
+    Defer(Timestamp, DeliveryId),
+    /// Nothing more to do (dead-lettered because its endpoint is gone).
+    Done,
+}
+
+impl Engine {
+    /// Decides what becomes of a delivery claimed (or waiting) now.
+    pub(super) async fn admit(
+        &self,
+        delivery: ClaimedDelivery,
+        now: Instant,
+        now_ts: Timestamp,
+    ) -> Admission {
+        let shared = &self.shared;
+        let endpoint = &delivery.delivery.endpoint;
+        // Its partition moved to another replica while it waited: give it back, due now, so the
+        // new owner (one sender per endpoint) takes it.
+        if !shared.ownership.owns_endpoint(endpoint) {
+            return Admission::Defer(now_ts, delivery.delivery.id);
+        }
+        let policy = match self
+            .policies
+            .get(&shared.cache, &endpoint.namespace, &endpoint.name)
+        {
+            Ok(policy) => policy,
+            Err(NotReady::EndpointGone(_)) => {
+                let reason = "the WebhookEndpoint was deleted".to_string();
+                finish_without_attempt(shared, &delivery, reason).await;
+                return Admission::Done;
+            }
+            Err(other) => {
+                debug!(endpoint = %format!("{}/{}", endpoint.namespace, endpoint.name), reason = %other, "deferring");
+                let at = now_ts
+                    .saturating_add(NOT_READY_RETRY)
+                    .unwrap_or(Timestamp::MAX);
+                return Admission::Defer(at, delivery.delivery.id);
+            }
+        };
+        // Suspension is read from the endpoint itself: the ConfigMap may lag behind it.
+        let suspended = shared
+            .cache
+            .endpoint(&endpoint.namespace, &endpoint.name)
+            .is_some_and(|e| e.spec.suspend);
+        if suspended {
+            // Hold the endpoint; this delivery goes back and becomes Held too.
+            if let Err(error) = shared.store.hold_endpoint(endpoint.clone(), now_ts).await {
+                warn!(%error, "holding a suspended endpoint failed");
+            }
+            return Admission::Defer(now_ts, delivery.delivery.id);
+        }
+        // A delivery that waited must still hold its lease for a whole attempt.
+        let needed = Duration::from_secs(u64::from(policy.timeout_seconds) + 30);
+        if now_ts.saturating_add(needed).unwrap_or(Timestamp::MAX) > delivery.lease_expires_at {
+            return Admission::Defer(now_ts, delivery.delivery.id);
+        }
+        // Decided under the waiting lock, so a delivery never waits for an endpoint with no
+        // attempt in flight: an attempt that finishes looks at the queue after giving its
+        // permit back.
+        let mut waiting = self.lock_waiting();
+        match shared
+            .gates
+            .acquire(endpoint, &policy, now, self.per_endpoint())
+        {
+            Gate::Go(permit) => Admission::Go(Box::new(delivery), policy, permit),
+            Gate::Later(at) => Admission::Defer(wall_clock(at, now, now_ts), delivery.delivery.id),
+            Gate::Busy => {
+                let queue = waiting.entry(endpoint.clone()).or_default();
+                if queue.len() < self.per_endpoint() {
+                    queue.push_back(delivery);
+                    Admission::Waiting
+                } else {
+                    let at = now_ts.saturating_add(BUSY_RETRY).unwrap_or(Timestamp::MAX);
+                    Admission::Defer(at, delivery.delivery.id)
+                }
+            }
+        }
+    }
+
+    /// The next delivery waiting for `endpoint` that may go now. Deliveries that may not go
+    /// (circuit open, rate limit, endpoint suspended or gone) leave the queue for the store.
+    pub(super) async fn next_waiting(
+        &self,
+        endpoint: &EndpointRef,
+    ) -> Option<(ClaimedDelivery, Arc<EffectivePolicy>, Permit)> {
+        loop {
+            let (delivery, remaining) = {
+                let mut waiting = self.lock_waiting();
+                let queue = waiting.get_mut(endpoint)?;
+                let Some(delivery) = queue.pop_front() else {
+                    waiting.remove(endpoint);
+                    return None;
+                };
+                (delivery, queue.len())
+            };
+            if remaining <= self.per_endpoint() / 2 {
+                // Room behind this endpoint: let the loop claim more.
+                self.shared.wake.notify_one();
+            }
+            let (now, now_ts) = (Instant::now(), Timestamp::now());
+            match self.admit(delivery, now, now_ts).await {
+                Admission::Go(delivery, policy, permit) => {
+                    return Some((*delivery, policy, permit))
+                }
+                // Another attempt to the endpoint started meanwhile; it takes the queue on.
+                Admission::Waiting => return None,
+                Admission::Defer(at, id) => {
+                    let mut ids = vec![id];
+                    if at > now_ts {
+                        // The endpoint's gate is closed until then: the rest waits in the store.
+                        let mut waiting = self.lock_waiting();
+                        if let Some(queue) = waiting.remove(endpoint) {
+                            ids.extend(queue.into_iter().map(|d| d.delivery.id));
+                        }
+                    }
+                    self.defer(ids, at).await;
+                }
+                Admission::Done => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! One attempt of one delivery, as typed stages: [`prepare`] builds the request (or says why it
+//! cannot be built), [`send`] performs it and reports to the endpoint's gate, [`decide`] turns
+//! the answer into what happens next, and the result goes to the recorder. No Kubernetes call
+//! is made here: circuit changes and gone receivers are queued as notices for the status task.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::recorder::{finish_without_attempt, status_event, Recorded, ToRecorder};
+use super::{Engine, NOT_READY_RETRY};
+use crate::api::policy::EffectivePolicy;
+use crate::delivery::circuit::{BreakerState, Permit};
+use crate::delivery::outcome::{self, HttpResult, Outcome};
+use crate::delivery::payload::WebhookRef;
+use crate::delivery::request::{build_request, DeliveryRequest, Destination, EventParts};
+use crate::delivery::retry::RetryPolicy;
+use crate::dispatcher::cache::NotReady;
+use crate::dispatcher::gate::Transition;
+use crate::dispatcher::metrics::EndpointLabels;
+use crate::dispatcher::status::notices::EndpointNotice;
+use crate::dispatcher::Shared;
+use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
+
+/// Sends a delivery, then, on the same task and slot, the deliveries waiting for its endpoint
+/// as long as they may go.
+pub(super) async fn send_all(
+    engine: Arc<Engine>,
+    mut delivery: ClaimedDelivery,
+    mut policy: Arc<EffectivePolicy>,
+    mut permit: Permit,
+    slot: OwnedSemaphorePermit,
+) {
+    loop {
+        let endpoint = delivery.delivery.endpoint.clone();
+        let span = info_span!(
+            "delivery",
+            event_id = %delivery.event.event_id,
+            namespace = %endpoint.namespace,
+            endpoint = %endpoint.name,
+            attempt = delivery.delivery.attempts + 1,
+        );
+        attempt(&engine, delivery, &policy, permit)
+            .instrument(span)
+            .await;
+        if engine.stopping() {
+            // Shutting down: the deliveries waiting for this endpoint go back to the store.
+            break;
+        }
+        match engine.next_waiting(&endpoint).await {
+            Some(next) => (delivery, policy, permit) = next,
+            None => break,
+        }
+    }
+    drop(slot);
+    // A slot is free: the loop may claim again.
+    engine.shared.wake.notify_one();
+}
+
+/// Stage 1: a request ready to send.
+pub struct Prepared {
+    pub request: DeliveryRequest,
+}
+
+/// Why a delivery could not be turned into a request.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    #[error(transparent)]
+    Request(#[from] crate::delivery::request::RequestError),
+    #[error("the stored event data is unreadable ({0}); it cannot be sent as it was accepted")]
+    StoredData(String),
+}
+
+impl PrepareError {
+    /// Whether waiting can fix it (a Secret or ConfigMap that is not there yet).
+    pub(super) fn is_transient(&self) -> bool {
+        matches!(self, PrepareError::NotReady(_))
+    }
+}
+
+/// The event's fields as stored: a JSON object, or an error that dead-letters the delivery (never
+/// an empty object sent in its place).
+pub fn stored_data(bytes: &[u8]) -> Result<Map<String, Value>, PrepareError> {
+    serde_json::from_slice(bytes).map_err(|e| PrepareError::StoredData(e.to_string()))
+}
+
+/// Builds attempt number `attempt` of `event` to `endpoint`: its signing keys and custom headers
+/// from the caches, then the pure [`build_request`], signed now.
+pub fn prepare(
+    shared: &Shared,
+    endpoint: &EndpointRef,
+    policy: &EffectivePolicy,
+    event: &EventParts<'_>,
+    attempt: u32,
+) -> Result<Prepared, PrepareError> {
+    let keys = shared
+        .cache
+        .signing_keys(&endpoint.namespace, &endpoint.name, policy)?;
+    let custom = shared
+        .cache
+        .headers(&endpoint.namespace, &endpoint.name, policy)?;
+    let webhook = WebhookRef {
+        id: format!("{}/{}", endpoint.namespace, endpoint.name),
+        name: policy.display_name.clone(),
+    };
+    let to = Destination {
+        url: &policy.url,
+        webhook: &webhook,
+        scheme: policy.signing.scheme,
+        keys: &keys,
+        custom: &custom,
+        timeout: Duration::from_secs(policy.timeout_seconds.into()),
+    };
+    let request = build_request(&to, event, attempt, Timestamp::now())?;
+    Ok(Prepared { request })
+}
+
+/// Stage 2: the request was sent; the gate knows how it went.
+struct Sent {
+    result: HttpResult,
+    at: Timestamp,
+    transition: Transition,
+}
+
+/// Stage 3: what happens to the delivery next.
+struct Decided {
+    outcome: Outcome,
+    next: NextStep,
+}
+
+/// What one attempt works with, borrowed for its duration.
+struct AttemptContext<'a> {
+    shared: &'a Shared,
+    delivery: &'a ClaimedDelivery,
+    endpoint: &'a EndpointRef,
+    policy: &'a EffectivePolicy,
+    number: u32,
+}
+
+/// One attempt of one delivery; its result goes to the recorder.
+async fn attempt(
+    engine: &Engine,
+    delivery: ClaimedDelivery,
+    policy: &EffectivePolicy,
+    permit: Permit,
+) {
+    let shared = &*engine.shared;
+    let endpoint = delivery.delivery.endpoint.clone();
+    let cx = AttemptContext {
+        shared,
+        delivery: &delivery,
+        endpoint: &endpoint,
+        policy,
+        number: delivery.delivery.attempts + 1,
+    };
+    let prepared = match prepare_stored(&cx) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            shared.gates.abandon(&endpoint, permit);
+            not_prepared(&cx, error).await;
+            return;
+        }
+    };
+    let sent = send(&cx, &prepared, permit).await;
+    let decided = decide(&cx, &sent);
+    observe(&cx, &sent, &decided);
+    let recorded = Recorded {
+        result: AttemptResult {
+            delivery_id: delivery.delivery.id,
+            owner: shared.owner.clone(),
+            record: attempt_record(&cx, &sent),
+            next: decided.next,
+        },
+        endpoint: endpoint.clone(),
+        event_id: status_event(&delivery).map(str::to_owned),
+        retry: matches!(decided.outcome, Outcome::Retry { .. }),
+    };
+    if engine
+        .results
+        .send(ToRecorder::Result(Box::new(recorded)))
+        .await
+        .is_err()
+    {
+        warn!("the attempt recorder stopped; the lease expiry makes the delivery due again");
+    }
+}
+
+/// Stage 1 for a stored delivery: its data read back, then [`prepare`].
+fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
+    let event = &cx.delivery.event;
+    let data = stored_data(&event.data)?;
+    let parts = EventParts {
+        event_id: &event.event_id,
+        event_type: &event.event_type,
+        created_at: event.created_at,
+        data: &data,
+    };
+    prepare(cx.shared, cx.endpoint, cx.policy, &parts, cx.number)
+}
+
+/// A delivery that could not be prepared: back to the store when waiting can fix it (a Secret
+/// or ConfigMap not there yet), dead-lettered with the reason otherwise.
+async fn not_prepared(cx: &AttemptContext<'_>, error: PrepareError) {
+    let shared = cx.shared;
+    if error.is_transient() {
+        let at = Timestamp::now()
+            .saturating_add(NOT_READY_RETRY)
+            .unwrap_or(Timestamp::MAX);
+        warn!(%error, "delivery not ready; retrying later");
+        let deferred = shared
+            .store
+            .defer(shared.owner.clone(), vec![cx.delivery.delivery.id], at)
+            .await;
+        if let Err(error) = deferred {
+            warn!(%error, "giving a delivery back failed; its lease expiry brings it back");
+        }
+    } else {
+        warn!(%error, "delivery cannot be prepared; dead-lettering");
+        finish_without_attempt(shared, cx.delivery, error.to_string()).await;
+    }
+}
+
+/// Stage 2: sends the request and reports the answer to the endpoint's gate.
+async fn send(cx: &AttemptContext<'_>, prepared: &Prepared, permit: Permit) -> Sent {
+    let shared = cx.shared;
+    shared.metrics.in_flight.inc();
+    let result = shared.http.send(&prepared.request).await;
+    shared.metrics.in_flight.dec();
+    let transition = shared
+        .gates
+        .finish(cx.endpoint, permit, &result, Instant::now());
+    Sent {
+        result,
+        at: Timestamp::now(),
+        transition,
+    }
+}
+
+/// Stage 3: the retry policy's verdict on the answer. Pure but for the jitter's randomness.
+fn decide(cx: &AttemptContext<'_>, sent: &Sent) -> Decided {
+    let retry_policy = RetryPolicy::from(&cx.policy.retry);
+    let outcome = outcome::decide(
+        &retry_policy,
+        &sent.result,
+        cx.number,
+        sent.at,
+        rand::random::<f64>(),
+    );
+    let next = next_step(&outcome);
+    debug!(outcome = outcome.as_str(), status = ?sent.result.status, "attempt finished");
+    Decided { outcome, next }
+}
+
+/// What the store does with the delivery after an outcome.
+fn next_step(outcome: &Outcome) -> NextStep {
+    match outcome {
+        Outcome::Delivered { .. } => NextStep::Delivered,
+        Outcome::Retry { at, .. } => NextStep::Retry { at: *at },
+        Outcome::DeadLetter { reason, .. } => NextStep::DeadLetter {
+            reason: reason.clone(),
+        },
+        Outcome::Blocked { reason } => NextStep::DeadLetter {
+            reason: format!("destination refused by the egress policy: {reason}"),
+        },
+    }
+}
+
+/// The attempt as the store's log keeps it.
+fn attempt_record(cx: &AttemptContext<'_>, sent: &Sent) -> AttemptRecord {
+    let result = &sent.result;
+    AttemptRecord {
+        at: sent.at,
+        attempt: cx.number,
+        status_code: result.status,
+        latency_ms: Some(u64::try_from(result.latency.as_millis()).unwrap_or(u64::MAX)),
+        error: (!result.is_success()).then(|| result.summary()),
+        response_snippet: (!result.body_snippet.is_empty()).then(|| result.body_snippet.clone()),
+    }
+}
+
+/// Metrics of the attempt, and notices for the status task (circuit changes, a gone receiver).
+fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
+    let (shared, endpoint) = (cx.shared, cx.endpoint);
+    let labels = EndpointLabels::of(endpoint);
+    shared
+        .metrics
+        .count_delivery(endpoint, decided.outcome.as_str());
+    shared
+        .metrics
+        .attempt_latency
+        .get_or_create(&labels)
+        .observe(sent.result.latency.as_secs_f64());
+    match &decided.outcome {
+        Outcome::Retry { .. } => {
+            shared.metrics.retries.get_or_create(&labels).inc();
+        }
+        Outcome::DeadLetter { endpoint_gone, .. } => {
+            shared.metrics.count_dead_letter(endpoint);
+            if *endpoint_gone {
+                shared.notices.send(EndpointNotice::ReceiverGone {
+                    endpoint: endpoint.clone(),
+                    last_attempt: sent.result.summary(),
+                });
+            }
+        }
+        Outcome::Blocked { .. } => shared.metrics.count_dead_letter(endpoint),
+        Outcome::Delivered { .. } => {}
+    }
+    let transition = sent.transition;
+    if transition.from != transition.to {
+        let value = match transition.to {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        shared
+            .metrics
+            .circuit_state
+            .get_or_create(&labels)
+            .set(value);
+        shared.notices.send(EndpointNotice::CircuitChanged {
+            endpoint: endpoint.clone(),
+            to: transition.to,
+            last_attempt: sent.result.summary(),
+        });
+        shared.dirty.endpoint(endpoint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_stored_data_is_an_error_not_an_empty_object() {
+        let fields = stored_data(br#"{"user":{"id":1}}"#).unwrap();
+        assert_eq!(fields["user"]["id"], 1);
+        for bad in [&b"{\"user\": "[..], b"[1,2]", b"\xff\xfe", b""] {
+            let error = stored_data(bad).unwrap_err();
+            assert!(!error.is_transient(), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("the stored event data is unreadable"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn blocked_destinations_and_dead_letters_end_the_delivery_with_their_reason() {
+        let blocked = next_step(&Outcome::Blocked {
+            reason: "169.254.169.254 is a metadata address".into(),
+        });
+        assert!(matches!(
+            blocked,
+            NextStep::DeadLetter { ref reason } if reason.starts_with("destination refused by the egress policy: 169.254")
+        ));
+        let at: Timestamp = "2024-01-01T00:00:01Z".parse().unwrap();
+        assert!(matches!(
+            next_step(&Outcome::Retry {
+                at,
+                after: Duration::from_secs(1),
+                reason: "503".into()
+            }),
+            NextStep::Retry { at: t } if t == at
+        ));
+    }
+}

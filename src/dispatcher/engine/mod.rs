@@ -1,0 +1,152 @@
+//! The delivery loop: claims due deliveries, gates them per endpoint (suspension, circuit
+//! breaker, rate limit, concurrency), sends them without blocking the loop, and records the
+//! outcomes in batches. A claim takes of each endpoint only what its concurrency can take: its
+//! attempts in flight plus as many waiting behind them, in memory under their lease, that go on
+//! the task of the next attempt to that endpoint that finishes (no store round trip, no fixed
+//! delay). A delivery that may not go for another reason (circuit open, rate limit, suspended)
+//! is given back to the store, due when its gate opens, so no worker waits on a slow or dead
+//! endpoint.
+//!
+//! - [`claims`]: the claim loop, the caps of a claim, and the drain at shutdown;
+//! - [`admission`]: whether a claimed delivery goes now, waits behind its endpoint, or goes back;
+//! - [`attempt`]: one attempt, as typed stages (prepared, sent, decided);
+//! - [`recorder`]: attempt results written to the store in batches.
+mod admission;
+mod attempt;
+mod claims;
+mod recorder;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tracing::warn;
+
+pub use attempt::{prepare, stored_data, PrepareError, Prepared};
+pub use claims::claim_caps;
+
+use super::cache::PolicyCache;
+use super::Shared;
+use crate::store::{ClaimedDelivery, DeliveryId, EndpointCaps, EndpointRef};
+use recorder::ToRecorder;
+
+/// Claims per round at most.
+const CLAIM_BATCH: usize = 512;
+/// How often the loop looks for due retries when nothing wakes it.
+const POLL: Duration = Duration::from_millis(200);
+/// A claim's lease: longer than the longest attempt (timeout ≤ 300 s).
+const LEASE: Duration = Duration::from_secs(330);
+/// When an endpoint's policy or secret is not there yet.
+const NOT_READY_RETRY: Duration = Duration::from_secs(5);
+/// When a delivery claimed for an endpoint whose attempts in flight and waiting deliveries are
+/// all taken comes back (rare: claims are capped by what each endpoint can take).
+const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// Attempt results recorded per store job at most.
+const RECORD_BATCH: usize = 1024;
+/// Attempt results that may wait for the recorder before attempt tasks wait for it.
+const RECORD_QUEUE: usize = 4096;
+/// How long a stopping loop waits for the recorder to commit the results of finished attempts.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Converts a monotonic instant into wall-clock time.
+fn wall_clock(at: Instant, now: Instant, now_ts: Timestamp) -> Timestamp {
+    let wait = at.saturating_duration_since(now);
+    now_ts.saturating_add(wait).unwrap_or(Timestamp::MAX)
+}
+
+/// The delivery loop's state, shared with its attempt tasks.
+struct Engine {
+    shared: Arc<Shared>,
+    /// Attempts in flight over all endpoints (`--concurrency`).
+    slots: Arc<Semaphore>,
+    /// Claimed deliveries whose endpoint had its maximum in flight, per endpoint, oldest first.
+    /// They wait under their lease (not in the store) and go on the task of the next attempt to
+    /// that endpoint that finishes. At most `per_endpoint_concurrency` per endpoint; only busy
+    /// endpoints have any, so at most `concurrency` in all.
+    waiting: Mutex<HashMap<EndpointRef, VecDeque<ClaimedDelivery>>>,
+    /// Parsed endpoint policies, by ConfigMap version.
+    policies: PolicyCache,
+    /// Attempt results on their way to the store (see [`record_results`]).
+    results: mpsc::Sender<ToRecorder>,
+    /// Turns true on shutdown: no attempt starts any more (see [`drain`]).
+    stop: watch::Receiver<bool>,
+}
+
+impl Engine {
+    fn per_endpoint(&self) -> usize {
+        self.shared.config.per_endpoint_concurrency.max(1)
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn lock_waiting(&self) -> MutexGuard<'_, HashMap<EndpointRef, VecDeque<ClaimedDelivery>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caps of the next claim (see [`claim_caps`]).
+    fn caps(&self) -> EndpointCaps {
+        let in_flight = self.shared.gates.in_flight();
+        let waiting = self.lock_waiting();
+        claim_caps(
+            in_flight.iter().map(|(e, n)| (e, *n)),
+            waiting.iter().map(|(e, q)| (e, q.len())),
+            self.per_endpoint(),
+        )
+    }
+
+    async fn defer(&self, ids: Vec<DeliveryId>, at: Timestamp) {
+        let shared = &self.shared;
+        if let Err(error) = shared.store.defer(shared.owner.clone(), ids, at).await {
+            warn!(%error, "giving deliveries back failed; their lease expiry brings them back");
+        }
+    }
+}
+
+/// What a stopped delivery loop did with its work (see [`drain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Every attempt in flight at the stop finished within the deadline.
+    pub attempts_finished: bool,
+    /// Claimed deliveries that had not started, given back to the store (due at once).
+    pub given_back: usize,
+    /// The recorder committed every finished attempt's result before the loop returned.
+    pub results_committed: bool,
+}
+
+/// Runs the delivery loop until `stop` turns true, then drains: no attempt starts any more,
+/// attempts in flight get `grace` to finish, and the loop returns once their results are
+/// committed. Whatever does not finish stays claimed in the store and is made again after the
+/// restart (`recover_in_flight`) or when its lease expires.
+pub async fn run(shared: Arc<Shared>, stop: watch::Receiver<bool>, grace: Duration) -> Drained {
+    // Stopped (or a watch gone) before anything was claimed: nothing to drain.
+    let nothing_started = Drained {
+        attempts_finished: true,
+        given_back: 0,
+        results_committed: true,
+    };
+    // Without complete caches an existing endpoint would look deleted.
+    tokio::select! {
+        ready = shared.cache.wait_until_ready() => {
+            if ready.is_err() {
+                return nothing_started;
+            }
+        }
+        _ = crate::runtime::shutdown::stopped(stop.clone()) => return nothing_started,
+    }
+    let (results, queue) = mpsc::channel(RECORD_QUEUE);
+    tokio::spawn(recorder::record_results(shared.clone(), queue));
+    let engine = Arc::new(Engine {
+        slots: Arc::new(Semaphore::new(shared.config.concurrency.max(1))),
+        shared,
+        waiting: Mutex::new(HashMap::new()),
+        policies: PolicyCache::default(),
+        results,
+        stop,
+    });
+    claims::claim_loop(&engine).await;
+    claims::drain(&engine, grace).await
+}

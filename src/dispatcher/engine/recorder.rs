@@ -1,0 +1,131 @@
+//! The recorder: attempt results go to the store in batches (one store job for all that wait),
+//! then their endpoints and events are marked for status and the loop is woken for retries.
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::RECORD_BATCH;
+use crate::dispatcher::Shared;
+use crate::store::{
+    AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, EventSource, NextStep,
+    RecordOutcome,
+};
+
+/// What the recorder is handed.
+pub(super) enum ToRecorder {
+    Result(Box<Recorded>),
+    /// Answered once everything handed over before it is committed (or failed to commit).
+    Flush(oneshot::Sender<()>),
+}
+
+/// An attempt's result on its way to the store.
+pub(super) struct Recorded {
+    pub(super) result: AttemptResult,
+    pub(super) endpoint: EndpointRef,
+    /// The event, if it has a status to write (a `WebhookEvent`; ingested events have none).
+    pub(super) event_id: Option<String>,
+    pub(super) retry: bool,
+}
+
+/// The event id to mark for a status write: only `WebhookEvent` resources have a status. Marking
+/// ingested events too cost a store read per delivered event every status round for nothing.
+pub(super) fn status_event(delivery: &ClaimedDelivery) -> Option<&str> {
+    matches!(delivery.event.source, EventSource::Resource { .. })
+        .then_some(delivery.event.event_id.as_str())
+}
+
+/// Records attempt results in batches (one store job for all that wait: with SQLite one
+/// savepoint each in one group commit), then marks their endpoints and events for status and
+/// wakes the loop for retries. Until a result is recorded its delivery stays in flight under its
+/// lease, so a crash before that makes the attempt again (at least once).
+pub(super) async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receiver<ToRecorder>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut marks = Vec::with_capacity(batch.len());
+        let mut flushes = Vec::new();
+        let mut retry = false;
+        let mut results = Vec::with_capacity(batch.len());
+        for message in batch.drain(..) {
+            match message {
+                ToRecorder::Result(recorded) => {
+                    let recorded = *recorded;
+                    retry |= recorded.retry;
+                    marks.push((recorded.endpoint, recorded.event_id));
+                    results.push(recorded.result);
+                }
+                ToRecorder::Flush(done) => flushes.push(done),
+            }
+        }
+        if results.is_empty() {
+            answer_flushes(flushes);
+            continue;
+        }
+        match shared.store.record_attempts(results).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    if let Err(error) = outcome {
+                        warn!(%error, "recording an attempt failed; the lease expiry makes it due again");
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(%error, attempts = marks.len(), "recording attempts failed; their lease expiry makes them due again");
+            }
+        }
+        for (endpoint, event_id) in &marks {
+            shared.dirty.endpoint(endpoint);
+            if let Some(event_id) = event_id {
+                shared.dirty.event(event_id);
+            }
+        }
+        if retry {
+            shared.wake.notify_one();
+        }
+        // Everything received before a flush was in this batch or an earlier one.
+        answer_flushes(flushes);
+    }
+}
+
+fn answer_flushes(flushes: Vec<oneshot::Sender<()>>) {
+    for done in flushes {
+        // The drain may have given up waiting; nothing to tell then.
+        let _ = done.send(());
+    }
+}
+
+/// Dead-letters a delivery that cannot be attempted at all (its endpoint is gone).
+pub(super) async fn finish_without_attempt(
+    shared: &Shared,
+    delivery: &ClaimedDelivery,
+    reason: String,
+) {
+    let record = AttemptRecord {
+        at: Timestamp::now(),
+        attempt: delivery.delivery.attempts + 1,
+        status_code: None,
+        latency_ms: None,
+        error: Some(reason.clone()),
+        response_snippet: None,
+    };
+    let result = AttemptResult {
+        delivery_id: delivery.delivery.id,
+        owner: shared.owner.clone(),
+        record,
+        next: NextStep::DeadLetter { reason },
+    };
+    match shared.store.record_attempt(result).await {
+        Ok(RecordOutcome::Applied) => {
+            let endpoint = &delivery.delivery.endpoint;
+            shared.metrics.dead_lettered_without_attempt(endpoint);
+            shared.dirty.endpoint(endpoint);
+        }
+        // No longer ours (lease lost) or purged: not dead-lettered by us.
+        Ok(_) => {}
+        Err(error) => warn!(%error, "recording a dead letter failed"),
+    }
+    if let Some(event_id) = status_event(delivery) {
+        shared.dirty.event(event_id);
+    }
+}

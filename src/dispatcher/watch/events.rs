@@ -1,0 +1,132 @@
+//! WebhookEvents: each is published once (stored, routed) and its status follows its deliveries.
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use tracing::warn;
+
+use crate::api::event::EventPhase;
+use crate::api::validation::validate_event;
+use crate::api::WebhookEvent;
+use crate::dispatcher::publish::{publish, PublishError, PublishRequest};
+use crate::dispatcher::status::event::{apply_event_status, invalid_event_status};
+use crate::dispatcher::Shared;
+use crate::store::EventSource;
+
+/// Publishes every WebhookEvent not yet accepted by this process (the store deduplicates by UID
+/// across restarts). One the store cannot take now (saturated, unavailable, caches not synced)
+/// is retried with backoff until it is stored: the watch would not bring it back by itself.
+pub async fn watch_events(
+    shared: Arc<Shared>,
+    events: impl Stream<Item = Result<WebhookEvent, watcher::Error>>,
+) {
+    // UIDs stored by this process, found invalid, or being retried by a task of their own.
+    let taken: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut events = std::pin::pin!(events);
+    while let Some(item) = events.next().await {
+        let Ok(event) = item else { continue };
+        // A phase is only written once the event is stored: by this store (the store
+        // deduplicates anyway), by another replica sharing it, or by the dispatcher this one
+        // replaces (publishing again would deliver twice).
+        let accepted_before = event.status.as_ref().and_then(|s| s.phase).is_some();
+        let uid = event.uid().unwrap_or_default();
+        let known = taken.lock().map(|s| s.contains(&uid)).unwrap_or(false);
+        if shared.config.drain
+            || accepted_before
+            || known
+            || event.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let namespace = event.namespace().unwrap_or_default();
+        let name = event.name_any();
+        if shared.cache.wait_until_ready().await.is_err() {
+            return;
+        }
+        if let Ok(mut set) = taken.lock() {
+            set.insert(uid.clone());
+        }
+        if let Err(errors) = validate_event(&event.spec) {
+            report_invalid(&shared, &namespace, &name, &errors.to_string()).await;
+            continue;
+        }
+        let request = PublishRequest {
+            namespace,
+            event_type: event.spec.type_.clone(),
+            data: event.spec.data.clone(),
+            id: event.spec.id.clone(),
+            source: EventSource::Resource {
+                name: name.clone(),
+                uid: uid.clone(),
+            },
+        };
+        if let Err(error) = publish_once(&shared, &name, request.clone()).await {
+            warn!(%error, event = %name, "publishing a WebhookEvent failed; retrying with backoff");
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                for attempt in 1.. {
+                    tokio::time::sleep(publish_retry_delay(attempt)).await;
+                    match publish_once(&shared, &name, request.clone()).await {
+                        Ok(()) => return,
+                        Err(error) => {
+                            warn!(%error, event = %name, attempt, "publishing a WebhookEvent failed again")
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Publishes a WebhookEvent; `Err` only for what may succeed later. An event the store refuses
+/// for good (its type or data) is reported Failed instead.
+async fn publish_once(
+    shared: &Arc<Shared>,
+    name: &str,
+    request: PublishRequest,
+) -> Result<(), PublishError> {
+    let namespace = request.namespace.clone();
+    match publish(shared, request).await {
+        Ok(published) => {
+            shared.dirty.event(&published.event_id);
+            Ok(())
+        }
+        Err(error @ (PublishError::InvalidType(_) | PublishError::ConflictingEventType)) => {
+            report_invalid(shared, &namespace, name, &error.to_string()).await;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Failed and finished now: labelled for `-l webhooks.pitchey.io/phase=Failed`, and deleted after
+/// its TTL like any finished event.
+async fn report_invalid(shared: &Shared, namespace: &str, name: &str, message: &str) {
+    let status = invalid_event_status(message, Timestamp::now());
+    let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), namespace);
+    if let Err(error) = apply_event_status(&api, name, EventPhase::Failed, status).await {
+        warn!(%error, event = %name, "reporting an invalid WebhookEvent failed");
+    }
+}
+
+/// Backoff between attempts to store a WebhookEvent: 1 s, 2 s, 4 s … at most 30 s.
+fn publish_retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_retries_back_off_to_thirty_seconds() {
+        let delays: Vec<u64> = (1..=8).map(|a| publish_retry_delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(publish_retry_delay(u32::MAX), Duration::from_secs(30));
+    }
+}
