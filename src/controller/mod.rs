@@ -3,8 +3,12 @@
 pub mod children;
 pub mod context;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod metrics;
 mod reconcile;
+#[cfg(test)]
+mod reconcile_tests;
 pub mod signing_key;
 pub mod subscription;
 pub mod triggers;

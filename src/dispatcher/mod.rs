@@ -4,6 +4,8 @@
 pub mod cache;
 pub mod config;
 pub mod engine;
+#[cfg(test)]
+pub mod fixtures;
 pub mod gate;
 pub mod http;
 pub mod metrics;

@@ -15,6 +15,8 @@ mod admission;
 mod attempt;
 mod claims;
 mod recorder;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,6 +77,21 @@ struct Engine {
 }
 
 impl Engine {
+    fn new(
+        shared: Arc<Shared>,
+        results: mpsc::Sender<ToRecorder>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(shared.config.concurrency.max(1))),
+            shared,
+            waiting: Mutex::new(HashMap::new()),
+            policies: PolicyCache::default(),
+            results,
+            stop,
+        }
+    }
+
     fn per_endpoint(&self) -> usize {
         self.shared.config.per_endpoint_concurrency.max(1)
     }
@@ -139,14 +156,7 @@ pub async fn run(shared: Arc<Shared>, stop: watch::Receiver<bool>, grace: Durati
     }
     let (results, queue) = mpsc::channel(RECORD_QUEUE);
     tokio::spawn(recorder::record_results(shared.clone(), queue));
-    let engine = Arc::new(Engine {
-        slots: Arc::new(Semaphore::new(shared.config.concurrency.max(1))),
-        shared,
-        waiting: Mutex::new(HashMap::new()),
-        policies: PolicyCache::default(),
-        results,
-        stop,
-    });
+    let engine = Arc::new(Engine::new(shared, results, stop));
     claims::claim_loop(&engine).await;
     claims::drain(&engine, grace).await
 }

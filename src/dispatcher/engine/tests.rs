@@ -1,0 +1,253 @@
+//! The engine's trickiest decisions pinned without an API server (see
+//! [`crate::dispatcher::fixtures`]): admission, the waiting queue, lease headroom, the drain at
+//! shutdown and the recorder.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::admission::Admission;
+use super::recorder::{record_results, Recorded, ToRecorder};
+use super::{claims, Drained, Engine, BUSY_RETRY, LEASE};
+use crate::dispatcher::fixtures::{Fixture, NAMESPACE, OWNER};
+use crate::store::{
+    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryState, EndpointRef, NextStep,
+};
+
+/// An engine on the fixture's state, its recorder queue (not running unless a test starts it)
+/// and its stop switch.
+fn engine(fixture: &Fixture) -> (Arc<Engine>, mpsc::Receiver<ToRecorder>, watch::Sender<bool>) {
+    let (results, queue) = mpsc::channel(16);
+    let (stop, stopped) = watch::channel(false);
+    let engine = Engine::new(fixture.shared.clone(), results, stopped);
+    (Arc::new(engine), queue, stop)
+}
+
+async fn state_of(
+    fixture: &Fixture,
+    delivery: &ClaimedDelivery,
+) -> (DeliveryState, Option<String>) {
+    let status = fixture
+        .shared
+        .store
+        .event_status(&delivery.event.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let record = &status.deliveries[0];
+    (record.state, record.dead_letter_reason.clone())
+}
+
+fn now() -> (Instant, Timestamp) {
+    (Instant::now(), Timestamp::now())
+}
+
+#[tokio::test]
+async fn a_delivery_whose_endpoint_was_deleted_is_dead_lettered_without_an_attempt() {
+    let mut fixture = Fixture::new(&[]).await;
+    fixture.endpoint("crm", json!({}));
+    let mut claimed = fixture.claimed("crm", 1, LEASE).await;
+    fixture.delete_endpoint("crm");
+    let (engine, _queue, _stop) = engine(&fixture);
+    let delivery = claimed.remove(0);
+    let (at, at_ts) = now();
+    assert!(matches!(
+        engine.admit(delivery.clone(), at, at_ts).await,
+        Admission::Done
+    ));
+    let (state, reason) = state_of(&fixture, &delivery).await;
+    assert_eq!(state, DeliveryState::DeadLettered);
+    assert_eq!(reason.as_deref(), Some("the WebhookEndpoint was deleted"));
+}
+
+#[tokio::test]
+async fn a_suspended_endpoint_holds_its_deliveries_instead_of_sending() {
+    let mut fixture = Fixture::new(&[]).await;
+    fixture.endpoint("crm", json!({"suspend": true}));
+    let mut claimed = fixture.claimed("crm", 1, LEASE).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    let delivery = claimed.remove(0);
+    let (at, at_ts) = now();
+    let Admission::Defer(due, id) = engine.admit(delivery.clone(), at, at_ts).await else {
+        panic!("a suspended endpoint's delivery went on");
+    };
+    assert_eq!((due, id), (at_ts, delivery.delivery.id));
+    engine.defer(vec![id], due).await;
+    assert_eq!(state_of(&fixture, &delivery).await.0, DeliveryState::Held);
+}
+
+#[tokio::test]
+async fn a_lease_too_short_for_a_whole_attempt_sends_the_delivery_back() {
+    let mut fixture = Fixture::new(&[]).await;
+    // A 30 s timeout needs 60 s of lease left (timeout + 30 s).
+    fixture.endpoint("crm", json!({"timeoutSeconds": 30}));
+    let short = fixture.claimed("crm", 1, Duration::from_secs(59)).await;
+    let long = fixture.claimed("crm", 1, Duration::from_secs(61)).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    let (at, at_ts) = now();
+    assert!(matches!(
+        engine.admit(short[0].clone(), at, at_ts).await,
+        Admission::Defer(due, _) if due == at_ts
+    ));
+    assert!(matches!(
+        engine.admit(long[0].clone(), at, at_ts).await,
+        Admission::Go(..)
+    ));
+}
+
+#[tokio::test]
+async fn a_busy_endpoint_queues_as_many_as_it_may_have_in_flight_and_defers_the_rest() {
+    let mut fixture = Fixture::new(&["--per-endpoint-concurrency", "1"]).await;
+    fixture.endpoint(
+        "crm",
+        json!({"rateLimit": {"requestsPerMinute": 6000, "burst": 100}}),
+    );
+    let claimed = fixture.claimed("crm", 3, LEASE).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    let (at, at_ts) = now();
+    let Admission::Go(first, _, permit) = engine.admit(claimed[0].clone(), at, at_ts).await else {
+        panic!("the first delivery to an idle endpoint must go");
+    };
+    assert!(matches!(
+        engine.admit(claimed[1].clone(), at, at_ts).await,
+        Admission::Waiting
+    ));
+    let Admission::Defer(due, _) = engine.admit(claimed[2].clone(), at, at_ts).await else {
+        panic!("a full waiting queue must send the delivery back");
+    };
+    assert_eq!(due, at_ts.checked_add(BUSY_RETRY).unwrap());
+    let endpoint = EndpointRef::new(NAMESPACE, "crm");
+    assert_eq!(engine.lock_waiting()[&endpoint].len(), 1);
+
+    // The attempt in flight finishes: the waiting delivery goes next, on the same task.
+    fixture.shared.gates.abandon(&endpoint, permit);
+    let (next, _, _) = engine
+        .next_waiting(&endpoint)
+        .await
+        .expect("the queued delivery");
+    assert_eq!(next.delivery.id, claimed[1].delivery.id);
+    assert_ne!(next.delivery.id, first.delivery.id);
+    assert!(engine.next_waiting(&endpoint).await.is_none());
+    assert!(!engine.lock_waiting().contains_key(&endpoint));
+}
+
+#[tokio::test]
+async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
+    let mut fixture = Fixture::new(&["--per-endpoint-concurrency", "1"]).await;
+    fixture.endpoint("crm", json!({}));
+    let claimed = fixture.claimed("crm", 2, LEASE).await;
+    let (engine, queue, stop) = engine(&fixture);
+    tokio::spawn(record_results(fixture.shared.clone(), queue));
+    let (at, at_ts) = now();
+    let Admission::Go(sent, _, permit) = engine.admit(claimed[0].clone(), at, at_ts).await else {
+        panic!("the first delivery must go");
+    };
+    assert!(matches!(
+        engine.admit(claimed[1].clone(), at, at_ts).await,
+        Admission::Waiting
+    ));
+    // The attempt in flight finished and handed its result over just before the stop.
+    fixture
+        .shared
+        .gates
+        .abandon(&EndpointRef::new(NAMESPACE, "crm"), permit);
+    let delivered = Recorded {
+        result: AttemptResult {
+            delivery_id: sent.delivery.id,
+            owner: OWNER.into(),
+            record: AttemptRecord {
+                at: at_ts,
+                attempt: 1,
+                status_code: Some(200),
+                latency_ms: Some(3),
+                error: None,
+                response_snippet: None,
+            },
+            next: NextStep::Delivered,
+        },
+        endpoint: sent.delivery.endpoint.clone(),
+        event_id: None,
+        retry: false,
+    };
+    engine
+        .results
+        .send(ToRecorder::Result(Box::new(delivered)))
+        .await
+        .unwrap();
+    stop.send(true).unwrap();
+
+    let drained = claims::drain(&engine, Duration::from_secs(5)).await;
+    assert_eq!(
+        drained,
+        Drained {
+            attempts_finished: true,
+            given_back: 1,
+            results_committed: true,
+        }
+    );
+    // Committed before the drain returned; the waiting one is due again, unclaimed.
+    assert_eq!(state_of(&fixture, &sent).await.0, DeliveryState::Delivered);
+    let given_back = fixture
+        .shared
+        .store
+        .event_status(&claimed[1].event.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(given_back.deliveries[0].state, DeliveryState::Pending);
+    assert_eq!(given_back.deliveries[0].attempts, 0);
+}
+
+#[tokio::test]
+async fn a_flush_is_answered_only_after_what_came_before_it_is_committed() {
+    let mut fixture = Fixture::new(&[]).await;
+    fixture.endpoint("crm", json!({}));
+    let claimed = fixture.claimed("crm", 3, LEASE).await;
+    let (results, queue) = mpsc::channel(16);
+    tokio::spawn(record_results(fixture.shared.clone(), queue));
+    for delivery in &claimed {
+        let recorded = Recorded {
+            result: AttemptResult {
+                delivery_id: delivery.delivery.id,
+                owner: OWNER.into(),
+                record: AttemptRecord {
+                    at: Timestamp::now(),
+                    attempt: 1,
+                    status_code: Some(410),
+                    latency_ms: Some(1),
+                    error: Some("HTTP 410".into()),
+                    response_snippet: None,
+                },
+                next: NextStep::DeadLetter {
+                    reason: "gone".into(),
+                },
+            },
+            endpoint: delivery.delivery.endpoint.clone(),
+            event_id: None,
+            retry: false,
+        };
+        results
+            .send(ToRecorder::Result(Box::new(recorded)))
+            .await
+            .unwrap();
+    }
+    let (flushed, committed) = oneshot::channel();
+    results.send(ToRecorder::Flush(flushed)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), committed)
+        .await
+        .unwrap()
+        .unwrap();
+    for delivery in &claimed {
+        let (state, reason) = state_of(&fixture, delivery).await;
+        assert_eq!(state, DeliveryState::DeadLettered);
+        assert_eq!(reason.as_deref(), Some("gone"));
+    }
+    // Their endpoint is marked for a status write.
+    assert!(fixture
+        .shared
+        .dirty
+        .take_endpoints()
+        .contains(&EndpointRef::new(NAMESPACE, "crm")));
+}
