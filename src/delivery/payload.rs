@@ -12,6 +12,7 @@
 use bytes::Bytes;
 use jiff::Timestamp;
 use rand::Rng;
+use serde::de::IgnoredAny;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -31,6 +32,8 @@ pub struct WebhookRef {
 pub enum PayloadError {
     #[error("event data has an `event_type` field ({found}) that differs from the event's type `{expected}`")]
     ConflictingEventType { expected: String, found: String },
+    #[error("the stored event data is unreadable ({0}); it cannot be sent as it was accepted")]
+    Unreadable(String),
     #[error("could not serialize the payload of event {event_id}: {source}")]
     Serialize {
         event_id: String,
@@ -64,14 +67,7 @@ pub fn render(
     event_type: &str,
     data: &Map<String, Value>,
 ) -> Result<Bytes, PayloadError> {
-    if let Some(found) = data.get("event_type") {
-        if found.as_str() != Some(event_type) {
-            return Err(PayloadError::ConflictingEventType {
-                expected: event_type.to_string(),
-                found: found.to_string(),
-            });
-        }
-    }
+    check_event_type(event_type, data)?;
     let body = Body {
         event_id,
         timestamp: format_timestamp(timestamp),
@@ -87,6 +83,97 @@ pub fn render(
             event_id: event_id.to_string(),
             source,
         })
+}
+
+/// How canonical data starts (see [`canonical_data`]).
+const CANONICAL_PREFIX: &[u8] = b"{\"event_type\":";
+
+/// The payload's `data` object, rendered once when the event is accepted: `event_type` first,
+/// then the event's fields in key order, exactly as every attempt sends it. This is what the
+/// store keeps; [`render_stored`] splices it into each attempt's body without parsing it.
+pub fn canonical_data(
+    event_type: &str,
+    fields: &Map<String, Value>,
+) -> Result<Bytes, PayloadError> {
+    check_event_type(event_type, fields)?;
+    serde_json::to_vec(&Data { event_type, fields })
+        .map(Bytes::from)
+        .map_err(|e| PayloadError::Unreadable(e.to_string()))
+}
+
+/// The event's fields from stored data, as they were published (canonical data's leading
+/// `event_type` left out).
+pub fn stored_fields(stored: &[u8]) -> Result<Map<String, Value>, PayloadError> {
+    let mut fields: Map<String, Value> =
+        serde_json::from_slice(stored).map_err(|e| PayloadError::Unreadable(e.to_string()))?;
+    if stored.starts_with(CANONICAL_PREFIX) {
+        fields.remove("event_type");
+    }
+    Ok(fields)
+}
+
+/// Renders the body of an attempt from the data the store keeps. Canonical data is checked to be
+/// one JSON value for this event type (a scan, no tree built) and spliced in byte for byte; data
+/// stored before canonical storage existed (a bare object of fields) is parsed and rendered.
+pub fn render_stored(
+    event_id: &str,
+    timestamp: Timestamp,
+    webhook: &WebhookRef,
+    event_type: &str,
+    stored: &[u8],
+) -> Result<Bytes, PayloadError> {
+    if !stored.starts_with(CANONICAL_PREFIX) {
+        let fields = stored_fields(stored)?;
+        return render(event_id, timestamp, webhook, event_type, &fields);
+    }
+    let expected = serde_json::to_vec(event_type).map_err(|source| PayloadError::Serialize {
+        event_id: event_id.to_string(),
+        source,
+    })?;
+    let rest = &stored[CANONICAL_PREFIX.len()..];
+    if !rest.starts_with(&expected) || !matches!(rest.get(expected.len()), Some(b',' | b'}')) {
+        return Err(PayloadError::Unreadable(format!(
+            "its data does not start with event_type {event_type:?}"
+        )));
+    }
+    serde_json::from_slice::<IgnoredAny>(stored)
+        .map_err(|e| PayloadError::Unreadable(e.to_string()))?;
+    let head = Head {
+        event_id,
+        timestamp: format_timestamp(timestamp),
+        webhook,
+    };
+    let mut body = serde_json::to_vec(&head).map_err(|source| PayloadError::Serialize {
+        event_id: event_id.to_string(),
+        source,
+    })?;
+    // `{…"webhook":{…}}` becomes `{…"webhook":{…},"data":<stored>}`.
+    body.pop();
+    body.reserve(stored.len() + 9);
+    body.extend_from_slice(b",\"data\":");
+    body.extend_from_slice(stored);
+    body.push(b'}');
+    Ok(Bytes::from(body))
+}
+
+fn check_event_type(event_type: &str, data: &Map<String, Value>) -> Result<(), PayloadError> {
+    match data.get("event_type") {
+        Some(found) if found.as_str() != Some(event_type) => {
+            Err(PayloadError::ConflictingEventType {
+                expected: event_type.to_string(),
+                found: found.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The body's members before `data`.
+#[derive(Serialize)]
+struct Head<'a> {
+    event_id: &'a str,
+    timestamp: String,
+    webhook: &'a WebhookRef,
 }
 
 #[derive(Serialize)]
@@ -144,6 +231,53 @@ mod tests {
             std::str::from_utf8(&body).unwrap(),
             r#"{"event_id":"evt_1234567890","timestamp":"2024-01-15T10:30:00Z","webhook":{"id":"42","name":"My Webhook Endpoint"},"data":{"event_type":"user.created","user":{"email":"user@example.com","id":123}}}"#
         );
+    }
+
+    #[test]
+    fn stored_canonical_data_renders_the_same_bytes_without_a_parse() {
+        let ts: Timestamp = "2024-01-15T10:30:00Z".parse().unwrap();
+        let data = fields(json!({"user": {"email": "user@example.com", "id": 123}}));
+        let stored = canonical_data("user.created", &data).unwrap();
+        assert!(stored.starts_with(br#"{"event_type":"user.created","user""#));
+        assert_eq!(
+            render_stored("evt_1", ts, &webhook(), "user.created", &stored).unwrap(),
+            render("evt_1", ts, &webhook(), "user.created", &data).unwrap()
+        );
+        assert_eq!(stored_fields(&stored).unwrap(), data);
+    }
+
+    #[test]
+    fn data_stored_before_canonical_storage_still_renders() {
+        let ts = Timestamp::UNIX_EPOCH;
+        let data = fields(json!({"a": 1}));
+        let legacy = serde_json::to_vec(&data).unwrap();
+        assert_eq!(
+            render_stored("evt_1", ts, &webhook(), "x.y", &legacy).unwrap(),
+            render("evt_1", ts, &webhook(), "x.y", &data).unwrap()
+        );
+    }
+
+    #[test]
+    fn unreadable_stored_data_is_an_error_never_an_empty_object() {
+        let ts = Timestamp::UNIX_EPOCH;
+        for bad in [
+            &br#"{"event_type":"user.created","user":"#[..],
+            br#"{"event_type":"user.deleted","user":1}"#,
+            br#"{"event_type":"user.created"}{"#,
+            br#"{"user": "#,
+            b"[1,2]",
+            b"\xff\xfe",
+            b"",
+        ] {
+            let error = render_stored("evt_1", ts, &webhook(), "user.created", bad).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("the stored event data is unreadable"),
+                "{}: {error}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
@@ -217,6 +351,28 @@ mod tests {
                 prop_assert_eq!(&parsed["data"][&key], &json!(n));
                 prop_assert_eq!(parsed["timestamp"].as_str().unwrap().parse::<Timestamp>().unwrap(), ts);
             }
+        }
+
+        /// Whatever the fields (nested, unicode, escapes), the stored canonical form renders the
+        /// exact bytes a render from the fields gives.
+        #[test]
+        fn stored_and_fresh_renders_agree(
+            event_type in "[a-z]{1,8}\\.[a-z]{1,8}",
+            entries in proptest::collection::btree_map("[a-zA-Z_\"\\\\é]{1,8}", "[ -~é\n]{0,12}", 0..6),
+            n in any::<i64>(),
+        ) {
+            let mut data = Map::new();
+            for (k, v) in &entries {
+                data.insert(k.clone(), json!({"text": v, "n": n, "list": [v, n]}));
+            }
+            data.remove("event_type");
+            let ts = Timestamp::UNIX_EPOCH;
+            let stored = canonical_data(&event_type, &data).unwrap();
+            prop_assert_eq!(
+                render_stored("evt_x", ts, &webhook(), &event_type, &stored).unwrap(),
+                render("evt_x", ts, &webhook(), &event_type, &data).unwrap()
+            );
+            prop_assert_eq!(stored_fields(&stored).unwrap(), data);
         }
     }
 }

@@ -34,8 +34,15 @@ pub struct EventParts<'a> {
     pub event_type: &'a str,
     /// When it happened: the payload's `timestamp`, the same on every attempt.
     pub created_at: Timestamp,
-    /// Its fields (the payload's `data`, after `event_type`).
-    pub data: &'a Map<String, Value>,
+    pub data: EventData<'a>,
+}
+
+/// The event's data: its fields, or the canonical `data` object the store keeps
+/// ([`payload::canonical_data`], spliced in without a parse).
+#[derive(Clone, Copy, Debug)]
+pub enum EventData<'a> {
+    Fields(&'a Map<String, Value>),
+    Stored(&'a [u8]),
 }
 
 /// Where and how it goes: the endpoint's side of the request.
@@ -72,13 +79,22 @@ pub fn build_request(
     now: Timestamp,
 ) -> Result<DeliveryRequest, RequestError> {
     let url = Url::parse(to.url)?;
-    let body = payload::render(
-        event.event_id,
-        event.created_at,
-        to.webhook,
-        event.event_type,
-        event.data,
-    )?;
+    let body = match event.data {
+        EventData::Fields(fields) => payload::render(
+            event.event_id,
+            event.created_at,
+            to.webhook,
+            event.event_type,
+            fields,
+        ),
+        EventData::Stored(stored) => payload::render_stored(
+            event.event_id,
+            event.created_at,
+            to.webhook,
+            event.event_type,
+            stored,
+        ),
+    }?;
     let signature = signing::sign(to.scheme, to.keys, event.event_id, now.as_second(), &body)?;
     let built = build_headers(HeaderInputs {
         event_id: event.event_id,
@@ -129,7 +145,7 @@ mod tests {
             event_id: "evt_1",
             event_type: "user.created",
             created_at: "2024-01-15T10:30:00Z".parse().unwrap(),
-            data: &data,
+            data: EventData::Fields(&data),
         };
         build_request(&to, &event, 2, signed_at())
     }

@@ -2,7 +2,6 @@
 //! WebhookEvent watcher and the ingest API.
 use std::time::Duration;
 
-use bytes::Bytes;
 use jiff::Timestamp;
 
 use super::cache::Cache;
@@ -62,15 +61,21 @@ pub async fn caches_synced(cache: &Cache, limit: Duration) -> Result<(), Publish
     }
 }
 
-/// Checks one request before anything is stored.
-pub fn check(request: &PublishRequest) -> Result<(), PublishError> {
-    if !event_types::is_valid_event_type(&request.event_type) {
-        return Err(PublishError::InvalidType(request.event_type.clone()));
+/// Checks an event before anything is stored: its type's syntax, and a `data.event_type` equal
+/// to the type if present. The ingest API runs it while parsing (so a batch is refused whole);
+/// [`publish_batch`] runs it for every path. Borrowed: nothing is copied to check.
+pub fn check(
+    event_type: &str,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), PublishError> {
+    if !event_types::is_valid_event_type(event_type) {
+        return Err(PublishError::InvalidType(event_type.to_owned()));
     }
-    if let Some(found) = request.data.get("event_type") {
-        if found.as_str() != Some(request.event_type.as_str()) {
-            return Err(PublishError::ConflictingEventType);
-        }
+    if data
+        .get("event_type")
+        .is_some_and(|found| found.as_str() != Some(event_type))
+    {
+        return Err(PublishError::ConflictingEventType);
     }
     Ok(())
 }
@@ -84,7 +89,7 @@ pub async fn publish_batch(
         return Err(PublishError::Draining);
     }
     for request in &requests {
-        check(request)?;
+        check(&request.event_type, &request.data)?;
     }
     // Routing needs complete caches (at startup only; immediate afterwards).
     caches_synced(&shared.cache, CACHE_WAIT).await?;
@@ -93,14 +98,20 @@ pub async fn publish_batch(
     for request in requests {
         let event_id = payload::new_event_id(now, &mut rand::thread_rng());
         let endpoints = shared.cache.route(&request.namespace, &request.event_type);
-        let data = serde_json::to_vec(&request.data)
-            .map_err(|e| PublishError::Store(StoreError::InvalidArgument(format!("data: {e}"))))?;
+        // Checked and rendered once: what every attempt sends (see `payload::canonical_data`).
+        let data =
+            payload::canonical_data(&request.event_type, &request.data).map_err(|e| match e {
+                payload::PayloadError::ConflictingEventType { .. } => {
+                    PublishError::ConflictingEventType
+                }
+                other => PublishError::Store(StoreError::InvalidArgument(format!("data: {other}"))),
+            })?;
         enqueue.push(EnqueueRequest {
             event: NewEvent {
                 event_id,
                 namespace: request.namespace,
                 event_type: request.event_type,
-                data: Bytes::from(data),
+                data,
                 created_at: now,
                 source: request.source,
                 idempotency_key: request.id,

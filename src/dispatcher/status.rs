@@ -18,7 +18,7 @@ use kube::Resource;
 use serde::Serialize;
 use tracing::{debug, warn};
 
-use self::dead_letters::{Notice, Notices};
+use self::dead_letters::{DeadLetterReport, DeadLetterReports};
 use super::Shared;
 use crate::api::conditions::{self, Condition, DesiredCondition, Reason, CIRCUIT_OPEN, HEALTHY};
 use crate::api::endpoint::{
@@ -114,20 +114,20 @@ pub fn health_score(stats: &EndpointStats, circuit: BreakerState, timeout: Durat
 /// Writes statuses every `interval` until the task is dropped.
 pub async fn run(shared: Arc<Shared>) {
     let interval = Duration::from_secs(shared.config.status_interval_seconds.max(1));
-    let mut notices = Notices::default();
+    let mut reports = DeadLetterReports::default();
     loop {
         tokio::time::sleep(interval).await;
         let mut endpoints: HashSet<EndpointRef> =
             shared.dirty.take_endpoints().into_iter().collect();
         // Dead letters held back by the rate limit are reported once their gap has passed, even
         // if nothing else about the endpoint changed.
-        endpoints.extend(notices.take_due(Timestamp::now()));
+        endpoints.extend(reports.take_due(Timestamp::now()));
         for endpoint in endpoints {
             // One writer per endpoint: its circuit state lives in the replica that owns it.
             if !shared.ownership.owns_endpoint(&endpoint) {
                 continue;
             }
-            if let Err(error) = write_endpoint(&shared, &endpoint, &mut notices).await {
+            if let Err(error) = write_endpoint(&shared, &endpoint, &mut reports).await {
                 debug!(%error, endpoint = %endpoint.name, "endpoint status write failed");
             }
         }
@@ -207,18 +207,18 @@ async fn report_dead_letters(
     resource: &WebhookEndpoint,
     endpoint: &EndpointRef,
     stats: &EndpointStats,
-    notices: &mut Notices,
+    reports: &mut DeadLetterReports,
     now: Timestamp,
 ) -> dead_letters::Reported {
     let status = resource.status.as_ref().and_then(|s| s.delivery.as_ref());
-    let before = notices.known(endpoint, status);
+    let before = reports.known(endpoint, status);
     let (notice, after) = dead_letters::decide(before, stats.dead_lettered_total, now);
     match notice {
-        Notice::Nothing => notices.record(endpoint, after, None),
-        Notice::Wait { due, .. } => notices.record(endpoint, after, Some(due)),
+        DeadLetterReport::Nothing => reports.record(endpoint, after, None),
+        DeadLetterReport::Wait { due, .. } => reports.record(endpoint, after, Some(due)),
         // Published before the status that records it is written: a crash in between repeats
         // the announcement rather than losing it.
-        Notice::Publish { count } => {
+        DeadLetterReport::Publish { count } => {
             let note = format!(
                 "{count} {} dead-lettered since the last report; last error: {}",
                 if count == 1 { "delivery" } else { "deliveries" },
@@ -226,11 +226,11 @@ async fn report_dead_letters(
             );
             let warning = EventType::Warning;
             if publish(shared, resource, warning, "DeliveriesDeadLettered", note).await {
-                notices.record(endpoint, after, None);
+                reports.record(endpoint, after, None);
             } else {
                 // Try again after a gap rather than every round.
                 let retry = now.checked_add(dead_letters::MIN_GAP).unwrap_or(now);
-                notices.record(endpoint, before, Some(retry));
+                reports.record(endpoint, before, Some(retry));
                 return before;
             }
         }
@@ -241,12 +241,12 @@ async fn report_dead_letters(
 async fn write_endpoint(
     shared: &Shared,
     endpoint: &EndpointRef,
-    notices: &mut Notices,
+    reports: &mut DeadLetterReports,
 ) -> Result<(), WriteError> {
     let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) else {
         shared.gates.remove(endpoint);
         shared.dirty.forget_tests(endpoint);
-        notices.forget(endpoint);
+        reports.forget(endpoint);
         return Ok(());
     };
     let now = Timestamp::now();
@@ -254,7 +254,7 @@ async fn write_endpoint(
     let snapshot = shared.gates.snapshot(endpoint);
     let circuit_state = snapshot.map_or(BreakerState::Closed, |s| s.state);
     let timeout = Duration::from_secs(resource.spec.timeout_seconds.into());
-    let reported = report_dead_letters(shared, &resource, endpoint, &stats, notices, now).await;
+    let reported = report_dead_letters(shared, &resource, endpoint, &stats, reports, now).await;
     let delivery = DeliveryStats {
         total_delivered: i64::try_from(stats.delivered_total).unwrap_or(i64::MAX),
         total_failed: i64::try_from(stats.failed_attempts_total).unwrap_or(i64::MAX),

@@ -15,7 +15,7 @@ use super::Shared;
 use crate::api::endpoint::TestDeliveryStatus;
 use crate::api::event_types::TEST_EVENT_TYPE;
 use crate::delivery::payload;
-use crate::delivery::request::EventParts;
+use crate::delivery::request::{EventData, EventParts};
 use crate::store::EndpointRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub async fn send_test(
         event_id: &event_id,
         event_type: TEST_EVENT_TYPE,
         created_at: now,
-        data: &data,
+        data: EventData::Fields(&data),
     };
     let prepared = prepare(shared, &endpoint, &policy, &event, 1)?;
     let result = shared.http.send(&prepared.request).await;

@@ -550,8 +550,16 @@ async fn unreadable_stored_data_is_dead_lettered_not_sent_empty() {
     .await;
     setup.kill_dispatcher();
     let store = rusqlite::Connection::open(setup.store_path()).unwrap();
+    // What the store kept is the canonical data (`{"event_type":…,…}`), cut short.
+    let kept: Vec<u8> = store
+        .query_row("SELECT data FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert!(kept.starts_with(br#"{"event_type":"user.created","user":"#));
     let damaged = store
-        .execute("UPDATE events SET data = X'7B2275736572223A' ", [])
+        .execute(
+            "UPDATE events SET data = CAST('{\"event_type\":\"user.created\",\"user\":' AS BLOB)",
+            [],
+        )
         .unwrap();
     assert_eq!(damaged, 1);
     drop(store);

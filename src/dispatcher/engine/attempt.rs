@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -16,7 +15,9 @@ use crate::api::policy::EffectivePolicy;
 use crate::delivery::circuit::{BreakerState, Permit};
 use crate::delivery::outcome::{self, HttpResult, Outcome};
 use crate::delivery::payload::WebhookRef;
-use crate::delivery::request::{build_request, DeliveryRequest, Destination, EventParts};
+use crate::delivery::request::{
+    build_request, DeliveryRequest, Destination, EventData, EventParts,
+};
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
@@ -72,8 +73,6 @@ pub enum PrepareError {
     NotReady(#[from] NotReady),
     #[error(transparent)]
     Request(#[from] crate::delivery::request::RequestError),
-    #[error("the stored event data is unreadable ({0}); it cannot be sent as it was accepted")]
-    StoredData(String),
 }
 
 impl PrepareError {
@@ -81,12 +80,6 @@ impl PrepareError {
     pub(super) fn is_transient(&self) -> bool {
         matches!(self, PrepareError::NotReady(_))
     }
-}
-
-/// The event's fields as stored: a JSON object, or an error that dead-letters the delivery (never
-/// an empty object sent in its place).
-pub fn stored_data(bytes: &[u8]) -> Result<Map<String, Value>, PrepareError> {
-    serde_json::from_slice(bytes).map_err(|e| PrepareError::StoredData(e.to_string()))
 }
 
 /// Builds attempt number `attempt` of `event` to `endpoint`: its signing keys and custom headers
@@ -190,15 +183,15 @@ async fn attempt(
     }
 }
 
-/// Stage 1 for a stored delivery: its data read back, then [`prepare`].
+/// Stage 1 for a stored delivery: [`prepare`] with the canonical data the store keeps (spliced
+/// into the body, not parsed; unreadable data dead-letters the delivery with its reason).
 fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
     let event = &cx.delivery.event;
-    let data = stored_data(&event.data)?;
     let parts = EventParts {
         event_id: &event.event_id,
         event_type: &event.event_type,
         created_at: event.created_at,
-        data: &data,
+        data: EventData::Stored(&event.data),
     };
     prepare(cx.shared, cx.endpoint, cx.policy, &parts, cx.number)
 }
@@ -335,22 +328,6 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unreadable_stored_data_is_an_error_not_an_empty_object() {
-        let fields = stored_data(br#"{"user":{"id":1}}"#).unwrap();
-        assert_eq!(fields["user"]["id"], 1);
-        for bad in [&b"{\"user\": "[..], b"[1,2]", b"\xff\xfe", b""] {
-            let error = stored_data(bad).unwrap_err();
-            assert!(!error.is_transient(), "{error}");
-            assert!(
-                error
-                    .to_string()
-                    .starts_with("the stored event data is unreadable"),
-                "{error}"
-            );
-        }
-    }
 
     #[test]
     fn blocked_destinations_and_dead_letters_end_the_delivery_with_their_reason() {

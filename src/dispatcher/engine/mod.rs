@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::warn;
 
-pub use attempt::{prepare, stored_data, PrepareError, Prepared};
+pub use attempt::{prepare, PrepareError, Prepared};
 pub use claims::claim_caps;
 
 use super::cache::PolicyCache;

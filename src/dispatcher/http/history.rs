@@ -240,7 +240,8 @@ pub struct EventJson {
 
 impl From<EventRecord> for EventJson {
     fn from(event: EventRecord) -> Self {
-        let data = serde_json::from_slice(&event.data)
+        let data = crate::delivery::payload::stored_fields(&event.data)
+            .map(Value::Object)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&event.data).into_owned()));
         Self {
             event_id: event.event_id,

@@ -135,7 +135,7 @@ pub fn parse_event(value: Value) -> Result<EventInput, ApiError> {
         id,
     };
     // The publish checks (event type syntax, data.event_type) before anything is stored.
-    publish::check(&input.clone().into_request(""))?;
+    publish::check(&input.event_type, &input.data)?;
     Ok(input)
 }
 

@@ -58,7 +58,7 @@ impl Reported {
 
 /// What to do about an endpoint's dead letters now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notice {
+pub enum DeadLetterReport {
     /// Nothing new to report.
     Nothing,
     /// Publish one Event for `count` dead letters.
@@ -69,11 +69,11 @@ pub enum Notice {
 
 /// The decision for an endpoint whose dead-lettered total is `total` at `now`, and what is
 /// reported afterwards (assuming a `Publish` is carried out).
-pub fn decide(reported: Reported, total: u64, now: Timestamp) -> (Notice, Reported) {
+pub fn decide(reported: Reported, total: u64, now: Timestamp) -> (DeadLetterReport, Reported) {
     if total < reported.total {
         // A different or reset store: count from what it says now.
         return (
-            Notice::Nothing,
+            DeadLetterReport::Nothing,
             Reported {
                 total,
                 at: reported.at,
@@ -82,16 +82,16 @@ pub fn decide(reported: Reported, total: u64, now: Timestamp) -> (Notice, Report
     }
     let count = total - reported.total;
     if count == 0 {
-        return (Notice::Nothing, reported);
+        return (DeadLetterReport::Nothing, reported);
     }
     let due = reported
         .at
         .and_then(|at| at.checked_add(MIN_GAP).ok())
         .filter(|due| *due > now);
     match due {
-        Some(due) => (Notice::Wait { count, due }, reported),
+        Some(due) => (DeadLetterReport::Wait { count, due }, reported),
         None => (
-            Notice::Publish { count },
+            DeadLetterReport::Publish { count },
             Reported {
                 total,
                 at: Some(now),
@@ -103,12 +103,12 @@ pub fn decide(reported: Reported, total: u64, now: Timestamp) -> (Notice, Report
 /// The status task's memory of what was reported, and of the endpoints whose dead letters wait
 /// for their gap to pass (they are written again then, even if nothing else changed).
 #[derive(Default)]
-pub struct Notices {
+pub struct DeadLetterReports {
     reported: HashMap<EndpointRef, Reported>,
     waiting: HashMap<EndpointRef, Timestamp>,
 }
 
-impl Notices {
+impl DeadLetterReports {
     /// What has been reported about `endpoint`: the latest of this process's memory and the
     /// endpoint's status.
     pub fn known(&self, endpoint: &EndpointRef, status: Option<&DeliveryStats>) -> Reported {
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn the_first_dead_letters_are_reported_at_once() {
         let (notice, after) = decide(Reported::default(), 3, at(0));
-        assert_eq!(notice, Notice::Publish { count: 3 });
+        assert_eq!(notice, DeadLetterReport::Publish { count: 3 });
         assert_eq!(
             after,
             Reported {
@@ -170,7 +170,7 @@ mod tests {
                 at: Some(at(0))
             }
         );
-        assert_eq!(decide(after, 3, at(1)), (Notice::Nothing, after));
+        assert_eq!(decide(after, 3, at(1)), (DeadLetterReport::Nothing, after));
     }
 
     #[test]
@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(
             decide(reported, 4, at(10)),
             (
-                Notice::Wait {
+                DeadLetterReport::Wait {
                     count: 1,
                     due: at(60)
                 },
@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(
             decide(reported, 9, at(59)),
             (
-                Notice::Wait {
+                DeadLetterReport::Wait {
                     count: 6,
                     due: at(60)
                 },
@@ -202,7 +202,7 @@ mod tests {
         );
         // Once it passed: one Event with the sum.
         let (notice, after) = decide(reported, 9, at(60));
-        assert_eq!(notice, Notice::Publish { count: 6 });
+        assert_eq!(notice, DeadLetterReport::Publish { count: 6 });
         assert_eq!(
             after,
             Reported {
@@ -221,17 +221,17 @@ mod tests {
             dead_letters_reported_time: Some("2023-11-14T22:13:20Z".into()),
             ..DeliveryStats::default()
         };
-        let notices = Notices::default();
+        let notices = DeadLetterReports::default();
         let endpoint = EndpointRef::new("ns", "e");
         let known = notices.known(&endpoint, Some(&status));
         let (notice, after) = decide(known, 8, at(60));
-        assert_eq!(notice, Notice::Publish { count: 3 });
+        assert_eq!(notice, DeadLetterReport::Publish { count: 3 });
         assert_eq!(after.total, 8);
         // Had it restarted within a minute of that Event, it would wait for the gap.
         let (notice, _) = decide(known, 8, at(30));
         assert_eq!(
             notice,
-            Notice::Wait {
+            DeadLetterReport::Wait {
                 count: 3,
                 due: at(60)
             }
@@ -272,14 +272,17 @@ mod tests {
             at: Some(at(0)),
         };
         let (notice, after) = decide(reported, 2, at(100));
-        assert_eq!(notice, Notice::Nothing);
+        assert_eq!(notice, DeadLetterReport::Nothing);
         assert_eq!(after.total, 2);
-        assert_eq!(decide(after, 3, at(101)).0, Notice::Publish { count: 1 });
+        assert_eq!(
+            decide(after, 3, at(101)).0,
+            DeadLetterReport::Publish { count: 1 }
+        );
     }
 
     #[test]
     fn waiting_endpoints_come_due_once() {
-        let mut notices = Notices::default();
+        let mut notices = DeadLetterReports::default();
         let endpoint = EndpointRef::new("ns", "e");
         notices.record(&endpoint, Reported::default(), Some(at(60)));
         assert!(notices.take_due(at(59)).is_empty());
