@@ -129,5 +129,55 @@ fn limiter(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, render_and_sign, breaker, limiter);
+/// The body of an attempt from what the store keeps: the canonical data spliced in (what the
+/// engine does since issue 12) against parsing the stored fields and rendering them (before).
+fn render_stored(c: &mut Criterion) {
+    let webhook = WebhookRef {
+        id: "42".into(),
+        name: "My Webhook Endpoint".into(),
+    };
+    let now = Timestamp::from_second(1_705_314_600).unwrap_or(Timestamp::UNIX_EPOCH);
+    let mut group = c.benchmark_group("render_from_store");
+    for (label, size) in [("1KiB", 1024), ("64KiB", 64 * 1024)] {
+        let data = data_of(size);
+        let canonical = payload::canonical_data("user.created", &data).unwrap_or_default();
+        let fields = serde_json::to_vec(&data).unwrap_or_default();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(
+            BenchmarkId::new("splice_canonical", label),
+            &canonical,
+            |b, stored| {
+                b.iter(|| {
+                    black_box(payload::render_stored(
+                        "evt_01HMA7ZQ5V3KX9P2D4E6F8G0JB",
+                        now,
+                        &webhook,
+                        "user.created",
+                        stored,
+                    ))
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("parse_and_render", label),
+            &fields,
+            |b, stored| {
+                b.iter(|| {
+                    let parsed: Map<String, Value> =
+                        serde_json::from_slice(stored).unwrap_or_default();
+                    black_box(payload::render(
+                        "evt_01HMA7ZQ5V3KX9P2D4E6F8G0JB",
+                        now,
+                        &webhook,
+                        "user.created",
+                        &parsed,
+                    ))
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, render_and_sign, render_stored, breaker, limiter);
 criterion_main!(benches);

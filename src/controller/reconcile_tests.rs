@@ -113,3 +113,46 @@ async fn an_invalid_spec_already_reported_is_not_announced_again() {
     assert_eq!(seen[0].method, http::Method::PATCH);
     assert!(seen[0].uri.starts_with(STATUS_PATH), "{}", seen[0].uri);
 }
+
+#[tokio::test]
+async fn an_invalid_subscription_is_announced_and_reported_without_resolving_anything() {
+    use crate::api::WebhookSubscription;
+    let subscription: WebhookSubscription = serde_json::from_value(json!({
+        "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookSubscription",
+        "metadata": {"name": "orders", "namespace": "ns", "uid": "u-2", "generation": 1},
+        "spec": {"endpointRef": {"name": ""}, "eventTypes": ["order..created"]},
+    }))
+    .unwrap();
+    let (ctx, handle) = context();
+    let server = api_server(
+        handle,
+        vec![
+            Answer::Echo,
+            Answer::Json(serde_json::to_value(&subscription).unwrap()),
+        ],
+    );
+    let reconciled = tokio::time::timeout(
+        Duration::from_secs(10),
+        super::subscription::reconcile(std::sync::Arc::new(subscription), ctx),
+    )
+    .await
+    .expect("the reconcile made a request the script does not answer (it must not list endpoints)");
+    assert_eq!(reconciled.unwrap(), Action::await_change());
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(seen[0].method, http::Method::POST);
+    assert_eq!(seen[0].body["reason"], "InvalidSpec");
+    assert_eq!(seen[1].method, http::Method::PATCH);
+    assert!(
+        seen[1].uri.starts_with(
+            "/apis/webhooks.pitchey.io/v1alpha1/namespaces/ns/webhooksubscriptions/orders/status?"
+        ),
+        "{}",
+        seen[1].uri
+    );
+    let ready = &seen[1].body["status"]["conditions"][0];
+    assert_eq!(ready["reason"], "InvalidSpec");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("spec.endpointRef.name"), "{message}");
+    assert!(message.contains("spec.eventTypes"), "{message}");
+}

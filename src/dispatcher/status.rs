@@ -225,7 +225,7 @@ async fn report_dead_letters(
                 stats.last_error.clone().unwrap_or_default()
             );
             let warning = EventType::Warning;
-            if publish(shared, resource, warning, "DeliveriesDeadLettered", note).await {
+            if raise_kube_event(shared, resource, warning, "DeliveriesDeadLettered", note).await {
                 reports.record(endpoint, after, None);
             } else {
                 // Try again after a gap rather than every round.
@@ -378,7 +378,7 @@ async fn write_endpoint(
 }
 
 /// Publishes a Kubernetes Event about an object; failures are logged (and returned as `false`).
-pub async fn publish<K: Resource<DynamicType = ()>>(
+pub async fn raise_kube_event<K: Resource<DynamicType = ()>>(
     shared: &Shared,
     object: &K,
     type_: EventType,

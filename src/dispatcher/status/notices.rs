@@ -94,7 +94,7 @@ pub async fn raise(shared: Arc<Shared>, mut notices: mpsc::Receiver<EndpointNoti
             continue;
         };
         if let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) {
-            super::publish(&shared, resource.as_ref(), type_, reason, note).await;
+            super::raise_kube_event(&shared, resource.as_ref(), type_, reason, note).await;
         }
     }
 }
