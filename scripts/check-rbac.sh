@@ -381,7 +381,7 @@ for p in controller dispatcher; do
 done
 
 # After the log check: these requests are refused on purpose.
-echo "== README's troubleshooting path: kubectl create token, then the dispatcher's read API"
+echo "== docs/troubleshooting.md's token path: kubectl create token, then the dispatcher's read API"
 kubectl -n "$TENANT" create serviceaccount webhook-debug >/dev/null
 kubectl -n "$TENANT" create serviceaccount webhook-stranger >/dev/null
 kubectl -n "$TENANT" create rolebinding webhook-debug --clusterrole="$RELEASE-view" \

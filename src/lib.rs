@@ -1,10 +1,13 @@
 //! webhook-operator: a Kubernetes operator that delivers signed webhooks.
 //!
-//! Layers (who may import whom), as in DESIGN.md:
+//! Layers (who may import whom; the module map and the rules: docs/architecture.md):
 //! - `api`: CRD types, conditions, validation, effective policy. Imports nothing of ours.
-//! - `delivery`: payload, signing, retry, circuit breaker, rate limit, egress policy. Pure except `client`.
-//! - `store`: durable queue, delivery log and dead letters.
+//! - `delivery`: payload, signing, request building, retry, circuit breaker, rate limit, egress
+//!   policy. Pure except `client`.
+//! - `store`: durable queue, delivery log and dead letters. Knows nothing of Kubernetes.
 //! - `controller`: reconcilers for endpoints and subscriptions.
+//! - `dispatcher`: ingest, the delivery engine, status write-back. Never imports `controller`.
+//! - `runtime`: logging, the health server, shutdown, leases.
 pub mod api;
 pub mod controller;
 pub mod delivery;

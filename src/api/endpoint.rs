@@ -346,7 +346,7 @@ pub struct DeliveryStats {
     /// as down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<String>,
-    /// 0–100; see the README for the formula.
+    /// 0–100; the formula is in docs/resources.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_score: Option<i32>,
     /// Requests per minute currently allowed by the adaptive rate limiter.

@@ -1,4 +1,4 @@
-//! Accepting an event: validate, route, persist durably, wake the scheduler. Shared by the
+//! Accepting an event: validate, route, persist durably, wake the delivery engine. Shared by the
 //! WebhookEvent watcher and the ingest API.
 use std::time::Duration;
 

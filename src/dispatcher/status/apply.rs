@@ -1,6 +1,8 @@
-//! The one way the dispatcher writes status: a server-side apply of the part it owns, under its
-//! field manager, with the resource's `apiVersion` and `kind` taken from its Rust type. The
-//! builders of each status (endpoint, event, replay) are pure and live beside this module.
+//! How the dispatcher writes status: a server-side apply of the part it owns, under its field
+//! manager, with the resource's `apiVersion` and `kind` taken from its Rust type
+//! ([`status_patch`]). [`apply_status`] does the whole write; the WebhookEvent writer uses
+//! [`status_patch`] itself because it reads the applied object's labels. The builders of each
+//! status (endpoint, event, replay) are pure and live beside this module.
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::Resource;
