@@ -96,6 +96,25 @@ pub struct RetryPolicySpec {
     #[serde(default)]
     #[schemars(range(max = 100))]
     pub jitter: u8,
+    /// Retry at once, before the delays, when the first attempt gets a 5xx or a transport failure
+    /// (the immediate retry does not count toward maxAttempts). Default: true when the rest of the
+    /// policy is the default (the document's schedule: at once, then 1 s, 2 s, 4 s), false when you
+    /// set your own schedule, which so stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immediate_retry: Option<bool>,
+}
+
+impl RetryPolicySpec {
+    /// Whether the immediate retry applies: as set, else only for the default schedule.
+    pub fn effective_immediate_retry(&self) -> bool {
+        self.immediate_retry.unwrap_or_else(|| {
+            let schedule = Self {
+                immediate_retry: None,
+                ..self.clone()
+            };
+            schedule == Self::default()
+        })
+    }
 }
 
 impl Default for RetryPolicySpec {
@@ -106,6 +125,7 @@ impl Default for RetryPolicySpec {
             base_delay: default_base_delay(),
             max_delay: default_max_delay(),
             jitter: 0,
+            immediate_retry: None,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct EffectiveRetry {
     pub base_delay_ms: u64,
     pub max_delay_ms: u64,
     pub jitter_percent: u8,
+    /// One retry at once after a 5xx or transport failure of the first attempt (absent in
+    /// ConfigMaps written before it existed: off, their schedule unchanged).
+    #[serde(default)]
+    pub immediate_retry: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

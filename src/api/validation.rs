@@ -187,6 +187,7 @@ pub fn validate_endpoint(
             base_delay_ms: millis(base_delay),
             max_delay_ms: millis(max_delay),
             jitter_percent: retry.jitter,
+            immediate_retry: retry.effective_immediate_retry(),
         },
         rate_limit: EffectiveRateLimit {
             requests_per_minute: rate.requests_per_minute,

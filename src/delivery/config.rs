@@ -16,6 +16,7 @@ impl From<&EffectiveRetry> for RetryPolicy {
             base_delay: Duration::from_millis(retry.base_delay_ms),
             max_delay: Duration::from_millis(retry.max_delay_ms),
             jitter_percent: retry.jitter_percent,
+            immediate_retry: retry.immediate_retry,
         }
     }
 }
@@ -51,6 +52,7 @@ mod tests {
             base_delay_ms: 1000,
             max_delay_ms: 3_600_000,
             jitter_percent: 0,
+            immediate_retry: true,
         };
         assert_eq!(RetryPolicy::from(&retry), RetryPolicy::default());
         let breaker = EffectiveCircuitBreaker {

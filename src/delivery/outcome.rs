@@ -196,6 +196,33 @@ fn classify(result: &HttpResult) -> Verdict {
     }
 }
 
+/// Retries a delivery may have: the policy's, plus the immediate one when it is on.
+fn retries_allowed(policy: &RetryPolicy) -> u32 {
+    policy
+        .max_retries
+        .saturating_add(u32::from(policy.immediate_retry))
+}
+
+/// The wait before retrying after failed attempt number `attempt` (1-based). With the immediate
+/// retry on, a 5xx or transport failure of the first attempt is retried at once and the delays
+/// then start at the first (`baseDelay`): at once, 1 s, 2 s, 4 s by default. A first failure of
+/// another kind (429, 408) waits `baseDelay` as usual.
+fn backoff(
+    policy: &RetryPolicy,
+    result: &HttpResult,
+    attempt: u32,
+    jitter_sample: f64,
+) -> Duration {
+    if !policy.immediate_retry {
+        return retry::delay(policy, attempt, jitter_sample);
+    }
+    let server_or_transport = result.status.is_none_or(|code| code >= 500);
+    if attempt <= 1 && server_or_transport {
+        return Duration::ZERO;
+    }
+    retry::delay(policy, attempt.saturating_sub(1), jitter_sample)
+}
+
 /// Decides what follows attempt number `attempt` (1 = the first attempt) of a delivery.
 ///
 /// `now` is the time the attempt finished; `jitter_sample` a uniform random number in `[0, 1)`
@@ -217,12 +244,12 @@ pub fn decide(
             reason,
             endpoint_gone: gone,
         },
-        Verdict::Retryable(reason) if attempt > policy.max_retries => Outcome::DeadLetter {
+        Verdict::Retryable(reason) if attempt > retries_allowed(policy) => Outcome::DeadLetter {
             reason: format!("gave up after {attempt} attempts; last: {reason}"),
             endpoint_gone: false,
         },
         Verdict::Retryable(reason) => {
-            let backoff = retry::delay(policy, attempt, jitter_sample);
+            let backoff = backoff(policy, result, attempt, jitter_sample);
             let requested = result
                 .retry_after
                 .as_deref()
@@ -290,18 +317,58 @@ mod tests {
             ]
             .map(|kind| HttpResult::failed(kind, "x", Duration::ZERO)),
         );
+        // Without the immediate retry (an endpoint's own schedule): 1 s, 2 s, 4 s.
+        let own = RetryPolicy {
+            immediate_retry: false,
+            ..RetryPolicy::default()
+        };
         for result in retryable {
             for (attempt, secs) in [(1, 1), (2, 2), (3, 4)] {
-                let outcome = decide(&RetryPolicy::default(), &result, attempt, now(), 0.5);
+                let outcome = decide(&own, &result, attempt, now(), 0.5);
                 let Outcome::Retry { at, after, .. } = outcome else {
                     panic!("{result:?} → {outcome:?}")
                 };
                 assert_eq!(after, Duration::from_secs(secs));
                 assert_eq!(at.as_second(), now().as_second() + secs as i64);
             }
-            let last = decide(&RetryPolicy::default(), &result, 4, now(), 0.5);
+            let last = decide(&own, &result, 4, now(), 0.5);
             assert!(
                 matches!(&last, Outcome::DeadLetter { reason, endpoint_gone: false } if reason.starts_with("gave up after 4 attempts")),
+                "{last:?}"
+            );
+        }
+    }
+
+    /// The document's schedule, the default: a 5xx or a transport failure is retried at once,
+    /// then after 1 s, 2 s and 4 s; a first 408 or 429 waits 1 s instead of the immediate retry.
+    #[test]
+    fn the_default_schedule_is_the_documents() {
+        let immediate: Vec<HttpResult> = [status(500), status(503)]
+            .into_iter()
+            .chain(
+                [ErrorKind::Timeout, ErrorKind::Connect, ErrorKind::Reset]
+                    .map(|kind| HttpResult::failed(kind, "x", Duration::ZERO)),
+            )
+            .collect();
+        let schedules = immediate
+            .into_iter()
+            .map(|r| (r, [0, 1, 2, 4]))
+            .chain([status(408), status(429)].map(|r| (r, [1, 1, 2, 4])));
+        for (result, delays) in schedules {
+            for (attempt, secs) in (1..).zip(delays) {
+                let outcome = decide(&RetryPolicy::default(), &result, attempt, now(), 0.5);
+                let Outcome::Retry { after, .. } = outcome else {
+                    panic!("{result:?} attempt {attempt} → {outcome:?}")
+                };
+                assert_eq!(
+                    after,
+                    Duration::from_secs(secs),
+                    "{result:?} attempt {attempt}"
+                );
+            }
+            let last = decide(&RetryPolicy::default(), &result, 5, now(), 0.5);
+            assert!(
+                matches!(&last, Outcome::DeadLetter { reason, .. } if reason.starts_with("gave up after 5 attempts")),
                 "{last:?}"
             );
         }
@@ -372,7 +439,7 @@ mod tests {
         // Never earlier than the backoff.
         throttled.retry_after = Some("0".into());
         assert!(
-            matches!(decide(&RetryPolicy::default(), &throttled, 3, now(), 0.5), Outcome::Retry { after, .. } if after == Duration::from_secs(4))
+            matches!(decide(&RetryPolicy::default(), &throttled, 4, now(), 0.5), Outcome::Retry { after, .. } if after == Duration::from_secs(4))
         );
         throttled.retry_after = Some("garbage".into());
         assert!(

@@ -19,10 +19,14 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Each delay is randomized by up to this percentage either way (values above 100 count as 100).
     pub jitter_percent: u8,
+    /// One retry at once when the first attempt gets a 5xx or a transport failure, before the
+    /// delays (it does not count toward `max_retries`).
+    pub immediate_retry: bool,
 }
 
 impl Default for RetryPolicy {
-    /// The seed's schedule: 3 retries after 1 s, 2 s and 4 s; at most 1 h; no jitter.
+    /// The seed's schedule: on a 5xx or transport failure one retry at once, then 3 retries
+    /// after 1 s, 2 s and 4 s; at most 1 h; no jitter.
     fn default() -> Self {
         Self {
             max_retries: 3,
@@ -30,6 +34,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(3600),
             jitter_percent: 0,
+            immediate_retry: true,
         }
     }
 }
@@ -176,7 +181,7 @@ mod tests {
             jitter in any::<u8>(), sample in any::<f64>(), kind in 0u8..3,
         ) {
             let backoff = [Backoff::Exponential, Backoff::Linear, Backoff::Fixed][usize::from(kind)];
-            let policy = RetryPolicy { max_retries: 3, backoff, base_delay: Duration::new(base, base_nanos), max_delay: secs(max), jitter_percent: jitter };
+            let policy = RetryPolicy { max_retries: 3, backoff, base_delay: Duration::new(base, base_nanos), max_delay: secs(max), jitter_percent: jitter, immediate_retry: false };
             prop_assert!(delay(&policy, n, sample) <= policy.max_delay);
         }
 

@@ -120,11 +120,12 @@ async fn server_error_then_success_retries_with_the_same_event_id() {
     breaker.on_failure(permit, t0);
     let now = Timestamp::now();
     let outcome = decide(&policy, &first, 1, now, 0.5);
+    // A 5xx is retried at once (the document's first step).
     assert_eq!(
         outcome,
         Outcome::Retry {
-            at: now.saturating_add(Duration::from_secs(1)).unwrap(),
-            after: Duration::from_secs(1),
+            at: now,
+            after: Duration::ZERO,
             reason: "HTTP 503 Service Unavailable".into()
         }
     );
@@ -253,11 +254,15 @@ async fn connection_refused() {
         !message.contains("http://"),
         "the URL (which may hold secrets) is left out: {message}"
     );
-    assert!(
-        matches!(decide(&RetryPolicy::default(), &result, 3, Timestamp::now(), 0.5), Outcome::Retry { after, .. } if after == Duration::from_secs(4))
-    );
+    // The default schedule: at once, then 1 s, 2 s, 4 s; the fifth failure is final.
+    for (attempt, secs) in [(1, 0), (2, 1), (3, 2), (4, 4)] {
+        assert!(
+            matches!(decide(&RetryPolicy::default(), &result, attempt, Timestamp::now(), 0.5), Outcome::Retry { after, .. } if after == Duration::from_secs(secs)),
+            "attempt {attempt}"
+        );
+    }
     assert!(matches!(
-        decide(&RetryPolicy::default(), &result, 4, Timestamp::now(), 0.5),
+        decide(&RetryPolicy::default(), &result, 5, Timestamp::now(), 0.5),
         Outcome::DeadLetter { .. }
     ));
 }

@@ -266,6 +266,33 @@ async fn failed_attempts_are_retried_until_success() {
     assert_eq!(receiver.requests(), 3);
 }
 
+/// The document's schedule with the default retry policy, timed at the receiver: after a 500 an
+/// immediate retry, then 1 s, 2 s and 4 s. Each gap must be at least the delay and at most the
+/// delay plus the engine's polling and the machine's noise. (A 503 or 429 asks to slow down: the
+/// adaptive rate limit then spaces the retries, as the rate-limit tests show.)
+#[tokio::test]
+async fn the_default_policy_retries_at_once_then_after_1_2_and_4_seconds() {
+    let setup = Setup::new("schedule").await;
+    let receiver = Receiver::start(Behavior::FailFirst(4, 500)).await;
+    setup.endpoint("crm", &receiver, json!({})).await;
+    setup
+        .event("e1", "user.created", json!({"user": {"id": 1}}))
+        .await;
+    let event = setup.event_phase("e1", EventPhase::Delivered).await;
+    assert_eq!(event.status.unwrap().deliveries[0].attempts, 5);
+    let arrivals = receiver.arrivals();
+    assert_eq!(arrivals.len(), 5);
+    let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    let slack = Duration::from_millis(900);
+    for (gap, delay) in gaps.iter().zip([0u64, 1, 2, 4]) {
+        let delay = Duration::from_secs(delay);
+        assert!(
+            *gap >= delay && *gap <= delay + slack,
+            "gaps {gaps:?}: expected at once, then 1 s, 2 s, 4 s"
+        );
+    }
+}
+
 #[tokio::test]
 async fn circuit_opens_after_consecutive_failures_and_closes_after_recovery() {
     let setup = Setup::new("circuit").await;

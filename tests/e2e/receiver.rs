@@ -38,6 +38,8 @@ struct Inner {
     behavior: Mutex<Behavior>,
     received: Mutex<Vec<Received>>,
     requests: Mutex<usize>,
+    /// When each request arrived, answered or not.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     secret: Mutex<Option<String>>,
     release: Notify,
 }
@@ -54,6 +56,7 @@ impl Receiver {
             behavior: Mutex::new(behavior),
             received: Mutex::default(),
             requests: Mutex::new(0),
+            arrivals: Mutex::default(),
             secret: Mutex::new(None),
             release: Notify::new(),
         });
@@ -95,9 +98,19 @@ impl Receiver {
     pub fn requests(&self) -> usize {
         *self.inner.requests.lock().unwrap()
     }
+
+    /// When each request arrived (failed ones too), in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.inner.arrivals.lock().unwrap().clone()
+    }
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    inner
+        .arrivals
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     let seen = {
         let mut requests = inner.requests.lock().unwrap();
         *requests += 1;

@@ -213,3 +213,27 @@ fn replay_range_must_be_ordered() {
     .unwrap();
     assert!(validate_replay(&spec).is_ok());
 }
+
+/// The immediate retry: on for the default schedule (the document's), off for a schedule of
+/// one's own unless asked for, and as set when set.
+#[test]
+fn immediate_retry_follows_the_schedule_unless_set() {
+    let policy = |retry: serde_json::Value| {
+        let mut spec = endpoint("https://example.com/");
+        spec.retry_policy = serde_json::from_value(retry).unwrap();
+        validate_endpoint(&spec, "x", false)
+            .unwrap()
+            .retry
+            .immediate_retry
+    };
+    assert!(policy(serde_json::json!({})));
+    assert!(policy(
+        serde_json::json!({"maxAttempts": 3, "baseDelay": "1s"})
+    ));
+    assert!(!policy(serde_json::json!({"maxAttempts": 5})));
+    assert!(!policy(serde_json::json!({"baseDelay": "2s"})));
+    assert!(policy(
+        serde_json::json!({"baseDelay": "2s", "immediateRetry": true})
+    ));
+    assert!(!policy(serde_json::json!({"immediateRetry": false})));
+}
