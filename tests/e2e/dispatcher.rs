@@ -268,7 +268,7 @@ async fn failed_attempts_are_retried_until_success() {
 
 /// The document's schedule with the default retry policy, timed at the receiver: after a 500 an
 /// immediate retry, then 1 s, 2 s and 4 s. Each gap must be at least the delay and at most the
-/// delay plus the engine's polling and the machine's noise. (A 503 or 429 asks to slow down: the
+/// delay plus the engine's polling and the machine's noise (1.5 s). (A 503 or 429 asks to slow down: the
 /// adaptive rate limit then spaces the retries, as the rate-limit tests show.)
 #[tokio::test]
 async fn the_default_policy_retries_at_once_then_after_1_2_and_4_seconds() {
@@ -283,7 +283,10 @@ async fn the_default_policy_retries_at_once_then_after_1_2_and_4_seconds() {
     let arrivals = receiver.arrivals();
     assert_eq!(arrivals.len(), 5);
     let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
-    let slack = Duration::from_millis(900);
+    // Five attempts already tell the immediate retry happened (the schedule without it gives up
+    // after four); the upper bound only catches a schedule gone slow, so it leaves room for a
+    // loaded machine.
+    let slack = Duration::from_millis(1500);
     for (gap, delay) in gaps.iter().zip([0u64, 1, 2, 4]) {
         let delay = Duration::from_secs(delay);
         assert!(
