@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 use super::apply::{status_patch, FIELD_MANAGER};
 use super::WriteError;
 use crate::api::conditions::{self, DesiredCondition, Reason, READY};
-use crate::api::event::{EventDeliveryStatus, EventPhase};
+use crate::api::event::{EventDeliveryStatus, EventPhase, WebhookEventStatus};
 use crate::api::time::rfc3339;
 use crate::api::{WebhookEvent, PHASE_LABEL};
-use crate::store::{DeliveryRecord, DeliveryState, EventSource};
+use crate::store::{DeliveryRecord, DeliveryState, EventSource, EventStatus};
 
 /// The phase of an event from its deliveries: Pending until a first attempt is made (or
 /// started), Delivering while any delivery is unfinished (held ones included), then Delivered,
@@ -72,19 +72,9 @@ pub fn phase_label_patch(
         .then(|| json!({"metadata": {"labels": {PHASE_LABEL: name}}}))
 }
 
-/// The `conditions` of a status the dispatcher writes whole: `desired`, set at `now`.
-pub fn conditions_json(desired: &DesiredCondition, now: &str) -> Value {
-    json!(conditions::merge(
-        &[],
-        std::slice::from_ref(desired),
-        None,
-        now
-    ))
-}
-
 /// The status of a WebhookEvent refused for an invalid spec: Failed, finished `now` (so its TTL
 /// applies), with a Ready condition saying why.
-pub fn invalid_event_status(errors: &str, now: Timestamp) -> Value {
+pub fn invalid_event_status(errors: &str, now: Timestamp) -> WebhookEventStatus {
     let ready = DesiredCondition::new(
         READY,
         false,
@@ -92,45 +82,19 @@ pub fn invalid_event_status(errors: &str, now: Timestamp) -> Value {
         format!("invalid spec: {errors}"),
     );
     let now = rfc3339(now);
-    json!({
-        "phase": phase_name(EventPhase::Failed),
-        "finishedTime": now,
-        "conditions": conditions_json(&ready, &now),
-    })
-}
-
-/// Applies a WebhookEvent's `status` (which names `phase`), then sets the phase label if the
-/// object does not carry it yet: a label patch only when the phase changes.
-pub async fn apply_event_status(
-    api: &Api<WebhookEvent>,
-    name: &str,
-    phase: EventPhase,
-    status: Value,
-) -> Result<(), kube::Error> {
-    let applied = api
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(status_patch::<WebhookEvent>(&status)),
-        )
-        .await?;
-    if let Some(label) = phase_label_patch(applied.metadata.labels.as_ref(), phase) {
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&label))
-            .await?;
+    WebhookEventStatus {
+        phase: Some(EventPhase::Failed),
+        conditions: conditions::merge(&[], &[ready], None, &now),
+        finished_time: Some(now),
+        ..WebhookEventStatus::default()
     }
-    Ok(())
 }
 
-/// Writes the status of a WebhookEvent from its deliveries in the store.
-pub(super) async fn write_event(shared: &super::Shared, event_id: &str) -> Result<(), WriteError> {
-    let Some(status) = shared.store.event_status(event_id).await? else {
-        return Ok(());
-    };
-    let EventSource::Resource { name, .. } = &status.event.source else {
-        return Ok(());
-    };
+/// The status of a stored event, from its deliveries: the phase, one record per delivery, and
+/// when it finished (so its TTL applies). Pure.
+pub fn event_status(status: &EventStatus, now: Timestamp) -> WebhookEventStatus {
     let phase = event_phase(&status.deliveries);
-    let deliveries: Vec<EventDeliveryStatus> = status
+    let deliveries = status
         .deliveries
         .iter()
         .map(|d| EventDeliveryStatus {
@@ -155,16 +119,50 @@ pub(super) async fn write_event(shared: &super::Shared, event_id: &str) -> Resul
             .iter()
             .filter_map(|d| d.finished_at)
             .max()
-            .unwrap_or_else(Timestamp::now)
+            .unwrap_or(now)
     });
-    let body = json!({
-        "phase": phase_name(phase),
-        "eventId": status.event.event_id,
-        "deliveries": deliveries,
-        "finishedTime": finished.map(rfc3339),
-    });
+    WebhookEventStatus {
+        phase: Some(phase),
+        event_id: Some(status.event.event_id.clone()),
+        deliveries,
+        finished_time: finished.map(rfc3339),
+        ..WebhookEventStatus::default()
+    }
+}
+
+/// Applies a WebhookEvent's `status`, then sets the phase label if the object does not carry it
+/// yet: a label patch only when the phase changes.
+pub async fn apply_event_status(
+    api: &Api<WebhookEvent>,
+    name: &str,
+    status: &WebhookEventStatus,
+) -> Result<(), kube::Error> {
+    let phase = status.phase.unwrap_or_default();
+    let applied = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(status_patch::<WebhookEvent>(status)),
+        )
+        .await?;
+    if let Some(label) = phase_label_patch(applied.metadata.labels.as_ref(), phase) {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&label))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes the status of a WebhookEvent from its deliveries in the store.
+pub(super) async fn write_event(shared: &super::Shared, event_id: &str) -> Result<(), WriteError> {
+    let Some(status) = shared.store.event_status(event_id).await? else {
+        return Ok(());
+    };
+    let EventSource::Resource { name, .. } = &status.event.source else {
+        return Ok(());
+    };
+    let written = event_status(&status, Timestamp::now());
     let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), &status.event.namespace);
-    apply_event_status(&api, name, phase, body).await?;
+    apply_event_status(&api, name, &written).await?;
     Ok(())
 }
 
@@ -261,9 +259,60 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_event_records_each_delivery_and_when_the_last_ended() {
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let stored = EventStatus {
+            event: crate::store::EventRecord {
+                event_id: "evt_1".into(),
+                namespace: "ns".into(),
+                event_type: "user.created".into(),
+                data: bytes::Bytes::new(),
+                created_at: at(0),
+                source: EventSource::Resource {
+                    name: "e".into(),
+                    uid: "u".into(),
+                },
+                idempotency_key: None,
+            },
+            deliveries: vec![
+                DeliveryRecord {
+                    delivered_at: Some(at(10)),
+                    finished_at: Some(at(10)),
+                    last_status_code: Some(200),
+                    ..delivery(DeliveryState::Delivered)
+                },
+                DeliveryRecord {
+                    finished_at: Some(at(20)),
+                    replay_id: Some("r1".into()),
+                    last_error: Some("HTTP 500".into()),
+                    ..delivery(DeliveryState::DeadLettered)
+                },
+            ],
+        };
+        let status = event_status(&stored, at(99));
+        assert_eq!(status.phase, Some(EventPhase::PartiallyFailed));
+        assert_eq!(status.event_id.as_deref(), Some("evt_1"));
+        assert_eq!(
+            status.finished_time.as_deref(),
+            Some("1970-01-01T00:00:20Z")
+        );
+        let states: Vec<(&str, &str)> = status
+            .deliveries
+            .iter()
+            .map(|d| (d.endpoint.as_str(), d.state.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [("e", "Delivered"), ("e (replay r1)", "DeadLettered")]
+        );
+        assert_eq!(status.deliveries[1].last_error.as_deref(), Some("HTTP 500"));
+    }
+
+    #[test]
     fn an_invalid_event_is_failed_and_finished() {
         let now = Timestamp::from_second(1_700_000_000).unwrap();
-        let status = invalid_event_status("spec.type: too short", now);
+        let status =
+            serde_json::to_value(invalid_event_status("spec.type: too short", now)).unwrap();
         assert_eq!(status["phase"], "Failed");
         // A finish time, so ttlSecondsAfterFinished deletes it.
         assert_eq!(status["finishedTime"], "2023-11-14T22:13:20Z");

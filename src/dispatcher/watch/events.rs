@@ -10,7 +10,6 @@ use kube::runtime::watcher;
 use kube::ResourceExt;
 use tracing::warn;
 
-use crate::api::event::EventPhase;
 use crate::api::validation::validate_event;
 use crate::api::WebhookEvent;
 use crate::dispatcher::publish::{publish, PublishError, PublishRequest};
@@ -109,7 +108,7 @@ async fn publish_once(
 async fn report_invalid(shared: &Shared, namespace: &str, name: &str, message: &str) {
     let status = invalid_event_status(message, Timestamp::now());
     let api: Api<WebhookEvent> = Api::namespaced(shared.client.clone(), namespace);
-    if let Err(error) = apply_event_status(&api, name, EventPhase::Failed, status).await {
+    if let Err(error) = apply_event_status(&api, name, &status).await {
         warn!(%error, event = %name, "reporting an invalid WebhookEvent failed");
     }
 }
