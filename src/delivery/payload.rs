@@ -156,7 +156,8 @@ pub fn render_stored(
     Ok(Bytes::from(body))
 }
 
-fn check_event_type(event_type: &str, data: &Map<String, Value>) -> Result<(), PayloadError> {
+/// A `data.event_type` is allowed only if it equals the event's type (it is then not repeated).
+pub fn check_event_type(event_type: &str, data: &Map<String, Value>) -> Result<(), PayloadError> {
     match data.get("event_type") {
         Some(found) if found.as_str() != Some(event_type) => {
             Err(PayloadError::ConflictingEventType {

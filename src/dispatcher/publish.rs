@@ -71,13 +71,7 @@ pub fn check(
     if !event_types::is_valid_event_type(event_type) {
         return Err(PublishError::InvalidType(event_type.to_owned()));
     }
-    if data
-        .get("event_type")
-        .is_some_and(|found| found.as_str() != Some(event_type))
-    {
-        return Err(PublishError::ConflictingEventType);
-    }
-    Ok(())
+    payload::check_event_type(event_type, data).map_err(|_| PublishError::ConflictingEventType)
 }
 
 /// Validates, routes and durably stores a batch (one commit); all or nothing.

@@ -135,6 +135,28 @@ impl Setup {
             .unwrap();
     }
 
+    /// Waits until the first delivery of WebhookEvent `name` is held (its endpoint suspended).
+    async fn first_delivery_held(&self, name: &str) {
+        wait_for("the delivery held", T, || async {
+            let event = self.ns.api::<WebhookEvent>().get(name).await.ok()?;
+            (event.status?.deliveries.first()?.state == "Held").then_some(())
+        })
+        .await;
+    }
+
+    /// Sets `spec.suspend: false` on the endpoint.
+    async fn resume(&self, endpoint: &str) {
+        self.ns
+            .api::<WebhookEndpoint>()
+            .patch(
+                endpoint,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": false}})),
+            )
+            .await
+            .unwrap();
+    }
+
     async fn event_phase(&self, name: &str, phase: EventPhase) -> WebhookEvent {
         let api = self.ns.api::<WebhookEvent>();
         wait_for(&format!("{name} to be {phase:?}"), T, || async {
@@ -541,22 +563,9 @@ async fn a_suspended_endpoint_holds_deliveries_until_resumed() {
         )
         .await;
     setup.event_phase("held", EventPhase::Delivering).await;
-    wait_for("the delivery held", T, || async {
-        let event = setup.ns.api::<WebhookEvent>().get("held").await.ok()?;
-        (event.status?.deliveries.first()?.state == "Held").then_some(())
-    })
-    .await;
+    setup.first_delivery_held("held").await;
     assert!(receiver.received().is_empty());
-    setup
-        .ns
-        .api::<WebhookEndpoint>()
-        .patch(
-            "crm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": false}})),
-        )
-        .await
-        .unwrap();
+    setup.resume("crm").await;
     setup.event_phase("held", EventPhase::Delivered).await;
     assert_eq!(receiver.received().len(), 1);
 }
@@ -573,11 +582,7 @@ async fn unreadable_stored_data_is_dead_lettered_not_sent_empty() {
     setup
         .event("damaged", "user.created", json!({"user": {"id": 1}}))
         .await;
-    wait_for("the delivery held", T, || async {
-        let event = setup.ns.api::<WebhookEvent>().get("damaged").await.ok()?;
-        (event.status?.deliveries.first()?.state == "Held").then_some(())
-    })
-    .await;
+    setup.first_delivery_held("damaged").await;
     setup.kill_dispatcher();
     let store = rusqlite::Connection::open(setup.store_path()).unwrap();
     // What the store kept is the canonical data (`{"event_type":…,…}`), cut short.
@@ -595,16 +600,7 @@ async fn unreadable_stored_data_is_dead_lettered_not_sent_empty() {
     drop(store);
     let (restarted, _) = Process::dispatcher(&setup.ns.name, &setup.store_path(), "d2");
     setup.dispatcher = Some(restarted);
-    setup
-        .ns
-        .api::<WebhookEndpoint>()
-        .patch(
-            "crm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": false}})),
-        )
-        .await
-        .unwrap();
+    setup.resume("crm").await;
     let event = setup.event_phase("damaged", EventPhase::Failed).await;
     let delivery = event.status.unwrap().deliveries.remove(0);
     assert_eq!(delivery.state, "DeadLettered");

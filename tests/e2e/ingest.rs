@@ -66,48 +66,44 @@ impl Setup {
         setup
     }
 
-    /// Creates an object of kind `K` in the namespace from its JSON.
-    async fn create<K>(&self, object: Value)
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + Clone
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        create_in::<K>(&self.ns, object).await;
-    }
-
     /// `publisher` may create webhookevents in the namespace (and nothing else).
     async fn grant_publisher(&self) {
         let rbac = "rbac.authorization.k8s.io";
-        self.create::<Role>(json!({
+        create_in::<Role>(&self.ns, json!({
             "metadata": {"name": "publish-events"},
             "rules": [{"apiGroups": ["webhooks.pitchey.io"], "resources": ["webhookevents"], "verbs": ["create"]}]
         }))
         .await;
-        self.create::<RoleBinding>(json!({
-            "metadata": {"name": "publisher-publishes"},
-            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "publish-events"},
-            "subjects": [{"apiGroup": rbac, "kind": "User", "name": "publisher"}]
-        }))
+        create_in::<RoleBinding>(
+            &self.ns,
+            json!({
+                "metadata": {"name": "publisher-publishes"},
+                "roleRef": {"apiGroup": rbac, "kind": "Role", "name": "publish-events"},
+                "subjects": [{"apiGroup": rbac, "kind": "User", "name": "publisher"}]
+            }),
+        )
         .await;
     }
 
     /// An endpoint to the receiver subscribed to `*`; waits until the dispatcher's API knows it.
     async fn endpoint(&self, name: &str) {
-        self.create::<WebhookEndpoint>(json!({
-            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEndpoint",
-            "metadata": {"name": name},
-            "spec": {"url": self.receiver.url(), "displayName": "ingest receiver"}
-        }))
+        create_in::<WebhookEndpoint>(
+            &self.ns,
+            json!({
+                "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEndpoint",
+                "metadata": {"name": name},
+                "spec": {"url": self.receiver.url(), "displayName": "ingest receiver"}
+            }),
+        )
         .await;
-        self.create::<WebhookSubscription>(json!({
-            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookSubscription",
-            "metadata": {"name": format!("{name}-all")},
-            "spec": {"endpointRef": {"name": name}, "eventTypes": ["*"]}
-        }))
+        create_in::<WebhookSubscription>(
+            &self.ns,
+            json!({
+                "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookSubscription",
+                "metadata": {"name": format!("{name}-all")},
+                "spec": {"endpointRef": {"name": name}, "eventTypes": ["*"]}
+            }),
+        )
         .await;
         let secret = self.ns.signing_secret(name).await;
         self.receiver.set_secret(&secret);
@@ -754,12 +750,15 @@ async fn a_saturated_store_answers_429_and_loses_nothing() {
         // The WebhookEvent is created while the burst fills the store's queue, so its publish
         // is often refused and must be retried (the dispatcher logs "retrying with backoff").
         let name = format!("burst-{round}");
-        let create = setup.create::<WebhookEvent>(json!({
-            "apiVersion": "webhooks.pitchey.io/v1alpha1",
-            "kind": "WebhookEvent",
-            "metadata": {"name": name},
-            "spec": {"type": "user.created", "data": {"round": round}},
-        }));
+        let create = create_in::<WebhookEvent>(
+            &setup.ns,
+            json!({
+                "apiVersion": "webhooks.pitchey.io/v1alpha1",
+                "kind": "WebhookEvent",
+                "metadata": {"name": name},
+                "spec": {"type": "user.created", "data": {"round": round}},
+            }),
+        );
         let (answers, ()) = tokio::join!(futures::future::join_all(burst), create);
         resources.push(name);
         for (key, response) in answers {

@@ -155,7 +155,7 @@ async fn attempt(
         Ok(prepared) => prepared,
         Err(error) => {
             shared.gates.abandon(&endpoint, permit);
-            not_prepared(&cx, error).await;
+            not_prepared(engine, &cx, error).await;
             return;
         }
     };
@@ -198,23 +198,16 @@ fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
 
 /// A delivery that could not be prepared: back to the store when waiting can fix it (a Secret
 /// or ConfigMap not there yet), dead-lettered with the reason otherwise.
-async fn not_prepared(cx: &AttemptContext<'_>, error: PrepareError) {
-    let shared = cx.shared;
+async fn not_prepared(engine: &Engine, cx: &AttemptContext<'_>, error: PrepareError) {
     if error.is_transient() {
         let at = Timestamp::now()
             .saturating_add(NOT_READY_RETRY)
             .unwrap_or(Timestamp::MAX);
         warn!(%error, "delivery not ready; retrying later");
-        let deferred = shared
-            .store
-            .defer(shared.owner.clone(), vec![cx.delivery.delivery.id], at)
-            .await;
-        if let Err(error) = deferred {
-            warn!(%error, "giving a delivery back failed; its lease expiry brings it back");
-        }
+        engine.defer(vec![cx.delivery.delivery.id], at).await;
     } else {
         warn!(%error, "delivery cannot be prepared; dead-lettering");
-        finish_without_attempt(shared, cx.delivery, error.to_string()).await;
+        finish_without_attempt(cx.shared, cx.delivery, error.to_string()).await;
     }
 }
 

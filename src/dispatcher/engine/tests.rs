@@ -40,6 +40,29 @@ async fn state_of(
     (record.state, record.dead_letter_reason.clone())
 }
 
+/// The result of a first attempt of `delivery` that got `status_code`, for the recorder.
+fn first_attempt(delivery: &ClaimedDelivery, status_code: Option<u16>, next: NextStep) -> Recorded {
+    let failed = !matches!(next, NextStep::Delivered);
+    Recorded {
+        result: AttemptResult {
+            delivery_id: delivery.delivery.id,
+            owner: OWNER.into(),
+            record: AttemptRecord {
+                at: Timestamp::now(),
+                attempt: 1,
+                status_code,
+                latency_ms: Some(1),
+                error: failed.then(|| format!("HTTP {}", status_code.unwrap_or_default())),
+                response_snippet: None,
+            },
+            next,
+        },
+        endpoint: delivery.delivery.endpoint.clone(),
+        event_id: None,
+        retry: false,
+    }
+}
+
 fn now() -> (Instant, Timestamp) {
     (Instant::now(), Timestamp::now())
 }
@@ -153,24 +176,7 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
         .shared
         .gates
         .abandon(&EndpointRef::new(NAMESPACE, "crm"), permit);
-    let delivered = Recorded {
-        result: AttemptResult {
-            delivery_id: sent.delivery.id,
-            owner: OWNER.into(),
-            record: AttemptRecord {
-                at: at_ts,
-                attempt: 1,
-                status_code: Some(200),
-                latency_ms: Some(3),
-                error: None,
-                response_snippet: None,
-            },
-            next: NextStep::Delivered,
-        },
-        endpoint: sent.delivery.endpoint.clone(),
-        event_id: None,
-        retry: false,
-    };
+    let delivered = first_attempt(&sent, Some(200), NextStep::Delivered);
     engine
         .results
         .send(ToRecorder::Result(Box::new(delivered)))
@@ -208,26 +214,10 @@ async fn a_flush_is_answered_only_after_what_came_before_it_is_committed() {
     let (results, queue) = mpsc::channel(16);
     tokio::spawn(record_results(fixture.shared.clone(), queue));
     for delivery in &claimed {
-        let recorded = Recorded {
-            result: AttemptResult {
-                delivery_id: delivery.delivery.id,
-                owner: OWNER.into(),
-                record: AttemptRecord {
-                    at: Timestamp::now(),
-                    attempt: 1,
-                    status_code: Some(410),
-                    latency_ms: Some(1),
-                    error: Some("HTTP 410".into()),
-                    response_snippet: None,
-                },
-                next: NextStep::DeadLetter {
-                    reason: "gone".into(),
-                },
-            },
-            endpoint: delivery.delivery.endpoint.clone(),
-            event_id: None,
-            retry: false,
+        let gone = NextStep::DeadLetter {
+            reason: "gone".into(),
         };
+        let recorded = first_attempt(delivery, Some(410), gone);
         results
             .send(ToRecorder::Result(Box::new(recorded)))
             .await
