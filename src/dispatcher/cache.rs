@@ -14,6 +14,7 @@ use super::subscription_index::SharedIndex;
 use crate::api::policy::{EffectivePolicy, POLICY_KEY};
 use crate::api::{WebhookEndpoint, WebhookSubscription};
 use crate::delivery::signing::SigningKeys;
+use crate::store::EndpointRef;
 
 #[derive(Clone)]
 pub struct Cache {
@@ -146,6 +147,12 @@ impl Cache {
 
     pub fn endpoint(&self, namespace: &str, name: &str) -> Option<Arc<WebhookEndpoint>> {
         self.endpoints.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Whether the endpoint has `spec.suspend` set (false once it is gone).
+    pub fn suspended(&self, endpoint: &EndpointRef) -> bool {
+        self.endpoint(&endpoint.namespace, &endpoint.name)
+            .is_some_and(|e| e.spec.suspend)
     }
 
     /// Endpoint names an event goes to (see [`router::route`]). `endpointRef` subscriptions look

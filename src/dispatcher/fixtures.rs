@@ -16,10 +16,10 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::sync::Notify;
 use tower_test::mock;
 
 use super::cache::Cache;
+use super::engine::{CachedEndpoints, Deps};
 use super::ownership::Ownership;
 use super::status::notices::{EndpointNotice, Notices};
 use super::subscription_index::SharedIndex;
@@ -82,25 +82,27 @@ impl Fixture {
         secrets.apply_watcher_event(&watcher::Event::InitDone);
         subscriptions_writer.apply_watcher_event(&watcher::Event::InitDone);
         let (notices, notice_queue) = Notices::channel();
+        let cache = Cache {
+            endpoints: endpoints_reader,
+            subscriptions,
+            secrets: secrets_reader,
+            config_maps: config_maps_reader,
+            index: SharedIndex::default(),
+        };
         let shared = Arc::new(Shared {
             store: Arc::new(store),
-            cache: Cache {
-                endpoints: endpoints_reader,
-                subscriptions,
-                secrets: secrets_reader,
-                config_maps: config_maps_reader,
-                index: SharedIndex::default(),
-            },
+            endpoints: Arc::new(CachedEndpoints::new(cache.clone())),
+            cache,
             client,
             http: DeliveryClient::new(ClientConfig::default()).unwrap(),
-            wake: Notify::new(),
+            wake: Default::default(),
             metrics: metrics::Metrics::register(&mut Registry::default()),
             recorder,
             config,
-            dirty: status::Dirty::default(),
+            dirty: Default::default(),
             gates: Default::default(),
             owner: OWNER.into(),
-            ownership: Ownership::All,
+            ownership: Arc::new(Ownership::All),
             notices,
         });
         Self {
@@ -112,6 +114,11 @@ impl Fixture {
             _api: api,
             _dir: dir,
         }
+    }
+
+    /// The engine's dependencies on the fixture's state.
+    pub fn deps(&self) -> Arc<Deps> {
+        Arc::new(self.shared.engine_deps())
     }
 
     /// An endpoint `name` (spec as JSON, `url` defaulted) with its delivery ConfigMap and

@@ -36,22 +36,45 @@ use crate::store::Store;
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub cache: cache::Cache,
+    /// The engine's view of endpoints (policies parsed once per ConfigMap version).
+    pub endpoints: Arc<engine::CachedEndpoints>,
     pub client: kube::Client,
     pub http: DeliveryClient,
     /// Woken when new deliveries are due (a publish, a replay, a resumed endpoint).
-    pub wake: Notify,
+    pub wake: Arc<Notify>,
     pub metrics: metrics::Metrics,
     /// Kubernetes Events (CircuitOpened, DeliveriesDeadLettered, EndpointGone, …).
     pub recorder: Recorder,
     pub config: DispatcherConfig,
     /// Endpoints and events whose status should be written back soon.
-    pub dirty: status::Dirty,
+    pub dirty: Arc<status::Dirty>,
     /// Per-endpoint breaker, limiter and concurrency.
-    pub gates: gate::Gates,
+    pub gates: Arc<gate::Gates>,
     /// This replica's name: the owner of the deliveries it claims.
     pub owner: String,
     /// The endpoints this replica is responsible for (all of them, or its partitions).
-    pub ownership: ownership::Ownership,
+    pub ownership: Arc<ownership::Ownership>,
     /// Kubernetes Events queued by attempts, raised by the status side (`status::notices`).
     pub notices: status::notices::Notices,
+}
+
+impl Shared {
+    /// What the delivery engine works with: the store, the endpoint lookup, the notices channel,
+    /// and the gates, metrics and status marks it shares with the rest.
+    pub fn engine_deps(&self) -> engine::Deps {
+        engine::Deps {
+            store: self.store.clone(),
+            endpoints: self.endpoints.clone(),
+            notices: self.notices.clone(),
+            dirty: self.dirty.clone(),
+            http: self.http.clone(),
+            gates: self.gates.clone(),
+            metrics: self.metrics.clone(),
+            wake: self.wake.clone(),
+            owner: self.owner.clone(),
+            ownership: self.ownership.clone(),
+            concurrency: self.config.concurrency,
+            per_endpoint_concurrency: self.config.per_endpoint_concurrency,
+        }
+    }
 }

@@ -11,7 +11,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::cache::Cache;
@@ -187,16 +186,17 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         store,
         cache: cache.clone(),
+        endpoints: Arc::new(engine::CachedEndpoints::new(cache.clone())),
         client: client.clone(),
         http,
-        wake: Notify::new(),
+        wake: Default::default(),
         metrics,
         recorder,
         config: config.clone(),
-        dirty: status::Dirty::default(),
+        dirty: Default::default(),
         gates: Default::default(),
         owner: identity,
-        ownership,
+        ownership: Arc::new(ownership),
         notices,
     });
     tokio::spawn(status::notices::raise(shared.clone(), notice_queue));
@@ -239,8 +239,10 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     tasks.spawn(watch::events::watch_events(shared.clone(), event_stream));
     tasks.spawn(watch::expiry::expire_events(shared.clone(), events_reader));
     tasks.spawn(watch::replays::watch_replays(shared.clone(), replay_stream));
+    let caches = cache.clone();
     let delivering = tokio::spawn(engine::run(
-        shared.clone(),
+        shared.engine_deps(),
+        async move { caches.wait_until_ready().await.is_ok() },
         stop_rx.clone(),
         Duration::from_secs(config.shutdown_timeout_seconds),
     ));

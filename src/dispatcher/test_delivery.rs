@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
-use super::engine::{prepare, PrepareError};
+use super::engine::{prepare, EndpointLookup, PrepareError};
 use super::status::EndpointStatusPatch;
 use super::Shared;
 use crate::api::endpoint::TestDeliveryStatus;
@@ -36,8 +36,8 @@ pub async fn send_test(
 ) -> Result<TestDeliveryStatus, TestError> {
     let endpoint = EndpointRef::new(namespace, name);
     let policy = shared
-        .cache
-        .policy(namespace, name)
+        .endpoints
+        .policy(&endpoint)
         .map_err(PrepareError::from)?;
     let mut data = Map::new();
     data.insert("test".into(), Value::Bool(true));
@@ -60,7 +60,7 @@ pub async fn send_test(
         created_at: now,
         data: EventData::Fields(&data),
     };
-    let prepared = prepare(shared, &endpoint, &policy, &event, 1)?;
+    let prepared = prepare(&*shared.endpoints, &endpoint, &policy, &event, 1)?;
     let result = shared.http.send(&prepared.request).await;
     let status = TestDeliveryStatus {
         nonce,

@@ -34,21 +34,18 @@ impl Engine {
         now: Instant,
         now_ts: Timestamp,
     ) -> Admission {
-        let shared = &self.shared;
+        let deps = &*self.deps;
         let endpoint = &delivery.delivery.endpoint;
         // Its partition moved to another replica while it waited: give it back, due now, so the
         // new owner (one sender per endpoint) takes it.
-        if !shared.ownership.owns_endpoint(endpoint) {
+        if !deps.ownership.owns_endpoint(endpoint) {
             return Admission::Defer(now_ts, delivery.delivery.id);
         }
-        let policy = match self
-            .policies
-            .get(&shared.cache, &endpoint.namespace, &endpoint.name)
-        {
+        let policy = match deps.endpoints.policy(endpoint) {
             Ok(policy) => policy,
             Err(NotReady::EndpointGone(_)) => {
                 let reason = "the WebhookEndpoint was deleted".to_string();
-                finish_without_attempt(shared, &delivery, reason).await;
+                finish_without_attempt(deps, &delivery, reason).await;
                 return Admission::Done;
             }
             Err(other) => {
@@ -60,13 +57,9 @@ impl Engine {
             }
         };
         // Suspension is read from the endpoint itself: the ConfigMap may lag behind it.
-        let suspended = shared
-            .cache
-            .endpoint(&endpoint.namespace, &endpoint.name)
-            .is_some_and(|e| e.spec.suspend);
-        if suspended {
+        if deps.endpoints.suspended(endpoint) {
             // Hold the endpoint; this delivery goes back and becomes Held too.
-            if let Err(error) = shared.store.hold_endpoint(endpoint.clone(), now_ts).await {
+            if let Err(error) = deps.store.hold_endpoint(endpoint.clone(), now_ts).await {
                 warn!(%error, "holding a suspended endpoint failed");
             }
             return Admission::Defer(now_ts, delivery.delivery.id);
@@ -80,7 +73,7 @@ impl Engine {
         // attempt in flight: an attempt that finishes looks at the queue after giving its
         // permit back.
         let mut waiting = self.lock_waiting();
-        match shared
+        match deps
             .gates
             .acquire(endpoint, &policy, now, self.per_endpoint())
         {
@@ -117,7 +110,7 @@ impl Engine {
             };
             if remaining <= self.per_endpoint() / 2 {
                 // Room behind this endpoint: let the loop claim more.
-                self.shared.wake.notify_one();
+                self.deps.wake.notify_one();
             }
             let (now, now_ts) = (Instant::now(), Timestamp::now());
             match self.admit(delivery, now, now_ts).await {

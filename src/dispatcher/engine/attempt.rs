@@ -9,8 +9,9 @@ use jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::lookup::EndpointLookup;
 use super::recorder::{finish_without_attempt, status_event, Recorded, ToRecorder};
-use super::{Engine, NOT_READY_RETRY};
+use super::{Deps, Engine, NOT_READY_RETRY};
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::circuit::{BreakerState, Permit};
 use crate::delivery::outcome::{self, HttpResult, Outcome};
@@ -23,7 +24,6 @@ use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
 use crate::dispatcher::metrics::EndpointLabels;
 use crate::dispatcher::status::notices::EndpointNotice;
-use crate::dispatcher::Shared;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
 
 /// Sends a delivery, then, on the same task and slot, the deliveries waiting for its endpoint
@@ -58,7 +58,7 @@ pub(super) async fn send_all(
     }
     drop(slot);
     // A slot is free: the loop may claim again.
-    engine.shared.wake.notify_one();
+    engine.deps.wake.notify_one();
 }
 
 /// Stage 1: a request ready to send.
@@ -83,20 +83,16 @@ impl PrepareError {
 }
 
 /// Builds attempt number `attempt` of `event` to `endpoint`: its signing keys and custom headers
-/// from the caches, then the pure [`build_request`], signed now.
+/// from the lookup, then the pure [`build_request`], signed now.
 pub fn prepare(
-    shared: &Shared,
+    endpoints: &dyn EndpointLookup,
     endpoint: &EndpointRef,
     policy: &EffectivePolicy,
     event: &EventParts<'_>,
     attempt: u32,
 ) -> Result<Prepared, PrepareError> {
-    let keys = shared
-        .cache
-        .signing_keys(&endpoint.namespace, &endpoint.name, policy)?;
-    let custom = shared
-        .cache
-        .headers(&endpoint.namespace, &endpoint.name, policy)?;
+    let keys = endpoints.signing_keys(endpoint, policy)?;
+    let custom = endpoints.headers(endpoint, policy)?;
     let webhook = WebhookRef {
         id: format!("{}/{}", endpoint.namespace, endpoint.name),
         name: policy.display_name.clone(),
@@ -128,7 +124,7 @@ struct Decided {
 
 /// What one attempt works with, borrowed for its duration.
 struct AttemptContext<'a> {
-    shared: &'a Shared,
+    deps: &'a Deps,
     delivery: &'a ClaimedDelivery,
     endpoint: &'a EndpointRef,
     policy: &'a EffectivePolicy,
@@ -142,10 +138,10 @@ async fn attempt(
     policy: &EffectivePolicy,
     permit: Permit,
 ) {
-    let shared = &*engine.shared;
+    let deps = &*engine.deps;
     let endpoint = delivery.delivery.endpoint.clone();
     let cx = AttemptContext {
-        shared,
+        deps,
         delivery: &delivery,
         endpoint: &endpoint,
         policy,
@@ -154,7 +150,7 @@ async fn attempt(
     let prepared = match prepare_stored(&cx) {
         Ok(prepared) => prepared,
         Err(error) => {
-            shared.gates.abandon(&endpoint, permit);
+            deps.gates.abandon(&endpoint, permit);
             not_prepared(engine, &cx, error).await;
             return;
         }
@@ -165,7 +161,7 @@ async fn attempt(
     let recorded = Recorded {
         result: AttemptResult {
             delivery_id: delivery.delivery.id,
-            owner: shared.owner.clone(),
+            owner: deps.owner.clone(),
             record: attempt_record(&cx, &sent),
             next: decided.next,
         },
@@ -193,7 +189,13 @@ fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
         created_at: event.created_at,
         data: EventData::Stored(&event.data),
     };
-    prepare(cx.shared, cx.endpoint, cx.policy, &parts, cx.number)
+    prepare(
+        &*cx.deps.endpoints,
+        cx.endpoint,
+        cx.policy,
+        &parts,
+        cx.number,
+    )
 }
 
 /// A delivery that could not be prepared: back to the store when waiting can fix it (a Secret
@@ -207,17 +209,17 @@ async fn not_prepared(engine: &Engine, cx: &AttemptContext<'_>, error: PrepareEr
         engine.defer(vec![cx.delivery.delivery.id], at).await;
     } else {
         warn!(%error, "delivery cannot be prepared; dead-lettering");
-        finish_without_attempt(cx.shared, cx.delivery, error.to_string()).await;
+        finish_without_attempt(cx.deps, cx.delivery, error.to_string()).await;
     }
 }
 
 /// Stage 2: sends the request and reports the answer to the endpoint's gate.
 async fn send(cx: &AttemptContext<'_>, prepared: &Prepared, permit: Permit) -> Sent {
-    let shared = cx.shared;
-    shared.metrics.in_flight.inc();
-    let result = shared.http.send(&prepared.request).await;
-    shared.metrics.in_flight.dec();
-    let transition = shared
+    let deps = cx.deps;
+    deps.metrics.in_flight.inc();
+    let result = deps.http.send(&prepared.request).await;
+    deps.metrics.in_flight.dec();
+    let transition = deps
         .gates
         .finish(cx.endpoint, permit, &result, Instant::now());
     Sent {
@@ -271,30 +273,28 @@ fn attempt_record(cx: &AttemptContext<'_>, sent: &Sent) -> AttemptRecord {
 
 /// Metrics of the attempt, and notices for the status task (circuit changes, a gone receiver).
 fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
-    let (shared, endpoint) = (cx.shared, cx.endpoint);
+    let (deps, endpoint) = (cx.deps, cx.endpoint);
     let labels = EndpointLabels::of(endpoint);
-    shared
-        .metrics
+    deps.metrics
         .count_delivery(endpoint, decided.outcome.as_str());
-    shared
-        .metrics
+    deps.metrics
         .attempt_latency
         .get_or_create(&labels)
         .observe(sent.result.latency.as_secs_f64());
     match &decided.outcome {
         Outcome::Retry { .. } => {
-            shared.metrics.retries.get_or_create(&labels).inc();
+            deps.metrics.retries.get_or_create(&labels).inc();
         }
         Outcome::DeadLetter { endpoint_gone, .. } => {
-            shared.metrics.count_dead_letter(endpoint);
+            deps.metrics.count_dead_letter(endpoint);
             if *endpoint_gone {
-                shared.notices.send(EndpointNotice::ReceiverGone {
+                deps.notices.send(EndpointNotice::ReceiverGone {
                     endpoint: endpoint.clone(),
                     last_attempt: sent.result.summary(),
                 });
             }
         }
-        Outcome::Blocked { .. } => shared.metrics.count_dead_letter(endpoint),
+        Outcome::Blocked { .. } => deps.metrics.count_dead_letter(endpoint),
         Outcome::Delivered { .. } => {}
     }
     let transition = sent.transition;
@@ -304,17 +304,13 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
             BreakerState::HalfOpen => 1,
             BreakerState::Open => 2,
         };
-        shared
-            .metrics
-            .circuit_state
-            .get_or_create(&labels)
-            .set(value);
-        shared.notices.send(EndpointNotice::CircuitChanged {
+        deps.metrics.circuit_state.get_or_create(&labels).set(value);
+        deps.notices.send(EndpointNotice::CircuitChanged {
             endpoint: endpoint.clone(),
             to: transition.to,
             last_attempt: sent.result.summary(),
         });
-        shared.dirty.endpoint(endpoint);
+        deps.dirty.endpoint(endpoint);
     }
 }
 

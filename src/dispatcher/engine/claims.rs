@@ -53,7 +53,7 @@ pub(super) async fn claim_loop(engine: &Arc<Engine>) {
         }
         if claimed_count == 0 || engine.slots.available_permits() == 0 {
             tokio::select! {
-                _ = engine.shared.wake.notified() => {}
+                _ = engine.deps.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => {}
             }
@@ -66,7 +66,7 @@ pub(super) async fn claim_loop(engine: &Arc<Engine>) {
 /// the store, then waits for the recorder to commit everything handed to it. So a finished
 /// attempt is never made again after a graceful stop.
 pub(super) async fn drain(engine: &Engine, grace: Duration) -> Drained {
-    let slots = u32::try_from(engine.shared.config.concurrency.max(1)).unwrap_or(u32::MAX);
+    let slots = u32::try_from(engine.deps.concurrency.max(1)).unwrap_or(u32::MAX);
     let attempts_finished = matches!(
         tokio::time::timeout(grace, engine.slots.acquire_many(slots)).await,
         Ok(Ok(_))
@@ -106,18 +106,18 @@ async fn claim_round(
     engine: &Arc<Engine>,
     limit: usize,
 ) -> Result<usize, crate::store::StoreError> {
-    let shared = &engine.shared;
+    let deps = &engine.deps;
     let now_ts = Timestamp::now();
-    let claimed = shared
+    let claimed = deps
         .store
         .claim_due_capped(
             ClaimRequest {
                 now: now_ts,
                 limit,
                 per_endpoint_limit: Some(engine.per_endpoint()),
-                owner: shared.owner.clone(),
+                owner: deps.owner.clone(),
                 lease: LEASE,
-                scope: shared.ownership.claim_scope(),
+                scope: deps.ownership.claim_scope(),
             },
             engine.caps(),
         )
@@ -136,7 +136,7 @@ async fn claim_round(
                     engine.slots.clone().try_acquire_owned().ok()
                 };
                 let Some(slot) = slot else {
-                    shared.gates.abandon(&endpoint, permit);
+                    deps.gates.abandon(&endpoint, permit);
                     deferred
                         .entry(now_ts)
                         .or_default()

@@ -10,10 +10,13 @@
 //! - [`claims`]: the claim loop, the caps of a claim, and the drain at shutdown;
 //! - [`admission`]: whether a claimed delivery goes now, waits behind its endpoint, or goes back;
 //! - [`attempt`]: one attempt, as typed stages (prepared, sent, decided);
-//! - [`recorder`]: attempt results written to the store in batches.
+//! - [`recorder`]: attempt results written to the store in batches;
+//! - [`deps`] and [`lookup`]: what the engine works with (no Kubernetes client in it).
 mod admission;
 mod attempt;
 mod claims;
+mod deps;
+mod lookup;
 mod recorder;
 #[cfg(test)]
 mod tests;
@@ -28,9 +31,9 @@ use tracing::warn;
 
 pub use attempt::{prepare, PrepareError, Prepared};
 pub use claims::claim_caps;
+pub use deps::Deps;
+pub use lookup::{CachedEndpoints, EndpointLookup};
 
-use super::cache::PolicyCache;
-use super::Shared;
 use crate::store::{ClaimedDelivery, DeliveryId, EndpointCaps, EndpointRef};
 use recorder::ToRecorder;
 
@@ -60,7 +63,7 @@ fn wall_clock(at: Instant, now: Instant, now_ts: Timestamp) -> Timestamp {
 
 /// The delivery loop's state, shared with its attempt tasks.
 struct Engine {
-    shared: Arc<Shared>,
+    deps: Arc<Deps>,
     /// Attempts in flight over all endpoints (`--concurrency`).
     slots: Arc<Semaphore>,
     /// Claimed deliveries whose endpoint had its maximum in flight, per endpoint, oldest first.
@@ -68,8 +71,6 @@ struct Engine {
     /// that endpoint that finishes. At most `per_endpoint_concurrency` per endpoint; only busy
     /// endpoints have any, so at most `concurrency` in all.
     waiting: Mutex<HashMap<EndpointRef, VecDeque<ClaimedDelivery>>>,
-    /// Parsed endpoint policies, by ConfigMap version.
-    policies: PolicyCache,
     /// Attempt results on their way to the store (see [`record_results`]).
     results: mpsc::Sender<ToRecorder>,
     /// Turns true on shutdown: no attempt starts any more (see [`drain`]).
@@ -78,22 +79,21 @@ struct Engine {
 
 impl Engine {
     fn new(
-        shared: Arc<Shared>,
+        deps: Arc<Deps>,
         results: mpsc::Sender<ToRecorder>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(shared.config.concurrency.max(1))),
-            shared,
+            slots: Arc::new(Semaphore::new(deps.concurrency.max(1))),
+            deps,
             waiting: Mutex::new(HashMap::new()),
-            policies: PolicyCache::default(),
             results,
             stop,
         }
     }
 
     fn per_endpoint(&self) -> usize {
-        self.shared.config.per_endpoint_concurrency.max(1)
+        self.deps.per_endpoint_concurrency.max(1)
     }
 
     fn stopping(&self) -> bool {
@@ -106,7 +106,7 @@ impl Engine {
 
     /// The caps of the next claim (see [`claim_caps`]).
     fn caps(&self) -> EndpointCaps {
-        let in_flight = self.shared.gates.in_flight();
+        let in_flight = self.deps.gates.in_flight();
         let waiting = self.lock_waiting();
         claim_caps(
             in_flight.iter().map(|(e, n)| (e, *n)),
@@ -116,8 +116,8 @@ impl Engine {
     }
 
     async fn defer(&self, ids: Vec<DeliveryId>, at: Timestamp) {
-        let shared = &self.shared;
-        if let Err(error) = shared.store.defer(shared.owner.clone(), ids, at).await {
+        let deps = &self.deps;
+        if let Err(error) = deps.store.defer(deps.owner.clone(), ids, at).await {
             warn!(%error, "giving deliveries back failed; their lease expiry brings them back");
         }
     }
@@ -138,25 +138,33 @@ pub struct Drained {
 /// attempts in flight get `grace` to finish, and the loop returns once their results are
 /// committed. Whatever does not finish stays claimed in the store and is made again after the
 /// restart (`recover_in_flight`) or when its lease expires.
-pub async fn run(shared: Arc<Shared>, stop: watch::Receiver<bool>, grace: Duration) -> Drained {
+///
+/// `caches_ready` resolves to true once the caches behind `deps.endpoints` are complete (false
+/// if they never will be): without them an existing endpoint would look deleted.
+pub async fn run(
+    deps: Deps,
+    caches_ready: impl std::future::Future<Output = bool>,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Drained {
     // Stopped (or a watch gone) before anything was claimed: nothing to drain.
     let nothing_started = Drained {
         attempts_finished: true,
         given_back: 0,
         results_committed: true,
     };
-    // Without complete caches an existing endpoint would look deleted.
     tokio::select! {
-        ready = shared.cache.wait_until_ready() => {
-            if ready.is_err() {
+        ready = caches_ready => {
+            if !ready {
                 return nothing_started;
             }
         }
         _ = crate::runtime::shutdown::stopped(stop.clone()) => return nothing_started,
     }
     let (results, queue) = mpsc::channel(RECORD_QUEUE);
-    tokio::spawn(recorder::record_results(shared.clone(), queue));
-    let engine = Arc::new(Engine::new(shared, results, stop));
+    let deps = Arc::new(deps);
+    tokio::spawn(recorder::record_results(deps.clone(), queue));
+    let engine = Arc::new(Engine::new(deps, results, stop));
     claims::claim_loop(&engine).await;
     claims::drain(&engine, grace).await
 }

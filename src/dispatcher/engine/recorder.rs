@@ -6,8 +6,8 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::Deps;
 use super::RECORD_BATCH;
-use crate::dispatcher::Shared;
 use crate::store::{
     AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, EventSource, NextStep,
     RecordOutcome,
@@ -40,7 +40,7 @@ pub(super) fn status_event(delivery: &ClaimedDelivery) -> Option<&str> {
 /// savepoint each in one group commit), then marks their endpoints and events for status and
 /// wakes the loop for retries. Until a result is recorded its delivery stays in flight under its
 /// lease, so a crash before that makes the attempt again (at least once).
-pub(super) async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receiver<ToRecorder>) {
+pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<ToRecorder>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut marks = Vec::with_capacity(batch.len());
@@ -62,7 +62,7 @@ pub(super) async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receive
             answer_flushes(flushes);
             continue;
         }
-        match shared.store.record_attempts(results).await {
+        match deps.store.record_attempts(results).await {
             Ok(outcomes) => {
                 for outcome in outcomes {
                     if let Err(error) = outcome {
@@ -75,13 +75,13 @@ pub(super) async fn record_results(shared: Arc<Shared>, mut queue: mpsc::Receive
             }
         }
         for (endpoint, event_id) in &marks {
-            shared.dirty.endpoint(endpoint);
+            deps.dirty.endpoint(endpoint);
             if let Some(event_id) = event_id {
-                shared.dirty.event(event_id);
+                deps.dirty.event(event_id);
             }
         }
         if retry {
-            shared.wake.notify_one();
+            deps.wake.notify_one();
         }
         // Everything received before a flush was in this batch or an earlier one.
         answer_flushes(flushes);
@@ -97,7 +97,7 @@ fn answer_flushes(flushes: Vec<oneshot::Sender<()>>) {
 
 /// Dead-letters a delivery that cannot be attempted at all (its endpoint is gone).
 pub(super) async fn finish_without_attempt(
-    shared: &Shared,
+    deps: &Deps,
     delivery: &ClaimedDelivery,
     reason: String,
 ) {
@@ -111,21 +111,21 @@ pub(super) async fn finish_without_attempt(
     };
     let result = AttemptResult {
         delivery_id: delivery.delivery.id,
-        owner: shared.owner.clone(),
+        owner: deps.owner.clone(),
         record,
         next: NextStep::DeadLetter { reason },
     };
-    match shared.store.record_attempt(result).await {
+    match deps.store.record_attempt(result).await {
         Ok(RecordOutcome::Applied) => {
             let endpoint = &delivery.delivery.endpoint;
-            shared.metrics.dead_lettered_without_attempt(endpoint);
-            shared.dirty.endpoint(endpoint);
+            deps.metrics.dead_lettered_without_attempt(endpoint);
+            deps.dirty.endpoint(endpoint);
         }
         // No longer ours (lease lost) or purged: not dead-lettered by us.
         Ok(_) => {}
         Err(error) => warn!(%error, "recording a dead letter failed"),
     }
     if let Some(event_id) = status_event(delivery) {
-        shared.dirty.event(event_id);
+        deps.dirty.event(event_id);
     }
 }

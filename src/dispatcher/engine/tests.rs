@@ -21,7 +21,7 @@ use crate::store::{
 fn engine(fixture: &Fixture) -> (Arc<Engine>, mpsc::Receiver<ToRecorder>, watch::Sender<bool>) {
     let (results, queue) = mpsc::channel(16);
     let (stop, stopped) = watch::channel(false);
-    let engine = Engine::new(fixture.shared.clone(), results, stopped);
+    let engine = Engine::new(fixture.deps(), results, stopped);
     (Arc::new(engine), queue, stop)
 }
 
@@ -162,7 +162,7 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
     fixture.endpoint("crm", json!({}));
     let claimed = fixture.claimed("crm", 2, LEASE).await;
     let (engine, queue, stop) = engine(&fixture);
-    tokio::spawn(record_results(fixture.shared.clone(), queue));
+    tokio::spawn(record_results(fixture.deps(), queue));
     let (at, at_ts) = now();
     let Admission::Go(sent, _, permit) = engine.admit(claimed[0].clone(), at, at_ts).await else {
         panic!("the first delivery must go");
@@ -212,7 +212,7 @@ async fn a_flush_is_answered_only_after_what_came_before_it_is_committed() {
     fixture.endpoint("crm", json!({}));
     let claimed = fixture.claimed("crm", 3, LEASE).await;
     let (results, queue) = mpsc::channel(16);
-    tokio::spawn(record_results(fixture.shared.clone(), queue));
+    tokio::spawn(record_results(fixture.deps(), queue));
     for delivery in &claimed {
         let gone = NextStep::DeadLetter {
             reason: "gone".into(),

@@ -91,7 +91,7 @@ fn labels(prefix: &str, role: &str, partition: Option<u32>) -> BTreeMap<String, 
 
 /// Runs ownership rounds until the task is dropped.
 pub async fn run(shared: Arc<Shared>, api: Api<Lease>, settings: Settings) {
-    let Ownership::Partitions(partitioned) = &shared.ownership else {
+    let Ownership::Partitions(partitioned) = &*shared.ownership else {
         return;
     };
     let mut drained = BTreeSet::new();
@@ -404,7 +404,7 @@ pub async fn release_all(shared: &Shared, api: &Api<Lease>, settings: &Settings)
         warn!("listing partition Leases at shutdown failed; they expire on their own");
         return;
     };
-    if let Ownership::Partitions(partitioned) = &shared.ownership {
+    if let Ownership::Partitions(partitioned) = &*shared.ownership {
         partitioned.set(BTreeMap::new());
     }
     for lease in listed.into_iter().filter(|l| holder(l) == Some(me)) {

@@ -110,7 +110,7 @@ fn send_test_if_requested(
 /// Looks again at every cached endpoint when this replica gains partitions: test requests that
 /// arrived while nobody owned their endpoint are answered now.
 async fn rescan_on_gain(shared: Arc<Shared>, tests_sent: TestsSent) {
-    let Ownership::Partitions(partitioned) = &shared.ownership else {
+    let Ownership::Partitions(partitioned) = &*shared.ownership else {
         return;
     };
     loop {

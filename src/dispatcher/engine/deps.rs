@@ -1,0 +1,40 @@
+//! What the engine works with, and nothing more: the store, an endpoint lookup and a channel of
+//! notices, with the per-endpoint gates and the metrics. No Kubernetes client, no Event
+//! recorder, no reflector caches: the status task does the Kubernetes side.
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::lookup::EndpointLookup;
+use crate::delivery::client::DeliveryClient;
+use crate::dispatcher::gate::Gates;
+use crate::dispatcher::metrics::Metrics;
+use crate::dispatcher::ownership::Ownership;
+use crate::dispatcher::status::notices::Notices;
+use crate::dispatcher::status::Dirty;
+use crate::store::Store;
+
+pub struct Deps {
+    /// Where deliveries are claimed, given back and recorded.
+    pub store: Arc<dyn Store>,
+    /// Endpoint policies, suspension, signing keys and headers.
+    pub endpoints: Arc<dyn EndpointLookup>,
+    /// Circuit changes and gone receivers, raised as Kubernetes Events by the status task.
+    pub notices: Notices,
+    /// Endpoints and events whose status the status task should write back.
+    pub dirty: Arc<Dirty>,
+    pub http: DeliveryClient,
+    /// Per-endpoint breaker, limiter and concurrency.
+    pub gates: Arc<Gates>,
+    pub metrics: Metrics,
+    /// Woken when deliveries may be due (a publish, a replay, a resumed endpoint, a retry).
+    pub wake: Arc<Notify>,
+    /// This replica's name: the owner of the deliveries it claims.
+    pub owner: String,
+    /// The endpoints this replica is responsible for.
+    pub ownership: Arc<Ownership>,
+    /// Attempts in flight at most, over all endpoints (`--concurrency`).
+    pub concurrency: usize,
+    /// Attempts in flight at most per endpoint (`--per-endpoint-concurrency`).
+    pub per_endpoint_concurrency: usize,
+}
