@@ -243,6 +243,7 @@ fn claim(c: &mut Criterion) {
                             idempotency_key: None,
                         },
                         endpoints: vec![format!("ep-{}", (chunk * 1000 + i) % 100)],
+                        lanes: Default::default(),
                     })
                     .collect();
                 store.enqueue_batch(requests).await.expect("enqueue");

@@ -72,9 +72,11 @@ fn enqueues(c: &mut Criterion) {
                     let started = Instant::now();
                     for _ in 0..iterations {
                         let requests = (0..n)
-                            .map(|_| EnqueueRequest {
-                                event: new_event(next_id.fetch_add(1, Ordering::Relaxed), &data),
-                                endpoints: vec!["a".into(), "b".into()],
+                            .map(|_| {
+                                EnqueueRequest::unordered(
+                                    new_event(next_id.fetch_add(1, Ordering::Relaxed), &data),
+                                    vec!["a".into(), "b".into()],
+                                )
                             })
                             .collect();
                         store.enqueue_batch(requests).await.expect("enqueue batch");

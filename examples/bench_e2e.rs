@@ -73,6 +73,10 @@ struct Args {
     /// PostgreSQL for the scale-out scenarios (scripts/bench-e2e.sh starts a throwaway one).
     #[arg(long, env = "WO_POSTGRES_URL")]
     database_url: Option<String>,
+    /// Ordered delivery: every endpoint `ordering: {mode: ByKey, key: data.user.id}`, events
+    /// spread round-robin over this many user ids (0: unordered, the default).
+    #[arg(long, default_value_t = 0)]
+    ordering_keys: u64,
 }
 
 /// Microseconds since the benchmark started: the clock of the send timestamps.
@@ -416,7 +420,12 @@ impl Scenario {
                 "spec": {
                     "url": format!("http://127.0.0.1:{receiver_port}{}", e.path),
                     "rateLimit": {"requestsPerMinute": 6_000_000, "burst": 100_000, "adaptive": false},
-                    "circuitBreaker": {"failureThreshold": 1000}
+                    "circuitBreaker": {"failureThreshold": 1000},
+                    "ordering": if ORDERING_KEYS.get().copied().unwrap_or(0) > 0 {
+                        serde_json::json!({"mode": "ByKey", "key": "data.user.id"})
+                    } else {
+                        serde_json::json!({"mode": "None"})
+                    }
                 }
             }));
             let subscription: Result<WebhookSubscription, _> =
@@ -605,10 +614,18 @@ impl Scenario {
 // ---------------------------------------------------------------------------------------------
 // Load.
 
-/// The ingest request body: ~1 KiB of data with the send timestamp.
-fn event_body(event_type: &str) -> String {
+/// `--ordering-keys`, set once in `main`.
+static ORDERING_KEYS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The ingest request body: ~1 KiB of data with the send timestamp; the n-th event's user id is
+/// `n % --ordering-keys` (123 when unordered).
+fn event_body(event_type: &str, n: u64) -> String {
+    let user = match ORDERING_KEYS.get().copied().unwrap_or(0) {
+        0 => 123,
+        keys => n % keys,
+    };
     format!(
-        r#"{{"type":"{event_type}","data":{{"sent_us":{},"user":{{"id":123,"email":"user@example.com"}},"padding":"{}"}}}}"#,
+        r#"{{"type":"{event_type}","data":{{"sent_us":{},"user":{{"id":{user},"email":"user@example.com"}},"padding":"{}"}}}}"#,
         now_us(),
         "x".repeat(940)
     )
@@ -644,7 +661,7 @@ impl Publisher {
 
     async fn publish_one(&self) {
         let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        let body = event_body(&self.types[n % self.types.len()]);
+        let body = event_body(&self.types[n % self.types.len()], n as u64);
         let sent = self
             .http
             .post(&self.urls[n % self.urls.len()])
@@ -948,6 +965,7 @@ fn plan(count: usize, hang: bool) -> Vec<EndpointPlan> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let _ = ORDERING_KEYS.set(args.ordering_keys);
     now_us();
     std::fs::create_dir_all(&args.work_dir)?;
     let client = kube_client(&args.kubeconfig).await?;

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use webhook_operator::store::contract::{
-    self, claim_all, endpoint, event, names, CommitCounter, Harness,
+    self, at, claim_all, endpoint, event, names, result, CommitCounter, Harness,
 };
 use webhook_operator::store::postgres::{PostgresConfig, PostgresStore};
-use webhook_operator::store::{ClaimScope, Result, Store, StoreError};
+use webhook_operator::store::{
+    ClaimScope, EnqueueRequest, NextStep, Result, ResumeAction, Store, StoreError,
+};
 
 #[path = "common/postgres_server.rs"]
 mod postgres_server;
@@ -407,5 +409,138 @@ async fn per_endpoint_claims_take_only_owned_partitions() -> Result<()> {
     assert!(taken
         .iter()
         .all(|c| c.delivery.endpoint.partition_hash() % 2 == 1));
+    Ok(())
+}
+
+/// An event to `endpoint` in `lane`.
+fn laned(id: &str, endpoint: &str, lane: &str) -> EnqueueRequest {
+    EnqueueRequest {
+        event: event(id, "user.updated", 0),
+        endpoints: names(&[endpoint]),
+        lanes: [(endpoint.to_owned(), lane.to_owned())]
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Two replicas enqueue into three lanes of one endpoint while one of them finishes the heads
+/// as fast as it can: no lane ever has two heads, and nothing is left Queued (an enqueue racing
+/// the finish of its lane's head is promoted by it: lane advisory locks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lanes_survive_enqueues_racing_finishes() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let (one, two) = (harness.open().await?, harness.open().await?);
+    let n = 300;
+    let enqueuer = |store: Arc<dyn Store>, prefix: &'static str| async move {
+        for i in 0..n {
+            let lane = format!("l{}", i % 3);
+            store
+                .enqueue_batch(vec![laned(&format!("{prefix}_{i}"), "s", &lane)])
+                .await?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    let a = tokio::spawn(enqueuer(one.clone(), "evt_a"));
+    let b = tokio::spawn(enqueuer(two.clone(), "evt_b"));
+    let (mut delivered, mut idle) = (0, 0);
+    while idle < 20 {
+        let claimed = one.claim_due(claim_all("w", 1000)).await?;
+        let lanes: HashSet<_> = claimed.iter().map(|c| c.delivery.lane.clone()).collect();
+        assert_eq!(lanes.len(), claimed.len(), "two heads in one lane");
+        for c in &claimed {
+            one.record_attempt(result(
+                c.delivery.id,
+                "w",
+                1,
+                1000,
+                Some(200),
+                1,
+                NextStep::Delivered,
+            ))
+            .await?;
+        }
+        delivered += claimed.len();
+        if claimed.is_empty() && a.is_finished() && b.is_finished() {
+            idle += 1;
+        } else if !claimed.is_empty() {
+            idle = 0;
+        }
+        tokio::task::yield_now().await;
+    }
+    a.await.map_err(StoreError::backend("join"))??;
+    b.await.map_err(StoreError::backend("join"))??;
+    assert_eq!(one.queue_counts().await?.queued, 0, "a lane lost its head");
+    assert_eq!(delivered, 2 * n);
+    Ok(())
+}
+
+/// A resume on one replica races, on the other, the finish of another lane's head and an
+/// enqueue into a new lane: afterwards both lanes have their head due (nothing stuck Queued
+/// behind a pause that is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_racing_finishes_and_enqueues_loses_no_lane() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let (one, two) = (harness.open().await?, harness.open().await?);
+    for i in 0..100 {
+        let ep = format!("p{i}");
+        for (id, lane) in [("x1", "x"), ("y1", "y"), ("y2", "y")] {
+            one.enqueue_batch(vec![laned(&format!("e{i}_{id}"), &ep, lane)])
+                .await?;
+        }
+        let claimed = one.claim_due(claim_all("w", 1000)).await?;
+        let head = |id: &str| {
+            claimed
+                .iter()
+                .find(|c| c.event.event_id == format!("e{i}_{id}"))
+                .map(|c| c.delivery.id)
+                .expect("head claimed")
+        };
+        let mut pausing = result(
+            head("x1"),
+            "w",
+            1,
+            1000,
+            Some(400),
+            1,
+            NextStep::DeadLetter {
+                reason: "HTTP 400".into(),
+            },
+        );
+        pausing.pause_on_dead_letter = true;
+        one.record_attempt(pausing).await?;
+        let (finished, resumed, enqueued) = tokio::join!(
+            one.record_attempt(result(
+                head("y1"),
+                "w",
+                1,
+                1000,
+                Some(200),
+                1,
+                NextStep::Delivered
+            )),
+            two.resume_endpoint(
+                endpoint(&ep),
+                format!("e{i}_x1"),
+                ResumeAction::Skip,
+                at(1000)
+            ),
+            two.enqueue_batch(vec![laned(&format!("e{i}_z1"), &ep, "z")]),
+        );
+        finished?;
+        resumed?;
+        enqueued?;
+        let mut due: Vec<_> = one
+            .claim_due(claim_all("w", 1000))
+            .await?
+            .into_iter()
+            .map(|c| c.event.event_id)
+            .collect();
+        due.sort();
+        assert_eq!(
+            due,
+            [format!("e{i}_y2"), format!("e{i}_z1")],
+            "iteration {i}"
+        );
+    }
     Ok(())
 }

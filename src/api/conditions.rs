@@ -13,6 +13,8 @@ pub const HEALTHY: &str = "Healthy";
 pub const CIRCUIT_OPEN: &str = "CircuitOpen";
 /// True once a replay has finished.
 pub const COMPLETE: &str = "Complete";
+/// True while the adaptive rate limiter holds an endpoint below its configured rate.
+pub const RATE_REDUCED: &str = "RateReduced";
 
 /// The machine-readable `reason` of every condition this operator writes: one list, so readers
 /// (tests, dashboards, `kubectl wait` users) and writers cannot drift apart.
@@ -48,6 +50,14 @@ pub enum Reason {
     Running,
     /// Complete=True once a replay has finished.
     Complete,
+    /// RateReduced=True: the receiver answered 429, 503 or `Retry-After`.
+    Throttled,
+    /// RateReduced=True: the receiver's latency rose well above its own baseline.
+    LatencyRising,
+    /// RateReduced=True: many attempts timed out or could not connect.
+    Timeouts,
+    /// RateReduced=False.
+    ConfiguredRate,
 }
 
 impl Reason {
@@ -68,6 +78,10 @@ impl Reason {
             Reason::Closed => "Closed",
             Reason::Running => "Running",
             Reason::Complete => "Complete",
+            Reason::Throttled => "Throttled",
+            Reason::LatencyRising => "LatencyRising",
+            Reason::Timeouts => "Timeouts",
+            Reason::ConfiguredRate => "ConfiguredRate",
         }
     }
 }

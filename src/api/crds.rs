@@ -126,6 +126,20 @@ fn endpoint() -> CustomResourceDefinition {
     );
     add_rules(
         &mut crd,
+        &["spec", "ordering"],
+        vec![
+            rule(
+                "!has(self.mode) || self.mode != 'ByKey' || has(self.key)",
+                "spec.ordering.key is required when mode is ByKey: the path of the key in the event, e.g. data.user.id",
+            ),
+            rule(
+                "!has(self.key) || (has(self.mode) && self.mode == 'ByKey')",
+                "spec.ordering.key is only used with mode ByKey; remove it or set mode: ByKey",
+            ),
+        ],
+    );
+    add_rules(
+        &mut crd,
         &["spec", "retryPolicy"],
         vec![rule(
             "!has(self.baseDelay) || !has(self.maxDelay) || duration(self.baseDelay) <= duration(self.maxDelay)",

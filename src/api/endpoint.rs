@@ -22,6 +22,7 @@ use super::references::SecretKeySelector;
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Circuit","type":"string","jsonPath":".status.circuit.state"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".status.ordering.paused"}"#,
     printcolumn = r#"{"name":"Success rate","type":"string","jsonPath":".status.delivery.successRateLastHour"}"#,
     printcolumn = r#"{"name":"Last delivery","type":"date","jsonPath":".status.delivery.lastDeliveryTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -67,6 +68,50 @@ pub struct WebhookEndpointSpec {
     /// Stops deliveries while true; they are held, not lost, and sent once it is false again.
     #[serde(default)]
     pub suspend: bool,
+    /// In what order deliveries reach the receiver. Unset: in parallel, and a retried delivery
+    /// may arrive after newer ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingSpec>,
+}
+
+/// Ordered delivery: one delivery at a time per lane, in publish order. A failing delivery
+/// blocks its lane until it is delivered or dead-lettered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderingSpec {
+    /// `None` (parallel, the default), `Strict` (one lane: one delivery at a time, in publish
+    /// order) or `ByKey` (one lane per value of `key`: in order per key, in parallel across keys,
+    /// up to the dispatcher's per-endpoint concurrency).
+    #[serde(default)]
+    pub mode: OrderingMode,
+    /// For `ByKey`: the path of the key in the event, `data.` followed by dot-separated field
+    /// names (or array indexes), e.g. `data.user.id`; or `event_type`. Events without it share
+    /// one lane. At most 16 names of at most 63 characters each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 256),
+        regex(pattern = r"^(event_type|data(\.[A-Za-z0-9_-]+)+)$")
+    )]
+    pub key: Option<String>,
+    /// What follows a dead letter in a lane: `Continue` with the next delivery (the default), or
+    /// `Pause` the endpoint until someone resumes it (annotation `webhooks.pitchey.io/resume`).
+    #[serde(default)]
+    pub on_dead_letter: OnDeadLetter,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OrderingMode {
+    #[default]
+    None,
+    Strict,
+    ByKey,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OnDeadLetter {
+    #[default]
+    Continue,
+    Pause,
 }
 
 fn default_timeout_seconds() -> u32 {
@@ -299,6 +344,36 @@ pub struct WebhookEndpointStatus {
     /// The last test delivery (annotation `webhooks.pitchey.io/test` or the test API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test: Option<TestDeliveryStatus>,
+    /// Ordered delivery (`spec.ordering`), written by the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingStatus>,
+}
+
+/// Where an ordered endpoint's lanes stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderingStatus {
+    /// True while a dead letter has paused the endpoint (`onDeadLetter: Pause`): nothing more is
+    /// sent until it is resumed.
+    pub paused: bool,
+    /// Deliveries waiting behind an earlier one of their lane (or for the resume).
+    pub queued: i64,
+    /// The dead letter that paused the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<PausedBy>,
+}
+
+/// The dead letter that paused an ordered endpoint, and how to resume it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PausedBy {
+    /// The dead-lettered event. Resume with `kubectl annotate webhookendpoint NAME
+    /// webhooks.pitchey.io/resume=EVENT_ID` (skip it) or `=retry:EVENT_ID` (send it again first).
+    pub event_id: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When the endpoint was paused.
+    pub since: String,
 }
 
 /// Where the signing key lives, and its rotation state. Never key material.

@@ -98,7 +98,8 @@ pub struct WebhookEventStatus {
 pub struct EventDeliveryStatus {
     /// The endpoint's name.
     pub endpoint: String,
-    /// `Pending`, `Delivered`, `DeadLettered` or `Held`.
+    /// `Pending`, `Queued` (ordered delivery: behind an earlier one), `Delivered`, `DeadLettered`
+    /// or `Held`.
     pub state: String,
     /// Attempts made so far.
     pub attempts: i64,

@@ -6,6 +6,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod event;
 pub mod event_types;
+pub mod key_path;
 pub mod policy;
 pub mod references;
 pub mod replay;
@@ -29,6 +30,9 @@ pub const ANNOTATION_PREFIX: &str = "webhooks.pitchey.io/";
 pub const ROTATE_SECRET_ANNOTATION: &str = "webhooks.pitchey.io/rotate-secret";
 /// Annotation whose every new value sends a `webhook.test` delivery to the endpoint.
 pub const TEST_ANNOTATION: &str = "webhooks.pitchey.io/test";
+/// Annotation that resumes an ordered endpoint paused by a dead letter: the event id shown in
+/// `status.ordering.pausedBy.eventId` skips that dead letter; `retry:<event id>` sends it again.
+pub const RESUME_ANNOTATION: &str = "webhooks.pitchey.io/resume";
 /// Label the dispatcher keeps equal to a WebhookEvent's phase, for `kubectl get -l`.
 pub const PHASE_LABEL: &str = "webhooks.pitchey.io/phase";
 /// Label put on every object the controller provisions.

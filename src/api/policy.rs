@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::endpoint::{Backoff, HeaderFromSecret, SigningScheme};
+use super::endpoint::{Backoff, HeaderFromSecret, OrderingSpec, SigningScheme};
 
 /// Key of the ConfigMap entry holding the policy as JSON.
 pub const POLICY_KEY: &str = "policy.json";
@@ -28,6 +28,9 @@ pub struct EffectivePolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers_from: Vec<HeaderFromSecret>,
     pub suspend: bool,
+    /// Ordered delivery, when the endpoint asks for it (absent: parallel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +92,14 @@ pub const GENERATED_SECRET_KEY: &str = "secret";
 pub const GENERATED_PREVIOUS_KEY: &str = "previous";
 
 impl EffectivePolicy {
+    /// Whether a dead letter in one of this endpoint's ordering lanes pauses it
+    /// (`ordering.onDeadLetter: Pause`).
+    pub fn pauses_on_dead_letter(&self) -> bool {
+        self.ordering
+            .as_ref()
+            .is_some_and(|o| o.on_dead_letter == super::endpoint::OnDeadLetter::Pause)
+    }
+
     /// The policy as the ConfigMap stores it (stable, pretty JSON so `kubectl get -o yaml` reads well).
     pub fn to_config_json(&self) -> String {
         // Serializing plain structs of strings and numbers cannot fail.

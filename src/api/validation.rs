@@ -5,9 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use super::duration;
-use super::endpoint::WebhookEndpointSpec;
+use super::endpoint::{OrderingMode, OrderingSpec, WebhookEndpointSpec};
 use super::event::WebhookEventSpec;
 use super::event_types;
+use super::key_path::KeyPath;
 use super::policy::{
     generated_secret_name, EffectiveCircuitBreaker, EffectivePolicy, EffectiveRateLimit,
     EffectiveRetry, EffectiveSigning, GENERATED_PREVIOUS_KEY, GENERATED_SECRET_KEY,
@@ -127,6 +128,9 @@ pub fn validate_endpoint(
     if open_duration.is_zero() && duration::parse(&breaker.open_duration).is_ok() {
         errors.add("spec.circuitBreaker.openDuration", "must be longer than 0s");
     }
+    if let Some(ordering) = &spec.ordering {
+        check_ordering(&mut errors, ordering);
+    }
     let grace = errors.duration(
         "spec.signing.rotationGracePeriod",
         &spec.signing.rotation_grace_period,
@@ -208,6 +212,10 @@ pub fn validate_endpoint(
         headers: spec.headers.clone(),
         headers_from: spec.headers_from.clone(),
         suspend: spec.suspend,
+        ordering: spec
+            .ordering
+            .clone()
+            .filter(|o| o.mode != OrderingMode::None),
     })
 }
 
@@ -397,3 +405,23 @@ pub fn validate_replay(
 
 #[cfg(test)]
 mod tests;
+
+/// `spec.ordering`: a key exactly when the mode is `ByKey`, and a key path that parses.
+fn check_ordering(errors: &mut Errors, ordering: &OrderingSpec) {
+    match (ordering.mode, &ordering.key) {
+        (OrderingMode::ByKey, None) => errors.add(
+            "spec.ordering.key",
+            "is required when mode is ByKey: the path of the key in the event, e.g. data.user.id",
+        ),
+        (OrderingMode::ByKey, Some(key)) => {
+            if let Err(error) = KeyPath::parse(key) {
+                errors.add("spec.ordering.key", error.to_string());
+            }
+        }
+        (_, Some(_)) => errors.add(
+            "spec.ordering.key",
+            "is only used with mode ByKey; remove it or set mode: ByKey",
+        ),
+        (_, None) => {}
+    }
+}

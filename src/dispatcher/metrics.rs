@@ -36,6 +36,14 @@ impl EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateCutLabels {
+    pub namespace: String,
+    pub endpoint: String,
+    /// Throttled, LatencyRising, Timeouts.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IngestLabels {
     /// The HTTP status code class and code, e.g. 202, 400.
     pub code: u16,
@@ -49,6 +57,10 @@ pub struct Metrics {
     pub dead_letters: Family<EndpointLabels, Counter>,
     /// 0 closed, 1 half-open, 2 open.
     pub circuit_state: Family<EndpointLabels, Gauge>,
+    /// Requests per minute the adaptive limiter allows now.
+    pub rate_limit: Family<EndpointLabels, Gauge>,
+    /// Cuts of the allowed rate, by reason (`Throttled`, `LatencyRising`, `Timeouts`).
+    pub rate_cuts: Family<RateCutLabels, Counter>,
     pub queue_depth: Gauge,
     pub in_flight: Gauge,
     /// Partitions this replica holds (several replicas on a shared store).
@@ -67,6 +79,8 @@ impl Metrics {
             retries: Family::default(),
             dead_letters: Family::default(),
             circuit_state: Family::default(),
+            rate_limit: Family::default(),
+            rate_cuts: Family::default(),
             queue_depth: Gauge::default(),
             in_flight: Gauge::default(),
             partitions_owned: Gauge::default(),
@@ -98,6 +112,16 @@ impl Metrics {
             "circuit_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
             metrics.circuit_state.clone(),
+        );
+        r.register(
+            "rate_limit_per_minute",
+            "Requests per minute the adaptive rate limiter allows an endpoint now",
+            metrics.rate_limit.clone(),
+        );
+        r.register(
+            "rate_cuts",
+            "Cuts of an endpoint's allowed rate by the adaptive limiter, by reason",
+            metrics.rate_cuts.clone(),
         );
         r.register(
             "queue_depth",

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use super::cache::Cache;
 use super::Shared;
 use crate::api::event_types;
-use crate::delivery::payload;
+use crate::delivery::{ordering, payload};
 use crate::store::{EnqueueRequest, EventSource, NewEvent, StoreError};
 
 /// An event to publish.
@@ -74,6 +74,27 @@ pub fn check(
     payload::check_event_type(event_type, data).map_err(|_| PublishError::ConflictingEventType)
 }
 
+/// The ordering lane of the event's delivery to each ordered endpoint, read from the endpoint's
+/// spec as the cache has it now (an endpoint's ConfigMap may lag behind it).
+fn lanes(
+    cache: &Cache,
+    request: &PublishRequest,
+    endpoints: &[String],
+) -> std::collections::BTreeMap<String, String> {
+    endpoints
+        .iter()
+        .filter_map(|name| {
+            let endpoint = cache.endpoint(&request.namespace, name)?;
+            let lane = ordering::lane(
+                endpoint.spec.ordering.as_ref(),
+                &request.event_type,
+                &request.data,
+            )?;
+            Some((name.clone(), lane))
+        })
+        .collect()
+}
+
 /// Validates, routes and durably stores a batch (one commit); all or nothing.
 pub async fn publish_batch(
     shared: &Shared,
@@ -92,6 +113,7 @@ pub async fn publish_batch(
     for request in requests {
         let event_id = payload::new_event_id(now, &mut rand::thread_rng());
         let endpoints = shared.cache.route(&request.namespace, &request.event_type);
+        let lanes = lanes(&shared.cache, &request, &endpoints);
         // Checked and rendered once: what every attempt sends (see `payload::canonical_data`).
         let data =
             payload::canonical_data(&request.event_type, &request.data).map_err(|e| match e {
@@ -111,6 +133,7 @@ pub async fn publish_batch(
                 idempotency_key: request.id,
             },
             endpoints,
+            lanes,
         });
     }
     let outcomes = shared

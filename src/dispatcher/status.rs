@@ -6,6 +6,8 @@ pub mod apply;
 mod dead_letters;
 pub mod event;
 pub mod notices;
+mod ordering;
+mod rate_limit;
 pub mod replay;
 
 use std::collections::{HashMap, HashSet};
@@ -20,12 +22,16 @@ use tracing::{debug, warn};
 
 use self::dead_letters::{DeadLetterReport, DeadLetterReports};
 use super::Shared;
-use crate::api::conditions::{self, Condition, DesiredCondition, Reason, CIRCUIT_OPEN, HEALTHY};
+use crate::api::conditions::{
+    self, Condition, DesiredCondition, Reason, CIRCUIT_OPEN, HEALTHY, RATE_REDUCED,
+};
 use crate::api::endpoint::{
-    CircuitState, CircuitStatus, DeliveryStats, TestDeliveryStatus, WebhookEndpointStatus,
+    CircuitState, CircuitStatus, DeliveryStats, OrderingStatus, TestDeliveryStatus,
+    WebhookEndpointStatus,
 };
 use crate::api::WebhookEndpoint;
 use crate::delivery::circuit::BreakerState;
+use crate::dispatcher::metrics::EndpointLabels;
 use crate::store::{EndpointRef, EndpointStats};
 
 pub use apply::FIELD_MANAGER;
@@ -154,11 +160,13 @@ pub struct EndpointStatusPatch {
     pub delivery: Option<DeliveryStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit: Option<CircuitStatus>,
-    /// `Healthy` and `CircuitOpen` only (the controller owns the others).
+    /// `Healthy`, `CircuitOpen` and `RateReduced` only (the controller owns the others).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_test: Option<TestDeliveryStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingStatus>,
 }
 
 impl EndpointStatusPatch {
@@ -173,10 +181,11 @@ impl EndpointStatusPatch {
             conditions: status
                 .conditions
                 .iter()
-                .filter(|c| c.type_ == HEALTHY || c.type_ == CIRCUIT_OPEN)
+                .filter(|c| [HEALTHY, CIRCUIT_OPEN, RATE_REDUCED].contains(&c.type_.as_str()))
                 .cloned()
                 .collect(),
             last_test: status.last_test.clone(),
+            ordering: status.ordering.clone(),
         }
     }
 
@@ -263,8 +272,10 @@ async fn write_endpoint(
         dead_letter_count: i64::try_from(stats.dead_letter_count).unwrap_or(i64::MAX),
         dead_letters_reported: Some(i64::try_from(reported.total).unwrap_or(i64::MAX)),
         dead_letters_reported_time: reported.at.map(rfc3339),
-        pending: i64::try_from(stats.pending_count + stats.in_flight_count + stats.held_count)
-            .unwrap_or(i64::MAX),
+        pending: i64::try_from(
+            stats.pending_count + stats.in_flight_count + stats.held_count + stats.queued_count,
+        )
+        .unwrap_or(i64::MAX),
         success_rate_last_hour: percent(stats.last_hour.success_rate),
         success_rate_last_day: percent(stats.last_day.success_rate),
         error_rate_last_hour: percent(stats.last_hour.error_rate),
@@ -353,7 +364,18 @@ async fn write_endpoint(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let desired = [healthy, open];
+    let reduced = rate_limit::rate_reduced(
+        snapshot.as_ref(),
+        resource.spec.rate_limit.requests_per_minute,
+    );
+    if let Some(s) = snapshot.as_ref() {
+        shared
+            .metrics
+            .rate_limit
+            .get_or_create(&EndpointLabels::of(endpoint))
+            .set(s.rate_per_minute.round() as i64);
+    }
+    let desired = [healthy, open, reduced];
     let merged: Vec<_> = conditions::merge(
         current,
         &desired,
@@ -367,11 +389,23 @@ async fn write_endpoint(
     // that owned the endpoint before, or by a test this replica did not own).
     let cached_test = resource.status.as_ref().and_then(|s| s.last_test.clone());
     let last_test = super::test_delivery::newest(shared.dirty.last_test(endpoint), cached_test);
+    let ordering = ordering::ordering_status(resource.spec.ordering.as_ref(), &stats);
+    let before = resource.status.as_ref().and_then(|s| s.ordering.as_ref());
+    if let Some(paused_by) = ordering::new_pause(before, ordering.as_ref()) {
+        let note = format!(
+            "a dead letter paused ordered delivery (onDeadLetter: Pause): event {} ({}); resume \
+             with the annotation webhooks.pitchey.io/resume={} (skip it) or =retry:{} (send it again)",
+            paused_by.event_id, paused_by.reason, paused_by.event_id, paused_by.event_id
+        );
+        let warning = EventType::Warning;
+        raise_kube_event(shared, &*resource, warning, "OrderedDeliveryPaused", note).await;
+    }
     let patch = EndpointStatusPatch {
         delivery: Some(delivery),
         circuit: Some(circuit),
         conditions: merged,
         last_test,
+        ordering,
     };
     patch.apply(&shared.client, endpoint).await?;
     Ok(())

@@ -13,8 +13,8 @@ use crate::store::{
 pub const DELIVERY_COLUMNS: &str =
     "d.id, d.event_id, d.namespace, d.endpoint, d.state, d.attempts, \
      d.next_attempt_at, d.last_attempt_at, d.last_status_code, d.last_error, d.delivered_at, \
-     d.dead_letter_reason, d.finished_at, d.replay_id, d.created_at";
-pub const DELIVERY_WIDTH: usize = 15;
+     d.dead_letter_reason, d.finished_at, d.replay_id, d.created_at, d.lane";
+pub const DELIVERY_WIDTH: usize = 16;
 
 /// Columns of an event row, from alias `e`.
 pub const EVENT_COLUMNS: &str = "e.event_id, e.namespace, e.event_type, e.data, e.created_at, \
@@ -228,6 +228,7 @@ pub fn add_endpoint_count(stats: &mut EndpointStats, state: DeliveryState, n: u6
         DeliveryState::Pending => stats.pending_count = n,
         DeliveryState::InFlight => stats.in_flight_count = n,
         DeliveryState::Held => stats.held_count = n,
+        DeliveryState::Queued => stats.queued_count = n,
         DeliveryState::DeadLettered => stats.dead_letter_count = n,
         DeliveryState::Delivered => {}
     }

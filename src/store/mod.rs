@@ -24,6 +24,12 @@
 //!   holds the lease (fencing against a claimer whose lease was taken over).
 //! - Deliveries of a held (suspended) endpoint are `Held`, including ones enqueued or retried
 //!   while it is held, until `release_endpoint`.
+//! - Ordered delivery: a delivery with a lane ([`EnqueueRequest::lanes`]) is `Queued` while an
+//!   earlier delivery of its lane (lower id: publish order) is unfinished, and becomes `Pending`
+//!   in the same transaction that finishes the one before it. So at most one delivery per lane
+//!   is ever Pending, InFlight or Held, through retries, lease expiry, crashes and handover. A
+//!   dead letter with `pause_on_dead_letter` pauses the endpoint instead: nothing more of it is
+//!   made Pending until `resume_endpoint`. Replays queue in their lane like new events.
 //! - A replay id runs once: the first `replay` creates the deliveries and records the id in the
 //!   same transaction; later calls (after any restart) return the first run's counts.
 use async_trait::async_trait;
@@ -51,7 +57,7 @@ pub trait Store: Send + Sync + 'static {
     /// names count once). Fails with [`StoreError::Saturated`] when the write queue is full.
     async fn enqueue(&self, event: NewEvent, endpoints: Vec<String>) -> Result<EnqueueOutcome> {
         let mut outcomes = self
-            .enqueue_batch(vec![EnqueueRequest { event, endpoints }])
+            .enqueue_batch(vec![EnqueueRequest::unordered(event, endpoints)])
             .await?;
         outcomes
             .pop()
@@ -120,6 +126,18 @@ pub trait Store: Send + Sync + 'static {
     /// Resumes an endpoint: its Held deliveries become Pending, due now (or at their later retry
     /// time). Idempotent; returns how many deliveries were moved.
     async fn release_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64>;
+
+    /// Resumes an endpoint paused by the dead letter of `event_id` (see
+    /// [`AttemptResult::pause_on_dead_letter`]): that dead letter is skipped or retried
+    /// (`action`), and the head of every lane goes on. Naming the event makes it idempotent and
+    /// keeps a stale request from resuming a later pause.
+    async fn resume_endpoint(
+        &self,
+        endpoint: EndpointRef,
+        event_id: String,
+        action: ResumeAction,
+        now: Timestamp,
+    ) -> Result<ResumeOutcome>;
 
     /// Redelivers the events matched by `filter` as new deliveries, once per replay id.
     async fn replay(&self, request: ReplayRequest) -> Result<ReplayResult>;

@@ -69,6 +69,21 @@ pub struct NewEvent {
 pub struct EnqueueRequest {
     pub event: NewEvent,
     pub endpoints: Vec<String>,
+    /// The ordering lane of the delivery to each ordered endpoint (`spec.ordering`), by endpoint
+    /// name. A delivery in a lane waits (Queued) until every earlier delivery of the lane is
+    /// finished. Endpoints not named here are delivered unordered.
+    pub lanes: std::collections::BTreeMap<String, String>,
+}
+
+impl EnqueueRequest {
+    /// An event to `endpoints`, none of them ordered.
+    pub fn unordered(event: NewEvent, endpoints: Vec<String>) -> Self {
+        Self {
+            event,
+            endpoints,
+            lanes: Default::default(),
+        }
+    }
 }
 
 /// Identifies one delivery (one event to one endpoint, or one replay of it).
@@ -99,15 +114,19 @@ pub enum DeliveryState {
     DeadLettered,
     /// The endpoint is suspended; the delivery waits for `release_endpoint`.
     Held,
+    /// Ordered delivery: waiting behind an earlier unfinished delivery of its lane (or for its
+    /// paused endpoint to be resumed). It becomes Pending when it reaches the head.
+    Queued,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 5] = [
+    pub const ALL: [DeliveryState; 6] = [
         DeliveryState::Pending,
         DeliveryState::InFlight,
         DeliveryState::Delivered,
         DeliveryState::DeadLettered,
         DeliveryState::Held,
+        DeliveryState::Queued,
     ];
 
     /// The name stored in the database.
@@ -118,6 +137,7 @@ impl DeliveryState {
             DeliveryState::Delivered => "delivered",
             DeliveryState::DeadLettered => "dead_lettered",
             DeliveryState::Held => "held",
+            DeliveryState::Queued => "queued",
         }
     }
 
@@ -163,6 +183,8 @@ pub struct DeliveryRecord {
     /// Set on deliveries created by a replay.
     pub replay_id: Option<String>,
     pub created_at: Timestamp,
+    /// The ordering lane, for a delivery to an ordered endpoint (see [`EnqueueRequest::lanes`]).
+    pub lane: Option<String>,
 }
 
 /// Which deliveries a claimer may take. The SQLite backend has one process, so `All`; with several
@@ -241,6 +263,10 @@ pub struct AttemptResult {
     pub owner: String,
     pub record: AttemptRecord,
     pub next: NextStep,
+    /// If this dead-letters a delivery in an ordering lane: pause the endpoint (no later
+    /// delivery is sent until it is resumed) instead of going on with the next one
+    /// (`spec.ordering.onDeadLetter: Pause`).
+    pub pause_on_dead_letter: bool,
 }
 
 /// What `record_attempt` did.
@@ -419,6 +445,40 @@ pub struct EndpointStats {
     pub pending_count: u64,
     pub in_flight_count: u64,
     pub held_count: u64,
+    /// Ordered deliveries waiting behind an earlier one of their lane.
+    pub queued_count: u64,
+    /// Set while the endpoint is paused after a dead letter (`onDeadLetter: Pause`).
+    pub paused: Option<EndpointPause>,
+}
+
+/// Why an ordered endpoint stopped: the dead letter that paused it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointPause {
+    pub since: Timestamp,
+    /// The dead-lettered delivery and its event.
+    pub delivery_id: DeliveryId,
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// What `resume_endpoint` does with the dead letter that paused an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeAction {
+    /// Leave it dead-lettered and go on with the next delivery of its lane.
+    Skip,
+    /// Make it due again now, at the head of its lane, with a fresh retry schedule.
+    Retry,
+}
+
+/// What `resume_endpoint` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// The endpoint was paused by that event and now delivers again.
+    Resumed,
+    /// The endpoint is not paused (never was, or already resumed).
+    NotPaused,
+    /// It is paused by another event (the one named): nothing changed.
+    OtherEvent(String),
 }
 
 /// An event and all its deliveries (original and replayed), for `WebhookEvent` status.
@@ -535,11 +595,12 @@ pub struct QueueCounts {
     pub pending: u64,
     pub in_flight: u64,
     pub held: u64,
+    pub queued: u64,
 }
 
 impl QueueCounts {
     pub fn total(&self) -> u64 {
-        self.pending + self.in_flight + self.held
+        self.pending + self.in_flight + self.held + self.queued
     }
 }
 

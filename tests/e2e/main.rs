@@ -1,11 +1,13 @@
 //! End-to-end tests against a real kube-apiserver + etcd + kube-controller-manager on loopback
 //! (`scripts/control-plane.sh`), with the operator's processes started as subprocesses.
 //! Each test works in a namespace of its own.
+mod adaptive;
 #[path = "../common/cel_cases.rs"]
 mod cel_cases;
 mod controller;
 mod dispatcher;
 mod ingest;
+mod ordering;
 mod receiver;
 mod receivers;
 mod scaleout;

@@ -20,6 +20,30 @@ pub enum Behavior {
     FailFirst(usize, u16),
     /// Hold every request until released.
     Hang,
+    /// Answer what the function says for (the request body, the request's number from 1).
+    Decide(Decider),
+}
+
+/// A receiver's answer as a function of the body and the request number.
+#[derive(Clone)]
+pub struct Decider(pub Arc<DecideFn>);
+
+/// The status to answer for (the request body, the request's number from 1).
+pub type DecideFn = dyn Fn(&serde_json::Value, usize) -> u16 + Send + Sync;
+
+impl std::fmt::Debug for Decider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decider")
+    }
+}
+
+impl Behavior {
+    /// Answers `status(body, request number)`.
+    pub fn decide(
+        status: impl Fn(&serde_json::Value, usize) -> u16 + Send + Sync + 'static,
+    ) -> Self {
+        Self::Decide(Decider(Arc::new(status)))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +66,8 @@ struct Inner {
     arrivals: Mutex<Vec<std::time::Instant>>,
     secret: Mutex<Option<String>>,
     release: Notify,
+    /// How long every request waits before it is answered.
+    delay: Mutex<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -59,6 +85,7 @@ impl Receiver {
             arrivals: Mutex::default(),
             secret: Mutex::new(None),
             release: Notify::new(),
+            delay: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -73,6 +100,11 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// Every request from now on waits `delay` before it is answered.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.inner.delay.lock().unwrap() = delay;
     }
 
     pub fn set_behavior(&self, behavior: Behavior) {
@@ -116,6 +148,10 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         *requests += 1;
         *requests
     };
+    let delay = *inner.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let behavior = inner.behavior.lock().unwrap().clone();
     match behavior {
         Behavior::Status(code) => return StatusCode::from_u16(code).unwrap(),
@@ -123,6 +159,13 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         Behavior::Hang => {
             let released = inner.release.notified();
             released.await;
+        }
+        Behavior::Decide(Decider(decide)) => {
+            let parsed = serde_json::from_slice(&body).unwrap_or_default();
+            let code = decide(&parsed, seen);
+            if !(200..300).contains(&code) {
+                return StatusCode::from_u16(code).unwrap();
+            }
         }
         _ => {}
     }

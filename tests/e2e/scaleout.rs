@@ -23,14 +23,14 @@ const LEASE_SECONDS: &str = "6";
 const PER_MINUTE: u64 = 300;
 const BURST: u64 = 5;
 
-struct Replicas {
+pub struct Replicas {
     schema: String,
     namespace: String,
-    processes: BTreeMap<String, (Process, String)>,
+    pub processes: BTreeMap<String, (Process, String)>,
 }
 
 impl Replicas {
-    fn start(namespace: &str, names: &[&str]) -> Self {
+    pub fn start(namespace: &str, names: &[&str]) -> Self {
         let schema = format!("e2e_{}", namespace.replace('-', "_"));
         let mut replicas = Self {
             schema,
@@ -69,7 +69,7 @@ impl Replicas {
             .insert(name.to_string(), (process, format!("http://{listen}")));
     }
 
-    fn ingest_urls(&self) -> Vec<String> {
+    pub fn ingest_urls(&self) -> Vec<String> {
         self.processes
             .values()
             .map(|(_, url)| url.clone())
@@ -110,7 +110,7 @@ async fn holders(setup: &Setup) -> BTreeMap<u32, String> {
 }
 
 /// Waits until every partition is held and the holders are exactly `expected`.
-async fn wait_for_holders(
+pub async fn wait_for_holders(
     setup: &Setup,
     expected: &[&str],
     timeout: Duration,

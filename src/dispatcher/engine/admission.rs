@@ -45,7 +45,8 @@ impl Engine {
             Ok(policy) => policy,
             Err(NotReady::EndpointGone(_)) => {
                 let reason = "the WebhookEndpoint was deleted".to_string();
-                finish_without_attempt(deps, &delivery, reason).await;
+                // Nobody to pause for: the endpoint is gone.
+                finish_without_attempt(deps, &delivery, reason, false).await;
                 return Admission::Done;
             }
             Err(other) => {

@@ -22,7 +22,7 @@ use crate::delivery::request::{
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
-use crate::dispatcher::metrics::EndpointLabels;
+use crate::dispatcher::metrics::{EndpointLabels, RateCutLabels};
 use crate::dispatcher::status::notices::EndpointNotice;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
 
@@ -164,10 +164,11 @@ async fn attempt(
             owner: deps.owner.clone(),
             record: attempt_record(&cx, &sent),
             next: decided.next,
+            pause_on_dead_letter: policy.pauses_on_dead_letter(),
         },
         endpoint: endpoint.clone(),
         event_id: status_event(&delivery).map(str::to_owned),
-        retry: matches!(decided.outcome, Outcome::Retry { .. }),
+        wake: matches!(decided.outcome, Outcome::Retry { .. }) || delivery.delivery.lane.is_some(),
     };
     if engine
         .results
@@ -209,7 +210,8 @@ async fn not_prepared(engine: &Engine, cx: &AttemptContext<'_>, error: PrepareEr
         engine.defer(vec![cx.delivery.delivery.id], at).await;
     } else {
         warn!(%error, "delivery cannot be prepared; dead-lettering");
-        finish_without_attempt(cx.deps, cx.delivery, error.to_string()).await;
+        let pause = cx.policy.pauses_on_dead_letter();
+        finish_without_attempt(cx.deps, cx.delivery, error.to_string(), pause).await;
     }
 }
 
@@ -298,6 +300,22 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
         Outcome::Delivered { .. } => {}
     }
     let transition = sent.transition;
+    if let Some(cut) = transition.rate_cut {
+        let labels = RateCutLabels {
+            namespace: endpoint.namespace.clone(),
+            endpoint: endpoint.name.clone(),
+            reason: cut.reason.as_str(),
+        };
+        deps.metrics.rate_cuts.get_or_create(&labels).inc();
+        if !transition.rate_was_cut {
+            deps.notices.send(EndpointNotice::RateReduced {
+                endpoint: endpoint.clone(),
+                why: cut.reason.to_string(),
+                rate_per_minute: cut.rate_per_minute().round() as u64,
+            });
+        }
+        deps.dirty.endpoint(endpoint);
+    }
     if transition.from != transition.to {
         let value = match transition.to {
             BreakerState::Closed => 0,

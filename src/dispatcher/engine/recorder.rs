@@ -26,7 +26,9 @@ pub(super) struct Recorded {
     pub(super) endpoint: EndpointRef,
     /// The event, if it has a status to write (a `WebhookEvent`; ingested events have none).
     pub(super) event_id: Option<String>,
-    pub(super) retry: bool,
+    /// Wake the loop once it is recorded: a retry is due later, or a delivery of an ordering
+    /// lane finished and its successor is due now.
+    pub(super) wake: bool,
 }
 
 /// The event id to mark for a status write: only `WebhookEvent` resources have a status. Marking
@@ -45,13 +47,13 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
     while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut marks = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
-        let mut retry = false;
+        let mut wake = false;
         let mut results = Vec::with_capacity(batch.len());
         for message in batch.drain(..) {
             match message {
                 ToRecorder::Result(recorded) => {
                     let recorded = *recorded;
-                    retry |= recorded.retry;
+                    wake |= recorded.wake;
                     marks.push((recorded.endpoint, recorded.event_id));
                     results.push(recorded.result);
                 }
@@ -80,7 +82,7 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
                 deps.dirty.event(event_id);
             }
         }
-        if retry {
+        if wake {
             deps.wake.notify_one();
         }
         // Everything received before a flush was in this batch or an earlier one.
@@ -95,11 +97,13 @@ fn answer_flushes(flushes: Vec<oneshot::Sender<()>>) {
     }
 }
 
-/// Dead-letters a delivery that cannot be attempted at all (its endpoint is gone).
+/// Dead-letters a delivery that cannot be attempted at all (its endpoint is gone, its stored
+/// data unreadable); `pause`: as [`AttemptResult::pause_on_dead_letter`].
 pub(super) async fn finish_without_attempt(
     deps: &Deps,
     delivery: &ClaimedDelivery,
     reason: String,
+    pause: bool,
 ) {
     let record = AttemptRecord {
         at: Timestamp::now(),
@@ -114,6 +118,7 @@ pub(super) async fn finish_without_attempt(
         owner: deps.owner.clone(),
         record,
         next: NextStep::DeadLetter { reason },
+        pause_on_dead_letter: pause,
     };
     match deps.store.record_attempt(result).await {
         Ok(RecordOutcome::Applied) => {
@@ -127,5 +132,9 @@ pub(super) async fn finish_without_attempt(
     }
     if let Some(event_id) = status_event(delivery) {
         deps.dirty.event(event_id);
+    }
+    if delivery.delivery.lane.is_some() {
+        // Its lane's next delivery is due now.
+        deps.wake.notify_one();
     }
 }

@@ -56,10 +56,11 @@ fn first_attempt(delivery: &ClaimedDelivery, status_code: Option<u16>, next: Nex
                 response_snippet: None,
             },
             next,
+            pause_on_dead_letter: false,
         },
         endpoint: delivery.delivery.endpoint.clone(),
         event_id: None,
-        retry: false,
+        wake: false,
     }
 }
 

@@ -58,6 +58,7 @@ fn state_name(state: DeliveryState) -> &'static str {
         DeliveryState::Delivered => "Delivered",
         DeliveryState::DeadLettered => "DeadLettered",
         DeliveryState::Held => "Held",
+        DeliveryState::Queued => "Queued",
     }
 }
 
@@ -187,6 +188,7 @@ mod tests {
             finished_at: None,
             replay_id: None,
             created_at: Timestamp::UNIX_EPOCH,
+            lane: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Kubernetes Events that attempts give rise to (CircuitOpened, CircuitClosed, EndpointGone).
+//! Kubernetes Events that attempts give rise to (CircuitOpened, CircuitClosed, EndpointGone,
+//! RateReduced).
 //! An attempt task only queues a notice ([`Notices::send`] never waits); the task of [`raise`]
 //! publishes them, so no Kubernetes call runs inside an attempt or holds a delivery slot.
 use std::sync::Arc;
@@ -28,6 +29,15 @@ pub enum EndpointNotice {
     ReceiverGone {
         endpoint: EndpointRef,
         last_attempt: String,
+    },
+    /// The adaptive limiter cut the endpoint's rate for the first time since it last ran at
+    /// its configured rate.
+    RateReduced {
+        endpoint: EndpointRef,
+        /// Why, for people (the cut reason's message).
+        why: String,
+        /// The rate allowed now, per minute.
+        rate_per_minute: u64,
     },
 }
 
@@ -63,6 +73,15 @@ pub fn describe(notice: &EndpointNotice) -> Option<(EventType, &'static str, Str
                 "the receiver answered {last_attempt}; consider suspending or deleting this endpoint"
             ),
         )),
+        EndpointNotice::RateReduced {
+            why,
+            rate_per_minute,
+            ..
+        } => Some((
+            EventType::Warning,
+            "RateReduced",
+            format!("{why}; sending at most {rate_per_minute} requests per minute until it recovers"),
+        )),
     }
 }
 
@@ -89,7 +108,8 @@ impl Notices {
 pub async fn raise(shared: Arc<Shared>, mut notices: mpsc::Receiver<EndpointNotice>) {
     while let Some(notice) = notices.recv().await {
         let (EndpointNotice::CircuitChanged { endpoint, .. }
-        | EndpointNotice::ReceiverGone { endpoint, .. }) = &notice;
+        | EndpointNotice::ReceiverGone { endpoint, .. }
+        | EndpointNotice::RateReduced { endpoint, .. }) = &notice;
         let Some((type_, reason, note)) = describe(&notice) else {
             continue;
         };
@@ -126,6 +146,17 @@ mod tests {
         let (_, reason, note) = describe(&gone).unwrap();
         assert_eq!(reason, "EndpointGone");
         assert!(note.contains("HTTP 410"), "{note}");
+        let reduced = EndpointNotice::RateReduced {
+            endpoint: EndpointRef::new("ns", "crm"),
+            why: "6 of the last minute's 10 attempts timed out or could not connect".into(),
+            rate_per_minute: 300,
+        };
+        let (type_, reason, note) = describe(&reduced).unwrap();
+        assert_eq!((type_, reason), (EventType::Warning, "RateReduced"));
+        assert!(
+            note.starts_with("6 of the last minute's") && note.contains("at most 300"),
+            "{note}"
+        );
     }
 
     #[tokio::test]

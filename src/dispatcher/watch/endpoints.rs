@@ -58,6 +58,7 @@ pub async fn watch_endpoints(
             shared.dirty.endpoint(&key);
         }
         send_test_if_requested(&shared, &endpoint, &tests_sent);
+        super::resume::resume_if_requested(&shared, &endpoint).await;
     }
 }
 

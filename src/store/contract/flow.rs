@@ -240,14 +240,8 @@ pub async fn idempotency<H: Harness>(harness: &H) -> Result<()> {
     batch_dup.event_id = "evt_y".into();
     let batch = store
         .enqueue_batch(vec![
-            EnqueueRequest {
-                event: batch_key,
-                endpoints: names(&["a"]),
-            },
-            EnqueueRequest {
-                event: batch_dup,
-                endpoints: names(&["a"]),
-            },
+            EnqueueRequest::unordered(batch_key, names(&["a"])),
+            EnqueueRequest::unordered(batch_dup, names(&["a"])),
         ])
         .await?;
     assert!(!batch[0].duplicate);

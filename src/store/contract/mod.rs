@@ -22,6 +22,7 @@ use super::{
 mod batches;
 mod flow;
 mod load;
+mod ordering;
 mod queries;
 mod recovery;
 mod replay;
@@ -31,6 +32,9 @@ pub use flow::{claim_scopes, enqueue_claim_record, held_endpoints, idempotency};
 pub use load::{
     concurrent_enqueues_are_durable, concurrent_enqueues_share_commits,
     saturation_refuses_without_loss, CommitCounter,
+};
+pub use ordering::{
+    ordered_lanes, ordered_lanes_survive_crashes_suspension_and_replays, paused_endpoints_resume,
 };
 pub use queries::{analytics_and_endpoint_stats, pagination};
 pub use recovery::{crash_recovery_and_leases, purge_keeps_totals_and_replays};
@@ -69,7 +73,10 @@ macro_rules! store_contract_tests {
             saturation_refuses_without_loss,
             concurrent_enqueues_are_durable,
             capped_claims,
-            batched_records
+            batched_records,
+            ordered_lanes,
+            ordered_lanes_survive_crashes_suspension_and_replays,
+            paused_endpoints_resume
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {
@@ -150,6 +157,7 @@ pub fn result(
             response_snippet: status.map(|code| format!("body of {code}")),
         },
         next,
+        pause_on_dead_letter: false,
     }
 }
 

@@ -21,7 +21,9 @@
 //! `FOR UPDATE SKIP LOCKED` (a row is claimed by one replica; the others pass over it without
 //! waiting), `record_attempt` locks its delivery and checks the lease (fencing), enqueues take
 //! transaction-scoped advisory locks on the identities they dedupe on (event id, resource UID,
-//! idempotency key) in a fixed order, and a replay takes one on its id. Which replica claims which
+//! idempotency key) in a fixed order, and a replay takes one on its id. Ordered delivery adds
+//! advisory locks per lane and per endpoint, so an enqueue, a finish and a resume on one lane run
+//! one after the other ([`lanes`] explains why and in which order). Which replica claims which
 //! endpoints is the caller's choice, through [`ClaimScope`](crate::store::ClaimScope)
 //! (`Partitions` filters on the stored `partition_hash`).
 use std::time::Duration;
@@ -37,10 +39,11 @@ use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
     DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
     EnqueueOutcome, EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts,
-    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, Store,
-    StoreError,
+    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, ResumeAction,
+    ResumeOutcome, Store, StoreError,
 };
 
+mod lanes;
 mod reads;
 mod rows;
 pub mod schema;
@@ -51,6 +54,10 @@ mod writes;
 use tls::TlsSettings;
 pub use writer::CommitObserver;
 use writer::{Writer, WriterConfig};
+
+/// Endpoints per transaction of the lane repair in `recover_in_flight` (one exclusive advisory
+/// lock each).
+const REPAIR_CHUNK: usize = 64;
 
 /// Settings of the PostgreSQL store.
 #[derive(Clone)]
@@ -311,7 +318,23 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    /// First the lane repair (as SQLite's): every lane left with a Queued delivery and no head is
+    /// advanced, a few endpoints per transaction (each under its exclusive lock, see [`lanes`]).
     async fn recover_in_flight(&self, owner: Option<String>, now: Timestamp) -> Result<u64> {
+        let mut after: Option<EndpointRef> = None;
+        loop {
+            let step: Result<Option<EndpointRef>> = in_transaction!(self, |tx| lanes::repair(
+                &tx,
+                after.as_ref(),
+                REPAIR_CHUNK,
+                millis(now)
+            )
+            .await?);
+            match step? {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
         in_transaction!(self, |tx| writes::recover_in_flight(
             &tx,
             owner.as_deref(),
@@ -325,17 +348,19 @@ impl Store for PostgresStore {
     }
 
     /// One transaction (one commit, one WAL flush) for the batch; each result in a savepoint of
-    /// its own, so one failing does not undo the others.
+    /// its own, so one failing does not undo the others. The lane locks of the whole batch are
+    /// taken first, at once (see [`lanes`]).
     async fn record_attempts(
         &self,
         results: Vec<AttemptResult>,
     ) -> Result<Vec<Result<RecordOutcome>>> {
         let mut client = self.client().await?;
         let mut tx = client.transaction().await.map_err(db("begin"))?;
+        writes::lock_finishing_lanes(&tx, &results).await?;
         let mut outcomes = Vec::with_capacity(results.len());
         for result in &results {
             let savepoint = tx.savepoint("record").await.map_err(db("savepoint"))?;
-            match writes::record_attempt(&savepoint, result).await {
+            match writes::record_attempt_locked(&savepoint, result).await {
                 Ok(outcome) => {
                     savepoint.commit().await.map_err(db("release savepoint"))?;
                     outcomes.push(Ok(outcome));
@@ -351,6 +376,23 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(db("commit"))?;
         Ok(outcomes)
+    }
+
+    async fn resume_endpoint(
+        &self,
+        endpoint: EndpointRef,
+        event_id: String,
+        action: ResumeAction,
+        now: Timestamp,
+    ) -> Result<ResumeOutcome> {
+        in_transaction!(self, |tx| lanes::resume(
+            &tx,
+            &endpoint,
+            &event_id,
+            action,
+            millis(now)
+        )
+        .await?)
     }
 
     async fn hold_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64> {

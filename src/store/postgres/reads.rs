@@ -262,13 +262,14 @@ pub async fn endpoint_stats(
     for (state, n) in count_by_state(
         tx,
         "SELECT state, count(*) FROM deliveries WHERE namespace = $1 AND endpoint = $2 \
-         AND state IN ('pending', 'in_flight', 'held', 'dead_lettered') GROUP BY state",
+         AND state IN ('pending', 'in_flight', 'held', 'queued', 'dead_lettered') GROUP BY state",
         &params,
     )
     .await?
     {
         add_endpoint_count(&mut stats, state, n);
     }
+    stats.paused = super::lanes::pause_of(tx, endpoint).await?;
     Ok(stats)
 }
 
@@ -377,8 +378,8 @@ pub async fn queue_counts(tx: &Transaction<'_>) -> Result<QueueCounts> {
     let rows = query(
         tx,
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'in_flight'), \
-         count(*) FILTER (WHERE state = 'held') FROM deliveries \
-         WHERE state IN ('pending', 'in_flight', 'held')",
+         count(*) FILTER (WHERE state = 'held'), count(*) FILTER (WHERE state = 'queued') \
+         FROM deliveries WHERE state IN ('pending', 'in_flight', 'held', 'queued')",
         &[],
         "count queue",
     )
@@ -390,5 +391,6 @@ pub async fn queue_counts(tx: &Transaction<'_>) -> Result<QueueCounts> {
         pending: unsigned(get(row, 0)?),
         in_flight: unsigned(get(row, 1)?),
         held: unsigned(get(row, 2)?),
+        queued: unsigned(get(row, 3)?),
     })
 }

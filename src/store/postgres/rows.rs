@@ -70,6 +70,7 @@ pub fn delivery(row: &Row, at: usize) -> Result<DeliveryRecord> {
         finished_at: opt_timestamp_at(row, at + 12)?,
         replay_id: (!replay_id.is_empty()).then_some(replay_id),
         created_at: timestamp_at(row, at + 14)?,
+        lane: get(row, at + 15)?,
     })
 }
 

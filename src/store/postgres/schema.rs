@@ -12,7 +12,8 @@ use super::db;
 use crate::store::{Result, StoreError};
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     event_id        TEXT PRIMARY KEY,
     namespace       TEXT NOT NULL,
@@ -111,7 +112,24 @@ CREATE TABLE replays (
     requeued   BIGINT NOT NULL,
     created_at BIGINT NOT NULL
 );
-"#];
+"#,
+    // Ordered delivery (`spec.ordering`): a delivery's lane (NULL: unordered), the lanes' heads
+    // and queues found by (endpoint, lane, state), and endpoints paused after a dead letter.
+    r#"
+ALTER TABLE deliveries ADD COLUMN lane TEXT;
+CREATE INDEX deliveries_lane ON deliveries (namespace, endpoint, lane, state, id)
+    WHERE lane IS NOT NULL;
+CREATE TABLE paused_endpoints (
+    namespace   TEXT NOT NULL,
+    endpoint    TEXT NOT NULL,
+    since       BIGINT NOT NULL,
+    delivery_id BIGINT NOT NULL,
+    event_id    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (namespace, endpoint)
+);
+"#,
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

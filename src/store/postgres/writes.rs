@@ -7,6 +7,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::lanes::{self, Lane, Locks};
 use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use super::{db, reads};
 use crate::store::common::{
@@ -43,7 +44,7 @@ pub async fn execute(
 }
 
 /// The state an in-flight delivery (alias `d`) returns to: Held if its endpoint is held.
-const UNLESS_HELD: &str =
+pub(super) const UNLESS_HELD: &str =
     "CASE WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace \
      AND h.endpoint = d.endpoint) THEN 'held' ELSE 'pending' END";
 
@@ -54,36 +55,32 @@ const NOT_HELD: &str =
      AND h.endpoint = c.endpoint)";
 
 /// Takes, in one consistent order, the transaction-scoped advisory locks on every identity a
-/// batch of enqueues dedupes on (event id, resource UID, idempotency key). Replicas enqueueing
+/// batch of enqueues dedupes on (event id, resource UID, idempotency key), then those its laned
+/// deliveries need (their endpoints shared, their lanes: see [`lanes`]). Replicas enqueueing
 /// the same event at once then run one after the other, and the second sees the first's event;
-/// the fixed order means two batches never deadlock on each other.
+/// the fixed order means two batches never deadlock on each other. [`enqueue_one`] relies on
+/// these locks being held.
 pub async fn lock_identities<'a>(
     tx: &Transaction<'_>,
     requests: impl Iterator<Item = &'a EnqueueRequest>,
 ) -> Result<()> {
-    let mut keys = Vec::new();
+    let mut locks = Locks::default();
     for request in requests {
         let event = &request.event;
-        keys.push(format!("id:{}", event.event_id));
+        locks.identity(format!("id:{}", event.event_id));
         if let EventSource::Resource { uid, .. } = &event.source {
-            keys.push(format!("uid:{uid}"));
+            locks.identity(format!("uid:{uid}"));
         }
         if let Some(key) = &event.idempotency_key {
-            keys.push(format!("key:{}/{key}", event.namespace));
+            locks.identity(format!("key:{}/{key}", event.namespace));
         }
+        locks.add_enqueue(request);
     }
-    query(
-        tx,
-        "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h \
-         FROM unnest($1::text[]) AS k ORDER BY h) s",
-        &[&keys],
-        "lock event identities",
-    )
-    .await?;
-    Ok(())
+    lanes::take(tx, &locks).await
 }
 
-/// Persists one event and its deliveries; a duplicate returns the earlier event.
+/// Persists one event and its deliveries; a duplicate returns the earlier event. The caller
+/// holds [`lock_identities`]'s locks for the request.
 pub async fn enqueue_one(
     tx: &Transaction<'_>,
     request: &EnqueueRequest,
@@ -127,11 +124,16 @@ pub async fn enqueue_one(
     )
     .await?;
     let names = distinct_endpoints(request);
+    let delivery_lanes: Vec<Option<&str>> = names
+        .iter()
+        .map(|name| request.lanes.get(*name).map(String::as_str))
+        .collect();
     let deliveries = insert_deliveries(
         tx,
         &event.event_id,
         &event.namespace,
         &names,
+        &delivery_lanes,
         "",
         created_at,
     )
@@ -176,13 +178,17 @@ async fn find_duplicate(
     found.first().map(|row| get(row, 0)).transpose()
 }
 
-/// Inserts one delivery per name (distinct), due at `due_ms` (Held where the endpoint is held);
-/// returns their ids in `names` order (the existing id where `(event, endpoint, replay)` exists).
+/// Inserts one delivery per name (distinct), in one statement, due at `due_ms`: Queued where it
+/// has a lane (`lanes[i]` for `names[i]`) that must wait ([`lanes::must_queue_sql`]), else Held
+/// where the endpoint is held, else Pending. Returns their ids in `names` order (the existing id
+/// where `(event, endpoint, replay)` exists). The caller holds the locks of the lanes given
+/// ([`Locks::lane`]); each endpoint is named once, so no two rows of the statement share a lane.
 async fn insert_deliveries(
     tx: &Transaction<'_>,
     event_id: &str,
     namespace: &str,
     names: &[&str],
+    lanes: &[Option<&str>],
     replay_id: &str,
     due_ms: i64,
 ) -> Result<Vec<DeliveryId>> {
@@ -195,14 +201,23 @@ async fn insert_deliveries(
         .collect();
     let rows = query(
         tx,
-        "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, \
-         next_attempt_at, created_at) \
-         SELECT $1::text, $2::text, t.name, t.hash, $3::text, CASE WHEN EXISTS (SELECT 1 FROM held_endpoints h \
-           WHERE h.namespace = $2::text AND h.endpoint = t.name) THEN 'held' ELSE 'pending' END, $4::bigint, $4::bigint \
-         FROM unnest($5::text[], $6::bigint[]) WITH ORDINALITY AS t(name, hash, ord) ORDER BY t.ord \
-         ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET state = deliveries.state \
-         RETURNING endpoint, id",
-        &[&event_id, &namespace, &replay_id, &due_ms, &names, &hashes],
+        &format!(
+            "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, \
+             next_attempt_at, created_at, lane) \
+             SELECT $1::text, $2::text, t.name, t.hash, $3::text, \
+               CASE WHEN (CASE WHEN t.lane IS NULL THEN false ELSE {} END) THEN 'queued' \
+               WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = $2::text \
+                 AND h.endpoint = t.name) THEN 'held' ELSE 'pending' END, \
+               $4::bigint, $4::bigint, t.lane \
+             FROM unnest($5::text[], $6::bigint[], $7::text[]) WITH ORDINALITY AS t(name, hash, lane, ord) \
+             ORDER BY t.ord \
+             ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET state = deliveries.state \
+             RETURNING endpoint, id",
+            lanes::must_queue_sql("$2::text", "t.name", "t.lane"),
+        ),
+        &[
+            &event_id, &namespace, &replay_id, &due_ms, &names, &hashes, &lanes,
+        ],
         "insert deliveries",
     )
     .await?;
@@ -429,7 +444,8 @@ pub async fn defer(
     .await
 }
 
-/// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`.
+/// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`. (The store runs the lane
+/// repair, [`lanes::repair`], before it.)
 pub async fn recover_in_flight(
     tx: &Transaction<'_>,
     owner: Option<&str>,
@@ -447,14 +463,45 @@ pub async fn recover_in_flight(
     .await
 }
 
-/// Logs an attempt and moves the delivery if the caller still holds its lease (the delivery row
-/// is locked first, so a concurrent claim or recovery cannot move it in between).
+/// Whether `result` finishes its delivery (if applied): then its lane moves on.
+fn finishes(result: &AttemptResult) -> bool {
+    matches!(
+        result.next,
+        NextStep::Delivered | NextStep::DeadLetter { .. }
+    )
+}
+
+/// Takes the locks (endpoint shared, lane) every result of `results` that finishes a laned
+/// delivery needs, all at once (sorted), before any delivery row is locked: see [`lanes`].
+pub async fn lock_finishing_lanes(tx: &Transaction<'_>, results: &[AttemptResult]) -> Result<()> {
+    let finishing: Vec<i64> = results
+        .iter()
+        .filter(|r| finishes(r))
+        .map(|r| r.delivery_id.0)
+        .collect();
+    lanes::lock_lanes_of(tx, &finishing).await
+}
+
+/// Logs an attempt and moves the delivery if the caller still holds its lease: takes the
+/// delivery's lane locks if it may finish, then [`record_attempt_locked`].
 pub async fn record_attempt(tx: &Transaction<'_>, result: &AttemptResult) -> Result<RecordOutcome> {
+    lock_finishing_lanes(tx, std::slice::from_ref(result)).await?;
+    record_attempt_locked(tx, result).await
+}
+
+/// Logs an attempt and moves the delivery if the caller still holds its lease (the delivery row
+/// is locked first, so a concurrent claim or recovery cannot move it in between). When it
+/// finishes a laned delivery it pauses the endpoint (a dead letter with `pause_on_dead_letter`)
+/// and advances the lane; the caller holds that lane's locks ([`lock_finishing_lanes`]).
+pub async fn record_attempt_locked(
+    tx: &Transaction<'_>,
+    result: &AttemptResult,
+) -> Result<RecordOutcome> {
     let found = query(
         tx,
         "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, \
-         EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace AND h.endpoint = d.endpoint) \
-         FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = $1 FOR UPDATE OF d",
+         EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace AND h.endpoint = d.endpoint), \
+         d.lane FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = $1 FOR UPDATE OF d",
         &[&result.delivery_id.0],
         "read delivery",
     )
@@ -469,6 +516,7 @@ pub async fn record_attempt(tx: &Transaction<'_>, result: &AttemptResult) -> Res
     };
     let (event_id, event_type, held): (String, String, bool) =
         (get(row, 4)?, get(row, 5)?, get(row, 6)?);
+    let lane: Option<String> = get(row, 7)?;
     let record = &result.record;
     let at = millis(record.at);
     let success = matches!(result.next, NextStep::Delivered);
@@ -527,6 +575,18 @@ pub async fn record_attempt(tx: &Transaction<'_>, result: &AttemptResult) -> Res
         "move delivery",
     )
     .await?;
+    if let Some(lane) = lane.filter(|_| next.state.is_finished()) {
+        if let (NextStep::DeadLetter { reason }, true) = (&result.next, result.pause_on_dead_letter)
+        {
+            lanes::pause(tx, &endpoint, result.delivery_id, &event_id, reason, at).await?;
+        }
+        let lane = Lane {
+            namespace: endpoint.namespace,
+            endpoint: endpoint.name,
+            lane,
+        };
+        lanes::advance(tx, &[lane], at).await?;
+    }
     Ok(RecordOutcome::Applied)
 }
 
@@ -657,20 +717,34 @@ pub async fn replay(tx: &Transaction<'_>, request: &ReplayRequest) -> Result<Rep
     let endpoint = &request.filter.endpoint;
     let now = millis(request.now);
     let mut events = HashSet::new();
+    let candidates: Vec<_> = reads::replay_candidates(tx, &request.filter, usize::MAX)
+        .await?
+        .into_iter()
+        .filter(|candidate| events.insert(candidate.event_id.clone()))
+        .collect();
+    // Laned candidates queue in their lanes like new events: the same locks as an enqueue (the
+    // endpoint shared and each lane, or the endpoint whole when there are many), all at once,
+    // before the first insert.
+    let mut locks = Locks::default();
+    for lane in candidates.iter().filter_map(|c| c.lane.as_deref()) {
+        locks.lane(endpoint, lane);
+    }
+    lanes::take(tx, &locks).await?;
     let mut requeued = 0u64;
-    for candidate in reads::replay_candidates(tx, &request.filter, usize::MAX).await? {
-        if events.insert(candidate.event_id.clone()) {
-            insert_deliveries(
-                tx,
-                &candidate.event_id,
-                &endpoint.namespace,
-                &[endpoint.name.as_str()],
-                &request.replay_id,
-                now,
-            )
-            .await?;
-            requeued += 1;
-        }
+    // One insert per candidate, in candidate order (oldest event first): each sees the ones
+    // before it, so a lane's replayed deliveries queue in the original order.
+    for candidate in &candidates {
+        insert_deliveries(
+            tx,
+            &candidate.event_id,
+            &endpoint.namespace,
+            &[endpoint.name.as_str()],
+            &[candidate.lane.as_deref()],
+            &request.replay_id,
+            now,
+        )
+        .await?;
+        requeued += 1;
     }
     let matched = count(events.len());
     execute(

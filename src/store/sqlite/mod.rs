@@ -25,10 +25,11 @@ use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
     DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
     EnqueueOutcome, EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts,
-    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, Store,
-    StoreError,
+    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, ResumeAction,
+    ResumeOutcome, Store, StoreError,
 };
 
+mod lanes;
 mod queries;
 mod readers;
 mod rows;
@@ -255,6 +256,17 @@ impl Store for SqliteStore {
 
     async fn release_endpoint(&self, endpoint: EndpointRef, now: Timestamp) -> Result<u64> {
         self.write(move |conn| writes::release_endpoint(conn, &endpoint, millis(now)))
+            .await
+    }
+
+    async fn resume_endpoint(
+        &self,
+        endpoint: EndpointRef,
+        event_id: String,
+        action: ResumeAction,
+        now: Timestamp,
+    ) -> Result<ResumeOutcome> {
+        self.write(move |conn| lanes::resume(conn, &endpoint, &event_id, action, millis(now)))
             .await
     }
 

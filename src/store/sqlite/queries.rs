@@ -251,12 +251,13 @@ pub fn endpoint_stats(
     let by_state = count_by_state(
         conn,
         "SELECT state, COUNT(*) FROM deliveries WHERE namespace = ?1 AND endpoint = ?2 \
-         AND state IN ('pending', 'in_flight', 'held', 'dead_lettered') GROUP BY state",
+         AND state IN ('pending', 'in_flight', 'held', 'queued', 'dead_lettered') GROUP BY state",
         params![endpoint.namespace, endpoint.name],
     )?;
     for (state, n) in by_state {
         add_endpoint_count(&mut stats, state, n);
     }
+    stats.paused = super::lanes::pause_of(conn, endpoint)?;
     Ok(stats)
 }
 
@@ -373,5 +374,6 @@ pub fn queue_counts(conn: &Connection) -> Result<QueueCounts> {
         pending: one("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
         in_flight: one("SELECT COUNT(*) FROM deliveries WHERE state = 'in_flight'")?,
         held: one("SELECT COUNT(*) FROM deliveries WHERE state = 'held'")?,
+        queued: one("SELECT COUNT(*) FROM deliveries WHERE state = 'queued'")?,
     })
 }

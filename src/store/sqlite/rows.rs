@@ -24,7 +24,7 @@ where
     rusqlite::Error::FromSqlConversionFailure(column, Type::Integer, source.into())
 }
 
-fn timestamp_at(row: &Row<'_>, column: usize) -> rusqlite::Result<Timestamp> {
+pub fn timestamp_at(row: &Row<'_>, column: usize) -> rusqlite::Result<Timestamp> {
     let ms: i64 = row.get(column)?;
     Timestamp::from_millisecond(ms).map_err(|e| conversion(column, e))
 }
@@ -71,6 +71,7 @@ pub fn delivery(row: &Row<'_>, at: usize) -> rusqlite::Result<DeliveryRecord> {
         finished_at: opt_timestamp_at(row, at + 12)?,
         replay_id: (!replay_id.is_empty()).then_some(replay_id),
         created_at: timestamp_at(row, at + 14)?,
+        lane: row.get(at + 15)?,
     })
 }
 

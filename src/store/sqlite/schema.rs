@@ -114,6 +114,22 @@ CREATE TABLE replays (
 CREATE INDEX deliveries_pending_endpoint ON deliveries (namespace, endpoint, next_attempt_at)
     WHERE state = 'pending';
 "#,
+    // Ordered delivery (`spec.ordering`): a delivery's lane (NULL: unordered), the lanes' heads
+    // and queues found by (endpoint, lane, state), and endpoints paused after a dead letter.
+    r#"
+ALTER TABLE deliveries ADD COLUMN lane TEXT;
+CREATE INDEX deliveries_lane ON deliveries (namespace, endpoint, lane, state, id)
+    WHERE lane IS NOT NULL;
+CREATE TABLE paused_endpoints (
+    namespace   TEXT NOT NULL,
+    endpoint    TEXT NOT NULL,
+    since       INTEGER NOT NULL,
+    delivery_id INTEGER NOT NULL,
+    event_id    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (namespace, endpoint)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this binary writes.

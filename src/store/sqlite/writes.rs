@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
+use super::lanes;
 use super::queries;
 use super::rows::{self, millis, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use crate::store::common::{
@@ -21,7 +22,7 @@ fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 /// The state an in-flight delivery returns to: Held if its endpoint is held, else Pending.
-const UNLESS_HELD: &str =
+pub(super) const UNLESS_HELD: &str =
     "CASE WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = deliveries.namespace \
      AND h.endpoint = deliveries.endpoint) THEN 'held' ELSE 'pending' END";
 
@@ -73,11 +74,13 @@ fn enqueue_one(
     let mut deliveries = Vec::with_capacity(request.endpoints.len());
     for name in distinct_endpoints(request) {
         let endpoint = EndpointRef::new(event.namespace.clone(), name);
+        let lane = request.lanes.get(&endpoint.name).map(String::as_str);
         deliveries.push(insert_delivery(
             conn,
             &event.event_id,
             &endpoint,
             "",
+            lane,
             created_at,
         )?);
     }
@@ -138,23 +141,31 @@ fn is_held(conn: &Connection, endpoint: &EndpointRef) -> Result<bool> {
         .map_err(db("look up held endpoint"))
 }
 
-/// Inserts a delivery due at `due_ms` (Held if the endpoint is held); `None` replay id is `''`.
-/// Returns the new id, or the existing one's when `(event, endpoint, replay)` exists.
+/// Inserts a delivery due at `due_ms` (Queued behind its lane, else Held if the endpoint is
+/// held); `None` replay id is `''`. Returns the new id, or the existing one's when
+/// `(event, endpoint, replay)` exists.
 fn insert_delivery(
     conn: &Connection,
     event_id: &str,
     endpoint: &EndpointRef,
     replay_id: &str,
+    lane: Option<&str>,
     due_ms: i64,
 ) -> Result<DeliveryId> {
-    let state = if is_held(conn, endpoint)? {
+    let queued = match lane {
+        Some(lane) => lanes::must_queue(conn, endpoint, lane)?,
+        None => false,
+    };
+    let state = if queued {
+        DeliveryState::Queued
+    } else if is_held(conn, endpoint)? {
         DeliveryState::Held
     } else {
         DeliveryState::Pending
     };
     conn.prepare_cached(
         "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, next_attempt_at, \
-         created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+         created_at, lane) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8) \
          ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET id = id RETURNING id",
     )
     .and_then(|mut s| {
@@ -167,6 +178,7 @@ fn insert_delivery(
                 replay_id,
                 state.as_str(),
                 due_ms,
+                lane,
             ],
             |r| r.get(0).map(DeliveryId),
         )
@@ -446,8 +458,10 @@ pub fn defer(conn: &Connection, owner: &str, ids: &[DeliveryId], until_ms: i64) 
     Ok(count(moved))
 }
 
-/// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`.
+/// Makes in-flight deliveries (all, or `owner`'s) due at `now_ms`, and advances any lane left
+/// without a head.
 pub fn recover_in_flight(conn: &Connection, owner: Option<&str>, now_ms: i64) -> Result<u64> {
+    lanes::advance_all(conn, None, now_ms)?;
     conn.execute(
         &format!(
             "UPDATE deliveries SET state = {UNLESS_HELD}, next_attempt_at = ?1, lease_owner = NULL, \
@@ -487,7 +501,7 @@ pub fn record_attempts(conn: &Connection, results: &[AttemptResult]) -> Vec<Resu
 pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<RecordOutcome> {
     let found = conn
         .prepare_cached(
-            "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type \
+            "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, d.lane \
              FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = ?1",
         )
         .and_then(|mut s| {
@@ -501,12 +515,13 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
                     },
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .optional()
         })
         .map_err(db("read delivery"))?;
-    let Some((state, lease_owner, endpoint, event_id, event_type)) = found else {
+    let Some((state, lease_owner, endpoint, event_id, event_type, lane)) = found else {
         return Ok(RecordOutcome::NotFound);
     };
     let record = &result.record;
@@ -567,6 +582,13 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
         ])
     })
     .map_err(db("move delivery"))?;
+    if let Some(lane) = lane.filter(|_| next.state.is_finished()) {
+        if let (NextStep::DeadLetter { reason }, true) = (&result.next, result.pause_on_dead_letter)
+        {
+            lanes::pause(conn, &endpoint, result.delivery_id, &event_id, reason, at)?;
+        }
+        lanes::advance(conn, &endpoint, &lane, at)?;
+    }
     Ok(RecordOutcome::Applied)
 }
 
@@ -678,7 +700,14 @@ pub fn replay(conn: &Connection, request: &ReplayRequest) -> Result<ReplayResult
     let now = millis(request.now);
     for candidate in queries::replay_candidates(conn, &request.filter, usize::MAX)? {
         if events.insert(candidate.event_id.clone()) {
-            insert_delivery(conn, &candidate.event_id, endpoint, &request.replay_id, now)?;
+            insert_delivery(
+                conn,
+                &candidate.event_id,
+                endpoint,
+                &request.replay_id,
+                candidate.lane.as_deref(),
+                now,
+            )?;
             requeued += 1;
         }
     }
