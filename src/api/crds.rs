@@ -119,10 +119,16 @@ fn endpoint() -> CustomResourceDefinition {
     add_rules(
         &mut crd,
         &["spec"],
-        vec![rule(
-            "self.url.startsWith('https://') || self.url.startsWith('http://')",
-            "spec.url must start with https:// (http:// only where the operator allows plain HTTP)",
-        )],
+        vec![
+            rule(
+                "!has(self.url) || self.url.startsWith('https://') || self.url.startsWith('http://')",
+                "spec.url must start with https:// (http:// only where the operator allows plain HTTP)",
+            ),
+            rule(
+                "has(self.url) != has(self.urlFrom)",
+                "set exactly one of spec.url and spec.urlFrom",
+            ),
+        ],
     );
     add_rules(
         &mut crd,

@@ -29,9 +29,19 @@ use super::references::SecretKeySelector;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEndpointSpec {
-    /// The receiver's URL. `https://` unless the operator allows plain HTTP.
+    /// The receiver's URL. `https://` unless the operator allows plain HTTP. Set this or
+    /// `urlFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    pub url: String,
+    pub url: Option<String>,
+    /// The receiver's URL read from a Secret key, for URLs that are secrets themselves (a Slack
+    /// incoming webhook) or carry one (a list id). Checked like `url` when it is read, and subject
+    /// to the same egress rules. Set this or `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_from: Option<UrlFrom>,
+    /// The HTTP method of every request: `POST` (default), `PUT` or `PATCH`.
+    #[serde(default)]
+    pub method: HttpMethod,
     /// A human-readable name, sent as `webhook.name` in every payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -72,6 +82,34 @@ pub struct WebhookEndpointSpec {
     /// may arrive after newer ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<OrderingSpec>,
+}
+
+/// Where `urlFrom` reads the URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlFrom {
+    /// The Secret key holding the whole URL.
+    pub secret_key_ref: SecretKeySelector,
+}
+
+/// The method of delivery requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Post,
+    Put,
+    Patch,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+        }
+    }
 }
 
 /// Ordered delivery: one delivery at a time per lane, in publish order. A failing delivery
@@ -317,6 +355,10 @@ pub enum SigningScheme {
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` (standardwebhooks.com).
     #[serde(rename = "standard-webhooks")]
     StandardWebhooks,
+    /// No signature headers, for third-party APIs that authenticate us otherwise (a token in
+    /// `headersFrom`) and do not verify webhooks.
+    #[serde(rename = "none")]
+    None,
 }
 
 /// What the controller and dispatcher report about an endpoint.

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::endpoint::{Backoff, HeaderFromSecret, OrderingSpec, SigningScheme};
+use super::endpoint::{Backoff, HeaderFromSecret, HttpMethod, OrderingSpec, SigningScheme};
+use super::references::SecretKeySelector;
 
 /// Key of the ConfigMap entry holding the policy as JSON.
 pub const POLICY_KEY: &str = "policy.json";
@@ -14,7 +15,12 @@ pub const POLICY_KEY: &str = "policy.json";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EffectivePolicy {
+    /// Empty when the URL comes from a Secret (`url_from`).
     pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_from: Option<SecretKeySelector>,
+    #[serde(default)]
+    pub method: HttpMethod,
     pub display_name: String,
     pub timeout_seconds: u32,
     pub retry: EffectiveRetry,

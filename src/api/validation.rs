@@ -85,7 +85,26 @@ pub fn validate_endpoint(
     allow_plain_http: bool,
 ) -> Result<EffectivePolicy, SpecErrors> {
     let mut errors = Errors::default();
-    check_url(&mut errors, &spec.url, allow_plain_http);
+    match (&spec.url, &spec.url_from) {
+        (Some(url), None) => check_url(&mut errors, "spec.url", url, allow_plain_http),
+        (None, Some(from)) => {
+            let reference = &from.secret_key_ref;
+            if reference.name.is_empty() || reference.key.is_empty() {
+                errors.add(
+                    "spec.urlFrom.secretKeyRef",
+                    "needs both the Secret's name and a key",
+                );
+            }
+        }
+        (Some(_), Some(_)) => errors.add(
+            "spec.urlFrom",
+            "set exactly one of url and urlFrom; remove one of them",
+        ),
+        (None, None) => errors.add(
+            "spec.url",
+            "is required (or urlFrom: the URL in a Secret); write e.g. https://crm.example.com/webhooks",
+        ),
+    }
     errors.range("spec.timeoutSeconds", spec.timeout_seconds.into(), 1, 300);
 
     let retry = &spec.retry_policy;
@@ -179,7 +198,9 @@ pub fn validate_endpoint(
         ),
     };
     errors.finish(EffectivePolicy {
-        url: spec.url.clone(),
+        url: spec.url.clone().unwrap_or_default(),
+        url_from: spec.url_from.as_ref().map(|f| f.secret_key_ref.clone()),
+        method: spec.method,
         display_name: spec
             .display_name
             .clone()
@@ -223,13 +244,27 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn check_url(errors: &mut Errors, raw: &str, allow_plain_http: bool) {
-    const FIELD: &str = "spec.url";
+/// What is wrong with a receiver URL, if anything: as the controller reports it for `spec.url`,
+/// and as the dispatcher reports a URL read from a Secret (`urlFrom`).
+pub fn url_problems(raw: &str, allow_plain_http: bool) -> Option<String> {
+    let mut errors = Errors::default();
+    check_url(&mut errors, "url", raw, allow_plain_http);
+    (!errors.0.is_empty()).then(|| {
+        errors
+            .0
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+fn check_url(errors: &mut Errors, field: &str, raw: &str, allow_plain_http: bool) {
     let url = match url::Url::parse(raw) {
         Ok(url) => url,
         Err(e) => {
             errors.add(
-                FIELD,
+                field,
                 format!("`{raw}` is not a URL ({e}); write e.g. https://crm.example.com/webhooks"),
             );
             return;
@@ -239,23 +274,23 @@ fn check_url(errors: &mut Errors, raw: &str, allow_plain_http: bool) {
         "https" => {}
         "http" if allow_plain_http => {}
         "http" => errors.add(
-            FIELD,
+            field,
             "plain http:// is not allowed by this operator's configuration; use https://",
         ),
         other => errors.add(
-            FIELD,
+            field,
             format!("scheme `{other}` is not allowed; use https://"),
         ),
     }
     if url.host_str().is_none_or(str::is_empty) {
         errors.add(
-            FIELD,
+            field,
             "has no host; write e.g. https://crm.example.com/webhooks",
         );
     }
     if !url.username().is_empty() || url.password().is_some() {
         errors.add(
-            FIELD,
+            field,
             "must not carry credentials; put them in a Secret and use spec.headersFrom",
         );
     }

@@ -134,7 +134,7 @@ impl DeliveryClient {
         }
         let sent = self
             .http
-            .post(request.url.clone())
+            .request(request.method.clone(), request.url.clone())
             .headers(request.headers.clone())
             .body(request.body.clone())
             .timeout(request.timeout)

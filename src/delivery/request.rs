@@ -14,10 +14,12 @@ use url::Url;
 use super::headers::{build_headers, HeaderInputs};
 use super::payload::{self, WebhookRef};
 use super::signing::{self, SigningKeys, SigningScheme};
+use crate::api::endpoint::HttpMethod;
 
 /// A request ready to send.
 #[derive(Clone, Debug)]
 pub struct DeliveryRequest {
+    pub method: http::Method,
     pub url: Url,
     /// From [`build_headers`].
     pub headers: HeaderMap,
@@ -49,6 +51,7 @@ pub enum EventData<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Destination<'a> {
     pub url: &'a str,
+    pub method: HttpMethod,
     /// The payload's `webhook` object.
     pub webhook: &'a WebhookRef,
     pub scheme: SigningScheme,
@@ -103,7 +106,13 @@ pub fn build_request(
         signature: &signature,
         custom: to.custom,
     })?;
+    let method = match to.method {
+        HttpMethod::Post => http::Method::POST,
+        HttpMethod::Put => http::Method::PUT,
+        HttpMethod::Patch => http::Method::PATCH,
+    };
     Ok(DeliveryRequest {
+        method,
         url,
         headers: built.headers,
         body,
@@ -134,6 +143,7 @@ mod tests {
         let custom = BTreeMap::from([("X-Team".to_string(), "crm".to_string())]);
         let to = Destination {
             url,
+            method: HttpMethod::Post,
             webhook: &webhook,
             scheme: SigningScheme::Pitchey,
             keys: &keys,

@@ -112,6 +112,7 @@ pub fn sign(
     let timestamp = HeaderValue::from(unix_ts);
     let previous = keys.previous.as_deref().filter(|s| !s.is_empty());
     match scheme {
+        SigningScheme::None => Ok(Vec::new()),
         SigningScheme::Pitchey => {
             let mut headers = vec![
                 (X_WEBHOOK_TIMESTAMP, timestamp),
@@ -322,6 +323,18 @@ mod tests {
         );
         assert_eq!(get(&headers, "webhook-id"), Some("evt_1"));
         assert_eq!(get(&headers, "webhook-timestamp"), Some("5"));
+    }
+
+    #[test]
+    fn scheme_none_sends_no_signature_headers() {
+        let keys = SigningKeys::new("whatever");
+        assert!(sign(SigningScheme::None, &keys, "evt_1", 5, b"x")
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            serde_json::to_string(&SigningScheme::None).unwrap(),
+            "\"none\""
+        );
     }
 
     #[test]

@@ -313,6 +313,7 @@ mod tests {
                 let verify = match scheme {
                     SigningScheme::Pitchey => verify_pitchey,
                     SigningScheme::StandardWebhooks => verify_standard,
+                    SigningScheme::None => unreachable!("only signing schemes are looped over"),
                 };
                 prop_assert!(verify(&keys.primary, &headers, &body, now(), DEFAULT_TOLERANCE).is_ok());
                 prop_assert_eq!(verify(&keys.primary, &headers, &flipped, now(), DEFAULT_TOLERANCE), Err(VerifyError::SignatureMismatch));

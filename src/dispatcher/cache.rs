@@ -41,6 +41,8 @@ pub enum NotReady {
         header: String,
         reason: String,
     },
+    #[error("the URL of {endpoint} (urlFrom): {reason}")]
+    UrlSecret { endpoint: String, reason: String },
 }
 
 /// Waits for one store. A waiter that starts before the store is ready is not always woken
@@ -235,6 +237,26 @@ impl Cache {
             primary,
             previous: text(&secret, &signing.previous_secret_key),
         })
+    }
+
+    /// The URL the policy names: `url`, or the value of its `urlFrom` Secret key (trimmed).
+    pub fn url(
+        &self,
+        namespace: &str,
+        name: &str,
+        policy: &EffectivePolicy,
+    ) -> Result<String, NotReady> {
+        let Some(reference) = &policy.url_from else {
+            return Ok(policy.url.clone());
+        };
+        self.secrets
+            .get(&ObjectRef::new(&reference.name).within(namespace))
+            .and_then(|s| text(&s, &reference.key))
+            .map(|url| url.trim().to_owned())
+            .ok_or_else(|| NotReady::UrlSecret {
+                endpoint: format!("{namespace}/{name}"),
+                reason: format!("Secret {} has no key {}", reference.name, reference.key),
+            })
     }
 
     /// Static headers plus the values of `headersFrom`.

@@ -92,6 +92,21 @@ pub fn cases() -> Vec<Case> {
         ),
         (
             endpoint,
+            ".spec",
+            json!({"urlFrom": {"secretKeyRef": {"name": "slack", "key": "url"}}}),
+            None,
+            true,
+        ),
+        (
+            endpoint,
+            ".spec",
+            json!({"url": "https://crm.example.com/hooks", "urlFrom": {"secretKeyRef": {"name": "slack", "key": "url"}}}),
+            None,
+            false,
+        ),
+        (endpoint, ".spec", json!({"method": "PUT"}), None, false),
+        (
+            endpoint,
             ".spec.ordering",
             json!({"mode": "Strict"}),
             None,

@@ -134,6 +134,7 @@ async fn seed_node_receiver_accepts_our_deliveries() {
             SigningScheme::Pitchey => 401,
             // Standard Webhooks receivers try every signature.
             SigningScheme::StandardWebhooks => 200,
+            SigningScheme::None => panic!("scheme none is not verified by receivers"),
         };
         assert_eq!(
             result.status,
@@ -145,6 +146,7 @@ async fn seed_node_receiver_accepts_our_deliveries() {
         forged.keys = SigningKeys::new(match scheme {
             SigningScheme::Pitchey => "wrong-secret",
             SigningScheme::StandardWebhooks => "whsec_d3Jvbmctc2VjcmV0",
+            SigningScheme::None => panic!("scheme none is not verified by receivers"),
         });
         let result = support::send(&client, url.clone(), &forged, 1, Duration::from_secs(5)).await;
         assert_eq!(result.status, Some(401), "{scheme:?}: {result:?}");

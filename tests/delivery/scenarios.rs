@@ -73,6 +73,7 @@ async fn delivered_with_verifiable_signature_and_headers() {
                 )
                 .unwrap();
             }
+            SigningScheme::None => panic!("scheme none is not verified by receivers"),
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn event(scheme: SigningScheme) -> Event {
     let secret = match scheme {
         SigningScheme::Pitchey => PITCHEY_SECRET,
         SigningScheme::StandardWebhooks => STANDARD_SECRET,
+        SigningScheme::None => panic!("these receivers verify signatures; scheme none has none"),
     };
     Event {
         id,
@@ -112,6 +113,7 @@ pub async fn send(
     assert!(built.skipped.is_empty());
     client
         .send(&DeliveryRequest {
+            method: http::Method::POST,
             url,
             headers: built.headers,
             body: event.body.clone(),

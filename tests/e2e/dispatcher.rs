@@ -157,7 +157,7 @@ impl Setup {
             .unwrap();
     }
 
-    async fn event_phase(&self, name: &str, phase: EventPhase) -> WebhookEvent {
+    pub async fn event_phase(&self, name: &str, phase: EventPhase) -> WebhookEvent {
         let api = self.ns.api::<WebhookEvent>();
         wait_for(&format!("{name} to be {phase:?}"), T, || async {
             let event = api.get(name).await.ok()?;

@@ -14,3 +14,4 @@ mod scaleout;
 mod server_validation;
 mod shutdown;
 mod support;
+mod third_party;

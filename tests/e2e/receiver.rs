@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::any;
 use axum::Router;
 use tokio::sync::Notify;
 use webhook_operator::delivery::verify;
@@ -56,6 +57,12 @@ pub struct Received {
     pub verified: bool,
     /// When the request arrived.
     pub at: std::time::Instant,
+    /// The request's method.
+    pub method: String,
+    /// Its `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Whether it carried signature headers of either scheme.
+    pub signed: bool,
 }
 
 struct Inner {
@@ -90,7 +97,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new()
-            .route("/hook", post(handle))
+            .route("/hook", any(handle))
             .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -137,7 +144,12 @@ impl Receiver {
     }
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     inner
         .arrivals
         .lock()
@@ -194,6 +206,13 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         body: serde_json::from_slice(&body).unwrap_or_default(),
         verified,
         at: std::time::Instant::now(),
+        method: method.to_string(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        signed: headers.contains_key("x-webhook-signature")
+            || headers.contains_key("webhook-signature"),
     });
     StatusCode::OK
 }

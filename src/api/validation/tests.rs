@@ -237,3 +237,52 @@ fn immediate_retry_follows_the_schedule_unless_set() {
     ));
     assert!(!policy(serde_json::json!({"immediateRetry": false})));
 }
+
+#[test]
+fn exactly_one_of_url_and_url_from() {
+    let from =
+        |json: serde_json::Value| -> WebhookEndpointSpec { serde_json::from_value(json).unwrap() };
+    let secret = serde_json::json!({"secretKeyRef": {"name": "slack", "key": "url"}});
+    let policy = validate_endpoint(
+        &from(serde_json::json!({"urlFrom": secret, "method": "PATCH"})),
+        "x",
+        false,
+    )
+    .unwrap();
+    assert_eq!(policy.url, "");
+    assert_eq!(
+        policy.url_from.as_ref().map(|s| s.name.as_str()),
+        Some("slack")
+    );
+    assert_eq!(policy.method, crate::api::endpoint::HttpMethod::Patch);
+    let both = from(serde_json::json!({"url": "https://a.example.com/", "urlFrom": secret}));
+    let errors = validate_endpoint(&both, "x", false).unwrap_err();
+    assert_eq!(fields(&errors), ["spec.urlFrom"]);
+    let neither = from(serde_json::json!({}));
+    let errors = validate_endpoint(&neither, "x", false).unwrap_err();
+    assert_eq!(fields(&errors), ["spec.url"]);
+    assert!(errors.to_string().contains("urlFrom"), "{errors}");
+    let empty = from(serde_json::json!({"urlFrom": {"secretKeyRef": {"name": "", "key": "url"}}}));
+    let errors = validate_endpoint(&empty, "x", false).unwrap_err();
+    assert_eq!(fields(&errors), ["spec.urlFrom.secretKeyRef"]);
+}
+
+#[test]
+fn urls_read_from_secrets_are_checked_like_spec_url() {
+    assert_eq!(
+        url_problems("https://hooks.slack.com/services/T0/B0/x", false),
+        None
+    );
+    assert_eq!(url_problems("http://127.0.0.1:9/hook", true), None);
+    for bad in [
+        "ftp://files.example.com/in",
+        "not a url",
+        "https://u:p@example.com/",
+    ] {
+        let problem = url_problems(bad, true).unwrap_or_default();
+        assert!(!problem.is_empty(), "{bad} accepted");
+    }
+    assert!(url_problems("http://example.com/", false)
+        .unwrap()
+        .contains("https://"));
+}

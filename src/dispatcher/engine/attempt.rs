@@ -13,6 +13,7 @@ use super::lookup::EndpointLookup;
 use super::recorder::{finish_without_attempt, status_event, Recorded, ToRecorder};
 use super::{Deps, Engine, NOT_READY_RETRY};
 use crate::api::policy::EffectivePolicy;
+use crate::api::validation::url_problems;
 use crate::delivery::circuit::{BreakerState, Permit};
 use crate::delivery::outcome::{self, HttpResult, Outcome};
 use crate::delivery::payload::WebhookRef;
@@ -73,6 +74,8 @@ pub enum PrepareError {
     NotReady(#[from] NotReady),
     #[error(transparent)]
     Request(#[from] crate::delivery::request::RequestError),
+    #[error("the URL read from urlFrom is not usable: {0}")]
+    UrlFrom(String),
 }
 
 impl PrepareError {
@@ -93,12 +96,21 @@ pub fn prepare(
 ) -> Result<Prepared, PrepareError> {
     let keys = endpoints.signing_keys(endpoint, policy)?;
     let custom = endpoints.headers(endpoint, policy)?;
+    let url = endpoints.url(endpoint, policy)?;
+    if policy.url_from.is_some() {
+        // Checked here, as the controller checks `url`: the Secret is read only now. Plain
+        // http:// passes; the egress policy decides it at connect time, as for `url`.
+        if let Some(problem) = url_problems(&url, true) {
+            return Err(PrepareError::UrlFrom(problem));
+        }
+    }
     let webhook = WebhookRef {
         id: format!("{}/{}", endpoint.namespace, endpoint.name),
         name: policy.display_name.clone(),
     };
     let to = Destination {
-        url: &policy.url,
+        url: &url,
+        method: policy.method,
         webhook: &webhook,
         scheme: policy.signing.scheme,
         keys: &keys,

@@ -21,6 +21,8 @@ pub trait EndpointLookup: Send + Sync {
         endpoint: &EndpointRef,
         policy: &EffectivePolicy,
     ) -> Result<SigningKeys, NotReady>;
+    /// The receiver's URL: the policy's `url`, or the value of its `urlFrom` Secret key.
+    fn url(&self, endpoint: &EndpointRef, policy: &EffectivePolicy) -> Result<String, NotReady>;
     /// The policy's static headers plus the values of its `headersFrom`.
     fn headers(
         &self,
@@ -61,6 +63,10 @@ impl EndpointLookup for CachedEndpoints {
     ) -> Result<SigningKeys, NotReady> {
         self.cache
             .signing_keys(&endpoint.namespace, &endpoint.name, policy)
+    }
+
+    fn url(&self, endpoint: &EndpointRef, policy: &EffectivePolicy) -> Result<String, NotReady> {
+        self.cache.url(&endpoint.namespace, &endpoint.name, policy)
     }
 
     fn headers(
