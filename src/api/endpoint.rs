@@ -84,6 +84,19 @@ pub struct WebhookEndpointSpec {
     pub ordering: Option<OrderingSpec>,
 }
 
+impl WebhookEndpointSpec {
+    /// Whether the controller reads the Secret `name` for this endpoint (`signing.secretRef`,
+    /// `urlFrom`), so a change to it must reconcile the endpoint.
+    pub fn reads_secret(&self, name: &str) -> bool {
+        let named = |reference: &SecretKeySelector| reference.name == name;
+        self.signing.secret_ref.as_ref().is_some_and(named)
+            || self
+                .url_from
+                .as_ref()
+                .is_some_and(|from| named(&from.secret_key_ref))
+    }
+}
+
 /// Where `urlFrom` reads the URL.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

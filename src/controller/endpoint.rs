@@ -18,6 +18,7 @@ use super::context::{now_rfc3339, object_key, rfc3339, Context, FIELD_MANAGER};
 use super::error::{kube_error, Error};
 use super::reconcile::{count_and_measure, Verdict};
 use super::signing_key::{self, KeyChange};
+use super::url_secret::url_from_problem;
 use crate::api::conditions::{self, DesiredCondition, Reason, READY, SUSPENDED};
 use crate::api::endpoint::SigningStatus;
 use crate::api::policy::{config_map_name, EffectivePolicy};
@@ -117,6 +118,30 @@ async fn reconcile_inner(
             (status, None)
         }
     };
+
+    if let Some(reference) = &policy.url_from {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secret = secrets.get_opt(&reference.name).await.map_err(kube_error(
+            "reading",
+            "Secret",
+            &namespace,
+            &reference.name,
+        ))?;
+        let value = secret
+            .as_ref()
+            .and_then(|s| secret_bytes(s).remove(&reference.key));
+        let problem = url_from_problem(
+            &namespace,
+            reference,
+            value.as_deref(),
+            ctx.allow_plain_http,
+        );
+        if let Some(condition) = problem {
+            apply_status(&endpoints, endpoint, &[condition], None, None).await?;
+            // The Secret watch brings us back when it changes.
+            return Ok((Action::requeue(RESYNC), Verdict::Applied));
+        }
+    }
 
     ensure_config_map(endpoint, &namespace, &policy, ctx).await?;
 

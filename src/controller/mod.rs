@@ -12,6 +12,7 @@ mod reconcile_tests;
 pub mod signing_key;
 pub mod subscription;
 pub mod triggers;
+mod url_secret;
 
 mod endpoint;
 

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use crate::api::{WebhookEndpoint, WebhookSubscription, ENDPOINT_LABEL};
 
 /// Endpoints to reconcile when a Secret changes: the owner of a generated Secret, and every
-/// endpoint whose `spec.signing.secretRef` names it.
+/// endpoint whose `spec.signing.secretRef` or `spec.urlFrom` names it.
 pub fn endpoints_for_secret(
     endpoints: Reflector<WebhookEndpoint>,
 ) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<WebhookEndpoint>> + Send + Sync + 'static {
@@ -32,13 +32,7 @@ pub fn endpoints_for_secret(
                 .iter()
                 // Cheapest test first, no copies: this runs for every Secret change over every
                 // cached endpoint.
-                .filter(|e| {
-                    e.spec
-                        .signing
-                        .secret_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name == name)
-                })
+                .filter(|e| e.spec.reads_secret(&name))
                 .filter(|e| e.metadata.namespace.as_deref() == Some(namespace.as_str()))
                 .map(|e| ObjectRef::from_obj(e.as_ref())),
         );
@@ -121,6 +115,20 @@ mod tests {
 
     fn spec(value: serde_json::Value) -> WebhookSubscriptionSpec {
         serde_json::from_value(value).expect("a subscription spec")
+    }
+
+    #[test]
+    fn endpoints_read_the_secrets_of_signing_and_url_from() {
+        let endpoint = |value: serde_json::Value| -> crate::api::WebhookEndpointSpec {
+            serde_json::from_value(value).expect("an endpoint spec")
+        };
+        let by_url = endpoint(
+            serde_json::json!({"urlFrom": {"secretKeyRef": {"name": "slack", "key": "url"}}}),
+        );
+        let by_key = endpoint(serde_json::json!({"url": "https://a.example.com/",
+            "signing": {"secretRef": {"name": "keys", "key": "k"}}}));
+        assert!(by_url.reads_secret("slack") && !by_url.reads_secret("keys"));
+        assert!(by_key.reads_secret("keys") && !by_key.reads_secret("slack"));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
+use webhook_operator::api::conditions::{self, ConditionStatus};
 use webhook_operator::api::event::EventPhase;
+use webhook_operator::api::WebhookEndpoint;
 
 use crate::dispatcher::Setup;
 use crate::receiver::{Behavior, Receiver};
@@ -48,7 +50,8 @@ async fn url_method_and_token_from_secrets_without_a_signature() {
         "api",
         &[
             ("token", "Bearer s3cr3t"),
-            ("bad-url", "ftp://files.example.com/in"),
+            // Usable at first (so the endpoint is provisioned); broken below.
+            ("bad-url", &receiver.url()),
         ],
     )
     .await;
@@ -66,6 +69,32 @@ async fn url_method_and_token_from_secrets_without_a_signature() {
     setup
         .endpoint_at("broken", "", third_party("bad-url"))
         .await;
+    // The value turns unusable: the controller reports it (Ready=False, InvalidSpec) ...
+    let secrets = setup.ns.api::<Secret>();
+    let broken = json!({"stringData": {"bad-url": "ftp://files.example.com/in"}});
+    secrets
+        .patch("api", &PatchParams::default(), &Patch::Merge(broken))
+        .await
+        .unwrap();
+    let endpoints = setup.ns.api::<WebhookEndpoint>();
+    let ready = wait_for(
+        "broken: Ready=False",
+        std::time::Duration::from_secs(60),
+        || async {
+            let status = endpoints.get("broken").await.ok()?.status?;
+            let ready = conditions::find(&status.conditions, "Ready")?.clone();
+            (ready.status == ConditionStatus::False).then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(
+        ready.message.contains("spec.urlFrom") && ready.message.contains("ftp"),
+        "{}",
+        ready.message
+    );
+    // ... and the dispatcher, which reads it again for each delivery, dead-letters instead of sending.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     setup
         .event("hello", "user.created", json!({"user": {"id": 1}}))
         .await;
