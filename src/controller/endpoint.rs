@@ -24,6 +24,7 @@ use crate::api::endpoint::SigningStatus;
 use crate::api::policy::{config_map_name, EffectivePolicy};
 use crate::api::validation::validate_endpoint;
 use crate::api::{WebhookEndpoint, ROTATE_SECRET_ANNOTATION};
+use crate::runtime::status_patch::status_patch;
 
 const KIND: &str = "WebhookEndpoint";
 /// Look again now and then even when nothing changed (drift of children is caught by watches).
@@ -345,16 +346,12 @@ async fn apply_status(
     let previous = endpoint.status.as_ref();
     let signing = signing.or_else(|| previous.and_then(|s| s.signing.clone()));
     let config_map = config_map.or_else(|| previous.and_then(|s| s.delivery_config_map.clone()));
-    let patch = json!({
-        "apiVersion": "webhooks.pitchey.io/v1alpha1",
-        "kind": KIND,
-        "status": {
-            "observedGeneration": generation,
-            "conditions": owned,
-            "signing": signing,
-            "deliveryConfigMap": config_map,
-        }
-    });
+    let patch = status_patch::<WebhookEndpoint>(&json!({
+        "observedGeneration": generation,
+        "conditions": owned,
+        "signing": signing,
+        "deliveryConfigMap": config_map,
+    }));
     let name = endpoint.name_any();
     api.patch_status(
         &name,

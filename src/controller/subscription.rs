@@ -16,6 +16,7 @@ use super::reconcile::{count_and_measure, Verdict};
 use crate::api::conditions::{self, DesiredCondition, Reason, READY, SUSPENDED};
 use crate::api::validation::validate_subscription;
 use crate::api::{selector, WebhookEndpoint, WebhookSubscription, WebhookSubscriptionSpec};
+use crate::runtime::status_patch::status_patch;
 
 const KIND: &str = "WebhookSubscription";
 const RESYNC: Duration = Duration::from_secs(300);
@@ -188,15 +189,11 @@ async fn apply_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let merged = conditions::merge(current, desired, generation, &now_rfc3339());
-    let patch = json!({
-        "apiVersion": "webhooks.pitchey.io/v1alpha1",
-        "kind": KIND,
-        "status": {
-            "observedGeneration": generation,
-            "conditions": merged,
-            "endpoints": endpoints,
-        }
-    });
+    let patch = status_patch::<WebhookSubscription>(&json!({
+        "observedGeneration": generation,
+        "conditions": merged,
+        "endpoints": endpoints,
+    }));
     let name = subscription.name_any();
     api.patch_status(
         &name,

@@ -1,7 +1,8 @@
 //! Process plumbing shared by the controller and the dispatcher: logging, the health and metrics
-//! HTTP server, and shutdown signals.
+//! HTTP server, shutdown signals, and the status apply patch.
 pub mod health;
 pub mod kube;
 pub mod lease;
 pub mod logging;
 pub mod shutdown;
+pub mod status_patch;

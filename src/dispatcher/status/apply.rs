@@ -1,6 +1,6 @@
 //! How the dispatcher writes status: a server-side apply of the part it owns, under its field
 //! manager, with the resource's `apiVersion` and `kind` taken from its Rust type
-//! ([`status_patch`]). [`apply_status`] does the whole write; the WebhookEvent writer uses
+//! ([`status_patch`], shared with the controller). [`apply_status`] does the whole write; the WebhookEvent writer uses
 //! [`status_patch`] itself because it reads the applied object's labels. The builders of each
 //! status (endpoint, event, replay) are pure and live beside this module.
 use kube::api::{Api, Patch, PatchParams};
@@ -8,19 +8,11 @@ use kube::core::NamespaceResourceScope;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 /// The field manager of everything the dispatcher writes.
 pub const FIELD_MANAGER: &str = "webhook-operator-dispatcher";
 
-/// The apply patch that sets `status` on an object of kind `K`.
-pub fn status_patch<K: Resource<DynamicType = ()>>(status: &impl Serialize) -> Value {
-    json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    })
-}
+pub use crate::runtime::status_patch::status_patch;
 
 /// Applies `status` to the object `namespace/name` of kind `K` (forcing ownership of its fields:
 /// the dispatcher is their only writer); returns the object as written.
@@ -43,24 +35,4 @@ where
         &Patch::Apply(status_patch::<K>(status)),
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{WebhookEndpoint, WebhookEvent, WebhookReplay};
-
-    #[test]
-    fn the_patch_names_the_kind_and_version_of_the_type() {
-        let status = json!({"phase": "Running"});
-        for (patch, kind) in [
-            (status_patch::<WebhookReplay>(&status), "WebhookReplay"),
-            (status_patch::<WebhookEvent>(&status), "WebhookEvent"),
-            (status_patch::<WebhookEndpoint>(&status), "WebhookEndpoint"),
-        ] {
-            assert_eq!(patch["apiVersion"], "webhooks.pitchey.io/v1alpha1");
-            assert_eq!(patch["kind"], kind);
-            assert_eq!(patch["status"], status);
-        }
-    }
 }
