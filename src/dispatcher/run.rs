@@ -155,8 +155,9 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     )
     .default_backoff()
     .modify(slim)
-    .reflect(events_writer)
-    .applied_objects();
+    .reflect(events_writer);
+    // Publish order is acceptance order: a (re)list is taken in creation order, not name order.
+    let event_stream = watch::events::in_creation_order(event_stream);
     let replay_stream = watcher(
         scoped::<WebhookReplay>(&client, ns),
         watcher::Config::default(),

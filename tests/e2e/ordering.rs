@@ -332,3 +332,33 @@ async fn by_key_order_holds_across_replicas_when_one_is_killed() {
         }
     }
 }
+
+/// WebhookEvents created while no dispatcher runs are taken in creation order when it starts,
+/// not in the API server's list order (by name: `e10` before `e2`).
+#[tokio::test]
+async fn webhook_events_created_while_down_are_delivered_in_creation_order() {
+    let setup = Setup::new_without_dispatcher("order-events").await;
+    let receiver = Receiver::start(Behavior::Ok).await;
+    let strict = json!({
+        "ordering": {"mode": "Strict"},
+        "rateLimit": {"requestsPerMinute": 600000, "burst": 1000},
+    });
+    setup.endpoint("crm", &receiver, strict).await;
+    for seq in 0..12u64 {
+        setup
+            .event(
+                &format!("e{seq}"),
+                "user.updated",
+                json!({"user": {"id": "u1"}, "seq": seq}),
+            )
+            .await;
+    }
+    let http = reqwest::Client::new();
+    let (_dispatcher, _, metrics) = start_dispatcher(&setup, "d1");
+    wait_until_ready(&http, &metrics).await;
+    wait_for("all twelve at the receiver", T, || async {
+        (receiver.received().len() >= 12).then_some(())
+    })
+    .await;
+    assert_eq!(seqs_received(&receiver), (0..12).collect::<Vec<_>>());
+}

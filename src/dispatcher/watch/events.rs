@@ -17,6 +17,55 @@ use crate::dispatcher::status::event::{apply_event_status, invalid_event_status}
 use crate::dispatcher::Shared;
 use crate::store::EventSource;
 
+/// The watch's WebhookEvents in the order they were created: each (re)list is held back until it
+/// is complete and then given in creation order ([`creation_order`]), live changes as they come.
+/// Without this, events created while no dispatcher ran would be accepted in the API server's
+/// list order (by name: `e10` before `e2`), which ordered endpoints would deliver.
+pub fn in_creation_order(
+    events: impl Stream<Item = Result<watcher::Event<WebhookEvent>, watcher::Error>>,
+) -> impl Stream<Item = Result<WebhookEvent, watcher::Error>> {
+    events
+        .scan(Vec::new(), |listed: &mut Vec<WebhookEvent>, event| {
+            let out = match event {
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    listed.push(object);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let mut list = std::mem::take(listed);
+                    list.sort_by(creation_order);
+                    list.into_iter().map(Ok).collect()
+                }
+                Ok(watcher::Event::Apply(object)) => vec![Ok(object)],
+                Ok(watcher::Event::Delete(_)) => Vec::new(),
+                Err(error) => vec![Err(error)],
+            };
+            futures::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
+}
+
+/// Creation order: `creationTimestamp` (whole seconds), then the `resourceVersion` (the etcd
+/// revision that created an object nobody has modified since, which is what an event not yet
+/// accepted is), then the name. Pure.
+pub fn creation_order(a: &WebhookEvent, b: &WebhookEvent) -> std::cmp::Ordering {
+    let key = |e: &WebhookEvent| {
+        (
+            e.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            e.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok()),
+            e.name_any(),
+        )
+    };
+    key(a).cmp(&key(b))
+}
+
 /// Publishes every WebhookEvent not yet accepted by this process (the store deduplicates by UID
 /// across restarts). One the store cannot take now (saturated, unavailable, caches not synced)
 /// is retried with backoff until it is stored: the watch would not bring it back by itself.
@@ -127,5 +176,56 @@ mod tests {
         let delays: Vec<u64> = (1..=8).map(|a| publish_retry_delay(a).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(publish_retry_delay(u32::MAX), Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    fn event(name: &str, created_second: i64, version: &str) -> WebhookEvent {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "webhooks.pitchey.io/v1alpha1", "kind": "WebhookEvent",
+            "metadata": {"name": name, "resourceVersion": version,
+                "creationTimestamp": jiff::Timestamp::from_second(created_second).unwrap().to_string()},
+            "spec": {"type": "user.updated", "data": {}}
+        }))
+        .unwrap()
+    }
+
+    fn names(events: Vec<Result<WebhookEvent, watcher::Error>>) -> Vec<String> {
+        events.into_iter().map(|e| e.unwrap().name_any()).collect()
+    }
+
+    #[test]
+    fn a_list_is_given_in_creation_order_and_live_changes_as_they_come() {
+        let listed = vec![
+            Ok(watcher::Event::Init),
+            // The API server lists by name.
+            Ok(watcher::Event::InitApply(event("e10", 5, "110"))),
+            Ok(watcher::Event::InitApply(event("e2", 5, "102"))),
+            Ok(watcher::Event::InitApply(event("e3", 4, "900"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(event("e0", 9, "50"))),
+            Ok(watcher::Event::Delete(event("e2", 5, "102"))),
+            Ok(watcher::Event::Apply(event("e11", 9, "120"))),
+        ];
+        let out = block_on(in_creation_order(futures::stream::iter(listed)).collect::<Vec<_>>());
+        assert_eq!(names(out), ["e3", "e2", "e10", "e0", "e11"]);
+    }
+
+    #[test]
+    fn a_relist_replaces_what_an_interrupted_list_held() {
+        let listed = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(event("gone", 1, "1"))),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(event("b", 2, "3"))),
+            Ok(watcher::Event::InitApply(event("a", 2, "4"))),
+            Ok(watcher::Event::InitDone),
+        ];
+        let out = block_on(in_creation_order(futures::stream::iter(listed)).collect::<Vec<_>>());
+        assert_eq!(names(out), ["b", "a"]);
     }
 }
