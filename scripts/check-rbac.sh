@@ -361,7 +361,7 @@ spec:
   data: {marker: rbac-check-failure}
 EOF
 wait_for "open circuit on the dispatcher's /metrics" 30 sh -c \
-  "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_circuit_state{.*endpoint=\"failing\".*} 2'"
+  "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_circuit_state{.*endpoint=\"failing\".*state=\"open\"} 1'"
 wait_for "dead letter on the dispatcher's /metrics" 30 sh -c \
   "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_dead_letters_total{.*endpoint=\"failing\"'"
 wait_for "reconcile error on the controller's /metrics" 30 sh -c \

@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::delivery::circuit::BreakerState;
 use crate::store::EndpointRef;
 
 /// The `outcome` label of a dead-lettered delivery (as `Outcome::DeadLetter` names it).
@@ -26,6 +27,14 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+fn circuit_labels(endpoint: &EndpointRef, state: &'static str) -> CircuitLabels {
+    CircuitLabels {
+        namespace: endpoint.namespace.clone(),
+        endpoint: endpoint.name.clone(),
+        state,
+    }
+}
+
 impl EndpointLabels {
     pub fn of(endpoint: &EndpointRef) -> Self {
         Self {
@@ -34,6 +43,26 @@ impl EndpointLabels {
         }
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    pub namespace: String,
+    pub endpoint: String,
+    /// closed, half_open, open.
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+/// The `state` label values of `circuit_state`.
+const CIRCUIT_STATES: [(BreakerState, &str); 3] = [
+    (BreakerState::Closed, "closed"),
+    (BreakerState::HalfOpen, "half_open"),
+    (BreakerState::Open, "open"),
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RateCutLabels {
@@ -51,12 +80,18 @@ pub struct IngestLabels {
 
 #[derive(Clone)]
 pub struct Metrics {
-    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Attempts by what came of them (named `deliveries_total` before 0.2: it always counted
+    /// attempts).
+    pub attempts: Family<DeliveryLabels, Counter>,
+    /// Accept → first 2xx of a delivery (replays excluded), per namespace: the SLO figure.
+    pub end_to_end: Family<NamespaceLabels, Histogram>,
+    /// Time to answer an API request (publishing, reads), any status.
+    pub request_seconds: Histogram,
     pub attempt_latency: Family<EndpointLabels, Histogram>,
     pub retries: Family<EndpointLabels, Counter>,
     pub dead_letters: Family<EndpointLabels, Counter>,
-    /// 0 closed, 1 half-open, 2 open.
-    pub circuit_state: Family<EndpointLabels, Gauge>,
+    /// 1 for the endpoint's breaker state (`state` label), 0 for the others.
+    pub circuit_state: Family<CircuitLabels, Gauge>,
     /// Requests per minute the adaptive limiter allows now.
     pub rate_limit: Family<EndpointLabels, Gauge>,
     /// Cuts of the allowed rate, by reason (`Throttled`, `LatencyRising`, `Timeouts`).
@@ -72,7 +107,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
-            deliveries: Family::default(),
+            attempts: Family::default(),
+            end_to_end: Family::new_with_constructor(|| {
+                // 5 ms … ~1.5 h: a retried delivery's wait is part of what the SLO measures.
+                Histogram::new(exponential_buckets(0.005, 2.0, 21))
+            }),
+            request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             attempt_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.002, 2.0, 14))
             }),
@@ -89,9 +129,19 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("webhook_operator_dispatcher");
         r.register(
-            "deliveries",
+            "attempts",
             "Delivery attempts by outcome",
-            metrics.deliveries.clone(),
+            metrics.attempts.clone(),
+        );
+        r.register(
+            "end_to_end_seconds",
+            "Time from accepting an event to the first 2xx of each of its deliveries (replays excluded)",
+            metrics.end_to_end.clone(),
+        );
+        r.register(
+            "request_seconds",
+            "Time to answer a request of the HTTP API (publishing and reads)",
+            metrics.request_seconds.clone(),
         );
         r.register(
             "attempt_latency_seconds",
@@ -110,7 +160,7 @@ impl Metrics {
         );
         r.register(
             "circuit_state",
-            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            "Circuit breaker state: 1 for the current state (label state: closed, half_open, open), 0 for the others",
             metrics.circuit_state.clone(),
         );
         r.register(
@@ -151,9 +201,25 @@ impl Metrics {
         metrics
     }
 
-    /// Counts an outcome (`delivered`, `retry`, `dead_letter`, `blocked`) in `deliveries`.
-    pub fn count_delivery(&self, endpoint: &EndpointRef, outcome: &'static str) {
-        self.deliveries
+    /// Sets the endpoint's breaker state: its series 1, the other states' 0.
+    pub fn set_circuit(&self, endpoint: &EndpointRef, state: BreakerState) {
+        for (each, name) in CIRCUIT_STATES {
+            self.circuit_state
+                .get_or_create(&circuit_labels(endpoint, name))
+                .set(i64::from(each == state));
+        }
+    }
+
+    /// Drops the endpoint's breaker series (another replica reports it now).
+    pub fn forget_circuit(&self, endpoint: &EndpointRef) {
+        for (_, name) in CIRCUIT_STATES {
+            self.circuit_state.remove(&circuit_labels(endpoint, name));
+        }
+    }
+
+    /// Counts an outcome (`delivered`, `retry`, `dead_letter`, `blocked`) in `attempts`.
+    pub fn count_attempt(&self, endpoint: &EndpointRef, outcome: &'static str) {
+        self.attempts
             .get_or_create(&DeliveryLabels {
                 namespace: endpoint.namespace.clone(),
                 endpoint: endpoint.name.clone(),
@@ -170,10 +236,10 @@ impl Metrics {
     }
 
     /// Counts a delivery dead-lettered without an attempt (its endpoint deleted, its request
-    /// impossible to build) exactly as one dead-lettered after an attempt: in `deliveries`
+    /// impossible to build) exactly as one dead-lettered after an attempt: in `attempts`
     /// with outcome `dead_letter` and in `dead_letters`.
     pub fn dead_lettered_without_attempt(&self, endpoint: &EndpointRef) {
-        self.count_delivery(endpoint, DEAD_LETTER);
+        self.count_attempt(endpoint, DEAD_LETTER);
         self.count_dead_letter(endpoint);
     }
 }
@@ -202,7 +268,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            value("webhook_operator_dispatcher_deliveries_total{namespace=\"shop\",endpoint=\"crm\",outcome=\"dead_letter\"}"),
+            value("webhook_operator_dispatcher_attempts_total{namespace=\"shop\",endpoint=\"crm\",outcome=\"dead_letter\"}"),
             Some(2.0),
             "{text}"
         );
@@ -212,5 +278,31 @@ mod tests {
             endpoint_gone: false,
         };
         assert_eq!(after_attempt.as_str(), DEAD_LETTER);
+    }
+
+    #[test]
+    fn the_circuit_state_is_a_label() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let endpoint = EndpointRef::new("shop", "crm");
+        metrics.set_circuit(&endpoint, BreakerState::Open);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series = |state: &str| {
+            format!("webhook_operator_dispatcher_circuit_state{{namespace=\"shop\",endpoint=\"crm\",state=\"{state}\"}}")
+        };
+        let value = |state: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series(state))?.trim().parse::<i64>().ok())
+        };
+        assert_eq!(
+            (value("open"), value("closed"), value("half_open")),
+            (Some(1), Some(0), Some(0)),
+            "{text}"
+        );
+        metrics.forget_circuit(&endpoint);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("endpoint=\"crm\",state"), "{text}");
     }
 }

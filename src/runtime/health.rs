@@ -18,7 +18,9 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(registry: Registry) -> Self {
+    /// Serves `registry` plus the build info and process metrics ([`super::process_metrics`]).
+    pub fn new(mut registry: Registry) -> Self {
+        super::process_metrics::register(&mut registry);
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(Mutex::new(registry)),

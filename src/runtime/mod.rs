@@ -4,5 +4,6 @@ pub mod health;
 pub mod kube;
 pub mod lease;
 pub mod logging;
+pub mod process_metrics;
 pub mod shutdown;
 pub mod status_patch;

@@ -432,7 +432,36 @@ async fn ingest_authenticates_and_authorizes_with_kubernetes_rbac() {
             .metric("webhook_operator_dispatcher_ingest_requests_total{code=\"202\"}")
             .await
             >= 3.0
+    ); // The SLO histogram counted both deliveries, each within the time the test took; requests
+       // are timed; the build and the process are described.
+    let ns = &setup.ns.name;
+    let count = setup
+        .metric(&format!(
+            "webhook_operator_dispatcher_end_to_end_seconds_count{{namespace=\"{ns}\"}}"
+        ))
+        .await;
+    let delivered = setup.receiver.received().len() as f64;
+    assert!(delivered >= 2.0);
+    assert_eq!(count, delivered, "one observation per delivery answered 2xx");
+    let within_a_minute = setup
+        .metric(&format!(
+            "webhook_operator_dispatcher_end_to_end_seconds_bucket{{le=\"81.92\",namespace=\"{ns}\"}}"
+        ))
+        .await;
+    assert_eq!(within_a_minute, delivered);
+    assert!(
+        setup
+            .metric("webhook_operator_dispatcher_request_seconds_count")
+            .await
+            >= 12.0
     );
+    let build = format!(
+        "webhook_operator_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(setup.metric(&build).await, 1.0);
+    assert!(setup.metric("process_open_fds").await >= 3.0);
+    assert!(setup.metric("process_resident_memory_bytes").await > 1e6);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use super::recorder::{finish_without_attempt, status_event, Recorded, ToRecorder
 use super::{Deps, Engine, NOT_READY_RETRY};
 use crate::api::policy::EffectivePolicy;
 use crate::api::validation::url_problems;
-use crate::delivery::circuit::{BreakerState, Permit};
+use crate::delivery::circuit::Permit;
 use crate::delivery::outcome::{self, HttpResult, Outcome};
 use crate::delivery::payload::WebhookRef;
 use crate::delivery::request::{
@@ -23,7 +23,7 @@ use crate::delivery::request::{
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
-use crate::dispatcher::metrics::{EndpointLabels, RateCutLabels};
+use crate::dispatcher::metrics::{EndpointLabels, NamespaceLabels, RateCutLabels};
 use crate::dispatcher::status::notices::EndpointNotice;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
 
@@ -290,7 +290,7 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
     let (deps, endpoint) = (cx.deps, cx.endpoint);
     let labels = EndpointLabels::of(endpoint);
     deps.metrics
-        .count_delivery(endpoint, decided.outcome.as_str());
+        .count_attempt(endpoint, decided.outcome.as_str());
     deps.metrics
         .attempt_latency
         .get_or_create(&labels)
@@ -309,7 +309,20 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
             }
         }
         Outcome::Blocked { .. } => deps.metrics.count_dead_letter(endpoint),
-        Outcome::Delivered { .. } => {}
+        Outcome::Delivered { .. } => {
+            // Accepted → delivered, for the SLO; a replay's wait since the original acceptance
+            // says nothing about delivery speed.
+            if cx.delivery.delivery.replay_id.is_none() {
+                let waited = sent.at.duration_since(cx.delivery.event.created_at);
+                let labels = NamespaceLabels {
+                    namespace: endpoint.namespace.clone(),
+                };
+                deps.metrics
+                    .end_to_end
+                    .get_or_create(&labels)
+                    .observe(waited.as_secs_f64().max(0.0));
+            }
+        }
     }
     let transition = sent.transition;
     if let Some(cut) = transition.rate_cut {
@@ -329,12 +342,7 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
         deps.dirty.endpoint(endpoint);
     }
     if transition.from != transition.to {
-        let value = match transition.to {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
-        };
-        deps.metrics.circuit_state.get_or_create(&labels).set(value);
+        deps.metrics.set_circuit(endpoint, transition.to);
         deps.notices.send(EndpointNotice::CircuitChanged {
             endpoint: endpoint.clone(),
             to: transition.to,

@@ -219,6 +219,10 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         .ingest_requests
         .get_or_create(&IngestLabels { code })
         .inc();
+    shared
+        .metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
     span.in_scope(|| {
         tracing::debug!(
             status = code,

@@ -21,7 +21,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::metrics::EndpointLabels;
 use super::ownership::{Ownership, Partitioned};
 use super::Shared;
 use crate::runtime::lease::{give_up, holder, next_spec, Decision, LeaseTimings};
@@ -260,10 +259,7 @@ fn forget_unowned(shared: &Shared) {
         .gates
         .forget_unless(|e| shared.ownership.owns_endpoint(e))
     {
-        shared
-            .metrics
-            .circuit_state
-            .remove(&EndpointLabels::of(&endpoint));
+        shared.metrics.forget_circuit(&endpoint);
     }
 }
 
