@@ -442,7 +442,10 @@ async fn ingest_authenticates_and_authorizes_with_kubernetes_rbac() {
         .await;
     let delivered = setup.receiver.received().len() as f64;
     assert!(delivered >= 2.0);
-    assert_eq!(count, delivered, "one observation per delivery answered 2xx");
+    assert_eq!(
+        count, delivered,
+        "one observation per delivery answered 2xx"
+    );
     let within_a_minute = setup
         .metric(&format!(
             "webhook_operator_dispatcher_end_to_end_seconds_bucket{{le=\"81.92\",namespace=\"{ns}\"}}"
