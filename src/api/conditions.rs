@@ -13,6 +13,8 @@ pub const HEALTHY: &str = "Healthy";
 pub const CIRCUIT_OPEN: &str = "CircuitOpen";
 /// True once a replay has finished.
 pub const COMPLETE: &str = "Complete";
+/// True once every delivery of a WebhookEvent succeeded (`kubectl wait --for=condition=Delivered`).
+pub const DELIVERED: &str = "Delivered";
 /// True while the adaptive rate limiter holds an endpoint below its configured rate.
 pub const RATE_REDUCED: &str = "RateReduced";
 
@@ -58,6 +60,16 @@ pub enum Reason {
     Timeouts,
     /// RateReduced=False.
     ConfiguredRate,
+    /// Ready=True for a WebhookEvent: stored, its deliveries routed.
+    Accepted,
+    /// Delivered=True: every delivery succeeded.
+    AllDelivered,
+    /// Delivered=False: deliveries still to be made or retried (phase Pending or Delivering).
+    InProgress,
+    /// Delivered=False for good: some or all deliveries were dead-lettered.
+    DeadLettered,
+    /// Delivered=False for good: no subscription matched the event's type.
+    NoSubscribers,
 }
 
 impl Reason {
@@ -82,6 +94,11 @@ impl Reason {
             Reason::LatencyRising => "LatencyRising",
             Reason::Timeouts => "Timeouts",
             Reason::ConfiguredRate => "ConfiguredRate",
+            Reason::Accepted => "Accepted",
+            Reason::AllDelivered => "AllDelivered",
+            Reason::InProgress => "InProgress",
+            Reason::DeadLettered => "DeadLettered",
+            Reason::NoSubscribers => "NoSubscribers",
         }
     }
 }

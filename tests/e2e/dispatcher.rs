@@ -234,6 +234,25 @@ async fn webhook_events_are_delivered_signed_and_reported() {
             json!({"user": {"id": 123, "email": "user@example.com"}}),
         )
         .await;
+    // As a user waits for it: kubectl wait on the Delivered condition.
+    // (On a blocking thread: the receiver answers on this test's runtime meanwhile.)
+    let namespace = setup.ns.name.clone();
+    let (waited, output) = tokio::task::spawn_blocking(move || {
+        crate::support::kubectl(
+            &[
+                "wait",
+                "-n",
+                &namespace,
+                "--for=condition=Delivered",
+                "webhookevent/signup",
+                "--timeout=60s",
+            ],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(waited, "kubectl wait --for=condition=Delivered: {output}");
     let event = setup.event_phase("signup", EventPhase::Delivered).await;
     let status = event.status.unwrap();
     assert_eq!(status.deliveries.len(), 1);

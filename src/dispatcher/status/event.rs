@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::apply::{status_patch, FIELD_MANAGER};
 use super::WriteError;
-use crate::api::conditions::{self, DesiredCondition, Reason, READY};
+use crate::api::conditions::{self, Condition, DesiredCondition, Reason, DELIVERED, READY};
 use crate::api::event::{EventDeliveryStatus, EventPhase, WebhookEventStatus};
 use crate::api::time::rfc3339;
 use crate::api::{WebhookEvent, PHASE_LABEL};
@@ -95,7 +95,7 @@ pub fn invalid_event_status(errors: &str, now: Timestamp) -> WebhookEventStatus 
 /// when it finished (so its TTL applies). Pure.
 pub fn event_status(status: &EventStatus, now: Timestamp) -> WebhookEventStatus {
     let phase = event_phase(&status.deliveries);
-    let deliveries = status
+    let deliveries: Vec<EventDeliveryStatus> = status
         .deliveries
         .iter()
         .map(|d| EventDeliveryStatus {
@@ -122,13 +122,55 @@ pub fn event_status(status: &EventStatus, now: Timestamp) -> WebhookEventStatus 
             .max()
             .unwrap_or(now)
     });
+    let conditions = event_conditions(phase, &deliveries, status.event.created_at, finished);
     WebhookEventStatus {
         phase: Some(phase),
         event_id: Some(status.event.event_id.clone()),
+        conditions,
         deliveries,
         finished_time: finished.map(rfc3339),
         ..WebhookEventStatus::default()
     }
+}
+
+/// `Ready` (stored and routed) and `Delivered` (every delivery succeeded), for `kubectl wait`.
+/// Built from the store alone: a condition's `lastTransitionTime` is when it last became what
+/// it is, which is the acceptance for `Ready` and for `Delivered=False`, and the finish for
+/// `Delivered=True`. Pure.
+fn event_conditions(
+    phase: EventPhase,
+    deliveries: &[EventDeliveryStatus],
+    accepted: Timestamp,
+    finished: Option<Timestamp>,
+) -> Vec<Condition> {
+    let count = |state: &str| deliveries.iter().filter(|d| d.state == state).count();
+    let summary = format!(
+        "{} of {} deliveries delivered, {} dead-lettered",
+        count("Delivered"),
+        deliveries.len(),
+        count("DeadLettered")
+    );
+    let (delivered, reason) = match phase {
+        EventPhase::Delivered => (true, Reason::AllDelivered),
+        EventPhase::Pending | EventPhase::Delivering => (false, Reason::InProgress),
+        EventPhase::PartiallyFailed | EventPhase::Failed => (false, Reason::DeadLettered),
+        EventPhase::NoSubscribers => (false, Reason::NoSubscribers),
+    };
+    let ready = DesiredCondition::new(
+        READY,
+        true,
+        Reason::Accepted,
+        format!("stored with {} deliveries", deliveries.len()),
+    );
+    let delivered_condition = DesiredCondition::new(DELIVERED, delivered, reason, summary);
+    let accepted_at = rfc3339(accepted);
+    let mut conditions = conditions::merge(&[], &[ready, delivered_condition], None, &accepted_at);
+    if let (true, Some(at)) = (delivered, finished) {
+        if let Some(c) = conditions.iter_mut().find(|c| c.type_ == DELIVERED) {
+            c.last_transition_time = rfc3339(at);
+        }
+    }
+    conditions
 }
 
 /// Applies a WebhookEvent's `status`, then sets the phase label if the object does not carry it
@@ -170,6 +212,7 @@ pub(super) async fn write_event(shared: &super::Shared, event_id: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::conditions::ConditionStatus;
     use crate::store::{DeliveryId, EndpointRef};
 
     fn delivery(state: DeliveryState) -> DeliveryRecord {
@@ -325,5 +368,53 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("spec.type: too short"));
+    }
+
+    #[test]
+    fn events_carry_ready_and_delivered_conditions_for_kubectl_wait() {
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let delivery = |state: &str| EventDeliveryStatus {
+            endpoint: "e".into(),
+            state: state.into(),
+            ..EventDeliveryStatus::default()
+        };
+        let done = event_conditions(
+            EventPhase::Delivered,
+            &[delivery("Delivered"), delivery("Delivered")],
+            at(10),
+            Some(at(20)),
+        );
+        let ready = conditions::find(&done, READY).unwrap();
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, "Accepted")
+        );
+        assert_eq!(ready.last_transition_time, rfc3339(at(10)));
+        let delivered = conditions::find(&done, DELIVERED).unwrap();
+        assert_eq!(delivered.status, ConditionStatus::True);
+        assert_eq!(delivered.reason, "AllDelivered");
+        assert_eq!(
+            delivered.message,
+            "2 of 2 deliveries delivered, 0 dead-lettered"
+        );
+        assert_eq!(delivered.last_transition_time, rfc3339(at(20)));
+        let partly = event_conditions(
+            EventPhase::PartiallyFailed,
+            &[delivery("Delivered"), delivery("DeadLettered")],
+            at(10),
+            Some(at(20)),
+        );
+        let delivered = conditions::find(&partly, DELIVERED).unwrap();
+        assert_eq!(
+            (delivered.status, delivered.reason.as_str()),
+            (ConditionStatus::False, "DeadLettered")
+        );
+        assert_eq!(delivered.last_transition_time, rfc3339(at(10)));
+        let pending =
+            event_conditions(EventPhase::Delivering, &[delivery("Pending")], at(10), None);
+        assert_eq!(
+            conditions::find(&pending, DELIVERED).unwrap().reason,
+            "InProgress"
+        );
     }
 }
