@@ -121,14 +121,7 @@ async fn a_receiver_that_times_out_gets_less_traffic_until_it_recovers() {
         "{:?}",
         event.note
     );
-    let scrape = http
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = crate::support::scrape(&http, &format!("http://{metrics}/metrics")).await;
     assert!(
         scrape.lines().any(
             |l| l.starts_with("webhook_operator_dispatcher_rate_cuts_total")

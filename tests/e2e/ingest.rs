@@ -190,15 +190,7 @@ impl Setup {
     }
 
     async fn metric(&self, name_and_labels: &str) -> f64 {
-        let text = self
-            .http
-            .get(&self.metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::support::scrape(&self.http, &self.metrics).await;
         text.lines()
             .find_map(|line| {
                 let (name, value) = line.rsplit_once(' ')?;

@@ -84,6 +84,36 @@ fn sequences(received: &[Received]) -> BTreeMap<String, Vec<u64>> {
     by_key
 }
 
+/// Waits until `receiver` has every update `0..updates` of each of `keys` keys, then asserts each
+/// key's updates arrived in order with no gap (a repeat only ever repeats the update just
+/// received: an attempt in flight at a kill, made again).
+async fn assert_complete_in_order(receiver: &Receiver, keys: u64, updates: u64, label: &str) {
+    let complete = wait_for("every update of every key received", T, || async {
+        let by_key = sequences(&receiver.received());
+        let done = by_key.len() == keys as usize
+            && by_key.values().all(|seqs| {
+                let mut distinct = seqs.clone();
+                distinct.dedup();
+                distinct.len() == updates as usize
+            });
+        done.then_some(by_key)
+    })
+    .await;
+    for (key, seqs) in &complete {
+        assert!(
+            seqs.windows(2).all(|w| w[0] <= w[1]),
+            "{label} {key}: updates out of order: {seqs:?}"
+        );
+        let mut distinct = seqs.clone();
+        distinct.dedup();
+        assert_eq!(
+            distinct,
+            (0..updates).collect::<Vec<_>>(),
+            "{label} {key}: a gap"
+        );
+    }
+}
+
 /// Fails about 30% of requests with a 500, by a fixed pseudo-random function of the request's
 /// number (the same run every time).
 fn flaky(_: &Value, request: usize) -> u16 {
@@ -130,26 +160,7 @@ async fn by_key_order_survives_random_failures_and_kill_9() {
         let batch = (0..keys).map(|key| update(key, seq)).collect();
         publish_batch(&http, &api, &setup.ns.name, batch).await;
     }
-    let complete = wait_for("every update of every key received", T, || async {
-        let by_key = sequences(&receiver.received());
-        let done = by_key.len() == keys as usize
-            && by_key.values().all(|seqs| {
-                let mut distinct = seqs.clone();
-                distinct.dedup();
-                distinct.len() == updates as usize
-            });
-        done.then_some(by_key)
-    })
-    .await;
-    for (key, seqs) in &complete {
-        assert!(
-            seqs.windows(2).all(|w| w[0] <= w[1]),
-            "{key}: updates out of order: {seqs:?}"
-        );
-        let mut distinct = seqs.clone();
-        distinct.dedup();
-        assert_eq!(distinct, (0..updates).collect::<Vec<_>>(), "{key}: a gap");
-    }
+    assert_complete_in_order(&receiver, keys, updates, "crm").await;
     assert!(
         receiver.requests() > receiver.received().len(),
         "the receiver did fail some requests"
@@ -313,23 +324,7 @@ async fn by_key_order_holds_across_replicas_when_one_is_killed() {
         publish_batch(&http, api, &setup.ns.name, batch).await;
     }
     for (i, receiver) in receivers.iter().enumerate() {
-        let complete = wait_for("every update of every key received", T, || async {
-            let by_key = sequences(&receiver.received());
-            let done = by_key.len() == keys as usize
-                && by_key.values().all(|seqs| {
-                    let mut distinct = seqs.clone();
-                    distinct.dedup();
-                    distinct.len() == updates as usize
-                });
-            done.then_some(by_key)
-        })
-        .await;
-        for (key, seqs) in &complete {
-            assert!(
-                seqs.windows(2).all(|w| w[0] <= w[1]),
-                "ep{i} {key}: updates out of order: {seqs:?}"
-            );
-        }
+        assert_complete_in_order(receiver, keys, updates, &format!("ep{i}")).await;
     }
 }
 
