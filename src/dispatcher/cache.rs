@@ -102,7 +102,8 @@ pub struct PolicyCache {
 type ParsedPolicy = (String, String, Arc<EffectivePolicy>);
 
 impl PolicyCache {
-    /// The endpoint's effective policy, as [`Cache::policy`], parsed once per ConfigMap version.
+    /// The effective policy the controller provisioned for an endpoint (from its delivery
+    /// ConfigMap), parsed once per ConfigMap version.
     pub fn get(
         &self,
         cache: &Cache,
@@ -189,12 +190,6 @@ impl Cache {
                 endpoints.iter().for_each(|e| each(e));
             },
         )
-    }
-
-    /// The effective policy the controller provisioned for an endpoint.
-    pub fn policy(&self, namespace: &str, name: &str) -> Result<EffectivePolicy, NotReady> {
-        let config_map = self.policy_config_map(namespace, name)?;
-        parse_policy(namespace, name, &config_map)
     }
 
     /// The endpoint's delivery ConfigMap, if the endpoint exists.
