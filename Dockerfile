@@ -13,7 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches examples/receivers/rust \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for b in delivery store dispatch; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && for b in delivery store dispatch transform; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && echo 'fn main() {}' > examples/receivers/rust/main.rs \
  && cargo build --release --locked --bin webhook-operator \
  && rm -rf src benches

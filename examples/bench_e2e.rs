@@ -77,6 +77,10 @@ struct Args {
     /// spread round-robin over this many user ids (0: unordered, the default).
     #[arg(long, default_value_t = 0)]
     ordering_keys: u64,
+    /// Every endpoint gets a transform: the Slack template of examples/30 (keeping `sent_us`
+    /// for the latency figures), so each delivery pays a run in a transform worker.
+    #[arg(long)]
+    transform: bool,
 }
 
 /// Microseconds since the benchmark started: the clock of the send timestamps.
@@ -425,7 +429,10 @@ impl Scenario {
                         serde_json::json!({"mode": "ByKey", "key": "data.user.id"})
                     } else {
                         serde_json::json!({"mode": "None"})
-                    }
+                    },
+                    "transform": TRANSFORM.get().copied().unwrap_or(false).then(|| {
+                        serde_json::json!({"jq": SLACK_TRANSFORM})
+                    })
                 }
             }));
             let subscription: Result<WebhookSubscription, _> =
@@ -616,6 +623,17 @@ impl Scenario {
 
 /// `--ordering-keys`, set once in `main`.
 static ORDERING_KEYS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+/// `--transform`, set once in `main`.
+static TRANSFORM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The Slack template's message (examples/30), plus the send time the receiver measures from.
+const SLACK_TRANSFORM: &str = r#"{
+  text: "New \(.data.event_type) event",
+  attachments: [{color: "good", fields: [
+    {title: "Event Type", value: .data.event_type, short: true},
+    {title: "Timestamp", value: .timestamp, short: true}]}],
+  sent_us: .data.sent_us
+}"#;
 
 /// The ingest request body: ~1 KiB of data with the send timestamp; the n-th event's user id is
 /// `n % --ordering-keys` (123 when unordered).
@@ -966,6 +984,7 @@ fn plan(count: usize, hang: bool) -> Vec<EndpointPlan> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = ORDERING_KEYS.set(args.ordering_keys);
+    let _ = TRANSFORM.set(args.transform);
     now_us();
     std::fs::create_dir_all(&args.work_dir)?;
     let client = kube_client(&args.kubeconfig).await?;

@@ -8,9 +8,11 @@
 //! - `controller`: reconcilers for endpoints and subscriptions.
 //! - `dispatcher`: ingest, the delivery engine, status write-back. Never imports `controller`.
 //! - `runtime`: logging, the health server, shutdown, leases.
+//! - `transform`: per-endpoint jq transforms: the pure program, the worker process and its pool.
 pub mod api;
 pub mod controller;
 pub mod delivery;
 pub mod dispatcher;
 pub mod runtime;
 pub mod store;
+pub mod transform;

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use webhook_operator::{api, controller, dispatcher, runtime};
+use webhook_operator::{api, controller, dispatcher, runtime, transform};
 
 #[derive(Parser)]
 #[command(
@@ -30,17 +30,46 @@ enum Command {
         #[arg(long, default_value = "crds")]
         out: PathBuf,
     },
+    /// Runs transforms for a dispatcher over stdin and stdout (the dispatcher starts these).
+    #[command(hide = true)]
+    TransformWorker {
+        /// The address-space limit of this process, in bytes.
+        #[arg(long)]
+        memory_limit: u64,
+    },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::TransformWorker { memory_limit } = cli.command {
+        // No logging and no async runtime: a small process that only runs programs.
+        return match transform::worker::main(memory_limit) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("webhook-operator transform-worker: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     runtime::logging::init(cli.log_json);
-    let result = match cli.command {
-        Command::Controller(config) => controller::run(config).await,
-        Command::Dispatcher(config) => dispatcher::run(*config).await,
-        Command::Crdgen { out } => crdgen(&out),
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("webhook-operator: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Controller(config) => controller::run(config).await,
+            Command::Dispatcher(config) => dispatcher::run(*config).await,
+            Command::Crdgen { out } => crdgen(&out),
+            Command::TransformWorker { .. } => Ok(()),
+        }
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -124,6 +124,41 @@ async fn refuses_a_schema_from_a_newer_binary() -> Result<()> {
     Ok(())
 }
 
+/// A schema from before the `filtered` counter (version 2) is migrated: existing endpoint
+/// totals are kept, with a filtered total of 0, and a filtered attempt counts from there.
+#[tokio::test]
+async fn a_version_2_schema_gains_the_filtered_total() -> Result<()> {
+    let harness = PostgresHarness::new();
+    drop(harness.open().await?);
+    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .map_err(StoreError::backend("connect"))?;
+    tokio::spawn(connection);
+    let schema = &harness.schema;
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.endpoint_counters DROP COLUMN filtered; \
+             UPDATE {schema}.schema_version SET version = 2; \
+             INSERT INTO {schema}.endpoint_counters (namespace, endpoint, delivered) \
+             VALUES ('ns', 'a', 7)"
+        ))
+        .await
+        .map_err(StoreError::backend("downgrade"))?;
+    let store = harness.open().await?;
+    let stats = store.endpoint_stats(&endpoint("a"), at(100)).await?;
+    assert_eq!((stats.delivered_total, stats.filtered_total), (7, 0));
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", 0)).await?;
+    store
+        .record_attempt(contract::filtered(claimed[0].delivery.id, "w", 1, 1))
+        .await?;
+    let stats = store.endpoint_stats(&endpoint("a"), at(100)).await?;
+    assert_eq!((stats.delivered_total, stats.filtered_total), (7, 1));
+    Ok(())
+}
+
 #[tokio::test]
 async fn refuses_a_bad_schema_name_and_url() {
     let config = PostgresConfig {

@@ -82,6 +82,10 @@ pub struct WebhookEndpointSpec {
     /// may arrive after newer ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<OrderingSpec>,
+    /// Reshapes each payload before it is sent, for receivers that want their own format (a
+    /// Slack message, a CRM contact). Unset: the payload is sent as documented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<TransformSpec>,
 }
 
 impl WebhookEndpointSpec {
@@ -123,6 +127,20 @@ impl HttpMethod {
             HttpMethod::Patch => "PATCH",
         }
     }
+}
+
+/// A transform of the payload into the request body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformSpec {
+    /// A jq program (the jaq implementation, with jq's standard library; no modules, no I/O).
+    /// Its input is the payload (`event_id`, `timestamp`, `webhook`, `data`); its one output is
+    /// the JSON body sent and signed. A program that outputs nothing (`empty`, or a `select`
+    /// that fails) drops the event for this endpoint: the delivery is `Filtered`, not failed.
+    /// An error, a second output or a non-JSON value dead-letters the delivery. Each run is
+    /// bounded in time, memory and output size by the dispatcher.
+    #[schemars(length(min = 1, max = 16384))]
+    pub jq: String,
 }
 
 /// Ordered delivery: one delivery at a time per lane, in publish order. A failing delivery
@@ -455,6 +473,9 @@ pub struct SigningStatus {
 pub struct DeliveryStats {
     /// Deliveries that got a 2xx.
     pub total_delivered: i64,
+    /// Deliveries the endpoint's transform dropped (`spec.transform`): nothing was sent.
+    #[serde(default)]
+    pub total_filtered: i64,
     /// Attempts that failed (any non-2xx or transport error).
     pub total_failed: i64,
     /// Deliveries that exhausted their retries or failed without retry.

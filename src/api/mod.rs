@@ -5,6 +5,7 @@ pub mod crds;
 pub mod duration;
 pub mod endpoint;
 pub mod event;
+pub mod event_samples;
 pub mod event_types;
 pub mod key_path;
 pub mod policy;

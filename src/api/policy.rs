@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::endpoint::{Backoff, HeaderFromSecret, HttpMethod, OrderingSpec, SigningScheme};
 use super::references::SecretKeySelector;
@@ -37,6 +38,9 @@ pub struct EffectivePolicy {
     /// Ordered delivery, when the endpoint asks for it (absent: parallel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<OrderingSpec>,
+    /// The jq program that turns each payload into the request body (`spec.transform.jq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

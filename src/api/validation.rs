@@ -2,6 +2,7 @@
 //! CEL rules (see `crds.rs`), but an API server before 1.25 ignores CEL, so the controller checks
 //! again and reports `Ready=False`, reason `InvalidSpec`, with a message naming the field.
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::duration;
@@ -237,6 +238,7 @@ pub fn validate_endpoint(
             .ordering
             .clone()
             .filter(|o| o.mode != OrderingMode::None),
+        transform: spec.transform.as_ref().map(|t| Arc::from(t.jq.as_str())),
     })
 }
 

@@ -20,9 +20,9 @@ use super::reconcile::{count_and_measure, Verdict};
 use super::signing_key::{self, KeyChange};
 use super::url_secret::url_from_problem;
 use crate::api::conditions::{self, DesiredCondition, Reason, READY, SUSPENDED};
-use crate::api::endpoint::SigningStatus;
+use crate::api::endpoint::{SigningStatus, WebhookEndpointSpec};
 use crate::api::policy::{config_map_name, EffectivePolicy};
-use crate::api::validation::validate_endpoint;
+use crate::api::validation::{validate_endpoint, FieldError, SpecErrors};
 use crate::api::{WebhookEndpoint, ROTATE_SECRET_ANNOTATION};
 use crate::runtime::status_patch::status_patch;
 
@@ -44,6 +44,26 @@ pub fn error_policy(endpoint: Arc<WebhookEndpoint>, error: &Error, ctx: Arc<Cont
     ctx.requeue_after_error("endpoint", error, &object_key(endpoint.as_ref()))
 }
 
+/// The validation's result with the transform's compile error added, if it has one: the
+/// language's message with line and column, so a typo shows at apply time, not as dead letters.
+async fn with_transform_checked(
+    validated: Result<EffectivePolicy, SpecErrors>,
+    spec: &WebhookEndpointSpec,
+) -> Result<EffectivePolicy, SpecErrors> {
+    let Some(transform) = &spec.transform else {
+        return validated;
+    };
+    let Some(problem) = crate::transform::check_isolated(transform.jq.clone()).await else {
+        return validated;
+    };
+    let mut errors = validated.err().unwrap_or(SpecErrors(Vec::new()));
+    errors.0.push(FieldError {
+        field: "spec.transform.jq".into(),
+        message: problem,
+    });
+    Err(errors)
+}
+
 /// Returns the action and whether the spec was valid.
 async fn reconcile_inner(
     endpoint: &WebhookEndpoint,
@@ -53,7 +73,8 @@ async fn reconcile_inner(
     let name = endpoint.name_any();
     let endpoints: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    let policy = match validate_endpoint(&endpoint.spec, &name, ctx.allow_plain_http) {
+    let validated = validate_endpoint(&endpoint.spec, &name, ctx.allow_plain_http);
+    let policy = match with_transform_checked(validated, &endpoint.spec).await {
         Ok(policy) => policy,
         Err(errors) => {
             let message = format!("invalid spec: {errors}");

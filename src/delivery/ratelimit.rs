@@ -182,6 +182,12 @@ impl RateLimiter {
         Err(now.checked_add(wait).unwrap_or(now))
     }
 
+    /// Gives back a permit that sent nothing (the delivery was not prepared, or its transform
+    /// dropped it), up to the bucket's capacity.
+    pub fn refund(&mut self) {
+        self.credit = (self.credit + COST).min(self.config.capacity());
+    }
+
     /// The receiver throttled a request (429, 503 or `Retry-After`); `retry_after` as parsed by
     /// [`super::retry::parse_retry_after`]. No effect unless adaptive. [`Self::on_attempt`]
     /// does the same and also says whether the rate went down.
@@ -373,6 +379,26 @@ mod tests {
             assert_eq!(limiter.try_acquire(later), Ok(()));
         }
         assert!(limiter.try_acquire(later).is_err());
+    }
+
+    #[test]
+    fn a_refunded_permit_can_be_taken_again_but_never_beyond_the_burst() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(config(60, 2, false), t0);
+        assert_eq!(limiter.try_acquire(t0), Ok(()));
+        assert_eq!(limiter.try_acquire(t0), Ok(()));
+        assert!(limiter.try_acquire(t0).is_err());
+        limiter.refund();
+        assert_eq!(limiter.try_acquire(t0), Ok(()));
+        for _ in 0..5 {
+            limiter.refund();
+        }
+        assert_eq!(limiter.try_acquire(t0), Ok(()));
+        assert_eq!(limiter.try_acquire(t0), Ok(()));
+        assert!(
+            limiter.try_acquire(t0).is_err(),
+            "refunds stop at the burst"
+        );
     }
 
     #[test]

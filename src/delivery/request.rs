@@ -81,23 +81,41 @@ pub fn build_request(
     attempt: u32,
     now: Timestamp,
 ) -> Result<DeliveryRequest, RequestError> {
-    let url = Url::parse(to.url)?;
+    let body = render_body(to.webhook, event)?;
+    build_request_with_body(to, event, body, attempt, now)
+}
+
+/// The payload of `event` as the document shapes it (before any transform).
+pub fn render_body(webhook: &WebhookRef, event: &EventParts<'_>) -> Result<Bytes, RequestError> {
     let body = match event.data {
         EventData::Fields(fields) => payload::render(
             event.event_id,
             event.created_at,
-            to.webhook,
+            webhook,
             event.event_type,
             fields,
         ),
         EventData::Stored(stored) => payload::render_stored(
             event.event_id,
             event.created_at,
-            to.webhook,
+            webhook,
             event.event_type,
             stored,
         ),
     }?;
+    Ok(body)
+}
+
+/// Builds the request that sends `body` (the payload, or a transform's output): signed at `now`
+/// over exactly these bytes, with the headers of attempt `attempt`.
+pub fn build_request_with_body(
+    to: &Destination<'_>,
+    event: &EventParts<'_>,
+    body: Bytes,
+    attempt: u32,
+    now: Timestamp,
+) -> Result<DeliveryRequest, RequestError> {
+    let url = Url::parse(to.url)?;
     let signature = signing::sign(to.scheme, to.keys, event.event_id, now.as_second(), &body)?;
     let built = build_headers(HeaderInputs {
         event_id: event.event_id,

@@ -125,6 +125,34 @@ pub struct DispatcherConfig {
     /// terminationGracePeriodSeconds.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_timeout_seconds: u64,
+    /// Worker processes that run endpoints' transforms (`spec.transform`), started on first use.
+    #[arg(long, env = "TRANSFORM_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub transform_workers: u16,
+    /// Time one transform run may take (e.g. `1s`, `250ms`); past it the worker is stopped and
+    /// the delivery dead-lettered.
+    #[arg(long, env = "TRANSFORM_TIMEOUT", default_value = "1s", value_parser = transform_timeout)]
+    pub transform_timeout: Duration,
+    /// Largest request body a transform may produce, in bytes.
+    #[arg(long, env = "TRANSFORM_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
+    pub transform_max_output_bytes: usize,
+    /// Address space of each transform worker, in MiB: a program that allocates without bound
+    /// ends its worker, not the dispatcher.
+    #[arg(long, env = "TRANSFORM_MEMORY_MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(64..=65536))]
+    pub transform_memory_mib: u64,
+}
+
+impl DispatcherConfig {
+    /// The transform pool's settings; workers are this binary run as `transform-worker`.
+    pub fn transform_pool(&self) -> std::io::Result<crate::transform::PoolConfig> {
+        let mut pool = crate::transform::PoolConfig::new(std::env::current_exe()?);
+        pool.workers = usize::from(self.transform_workers);
+        pool.timeout = self.transform_timeout;
+        pool.max_output = self.transform_max_output_bytes;
+        pool.memory_limit = self.transform_memory_mib << 20;
+        Ok(pool)
+    }
 }
 
 /// The store backend.
@@ -140,6 +168,16 @@ fn window(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{value}` is not a duration like 24h or 90m: {e}"))?;
     if parsed < Duration::from_secs(1) || parsed > Duration::from_secs(365 * 86_400) {
         return Err(format!("`{value}`: use from 1s to 365d"));
+    }
+    Ok(parsed)
+}
+
+/// A transform's time limit: 10ms to 60s.
+fn transform_timeout(value: &str) -> Result<Duration, String> {
+    let parsed = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("`{value}` is not a duration like 1s or 250ms: {e}"))?;
+    if parsed < Duration::from_millis(10) || parsed > Duration::from_secs(60) {
+        return Err(format!("`{value}`: use from 10ms to 60s"));
     }
     Ok(parsed)
 }

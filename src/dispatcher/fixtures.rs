@@ -95,6 +95,10 @@ impl Fixture {
             cache,
             client,
             http: DeliveryClient::new(ClientConfig::default()).unwrap(),
+            // No fixture endpoint has a transform: no worker is ever started.
+            transforms: crate::transform::TransformPool::start(crate::transform::PoolConfig::new(
+                "webhook-operator".into(),
+            )),
             wake: Default::default(),
             metrics: metrics::Metrics::register(&mut Registry::default()),
             recorder,

@@ -140,12 +140,14 @@ impl Gates {
         }
     }
 
-    /// Gives a permit back without an attempt (the delivery could not be prepared).
+    /// Gives a permit back without an attempt (the delivery could not be prepared, or its
+    /// transform dropped it): the breaker's probe and the rate limit's token are not used up.
     pub fn abandon(&self, endpoint: &EndpointRef, permit: Permit) {
         let mut gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gate) = gates.get_mut(endpoint) {
             gate.in_flight = gate.in_flight.saturating_sub(1);
             gate.breaker.abandon(permit);
+            gate.limiter.refund();
         }
     }
 

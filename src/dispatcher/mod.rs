@@ -40,6 +40,8 @@ pub struct Shared {
     pub endpoints: Arc<engine::CachedEndpoints>,
     pub client: kube::Client,
     pub http: DeliveryClient,
+    /// Runs endpoints' transforms in worker processes (started on first use).
+    pub transforms: Arc<crate::transform::TransformPool>,
     /// Woken when new deliveries are due (a publish, a replay, a resumed endpoint).
     pub wake: Arc<Notify>,
     pub metrics: metrics::Metrics,
@@ -68,6 +70,7 @@ impl Shared {
             notices: self.notices.clone(),
             dirty: self.dirty.clone(),
             http: self.http.clone(),
+            transforms: self.transforms.clone(),
             gates: self.gates.clone(),
             metrics: self.metrics.clone(),
             wake: self.wake.clone(),

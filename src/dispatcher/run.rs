@@ -2,6 +2,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -30,6 +31,7 @@ use crate::runtime::shutdown::{self, stopped};
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
 use crate::store::Store;
+use crate::transform::TransformPool;
 
 /// Errors that stop the dispatcher at startup.
 #[derive(Debug, thiserror::Error)]
@@ -184,12 +186,18 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         StoreKind::Postgres => Ownership::partitioned(config.partitions),
     };
     let (notices, notice_queue) = status::notices::Notices::channel();
+    let transforms = TransformPool::start(
+        config
+            .transform_pool()
+            .context("finding this binary to run transform workers")?,
+    );
     let shared = Arc::new(Shared {
         store,
         cache: cache.clone(),
         endpoints: Arc::new(engine::CachedEndpoints::new(cache.clone())),
         client: client.clone(),
         http,
+        transforms,
         wake: Default::default(),
         metrics,
         recorder,

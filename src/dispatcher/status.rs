@@ -266,6 +266,7 @@ async fn write_endpoint(
     let reported = report_dead_letters(shared, &resource, endpoint, &stats, reports, now).await;
     let delivery = DeliveryStats {
         total_delivered: i64::try_from(stats.delivered_total).unwrap_or(i64::MAX),
+        total_filtered: i64::try_from(stats.filtered_total).unwrap_or(i64::MAX),
         total_failed: i64::try_from(stats.failed_attempts_total).unwrap_or(i64::MAX),
         total_dead_lettered: i64::try_from(stats.dead_lettered_total).unwrap_or(i64::MAX),
         total_retries: i64::try_from(stats.retries_total).unwrap_or(i64::MAX),

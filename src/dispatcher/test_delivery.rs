@@ -9,7 +9,7 @@
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
-use super::engine::{prepare, EndpointLookup, PrepareError};
+use super::engine::{prepare, EndpointLookup, PrepareError, Prepared};
 use super::status::EndpointStatusPatch;
 use super::Shared;
 use crate::api::endpoint::TestDeliveryStatus;
@@ -60,8 +60,31 @@ pub async fn send_test(
         created_at: now,
         data: EventData::Fields(&data),
     };
-    let prepared = prepare(&*shared.endpoints, &endpoint, &policy, &event, 1)?;
-    let result = shared.http.send(&prepared.request).await;
+    let prepared = prepare(
+        &*shared.endpoints,
+        &shared.transforms,
+        &endpoint,
+        &policy,
+        &event,
+        1,
+    )
+    .await?;
+    let request = match prepared {
+        Prepared::Send(request) => request,
+        Prepared::Filtered => {
+            let status = TestDeliveryStatus {
+                nonce,
+                time: crate::api::time::rfc3339(now),
+                error: Some(format!(
+                    "the endpoint's transform filtered the {TEST_EVENT_TYPE} event; nothing was sent"
+                )),
+                ..TestDeliveryStatus::default()
+            };
+            record(shared, &endpoint, status.clone()).await?;
+            return Ok(status);
+        }
+    };
+    let result = shared.http.send(&request).await;
     let status = TestDeliveryStatus {
         nonce,
         time: crate::api::time::rfc3339(now),

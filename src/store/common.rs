@@ -230,7 +230,8 @@ pub fn add_endpoint_count(stats: &mut EndpointStats, state: DeliveryState, n: u6
         DeliveryState::Held => stats.held_count = n,
         DeliveryState::Queued => stats.queued_count = n,
         DeliveryState::DeadLettered => stats.dead_letter_count = n,
-        DeliveryState::Delivered => {}
+        // Finished and not kept as a count: the totals come from the counters.
+        DeliveryState::Delivered | DeliveryState::Filtered => {}
     }
 }
 
@@ -239,11 +240,16 @@ pub fn add_replay_count(progress: &mut ReplayProgress, state: DeliveryState, n: 
     match state {
         DeliveryState::Delivered => progress.delivered += n,
         DeliveryState::DeadLettered => progress.dead_lettered += n,
-        _ => progress.outstanding += n,
+        DeliveryState::Filtered => progress.filtered += n,
+        DeliveryState::Pending
+        | DeliveryState::InFlight
+        | DeliveryState::Held
+        | DeliveryState::Queued => progress.outstanding += n,
     }
 }
 
-/// The final states a replay filter selects (both when it names none).
+/// The final states a replay filter selects (both when it names none). Filtered deliveries are
+/// never selected: replayed, the transform would drop the event again.
 pub fn replay_states(filter: &ReplayFilter) -> Vec<DeliveryState> {
     if filter.outcomes.is_empty() {
         vec![DeliveryState::Delivered, DeliveryState::DeadLettered]
@@ -299,13 +305,61 @@ pub fn transition(result: &AttemptResult, outcome: AttemptOutcome) -> Transition
             ..moved(DeliveryState::DeadLettered, None)
         },
         (NextStep::Held, _) => moved(DeliveryState::Held, None),
+        // Finished without a request: no delivered_at, no dead letter reason.
+        (NextStep::Filtered, _) => Transition {
+            finished_at: Some(at),
+            ..moved(DeliveryState::Filtered, None)
+        },
     }
 }
 
-/// The error an endpoint's "last error" shows for a failed attempt; `None` for a success.
+/// Whether an attempt logged with `outcome` counts as a request made: in the failure counters,
+/// the endpoint's last attempt, status and error, the window statistics and analytics (whose SQL
+/// leaves out `outcome = 'filtered'`). A filtered attempt sent nothing: it counts in none.
+pub fn counts_as_attempt(outcome: AttemptOutcome) -> bool {
+    outcome != AttemptOutcome::Filtered
+}
+
+/// What one attempt adds to its endpoint's counters (`endpoint_counters`): the increments, and
+/// the "last" values, which the backends move only forward in time (`None` leaves one as is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterBump {
+    pub delivered: i64,
+    pub failed_attempts: i64,
+    pub dead_lettered: i64,
+    pub retries: i64,
+    pub filtered: i64,
+    pub last_attempt_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_failure_at: Option<i64>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// The counters an attempt logged with `outcome` bumps (`success`: it delivered).
+pub fn counter_bump(result: &AttemptResult, outcome: AttemptOutcome, success: bool) -> CounterBump {
+    let at = millis(result.record.at);
+    let counted = counts_as_attempt(outcome);
+    let failed = counted && !success;
+    CounterBump {
+        delivered: i64::from(success),
+        failed_attempts: i64::from(failed),
+        dead_lettered: i64::from(outcome == AttemptOutcome::DeadLettered),
+        retries: i64::from(outcome == AttemptOutcome::Retry),
+        filtered: i64::from(outcome == AttemptOutcome::Filtered),
+        last_attempt_at: counted.then_some(at),
+        last_success_at: success.then_some(at),
+        last_failure_at: failed.then_some(at),
+        last_status_code: result.record.status_code.filter(|_| counted),
+        last_error: failure_text(result, success),
+    }
+}
+
+/// The error an endpoint's "last error" shows for a failed attempt; `None` for a success and
+/// for a filtered attempt (which is no failure).
 pub fn failure_text(result: &AttemptResult, success: bool) -> Option<String> {
     match (&result.record.error, result.record.status_code) {
-        _ if success => None,
+        _ if success || matches!(result.next, NextStep::Filtered) => None,
         (Some(error), _) => Some(error.clone()),
         (None, Some(code)) => Some(format!("HTTP {code}")),
         (None, None) => Some("attempt failed".to_owned()),
@@ -325,6 +379,88 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(-5, 1)).unwrap(), (-5, 1));
         assert!(decode_cursor("nope").is_err());
         assert!(decode_cursor("1.x").is_err());
+    }
+
+    fn attempt(next: NextStep) -> AttemptResult {
+        AttemptResult {
+            delivery_id: crate::store::DeliveryId(1),
+            owner: "w".into(),
+            record: crate::store::AttemptRecord {
+                at: Timestamp::from_millisecond(5_000).unwrap(),
+                attempt: 2,
+                status_code: None,
+                latency_ms: None,
+                error: None,
+                response_snippet: None,
+            },
+            next,
+            pause_on_dead_letter: true,
+        }
+    }
+
+    #[test]
+    fn a_filtered_attempt_finishes_without_delivering_or_failing() {
+        let result = attempt(NextStep::Filtered);
+        let outcome = attempt_outcome(&result.next, true);
+        assert_eq!(outcome, AttemptOutcome::Filtered, "held or not");
+        assert_eq!(
+            transition(&result, outcome),
+            Transition {
+                state: DeliveryState::Filtered,
+                next_attempt_at: None,
+                delivered_at: None,
+                dead_letter_reason: None,
+                finished_at: Some(5_000),
+            }
+        );
+        assert_eq!(failure_text(&result, false), None);
+        assert_eq!(
+            counter_bump(&result, outcome, false),
+            CounterBump {
+                delivered: 0,
+                failed_attempts: 0,
+                dead_lettered: 0,
+                retries: 0,
+                filtered: 1,
+                last_attempt_at: None,
+                last_success_at: None,
+                last_failure_at: None,
+                last_status_code: None,
+                last_error: None,
+            }
+        );
+        // A failed attempt without a status still counts as one.
+        let failed = attempt(NextStep::Retry {
+            at: Timestamp::from_millisecond(9_000).unwrap(),
+        });
+        let bump = counter_bump(&failed, AttemptOutcome::Retry, false);
+        assert_eq!(
+            (bump.failed_attempts, bump.retries, bump.filtered),
+            (1, 1, 0)
+        );
+        assert_eq!(bump.last_failure_at, Some(5_000));
+        assert_eq!(bump.last_error.as_deref(), Some("attempt failed"));
+    }
+
+    #[test]
+    fn filtered_deliveries_count_as_finished_in_progress_and_stats() {
+        let mut progress = ReplayProgress {
+            replay_id: "r".into(),
+            endpoint: crate::store::EndpointRef::new("ns", "a"),
+            created_at: Timestamp::UNIX_EPOCH,
+            matched: 3,
+            requeued: 3,
+            outstanding: 0,
+            delivered: 0,
+            dead_lettered: 0,
+            filtered: 0,
+        };
+        add_replay_count(&mut progress, DeliveryState::Filtered, 2);
+        add_replay_count(&mut progress, DeliveryState::Queued, 1);
+        assert_eq!((progress.filtered, progress.outstanding), (2, 1));
+        let mut stats = EndpointStats::default();
+        add_endpoint_count(&mut stats, DeliveryState::Filtered, 4);
+        assert_eq!(stats, EndpointStats::default(), "totals come from counters");
     }
 
     #[test]

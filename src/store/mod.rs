@@ -22,6 +22,12 @@
 //!   is made again.
 //! - `record_attempt` always logs the attempt; it moves the delivery only while the caller still
 //!   holds the lease (fencing against a claimer whose lease was taken over).
+//! - [`NextStep::Filtered`] (the endpoint's transform dropped the event; nothing was sent)
+//!   finishes a delivery as `Filtered`, like Delivered: final, never retried, no dead letter, its
+//!   lane goes on (`pause_on_dead_letter` does not apply). The attempt is logged with outcome
+//!   `filtered` and counts in `filtered_total` only: it is neither a success nor a failure, moves
+//!   none of the endpoint's "last" values, and is left out of window statistics and analytics.
+//!   Replays never select Filtered deliveries.
 //! - Deliveries of a held (suspended) endpoint are `Held`, including ones enqueued or retried
 //!   while it is held, until `release_endpoint`.
 //! - Ordered delivery: a delivery with a lane ([`EnqueueRequest::lanes`]) is `Queued` while an

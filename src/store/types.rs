@@ -117,16 +117,20 @@ pub enum DeliveryState {
     /// Ordered delivery: waiting behind an earlier unfinished delivery of its lane (or for its
     /// paused endpoint to be resumed). It becomes Pending when it reaches the head.
     Queued,
+    /// The endpoint's transform dropped the event: no request was sent. Final, like Delivered;
+    /// not a failure, not retried, not a dead letter.
+    Filtered,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 6] = [
+    pub const ALL: [DeliveryState; 7] = [
         DeliveryState::Pending,
         DeliveryState::InFlight,
         DeliveryState::Delivered,
         DeliveryState::DeadLettered,
         DeliveryState::Held,
         DeliveryState::Queued,
+        DeliveryState::Filtered,
     ];
 
     /// The name stored in the database.
@@ -138,6 +142,7 @@ impl DeliveryState {
             DeliveryState::DeadLettered => "dead_lettered",
             DeliveryState::Held => "held",
             DeliveryState::Queued => "queued",
+            DeliveryState::Filtered => "filtered",
         }
     }
 
@@ -145,9 +150,12 @@ impl DeliveryState {
         Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
 
-    /// Delivered or dead-lettered: nothing more will happen.
+    /// Delivered, dead-lettered or filtered: nothing more will happen.
     pub fn is_finished(self) -> bool {
-        matches!(self, DeliveryState::Delivered | DeliveryState::DeadLettered)
+        matches!(
+            self,
+            DeliveryState::Delivered | DeliveryState::DeadLettered | DeliveryState::Filtered
+        )
     }
 }
 
@@ -178,7 +186,7 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub delivered_at: Option<Timestamp>,
     pub dead_letter_reason: Option<String>,
-    /// When it became Delivered or DeadLettered.
+    /// When it became Delivered, DeadLettered or Filtered.
     pub finished_at: Option<Timestamp>,
     /// Set on deliveries created by a replay.
     pub replay_id: Option<String>,
@@ -253,6 +261,10 @@ pub enum NextStep {
     },
     /// Wait for `release_endpoint` (the endpoint was suspended).
     Held,
+    /// The endpoint's transform dropped the event (jq `empty`): no request was sent. The delivery
+    /// is finished as Filtered; the attempt is logged (outcome `filtered`) but is neither a
+    /// success nor a failure and is left out of the window statistics and analytics.
+    Filtered,
 }
 
 /// `record_attempt`'s argument: the attempt, who made it, and what comes next.
@@ -288,6 +300,8 @@ pub enum AttemptOutcome {
     Retry,
     DeadLettered,
     Held,
+    /// The transform dropped the event; nothing was sent.
+    Filtered,
 }
 
 impl AttemptOutcome {
@@ -297,6 +311,7 @@ impl AttemptOutcome {
             NextStep::Delivered => AttemptOutcome::Delivered,
             NextStep::DeadLetter { .. } => AttemptOutcome::DeadLettered,
             NextStep::Held => AttemptOutcome::Held,
+            NextStep::Filtered => AttemptOutcome::Filtered,
         }
     }
 
@@ -306,13 +321,20 @@ impl AttemptOutcome {
             AttemptOutcome::Retry => "retry",
             AttemptOutcome::DeadLettered => "dead_lettered",
             AttemptOutcome::Held => "held",
+            AttemptOutcome::Filtered => "filtered",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Delivered, Self::Retry, Self::DeadLettered, Self::Held]
-            .into_iter()
-            .find(|outcome| outcome.as_str() == s)
+        [
+            Self::Delivered,
+            Self::Retry,
+            Self::DeadLettered,
+            Self::Held,
+            Self::Filtered,
+        ]
+        .into_iter()
+        .find(|outcome| outcome.as_str() == s)
     }
 }
 
@@ -430,6 +452,8 @@ pub struct EndpointStats {
     pub failed_attempts_total: u64,
     /// Deliveries that were dead-lettered.
     pub dead_lettered_total: u64,
+    /// Deliveries the endpoint's transform dropped (Filtered): final, not failures.
+    pub filtered_total: u64,
     /// Attempts followed by a retry.
     pub retries_total: u64,
     pub last_hour: WindowStats,
@@ -583,10 +607,12 @@ pub struct ReplayProgress {
     pub created_at: Timestamp,
     pub matched: u64,
     pub requeued: u64,
-    /// Pending, in flight or held.
+    /// Pending, in flight, held or queued.
     pub outstanding: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
+    /// Finished as Filtered (the endpoint's transform dropped the event).
+    pub filtered: u64,
 }
 
 /// Unfinished deliveries by state, for metrics.
@@ -641,5 +667,20 @@ mod tests {
         for state in DeliveryState::ALL {
             assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
         }
+    }
+
+    #[test]
+    fn filtered_is_final() {
+        assert_eq!(DeliveryState::Filtered.as_str(), "filtered");
+        assert!(DeliveryState::Filtered.is_finished());
+        assert_eq!(
+            AttemptOutcome::of(&NextStep::Filtered),
+            AttemptOutcome::Filtered
+        );
+        assert_eq!(AttemptOutcome::Filtered.as_str(), "filtered");
+        assert_eq!(
+            AttemptOutcome::parse("filtered"),
+            Some(AttemptOutcome::Filtered)
+        );
     }
 }

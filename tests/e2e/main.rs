@@ -15,3 +15,4 @@ mod server_validation;
 mod shutdown;
 mod support;
 mod third_party;
+mod transforms;

@@ -66,6 +66,10 @@ spec:
         - --token-audience={{ . }}
         {{- end }}
         - --store-queue-capacity={{ $v.dispatcher.storeQueueCapacity }}
+        - --transform-workers={{ $v.dispatcher.transforms.workers }}
+        - --transform-timeout={{ $v.dispatcher.transforms.timeout }}
+        - --transform-memory-mib={{ $v.dispatcher.transforms.memoryMiB }}
+        - --transform-max-output-bytes={{ $v.dispatcher.transforms.maxOutputBytes }}
         {{- range $v.dispatcher.egress.allowCidrs }}
         - --egress-allow-cidr={{ . }}
         {{- end }}

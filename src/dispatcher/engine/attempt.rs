@@ -18,7 +18,7 @@ use crate::delivery::circuit::Permit;
 use crate::delivery::outcome::{self, HttpResult, Outcome};
 use crate::delivery::payload::WebhookRef;
 use crate::delivery::request::{
-    build_request, DeliveryRequest, Destination, EventData, EventParts,
+    build_request_with_body, render_body, DeliveryRequest, Destination, EventData, EventParts,
 };
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
@@ -26,6 +26,7 @@ use crate::dispatcher::gate::Transition;
 use crate::dispatcher::metrics::{EndpointLabels, NamespaceLabels, RateCutLabels};
 use crate::dispatcher::status::notices::EndpointNotice;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
+use crate::transform::{Output, TransformError, TransformPool};
 
 /// Sends a delivery, then, on the same task and slot, the deliveries waiting for its endpoint
 /// as long as they may go.
@@ -62,9 +63,13 @@ pub(super) async fn send_all(
     engine.deps.wake.notify_one();
 }
 
-/// Stage 1: a request ready to send.
-pub struct Prepared {
-    pub request: DeliveryRequest,
+/// Stage 1: what the attempt does.
+pub enum Prepared {
+    /// Send this request.
+    Send(Box<DeliveryRequest>),
+    /// The endpoint's transform dropped the event (jq `empty`): nothing is sent, and the
+    /// delivery ends `Filtered`.
+    Filtered,
 }
 
 /// Why a delivery could not be turned into a request.
@@ -76,19 +81,29 @@ pub enum PrepareError {
     Request(#[from] crate::delivery::request::RequestError),
     #[error("the URL read from urlFrom is not usable: {0}")]
     UrlFrom(String),
+    /// The dead letter's reason starts with `transform:`.
+    #[error("transform: {0}")]
+    Transform(#[from] TransformError),
 }
 
 impl PrepareError {
-    /// Whether waiting can fix it (a Secret or ConfigMap that is not there yet).
+    /// Whether waiting can fix it (a Secret or ConfigMap that is not there yet, a transform
+    /// worker that could not be started).
     pub(super) fn is_transient(&self) -> bool {
-        matches!(self, PrepareError::NotReady(_))
+        match self {
+            PrepareError::NotReady(_) => true,
+            PrepareError::Transform(error) => error.is_transient(),
+            PrepareError::Request(_) | PrepareError::UrlFrom(_) => false,
+        }
     }
 }
 
 /// Builds attempt number `attempt` of `event` to `endpoint`: its signing keys and custom headers
-/// from the lookup, then the pure [`build_request`], signed now.
-pub fn prepare(
+/// from the lookup, the payload through the endpoint's transform if it has one, then the pure
+/// request building, signed now over the bytes sent.
+pub async fn prepare(
     endpoints: &dyn EndpointLookup,
+    transforms: &TransformPool,
     endpoint: &EndpointRef,
     policy: &EffectivePolicy,
     event: &EventParts<'_>,
@@ -117,8 +132,15 @@ pub fn prepare(
         custom: &custom,
         timeout: Duration::from_secs(policy.timeout_seconds.into()),
     };
-    let request = build_request(&to, event, attempt, Timestamp::now())?;
-    Ok(Prepared { request })
+    let mut body = render_body(&webhook, event)?;
+    if let Some(program) = &policy.transform {
+        match transforms.run(program.clone(), body).await? {
+            Output::Body(transformed) => body = transformed.into(),
+            Output::Filtered => return Ok(Prepared::Filtered),
+        }
+    }
+    let request = build_request_with_body(&to, event, body, attempt, Timestamp::now())?;
+    Ok(Prepared::Send(Box::new(request)))
 }
 
 /// Stage 2: the request was sent; the gate knows how it went.
@@ -159,15 +181,20 @@ async fn attempt(
         policy,
         number: delivery.delivery.attempts + 1,
     };
-    let prepared = match prepare_stored(&cx) {
-        Ok(prepared) => prepared,
+    let request = match prepare_stored(&cx).await {
+        Ok(Prepared::Send(request)) => request,
+        Ok(Prepared::Filtered) => {
+            deps.gates.abandon(&endpoint, permit);
+            filtered(engine, &cx).await;
+            return;
+        }
         Err(error) => {
             deps.gates.abandon(&endpoint, permit);
             not_prepared(engine, &cx, error).await;
             return;
         }
     };
-    let sent = send(&cx, &prepared, permit).await;
+    let sent = send(&cx, &request, permit).await;
     let decided = decide(&cx, &sent);
     observe(&cx, &sent, &decided);
     let recorded = Recorded {
@@ -182,19 +209,12 @@ async fn attempt(
         event_id: status_event(&delivery).map(str::to_owned),
         wake: matches!(decided.outcome, Outcome::Retry { .. }) || delivery.delivery.lane.is_some(),
     };
-    if engine
-        .results
-        .send(ToRecorder::Result(Box::new(recorded)))
-        .await
-        .is_err()
-    {
-        warn!("the attempt recorder stopped; the lease expiry makes the delivery due again");
-    }
+    hand_over(engine, recorded).await;
 }
 
 /// Stage 1 for a stored delivery: [`prepare`] with the canonical data the store keeps (spliced
 /// into the body, not parsed; unreadable data dead-letters the delivery with its reason).
-fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
+async fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
     let event = &cx.delivery.event;
     let parts = EventParts {
         event_id: &event.event_id,
@@ -204,11 +224,54 @@ fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
     };
     prepare(
         &*cx.deps.endpoints,
+        &cx.deps.transforms,
         cx.endpoint,
         cx.policy,
         &parts,
         cx.number,
     )
+    .await
+}
+
+/// The transform dropped the event: the delivery ends `Filtered` (logged as an attempt that
+/// sent nothing; not a failure, not retried), through the recorder like any result.
+async fn filtered(engine: &Engine, cx: &AttemptContext<'_>) {
+    debug!("the transform filtered the event; nothing sent");
+    cx.deps.metrics.count_attempt(cx.endpoint, "filtered");
+    let delivery = cx.delivery;
+    let recorded = Recorded {
+        result: AttemptResult {
+            delivery_id: delivery.delivery.id,
+            owner: cx.deps.owner.clone(),
+            record: AttemptRecord {
+                at: Timestamp::now(),
+                attempt: cx.number,
+                status_code: None,
+                latency_ms: None,
+                error: None,
+                response_snippet: None,
+            },
+            next: NextStep::Filtered,
+            pause_on_dead_letter: false,
+        },
+        endpoint: cx.endpoint.clone(),
+        event_id: status_event(delivery).map(str::to_owned),
+        wake: delivery.delivery.lane.is_some(),
+    };
+    hand_over(engine, recorded).await;
+}
+
+/// Hands a result to the recorder; until it is recorded, the delivery stays in flight under its
+/// lease, so a crash in between makes the attempt again.
+async fn hand_over(engine: &Engine, recorded: Recorded) {
+    if engine
+        .results
+        .send(ToRecorder::Result(Box::new(recorded)))
+        .await
+        .is_err()
+    {
+        warn!("the attempt recorder stopped; the lease expiry makes the delivery due again");
+    }
 }
 
 /// A delivery that could not be prepared: back to the store when waiting can fix it (a Secret
@@ -228,10 +291,10 @@ async fn not_prepared(engine: &Engine, cx: &AttemptContext<'_>, error: PrepareEr
 }
 
 /// Stage 2: sends the request and reports the answer to the endpoint's gate.
-async fn send(cx: &AttemptContext<'_>, prepared: &Prepared, permit: Permit) -> Sent {
+async fn send(cx: &AttemptContext<'_>, request: &DeliveryRequest, permit: Permit) -> Sent {
     let deps = cx.deps;
     deps.metrics.in_flight.inc();
-    let result = deps.http.send(&prepared.request).await;
+    let result = deps.http.send(request).await;
     deps.metrics.in_flight.dec();
     let transition = deps
         .gates

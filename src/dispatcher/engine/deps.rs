@@ -13,6 +13,7 @@ use crate::dispatcher::ownership::Ownership;
 use crate::dispatcher::status::notices::Notices;
 use crate::dispatcher::status::Dirty;
 use crate::store::Store;
+use crate::transform::TransformPool;
 
 pub struct Deps {
     /// Where deliveries are claimed, given back and recorded.
@@ -24,6 +25,8 @@ pub struct Deps {
     /// Endpoints and events whose status the status task should write back.
     pub dirty: Arc<Dirty>,
     pub http: DeliveryClient,
+    /// Runs endpoints' transforms in worker processes.
+    pub transforms: Arc<TransformPool>,
     /// Per-endpoint breaker, limiter and concurrency.
     pub gates: Arc<Gates>,
     pub metrics: Metrics,

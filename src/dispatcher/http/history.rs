@@ -188,7 +188,7 @@ pub struct AttemptJson {
     /// The start of the receiver's response body.
     pub response_snippet: Option<String>,
     pub success: bool,
-    /// `delivered`, `retry`, `dead_lettered` or `held`: what followed the attempt.
+    /// `delivered`, `retry`, `dead_lettered`, `held` or `filtered`: what followed the attempt.
     pub outcome: &'static str,
 }
 

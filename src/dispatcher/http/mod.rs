@@ -10,6 +10,7 @@
 //! | `GET /v1/namespaces/{ns}/endpoints/{name}/deliveries?cursor=&limit=` | `get webhookendpoints {name}` | 200 page of attempts |
 //! | `GET /v1/namespaces/{ns}/endpoints/{name}/analytics?period=&start_date=&end_date=` | `get webhookendpoints {name}` | 200 analytics |
 //! | `POST /v1/namespaces/{ns}/endpoints/{name}/test` | `update webhookendpoints {name}` | 200 `status.lastTest` |
+//! | `POST /v1/namespaces/{ns}/endpoints/{name}/transform:preview` | `get webhookendpoints {name}` | 200 what the transform makes of an event ([`transform_preview`]) |
 //!
 //! Every route needs `Authorization: Bearer <token>`: the token is checked with a TokenReview,
 //! then the user and groups it names with a SubjectAccessReview, so Kubernetes RBAC decides who
@@ -38,7 +39,7 @@
 //! `{"delivery_id": 7, "event_id": "evt_…", "event_type": "user.created", "attempt": 1,
 //! "at": "<RFC 3339>", "status_code": 500 | null, "latency_ms": 12 | null, "error": "…" | null,
 //! "response_snippet": "…" | null, "success": false, "outcome": "retry"}` (`outcome`: what followed
-//! the attempt: `delivered`, `retry`, `dead_lettered`, `held`).
+//! the attempt: `delivered`, `retry`, `dead_lettered`, `held`, `filtered`).
 //!
 //! A dead letter (`…/deadletters`): `{"delivery_id", "endpoint", "event": {"event_id",
 //! "event_type", "created_at", "data": {…}}, "attempts": 5, "reason", "last_status_code",
@@ -94,6 +95,7 @@ pub mod history;
 pub mod ingest;
 mod review;
 pub mod test_endpoint;
+pub mod transform_preview;
 
 use error::ApiError;
 use review::Reviewer;
@@ -184,6 +186,10 @@ fn routes() -> axum::Router<ApiState> {
         .route(
             "/v1/namespaces/{ns}/endpoints/{name}/test",
             post(test_endpoint::send),
+        )
+        .route(
+            "/v1/namespaces/{ns}/endpoints/{name}/transform:preview",
+            post(transform_preview::preview),
         )
         .fallback(|request: Request| async move {
             ApiError::NotFound(format!(

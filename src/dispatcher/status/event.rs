@@ -30,9 +30,10 @@ pub fn event_phase(deliveries: &[DeliveryRecord]) -> EventPhase {
     if deliveries.iter().any(|d| !d.state.is_finished()) {
         return EventPhase::Delivering;
     }
+    // A delivery its endpoint's transform filtered out went as intended: not a failure.
     let delivered = deliveries
         .iter()
-        .filter(|d| d.state == DeliveryState::Delivered)
+        .filter(|d| matches!(d.state, DeliveryState::Delivered | DeliveryState::Filtered))
         .count();
     match delivered {
         0 => EventPhase::Failed,
@@ -59,6 +60,7 @@ fn state_name(state: DeliveryState) -> &'static str {
         DeliveryState::DeadLettered => "DeadLettered",
         DeliveryState::Held => "Held",
         DeliveryState::Queued => "Queued",
+        DeliveryState::Filtered => "Filtered",
     }
 }
 
@@ -144,12 +146,16 @@ fn event_conditions(
     finished: Option<Timestamp>,
 ) -> Vec<Condition> {
     let count = |state: &str| deliveries.iter().filter(|d| d.state == state).count();
-    let summary = format!(
+    let mut summary = format!(
         "{} of {} deliveries delivered, {} dead-lettered",
         count("Delivered"),
         deliveries.len(),
         count("DeadLettered")
     );
+    let filtered = count("Filtered");
+    if filtered > 0 {
+        summary.push_str(&format!(", {filtered} filtered by a transform"));
+    }
     let (delivered, reason) = match phase {
         EventPhase::Delivered => (true, Reason::AllDelivered),
         EventPhase::Pending | EventPhase::Delivering => (false, Reason::InProgress),
@@ -284,6 +290,15 @@ mod tests {
             EventPhase::PartiallyFailed
         );
         assert_eq!(event_phase(&[delivery(DeadLettered)]), EventPhase::Failed);
+        // Filtered by a transform is not a failure.
+        assert_eq!(
+            event_phase(&[delivery(Delivered), delivery(Filtered)]),
+            EventPhase::Delivered
+        );
+        assert_eq!(
+            event_phase(&[delivery(Filtered), delivery(DeadLettered)]),
+            EventPhase::PartiallyFailed
+        );
         // Dead-lettered without an attempt (e.g. the endpoint was deleted) is still finished.
         assert_eq!(event_phase(&[untried(DeadLettered)]), EventPhase::Failed);
     }

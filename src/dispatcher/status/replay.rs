@@ -30,10 +30,17 @@ pub fn replay_progress_status(progress: &ReplayProgress, now: Timestamp) -> Webh
             COMPLETE,
             true,
             Reason::Complete,
-            format!(
-                "{} matched, {} redelivered, {} failed",
-                progress.matched, progress.delivered, progress.dead_lettered
-            ),
+            if progress.filtered == 0 {
+                format!(
+                    "{} matched, {} redelivered, {} failed",
+                    progress.matched, progress.delivered, progress.dead_lettered
+                )
+            } else {
+                format!(
+                    "{} matched, {} redelivered, {} failed, {} filtered by the transform",
+                    progress.matched, progress.delivered, progress.dead_lettered, progress.filtered
+                )
+            },
         )
     } else {
         DesiredCondition::new(
@@ -75,6 +82,7 @@ mod tests {
             outstanding,
             delivered: 5 - outstanding - 1,
             dead_lettered: 1,
+            filtered: 0,
         }
     }
 

@@ -20,6 +20,7 @@ use super::{
 };
 
 mod batches;
+mod filtered;
 mod flow;
 mod load;
 mod ordering;
@@ -28,13 +29,15 @@ mod recovery;
 mod replay;
 
 pub use batches::{batched_records, capped_claims};
+pub use filtered::filtered_deliveries_finish_without_failing;
 pub use flow::{claim_scopes, enqueue_claim_record, held_endpoints, idempotency};
 pub use load::{
     concurrent_enqueues_are_durable, concurrent_enqueues_share_commits,
     saturation_refuses_without_loss, CommitCounter,
 };
 pub use ordering::{
-    ordered_lanes, ordered_lanes_survive_crashes_suspension_and_replays, paused_endpoints_resume,
+    filtered_heads_advance_their_lanes, ordered_lanes,
+    ordered_lanes_survive_crashes_suspension_and_replays, paused_endpoints_resume,
 };
 pub use queries::{analytics_and_endpoint_stats, pagination};
 pub use recovery::{crash_recovery_and_leases, purge_keeps_totals_and_replays};
@@ -76,7 +79,9 @@ macro_rules! store_contract_tests {
             batched_records,
             ordered_lanes,
             ordered_lanes_survive_crashes_suspension_and_replays,
-            paused_endpoints_resume
+            paused_endpoints_resume,
+            filtered_deliveries_finish_without_failing,
+            filtered_heads_advance_their_lanes
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {
@@ -157,6 +162,25 @@ pub fn result(
             response_snippet: status.map(|code| format!("body of {code}")),
         },
         next,
+        pause_on_dead_letter: false,
+    }
+}
+
+/// A filtered attempt, as the engine records one when the endpoint's transform drops the event:
+/// no request, so no status, latency, error or response.
+pub fn filtered(delivery_id: DeliveryId, owner: &str, attempt: u32, seconds: i64) -> AttemptResult {
+    AttemptResult {
+        delivery_id,
+        owner: owner.to_owned(),
+        record: AttemptRecord {
+            at: at(seconds),
+            attempt,
+            status_code: None,
+            latency_ms: None,
+            error: None,
+            response_snippet: None,
+        },
+        next: NextStep::Filtered,
         pause_on_dead_letter: false,
     }
 }

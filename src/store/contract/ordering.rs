@@ -2,10 +2,10 @@
 //! endpoints paused after a dead letter.
 use std::collections::BTreeMap;
 
-use super::{at, claim_all, endpoint, event, names, result, Harness};
+use super::{at, claim_all, endpoint, event, filtered, names, result, Harness};
 use crate::store::{
-    ClaimedDelivery, DeliveryState, EnqueueRequest, NewEvent, NextStep, ReplayFilter,
-    ReplayRequest, Result, ResumeAction, ResumeOutcome, Store,
+    ClaimedDelivery, DeliveryState, EnqueueRequest, NewEvent, NextStep, RecordOutcome,
+    ReplayFilter, ReplayRequest, Result, ResumeAction, ResumeOutcome, Store,
 };
 
 /// An event to `endpoints`, the ordered ones in the lanes given.
@@ -360,5 +360,69 @@ pub async fn paused_endpoints_resume<H: Harness>(harness: &H) -> Result<()> {
         .await?
         .paused
         .is_none());
+    Ok(())
+}
+
+/// A Filtered head (the transform dropped its event) finishes it like Delivered: the next Queued
+/// delivery of its lane is promoted in the same step, due at the time of the result, by a single
+/// record and by a batch finishing the heads of several lanes; `pause_on_dead_letter` has no
+/// effect on it.
+pub async fn filtered_heads_advance_their_lanes<H: Harness>(harness: &H) -> Result<()> {
+    let store = harness.open().await?;
+    for (i, id) in ["evt_1", "evt_2", "evt_3"].into_iter().enumerate() {
+        publish(store.as_ref(), id, i as i64, &[("s", "*")]).await?;
+    }
+    let head = store.claim_due(claim_all("w", 10)).await?;
+    assert_eq!(ids(&head), ["evt_1"]);
+    let mut dropped = filtered(head[0].delivery.id, "w", 1, 11);
+    dropped.pause_on_dead_letter = true;
+    assert_eq!(store.record_attempt(dropped).await?, RecordOutcome::Applied);
+    let stats = store.endpoint_stats(&endpoint("s"), at(11)).await?;
+    assert!(stats.paused.is_none(), "a filtered head never pauses");
+    assert_eq!(stats.queued_count, 1);
+    assert_eq!(stats.filtered_total, 1);
+    let first = store.event_status("evt_1").await?.expect("stored");
+    assert_eq!(first.deliveries[0].state, DeliveryState::Filtered);
+
+    // evt_2 was promoted, due at the time of the result.
+    assert!(store.claim_due(claim_all("w", 10)).await?.is_empty());
+    let second = store.claim_due(claim_all("w", 11)).await?;
+    assert_eq!(ids(&second), ["evt_2"]);
+    // Filtered again, in a batch: evt_3 goes next.
+    let outcomes = store
+        .record_attempts(vec![filtered(second[0].delivery.id, "w", 1, 12)])
+        .await?;
+    assert!(matches!(outcomes[..], [Ok(RecordOutcome::Applied)]));
+    let third = store.claim_due(claim_all("w", 12)).await?;
+    assert_eq!(ids(&third), ["evt_3"]);
+    finish(store.as_ref(), &third[0], 13, NextStep::Delivered).await?;
+    assert_eq!(store.queue_counts().await?.total(), 0);
+
+    // ByKey: one batch filters the heads of two lanes; both lanes go on.
+    publish(store.as_ref(), "evt_a1", 20, &[("k", "\"a\"")]).await?;
+    publish(store.as_ref(), "evt_b1", 21, &[("k", "\"b\"")]).await?;
+    publish(store.as_ref(), "evt_a2", 22, &[("k", "\"a\"")]).await?;
+    publish(store.as_ref(), "evt_b2", 23, &[("k", "\"b\"")]).await?;
+    let heads = store.claim_due(claim_all("w", 30)).await?;
+    assert_eq!(ids(&heads), ["evt_a1", "evt_b1"]);
+    let outcomes = store
+        .record_attempts(
+            heads
+                .iter()
+                .map(|c| filtered(c.delivery.id, "w", 1, 31))
+                .collect(),
+        )
+        .await?;
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Ok(RecordOutcome::Applied))));
+    let next = store.claim_due(claim_all("w", 31)).await?;
+    assert_eq!(ids(&next), ["evt_a2", "evt_b2"]);
+    for c in &next {
+        finish(store.as_ref(), c, 32, NextStep::Delivered).await?;
+    }
+    let stats = store.endpoint_stats(&endpoint("k"), at(40)).await?;
+    assert_eq!((stats.filtered_total, stats.delivered_total), (2, 2));
+    assert_eq!(store.queue_counts().await?.total(), 0);
     Ok(())
 }

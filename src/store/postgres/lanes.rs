@@ -23,7 +23,7 @@
 //!
 //! - A step on some lanes of an endpoint takes the **endpoint lock shared** and each **lane lock**
 //!   (`(namespace, endpoint, lane)`) exclusive: an enqueue or replay of a laned delivery, and a
-//!   finish (`record_attempt` moving a laned delivery to Delivered or DeadLettered).
+//!   finish (`record_attempt` moving a laned delivery to Delivered, DeadLettered or Filtered).
 //! - A step on every lane of an endpoint takes the **endpoint lock exclusive**, which stands for
 //!   all its lanes: a resume, the startup repair, and an enqueue batch or replay with more than
 //!   [`MAX_LANE_LOCKS`] lanes of one endpoint (so a transaction never holds thousands of locks:

@@ -149,7 +149,7 @@ pub async fn analytics(
         tx,
         "SELECT (a.at - $3) / $5 AS bucket, count(*), count(*) FILTER (WHERE a.success), \
          avg(a.latency_ms)::float8 FROM attempts a WHERE a.namespace = $1 AND a.endpoint = $2 \
-         AND a.at >= $6 AND a.at < $4 GROUP BY bucket ORDER BY bucket",
+         AND a.at >= $6 AND a.at < $4 AND a.outcome <> 'filtered' GROUP BY bucket ORDER BY bucket",
         &[
             &query_.endpoint.namespace,
             &query_.endpoint.name,
@@ -173,7 +173,8 @@ pub async fn analytics(
     Ok(out)
 }
 
-/// Attempts of an endpoint with `since < at <= now`.
+/// Attempts of an endpoint with `since < at <= now`; filtered ones (no request was sent) are
+/// left out.
 async fn window(
     tx: &Transaction<'_>,
     endpoint: &EndpointRef,
@@ -185,7 +186,8 @@ async fn window(
         tx,
         "SELECT count(*), count(*) FILTER (WHERE success), \
          count(*) FILTER (WHERE status_code < 500 AND status_code <> 408), \
-         avg(latency_ms)::float8, count(latency_ms) FROM attempts WHERE namespace = $1 AND endpoint = $2 AND at > $3 AND at <= $4",
+         avg(latency_ms)::float8, count(latency_ms) FROM attempts WHERE namespace = $1 AND endpoint = $2 \
+         AND at > $3 AND at <= $4 AND outcome <> 'filtered'",
         &params,
         "read window stats",
     )
@@ -205,7 +207,8 @@ async fn window(
         let found = query(
             tx,
             "SELECT latency_ms FROM attempts WHERE namespace = $1 AND endpoint = $2 AND at > $3 \
-             AND at <= $4 AND latency_ms IS NOT NULL ORDER BY latency_ms LIMIT 1 OFFSET $5",
+             AND at <= $4 AND latency_ms IS NOT NULL AND outcome <> 'filtered' \
+             ORDER BY latency_ms LIMIT 1 OFFSET $5",
             &[params[0], params[1], params[2], params[3], &offset],
             "read p95 latency",
         )
@@ -241,7 +244,7 @@ pub async fn endpoint_stats(
     let counters = query(
         tx,
         "SELECT delivered, failed_attempts, dead_lettered, retries, last_attempt_at, last_success_at, \
-         last_failure_at, last_status_code, last_error FROM endpoint_counters \
+         last_failure_at, last_status_code, last_error, filtered FROM endpoint_counters \
          WHERE namespace = $1 AND endpoint = $2",
         &[&endpoint.namespace, &endpoint.name],
         "read endpoint counters",
@@ -257,6 +260,7 @@ pub async fn endpoint_stats(
         stats.last_failure_at = opt_timestamp_at(r, 6)?;
         stats.last_status_code = get::<Option<i32>>(r, 7)?.and_then(|c| u16::try_from(c).ok());
         stats.last_error = get(r, 8)?;
+        stats.filtered_total = unsigned(get(r, 9)?);
     }
     let params: [&(dyn ToSql + Sync); 2] = [&endpoint.namespace, &endpoint.name];
     for (state, n) in count_by_state(
@@ -344,6 +348,7 @@ pub async fn replay_progress(
         outstanding: 0,
         delivered: 0,
         dead_lettered: 0,
+        filtered: 0,
     };
     for (state, n) in count_by_state(
         tx,

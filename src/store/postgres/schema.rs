@@ -129,6 +129,12 @@ CREATE TABLE paused_endpoints (
     PRIMARY KEY (namespace, endpoint)
 );
 "#,
+    // Per-endpoint transforms: deliveries the transform dropped finish as state 'filtered' and
+    // their attempts are logged with outcome 'filtered' (states and outcomes are free TEXT, so
+    // neither needs a change here); the endpoint's total of them is kept with the others.
+    r#"
+ALTER TABLE endpoint_counters ADD COLUMN filtered BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.

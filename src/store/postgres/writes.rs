@@ -11,7 +11,7 @@ use super::lanes::{self, Lane, Locks};
 use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use super::{db, reads};
 use crate::store::common::{
-    attempt_outcome, count, distinct_endpoints, failure_text, millis, resource_columns, sql_limit,
+    attempt_outcome, count, counter_bump, distinct_endpoints, millis, resource_columns, sql_limit,
     transition,
 };
 use crate::store::{
@@ -467,7 +467,7 @@ pub async fn recover_in_flight(
 fn finishes(result: &AttemptResult) -> bool {
     matches!(
         result.next,
-        NextStep::Delivered | NextStep::DeadLetter { .. }
+        NextStep::Delivered | NextStep::DeadLetter { .. } | NextStep::Filtered
     )
 }
 
@@ -590,7 +590,8 @@ pub async fn record_attempt_locked(
     Ok(RecordOutcome::Applied)
 }
 
-/// Adds an attempt to the endpoint's totals; "last" values move only forward in time.
+/// Adds an attempt to the endpoint's totals; "last" values move only forward in time, and a
+/// `NULL` (a filtered attempt has no last attempt, status, success or failure) leaves one as is.
 async fn bump_counters(
     tx: &Transaction<'_>,
     endpoint: &EndpointRef,
@@ -598,19 +599,20 @@ async fn bump_counters(
     outcome: AttemptOutcome,
     success: bool,
 ) -> Result<()> {
-    let at = millis(result.record.at);
+    let bump = counter_bump(result, outcome, success);
     execute(
         tx,
         "INSERT INTO endpoint_counters AS c (namespace, endpoint, delivered, failed_attempts, \
-         dead_lettered, retries, last_attempt_at, last_success_at, last_failure_at, last_status_code, \
-         last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         dead_lettered, retries, filtered, last_attempt_at, last_success_at, last_failure_at, \
+         last_status_code, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (namespace, endpoint) DO UPDATE SET \
            delivered = c.delivered + EXCLUDED.delivered, \
            failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts, \
            dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered, \
            retries = c.retries + EXCLUDED.retries, \
-           last_status_code = CASE WHEN c.last_attempt_at IS NULL \
-             OR EXCLUDED.last_attempt_at >= c.last_attempt_at \
+           filtered = c.filtered + EXCLUDED.filtered, \
+           last_status_code = CASE WHEN EXCLUDED.last_attempt_at IS NOT NULL AND (c.last_attempt_at IS NULL \
+             OR EXCLUDED.last_attempt_at >= c.last_attempt_at) \
              THEN EXCLUDED.last_status_code ELSE c.last_status_code END, \
            last_attempt_at = GREATEST(c.last_attempt_at, EXCLUDED.last_attempt_at), \
            last_success_at = GREATEST(c.last_success_at, EXCLUDED.last_success_at), \
@@ -620,15 +622,16 @@ async fn bump_counters(
         &[
             &endpoint.namespace,
             &endpoint.name,
-            &i64::from(success),
-            &i64::from(!success),
-            &i64::from(outcome == AttemptOutcome::DeadLettered),
-            &i64::from(outcome == AttemptOutcome::Retry),
-            &at,
-            &success.then_some(at),
-            &(!success).then_some(at),
-            &result.record.status_code.map(i32::from),
-            &failure_text(result, success),
+            &bump.delivered,
+            &bump.failed_attempts,
+            &bump.dead_lettered,
+            &bump.retries,
+            &bump.filtered,
+            &bump.last_attempt_at,
+            &bump.last_success_at,
+            &bump.last_failure_at,
+            &bump.last_status_code.map(i32::from),
+            &bump.last_error,
         ],
         "update endpoint counters",
     )

@@ -129,7 +129,7 @@ pub fn analytics(conn: &Connection, query: &AnalyticsQuery) -> Result<Vec<Analyt
         .prepare_cached(
             "SELECT (a.at - ?3) / ?5 AS bucket, COUNT(*), COALESCE(SUM(a.success), 0), AVG(a.latency_ms) \
              FROM attempts a WHERE a.namespace = ?1 AND a.endpoint = ?2 AND a.at >= ?6 AND a.at < ?4 \
-             GROUP BY bucket ORDER BY bucket",
+             AND a.outcome <> 'filtered' GROUP BY bucket ORDER BY bucket",
         )
         .map_err(db("prepare analytics"))?;
     let rows = statement
@@ -159,14 +159,15 @@ pub fn analytics(conn: &Connection, query: &AnalyticsQuery) -> Result<Vec<Analyt
     Ok(out)
 }
 
-/// Attempts of an endpoint with `since < at <= now`.
+/// Attempts of an endpoint with `since < at <= now`; filtered ones (no request was sent) are
+/// left out.
 fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Result<WindowStats> {
     let (attempts, successes, available, avg_latency_ms, with_latency) = conn
         .prepare_cached(
             "SELECT COUNT(*), COALESCE(SUM(success), 0), \
              COALESCE(SUM(status_code IS NOT NULL AND status_code < 500 AND status_code <> 408), 0), \
              AVG(latency_ms), COUNT(latency_ms) FROM attempts \
-             WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4",
+             WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4 AND outcome <> 'filtered'",
         )
         .and_then(|mut s| {
             s.query_row(params![endpoint.namespace, endpoint.name, since, now], |r| {
@@ -183,7 +184,7 @@ fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Re
     let p95_latency_ms = if with_latency > 0 {
         conn.prepare_cached(
             "SELECT latency_ms FROM attempts WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4 \
-             AND latency_ms IS NOT NULL ORDER BY latency_ms LIMIT 1 OFFSET ?5",
+             AND latency_ms IS NOT NULL AND outcome <> 'filtered' ORDER BY latency_ms LIMIT 1 OFFSET ?5",
         )
         .and_then(|mut s| {
             s.query_row(params![endpoint.namespace, endpoint.name, since, now, p95_offset(with_latency)], |r| r.get::<_, i64>(0))
@@ -218,7 +219,8 @@ pub fn endpoint_stats(
     let counters = conn
         .prepare_cached(
             "SELECT delivered, failed_attempts, dead_lettered, retries, last_attempt_at, last_success_at, \
-             last_failure_at, last_status_code, last_error FROM endpoint_counters WHERE namespace = ?1 AND endpoint = ?2",
+             last_failure_at, last_status_code, last_error, filtered FROM endpoint_counters \
+             WHERE namespace = ?1 AND endpoint = ?2",
         )
         .and_then(|mut s| {
             s.query_row(params![endpoint.namespace, endpoint.name], |r| {
@@ -235,6 +237,7 @@ pub fn endpoint_stats(
                     last_failure_at: time(6)?,
                     last_status_code: r.get::<_, Option<i64>>(7)?.and_then(|c| u16::try_from(c).ok()),
                     last_error: r.get(8)?,
+                    filtered_total: unsigned(r.get(9)?),
                     ..EndpointStats::default()
                 })
             })
@@ -331,6 +334,7 @@ pub fn replay_progress(conn: &Connection, replay_id: &str) -> Result<Option<Repl
         outstanding: 0,
         delivered: 0,
         dead_lettered: 0,
+        filtered: 0,
     };
     for (state, n) in count_by_state(
         conn,

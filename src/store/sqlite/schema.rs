@@ -130,6 +130,12 @@ CREATE TABLE paused_endpoints (
     PRIMARY KEY (namespace, endpoint)
 ) STRICT, WITHOUT ROWID;
 "#,
+    // Per-endpoint transforms: deliveries the transform dropped finish as state 'filtered' and
+    // their attempts are logged with outcome 'filtered' (states and outcomes are free TEXT, so
+    // neither needs a change here); the endpoint's total of them is kept with the others.
+    r#"
+ALTER TABLE endpoint_counters ADD COLUMN filtered INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -176,5 +182,28 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         assert!(matches!(migrate(&mut conn), Err(StoreError::Schema(_))));
+    }
+
+    #[test]
+    fn version_3_counters_get_a_zero_filtered_total() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO endpoint_counters (namespace, endpoint, delivered) VALUES ('ns', 'a', 7)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let (delivered, filtered): (i64, i64) = conn
+            .query_row(
+                "SELECT delivered, filtered FROM endpoint_counters WHERE endpoint = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((delivered, filtered), (7, 0));
     }
 }

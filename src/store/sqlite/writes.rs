@@ -8,7 +8,7 @@ use super::lanes;
 use super::queries;
 use super::rows::{self, millis, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use crate::store::common::{
-    attempt_outcome, count, distinct_endpoints, failure_text, resource_columns, transition,
+    attempt_outcome, count, counter_bump, distinct_endpoints, resource_columns, transition,
 };
 use crate::store::{
     partition_hash, AttemptOutcome, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery,
@@ -592,7 +592,8 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
     Ok(RecordOutcome::Applied)
 }
 
-/// Adds an attempt to the endpoint's totals; "last" values move only forward in time.
+/// Adds an attempt to the endpoint's totals; "last" values move only forward in time, and a
+/// `NULL` (a filtered attempt has no last attempt, status, success or failure) leaves one as is.
 fn bump_counters(
     conn: &Connection,
     endpoint: &EndpointRef,
@@ -600,20 +601,21 @@ fn bump_counters(
     outcome: AttemptOutcome,
     success: bool,
 ) -> Result<()> {
-    let at = millis(result.record.at);
-    let error = failure_text(result, success);
+    let bump = counter_bump(result, outcome, success);
     conn.prepare_cached(
         "INSERT INTO endpoint_counters (namespace, endpoint, delivered, failed_attempts, dead_lettered, retries, \
-         last_attempt_at, last_success_at, last_failure_at, last_status_code, last_error) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         filtered, last_attempt_at, last_success_at, last_failure_at, last_status_code, last_error) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT (namespace, endpoint) DO UPDATE SET \
            delivered = delivered + excluded.delivered, \
            failed_attempts = failed_attempts + excluded.failed_attempts, \
            dead_lettered = dead_lettered + excluded.dead_lettered, \
            retries = retries + excluded.retries, \
-           last_status_code = CASE WHEN last_attempt_at IS NULL OR excluded.last_attempt_at >= last_attempt_at \
-             THEN excluded.last_status_code ELSE last_status_code END, \
-           last_attempt_at = MAX(COALESCE(last_attempt_at, excluded.last_attempt_at), excluded.last_attempt_at), \
+           filtered = filtered + excluded.filtered, \
+           last_status_code = CASE WHEN excluded.last_attempt_at IS NOT NULL AND (last_attempt_at IS NULL \
+             OR excluded.last_attempt_at >= last_attempt_at) THEN excluded.last_status_code ELSE last_status_code END, \
+           last_attempt_at = CASE WHEN excluded.last_attempt_at IS NOT NULL AND (last_attempt_at IS NULL \
+             OR excluded.last_attempt_at >= last_attempt_at) THEN excluded.last_attempt_at ELSE last_attempt_at END, \
            last_success_at = CASE WHEN excluded.last_success_at IS NOT NULL AND (last_success_at IS NULL \
              OR excluded.last_success_at >= last_success_at) THEN excluded.last_success_at ELSE last_success_at END, \
            last_error = CASE WHEN excluded.last_failure_at IS NOT NULL AND (last_failure_at IS NULL \
@@ -625,15 +627,16 @@ fn bump_counters(
         s.execute(params![
             endpoint.namespace,
             endpoint.name,
-            i64::from(success),
-            i64::from(!success),
-            i64::from(outcome == AttemptOutcome::DeadLettered),
-            i64::from(outcome == AttemptOutcome::Retry),
-            at,
-            success.then_some(at),
-            (!success).then_some(at),
-            result.record.status_code,
-            error,
+            bump.delivered,
+            bump.failed_attempts,
+            bump.dead_lettered,
+            bump.retries,
+            bump.filtered,
+            bump.last_attempt_at,
+            bump.last_success_at,
+            bump.last_failure_at,
+            bump.last_status_code,
+            bump.last_error,
         ])
     })
     .map_err(db("update endpoint counters"))?;
