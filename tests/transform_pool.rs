@@ -89,3 +89,89 @@ async fn endless_recursion_and_memory_crash_only_their_worker() {
         Ok(Output::Body(b"7".to_vec()))
     );
 }
+
+#[tokio::test]
+async fn runs_queued_behind_a_stuck_one_in_the_same_worker_are_still_answered() {
+    let mut config = PoolConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_webhook-operator")));
+    config.workers = 1;
+    config.timeout = Duration::from_millis(500);
+    let pool = TransformPool::start(config);
+    // Warm the worker, so the next runs queue up together behind the looping one.
+    assert_eq!(run(&pool, "empty").await, Ok(Output::Filtered));
+    let mut runs = Vec::new();
+    for program in [
+        "def f: f; f",
+        ".data.user.id",
+        "nosuch",
+        ".data.user.id",
+        "empty",
+    ] {
+        let pool = pool.clone();
+        runs.push(tokio::spawn(async move { run(&pool, program).await }));
+    }
+    let mut answers = Vec::new();
+    for handle in runs {
+        answers.push(handle.await.unwrap());
+    }
+    assert_eq!(
+        answers[0],
+        Err(TransformError::Timeout(Duration::from_millis(500)))
+    );
+    assert_eq!(answers[1], Ok(Output::Body(b"7".to_vec())));
+    assert!(matches!(answers[2], Err(TransformError::Compile(_))));
+    assert_eq!(answers[3], Ok(Output::Body(b"7".to_vec())));
+    assert_eq!(answers[4], Ok(Output::Filtered));
+}
+
+#[tokio::test]
+async fn many_concurrent_runs_each_get_their_own_answer() {
+    let pool = pool(Duration::from_secs(5));
+    let mut runs = Vec::new();
+    for n in 0..200u32 {
+        let pool = pool.clone();
+        runs.push(tokio::spawn(async move {
+            let program = format!("{{n: {n}, id: .data.user.id}}");
+            (n, run(&pool, &program).await)
+        }));
+    }
+    for handle in runs {
+        let (n, answer) = handle.await.unwrap();
+        assert_eq!(
+            answer,
+            Ok(Output::Body(format!(r#"{{"n":{n},"id":7}}"#).into_bytes()))
+        );
+    }
+}
+
+/// Runs taken by one worker together: an answer is not held back behind the next program, so
+/// when that one loops, the runs before it still get their answers (not a timeout of their own).
+#[tokio::test]
+async fn a_loop_later_in_a_batch_does_not_hold_back_the_answers_before_it() {
+    let mut config = PoolConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_webhook-operator")));
+    config.workers = 1;
+    config.timeout = Duration::from_millis(500);
+    let pool = TransformPool::start(config);
+    assert_eq!(run(&pool, "empty").await, Ok(Output::Filtered));
+    let mut runs = Vec::new();
+    for program in [
+        ".data.user.id",
+        ".data.user.id",
+        "def f: f; f",
+        ".data.user.id",
+    ] {
+        let pool = pool.clone();
+        runs.push(tokio::spawn(async move { run(&pool, program).await }));
+    }
+    let mut answers = Vec::new();
+    for handle in runs {
+        answers.push(handle.await.unwrap());
+    }
+    let seven = Ok(Output::Body(b"7".to_vec()));
+    assert_eq!(answers[0], seven);
+    assert_eq!(answers[1], seven);
+    assert_eq!(
+        answers[2],
+        Err(TransformError::Timeout(Duration::from_millis(500)))
+    );
+    assert_eq!(answers[3], seven);
+}

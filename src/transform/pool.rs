@@ -3,12 +3,13 @@
 //! passes its deadline kills its worker, and a worker that dies (stack overflow, memory limit)
 //! is replaced; either way only that run fails, and the other workers keep serving, so a hostile
 //! program on one endpoint costs the others at most one worker for one deadline per event.
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::warn;
@@ -111,56 +112,131 @@ impl TransformPool {
     }
 }
 
-/// One worker slot: takes jobs from the shared queue and runs them in its process, replacing
-/// the process when a run kills it or overstays.
+/// Runs a worker takes at once when several wait: one pipe write and one wake-up for all of
+/// them instead of a round trip each. Small, so the other slots get work too.
+const BATCH: usize = 8;
+
+/// One worker slot: takes the jobs waiting in the shared queue (up to [`BATCH`]) and runs them
+/// in its process, replacing the process when a run kills it or overstays.
 async fn serve(config: Arc<PoolConfig>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut worker: Option<Worker> = None;
     loop {
-        let job = { queue.lock().await.recv().await };
-        let Some(job) = job else { return };
+        let mut jobs = VecDeque::with_capacity(BATCH);
+        {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            jobs.push_back(first);
+            while jobs.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push_back(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        run_batch(&config, &mut worker, jobs).await;
+    }
+}
+
+/// Runs `jobs` in order in the slot's worker. Each run gets the full deadline from the moment
+/// the worker is free for it (the answer before it arrived). The run that overstays or dies
+/// fails alone; the runs after it go to a fresh worker.
+async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: VecDeque<Job>) {
+    while !jobs.is_empty() {
         let process = match worker.as_mut() {
             Some(process) => process,
-            None => match Worker::spawn(&config) {
+            None => match Worker::spawn(config) {
                 Ok(process) => worker.insert(process),
                 Err(error) => {
                     warn!(%error, "starting a transform worker failed");
-                    let _ = job
-                        .reply
-                        .send(Err(TransformError::Unavailable(error.to_string())));
-                    continue;
+                    for job in jobs {
+                        let _ = job
+                            .reply
+                            .send(Err(TransformError::Unavailable(error.to_string())));
+                    }
+                    return;
                 }
             },
         };
-        let frame = encode_request(&job.program, &job.payload, config.max_output);
-        let result = match tokio::time::timeout(config.timeout, process.call(&frame)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(match worker.take() {
-                Some(dead) => TransformError::Crashed(dead.exit_reason().await),
-                None => TransformError::Crashed("unknown".into()),
-            }),
-            Err(_) => {
-                if let Some(mut stuck) = worker.take() {
-                    stuck.kill().await;
-                }
-                Err(TransformError::Timeout(config.timeout))
-            }
+        let frames: Vec<u8> = jobs
+            .iter()
+            .flat_map(|job| encode_request(&job.program, &job.payload, config.max_output))
+            .collect();
+        let Worker { stdin, stdout, .. } = process;
+        // Written while the answers are read: a worker whose answers fill its pipe would
+        // otherwise wait for us while we wait for it to read the rest of the requests.
+        let write = async {
+            let _ = stdin.write_all(&frames).await;
+            let _ = stdin.flush().await;
         };
-        let answer = result.and_then(|response| match response {
-            Response::Body(body) => Ok(Output::Body(body)),
-            Response::Filtered => Ok(Output::Filtered),
-            Response::RunError(message) => Err(TransformError::Run(message)),
-            Response::CompileError(message) => Err(TransformError::Compile(message)),
-        });
-        // The asker may have given up (its attempt was cancelled at shutdown).
-        let _ = job.reply.send(answer);
+        let read = async {
+            while !jobs.is_empty() {
+                match tokio::time::timeout(config.timeout, read_response(stdout)).await {
+                    Ok(Ok(response)) => {
+                        if let Some(job) = jobs.pop_front() {
+                            // The asker may have given up (cancelled at shutdown).
+                            let _ = job.reply.send(answer_of(response));
+                        }
+                    }
+                    Ok(Err(_)) => return Some(Failure::Crashed),
+                    Err(_) => return Some(Failure::Timeout),
+                }
+            }
+            None
+        };
+        let (_, failure) = tokio::join!(write, read);
+        let Some(failure) = failure else {
+            return;
+        };
+        let Some(culprit) = jobs.pop_front() else {
+            return;
+        };
+        let error = match (failure, worker.take()) {
+            (Failure::Timeout, Some(mut stuck)) => {
+                stuck.kill().await;
+                TransformError::Timeout(config.timeout)
+            }
+            (Failure::Timeout, None) => TransformError::Timeout(config.timeout),
+            (Failure::Crashed, Some(dead)) => TransformError::Crashed(dead.exit_reason().await),
+            (Failure::Crashed, None) => TransformError::Crashed("unknown".into()),
+        };
+        let _ = culprit.reply.send(Err(error));
     }
+}
+
+/// How a run ended without an answer.
+#[derive(Clone, Copy)]
+enum Failure {
+    Timeout,
+    Crashed,
+}
+
+fn answer_of(response: Response) -> Result<Output, TransformError> {
+    match response {
+        Response::Body(body) => Ok(Output::Body(body)),
+        Response::Filtered => Ok(Output::Filtered),
+        Response::RunError(message) => Err(TransformError::Run(message)),
+        Response::CompileError(message) => Err(TransformError::Compile(message)),
+    }
+}
+
+/// Reads one answer.
+async fn read_response(stdout: &mut BufReader<ChildStdout>) -> std::io::Result<Response> {
+    let tag = stdout.read_u8().await?;
+    let mut header = [0u8; 4];
+    stdout.read_exact(&mut header).await?;
+    let mut bytes = vec![0u8; part_length(header)?];
+    stdout.read_exact(&mut bytes).await?;
+    decode_response(tag, bytes)
 }
 
 /// A running worker process and its pipes.
 struct Worker {
     child: Child,
     stdin: ChildStdin,
-    stdout: ChildStdout,
+    /// Buffered: an answer's tag, length and bytes come in one read.
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Worker {
@@ -181,20 +257,8 @@ impl Worker {
         Ok(Worker {
             child,
             stdin,
-            stdout,
+            stdout: BufReader::new(stdout),
         })
-    }
-
-    /// Sends one request and reads its answer.
-    async fn call(&mut self, frame: &[u8]) -> std::io::Result<Response> {
-        self.stdin.write_all(frame).await?;
-        self.stdin.flush().await?;
-        let tag = self.stdout.read_u8().await?;
-        let mut header = [0u8; 4];
-        self.stdout.read_exact(&mut header).await?;
-        let mut bytes = vec![0u8; part_length(header)?];
-        self.stdout.read_exact(&mut bytes).await?;
-        decode_response(tag, bytes)
     }
 
     async fn kill(&mut self) {

@@ -56,7 +56,7 @@ pub fn read_request(input: &mut impl Read) -> io::Result<Option<Request>> {
     }))
 }
 
-/// Writes one response and flushes it.
+/// Writes one response (the caller flushes).
 pub fn write_response(output: &mut impl Write, response: &Response) -> io::Result<()> {
     let (tag, bytes): (u8, &[u8]) = match response {
         Response::Body(body) => (BODY, body),
@@ -67,8 +67,7 @@ pub fn write_response(output: &mut impl Write, response: &Response) -> io::Resul
     let mut frame = Vec::with_capacity(5 + bytes.len());
     frame.push(tag);
     put(&mut frame, bytes);
-    output.write_all(&frame)?;
-    output.flush()
+    output.write_all(&frame)
 }
 
 /// Decodes a response from its tag and bytes.

@@ -4,7 +4,7 @@
 //! bound; here that ends this process only, under an address-space limit, and the dispatcher
 //! starts another. Its environment is emptied by the dispatcher, so `env` shows nothing.
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Write};
 
 use super::program::Program;
 use super::protocol::{read_request, write_response, Response};
@@ -35,6 +35,9 @@ pub fn main(memory_limit: u64) -> io::Result<()> {
             },
         };
         write_response(&mut output, &response)?;
+        // Each answer goes out at once, even when more requests wait: the next program may loop,
+        // and the dispatcher times each run from the answer before it.
+        output.flush()?;
     }
     Ok(())
 }

@@ -14,5 +14,6 @@ mod scaleout;
 mod server_validation;
 mod shutdown;
 mod support;
+mod templates;
 mod third_party;
 mod transforms;
