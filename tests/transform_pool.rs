@@ -11,10 +11,32 @@ use webhook_operator::transform::{Output, PoolConfig, TransformError, TransformP
 const PAYLOAD: &str = r#"{"event_id":"evt_1","timestamp":"2024-01-15T10:30:00Z","webhook":{"id":"ns/ep","name":"ep"},"data":{"event_type":"user.created","user":{"id":7}}}"#;
 
 fn pool(timeout: Duration) -> Arc<TransformPool> {
+    pool_of(2, timeout)
+}
+
+fn pool_of(workers: usize, timeout: Duration) -> Arc<TransformPool> {
     let mut config = PoolConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_webhook-operator")));
+    config.workers = workers;
     config.timeout = timeout;
     config.memory_limit = 512 << 20;
     TransformPool::start(config)
+}
+
+/// The answers to `programs` in a one-worker pool with a 500 ms deadline, warmed up first so
+/// the programs, submitted at once, queue up and are taken together; in order.
+async fn answers_in_one_worker(programs: &[&'static str]) -> Vec<Result<Output, TransformError>> {
+    let pool = pool_of(1, Duration::from_millis(500));
+    assert_eq!(run(&pool, "empty").await, Ok(Output::Filtered));
+    let mut runs = Vec::new();
+    for &program in programs {
+        let pool = pool.clone();
+        runs.push(tokio::spawn(async move { run(&pool, program).await }));
+    }
+    let mut answers = Vec::new();
+    for handle in runs {
+        answers.push(handle.await.unwrap());
+    }
+    answers
 }
 
 async fn run(pool: &TransformPool, program: &str) -> Result<Output, TransformError> {
@@ -92,27 +114,14 @@ async fn endless_recursion_and_memory_crash_only_their_worker() {
 
 #[tokio::test]
 async fn runs_queued_behind_a_stuck_one_in_the_same_worker_are_still_answered() {
-    let mut config = PoolConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_webhook-operator")));
-    config.workers = 1;
-    config.timeout = Duration::from_millis(500);
-    let pool = TransformPool::start(config);
-    // Warm the worker, so the next runs queue up together behind the looping one.
-    assert_eq!(run(&pool, "empty").await, Ok(Output::Filtered));
-    let mut runs = Vec::new();
-    for program in [
+    let answers = answers_in_one_worker(&[
         "def f: f; f",
         ".data.user.id",
         "nosuch",
         ".data.user.id",
         "empty",
-    ] {
-        let pool = pool.clone();
-        runs.push(tokio::spawn(async move { run(&pool, program).await }));
-    }
-    let mut answers = Vec::new();
-    for handle in runs {
-        answers.push(handle.await.unwrap());
-    }
+    ])
+    .await;
     assert_eq!(
         answers[0],
         Err(TransformError::Timeout(Duration::from_millis(500)))
@@ -147,25 +156,13 @@ async fn many_concurrent_runs_each_get_their_own_answer() {
 /// when that one loops, the runs before it still get their answers (not a timeout of their own).
 #[tokio::test]
 async fn a_loop_later_in_a_batch_does_not_hold_back_the_answers_before_it() {
-    let mut config = PoolConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_webhook-operator")));
-    config.workers = 1;
-    config.timeout = Duration::from_millis(500);
-    let pool = TransformPool::start(config);
-    assert_eq!(run(&pool, "empty").await, Ok(Output::Filtered));
-    let mut runs = Vec::new();
-    for program in [
+    let answers = answers_in_one_worker(&[
         ".data.user.id",
         ".data.user.id",
         "def f: f; f",
         ".data.user.id",
-    ] {
-        let pool = pool.clone();
-        runs.push(tokio::spawn(async move { run(&pool, program).await }));
-    }
-    let mut answers = Vec::new();
-    for handle in runs {
-        answers.push(handle.await.unwrap());
-    }
+    ])
+    .await;
     let seven = Ok(Output::Body(b"7".to_vec()));
     assert_eq!(answers[0], seven);
     assert_eq!(answers[1], seven);

@@ -144,10 +144,12 @@ async fn serve(config: Arc<PoolConfig>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) 
 /// fails alone; the runs after it go to a fresh worker.
 async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: VecDeque<Job>) {
     while !jobs.is_empty() {
-        let process = match worker.as_mut() {
+        // Taken out for the batch and put back only if it answered every run: a worker that
+        // overstayed or died is ours to kill or bury.
+        let mut process = match worker.take() {
             Some(process) => process,
             None => match Worker::spawn(config) {
-                Ok(process) => worker.insert(process),
+                Ok(process) => process,
                 Err(error) => {
                     warn!(%error, "starting a transform worker failed");
                     for job in jobs {
@@ -163,7 +165,7 @@ async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: V
             .iter()
             .flat_map(|job| encode_request(&job.program, &job.payload, config.max_output))
             .collect();
-        let Worker { stdin, stdout, .. } = process;
+        let Worker { stdin, stdout, .. } = &mut process;
         // Written while the answers are read: a worker whose answers fill its pipe would
         // otherwise wait for us while we wait for it to read the rest of the requests.
         let write = async {
@@ -187,19 +189,18 @@ async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: V
         };
         let (_, failure) = tokio::join!(write, read);
         let Some(failure) = failure else {
+            *worker = Some(process);
             return;
         };
         let Some(culprit) = jobs.pop_front() else {
             return;
         };
-        let error = match (failure, worker.take()) {
-            (Failure::Timeout, Some(mut stuck)) => {
-                stuck.kill().await;
+        let error = match failure {
+            Failure::Timeout => {
+                process.kill().await;
                 TransformError::Timeout(config.timeout)
             }
-            (Failure::Timeout, None) => TransformError::Timeout(config.timeout),
-            (Failure::Crashed, Some(dead)) => TransformError::Crashed(dead.exit_reason().await),
-            (Failure::Crashed, None) => TransformError::Crashed("unknown".into()),
+            Failure::Crashed => TransformError::Crashed(process.exit_reason().await),
         };
         let _ = culprit.reply.send(Err(error));
     }

@@ -1,8 +1,6 @@
 //! A compiled jq program (jaq) and one run of it over a payload. Pure: no I/O, no clock. Runs in
 //! the transform worker process (`worker.rs`), where a program that recurses without end or
 //! exhausts memory can only kill that process; the controller only compiles (`check`).
-use std::fmt::Write as _;
-
 use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{data, Compiler, Ctx, Vars};
 use jaq_json::Val;
@@ -223,9 +221,7 @@ fn position(code: &str, part: &str) -> String {
         .next()
         .map_or(0, |last| last.chars().count())
         + 1;
-    let mut text = String::new();
-    let _ = write!(text, "line {line}, column {column}");
-    text
+    format!("line {line}, column {column}")
 }
 
 #[cfg(test)]

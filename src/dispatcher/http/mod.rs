@@ -88,6 +88,7 @@ use tracing::Instrument;
 use super::metrics::IngestLabels;
 use super::publish::{caches_synced, CACHE_WAIT};
 use super::Shared;
+use crate::api::WebhookEndpoint;
 
 pub mod auth;
 pub mod error;
@@ -118,16 +119,19 @@ impl ApiState {
         }
     }
 
-    /// 404 unless the endpoint exists (in the dispatcher's cache).
-    async fn endpoint_known(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
+    /// The endpoint as the dispatcher's cache holds it; 404 unless it exists.
+    async fn endpoint_known(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<WebhookEndpoint>, ApiError> {
         self.served(namespace)?;
         caches_synced(&self.shared.cache, CACHE_WAIT).await?;
-        if self.shared.cache.endpoint(namespace, name).is_none() {
-            return Err(ApiError::NotFound(format!(
+        self.shared.cache.endpoint(namespace, name).ok_or_else(|| {
+            ApiError::NotFound(format!(
                 "WebhookEndpoint `{name}` not found in namespace `{namespace}`"
-            )));
-        }
-        Ok(())
+            ))
+        })
     }
 
     /// The request body, at most `--max-body-bytes` (413 beyond).

@@ -133,14 +133,10 @@ pub async fn preview(
             Access::read_endpoints(&namespace, Some(&name)),
         )
         .await?;
-    state.endpoint_known(&namespace, &name).await?;
+    let resource = state.endpoint_known(&namespace, &name).await?;
     let body = state.body(request).await?;
     let parsed = parse_preview(&body)?;
     let shared = &state.shared;
-    let resource = shared
-        .cache
-        .endpoint(&namespace, &name)
-        .ok_or_else(|| ApiError::NotFound(format!("WebhookEndpoint `{name}` not found")))?;
     let program = match parsed.program {
         Some(program) => program,
         None => match &resource.spec.transform {
