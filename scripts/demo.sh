@@ -95,7 +95,8 @@ RUST_LOG=info,kube=warn "$BIN" controller --metrics-addr "127.0.0.1:$CONTROLLER_
   --lease-namespace default > "$WORK/controller.log" 2>&1 & PIDS+=($!)
 RUST_LOG=info,kube=warn "$BIN" dispatcher --listen-addr "127.0.0.1:$INGEST_PORT" \
   --metrics-addr "127.0.0.1:$DISPATCHER_METRICS_PORT" --store-path "$WORK/dispatcher.db" \
-  --allow-plain-http --egress-allow-cidr 127.0.0.0/8 --status-interval-seconds 1 > "$WORK/dispatcher.log" 2>&1 & PIDS+=($!)
+  --allow-plain-http --egress-allow-cidr 127.0.0.0/8 --egress-deny-cidr 127.0.0.66/32 \
+  --status-interval-seconds 1 > "$WORK/dispatcher.log" 2>&1 & PIDS+=($!)
 wait_until 60 curl -sf "127.0.0.1:$CONTROLLER_METRICS_PORT/healthz" -o /dev/null \
   || { tail -20 "$WORK/controller.log" >&2; fail "the controller did not start (log: $WORK/controller.log)"; }
 wait_until 60 curl -sf "127.0.0.1:$DISPATCHER_METRICS_PORT/readyz" -o /dev/null \
@@ -173,6 +174,19 @@ if [ "${#PROBLEMS[@]}" -gt 0 ]; then
   fail "${#PROBLEMS[@]} check(s) failed"
 fi
 echo; echo "demo check passed: $EXPECTED deliveries verified by the receiver; every example endpoint and subscription is Ready"
+
+DASHBOARD_URL="http://127.0.0.1:$INGEST_PORT/ui/"
+DEVELOPER_TOKEN=$(kubectl -n "$NS" create token demo-developer --duration 8h)
+echo; echo "== the dashboard"
+echo "   open $DASHBOARD_URL and paste this token of ServiceAccount $NS/demo-developer (8 h):"
+echo "   $DEVELOPER_TOKEN"
+echo "   (a new one: kubectl -n $NS create token demo-developer; everything, as cluster admin: test-admin-token)"
+# DEMO_THEN: a command run while everything is up (scripts/browser-test.sh runs the browser test).
+if [ -n "${DEMO_THEN:-}" ]; then
+  echo; echo "== $DEMO_THEN"
+  DASHBOARD_URL=$DASHBOARD_URL DEVELOPER_TOKEN=$DEVELOPER_TOKEN DEMO_NAMESPACE=$NS DEMO_WORK=$WORK \
+    INGEST_URL="http://127.0.0.1:$INGEST_PORT" bash -c "$DEMO_THEN" || fail "$DEMO_THEN failed"
+fi
 if [ "$WAIT" = 1 ]; then
   echo; echo "Running. In another shell: eval \"\$(scripts/control-plane.sh env)\"; kubectl get webhooks -A   (Ctrl-C stops everything)"
   sleep infinity & PIDS+=($!)

@@ -8,9 +8,12 @@
 //! - `controller`: reconcilers for endpoints and subscriptions.
 //! - `dispatcher`: ingest, the delivery engine, status write-back. Never imports `controller`.
 //! - `runtime`: logging, the health server, shutdown, leases.
+//! - `dashboard`: the developer dashboard, served by the dispatcher under `/ui/`: sessions,
+//!   SubjectAccessReview per page, server-rendered HTML. Uses `dispatcher`; `dispatcher` mounts it.
 //! - `transform`: per-endpoint jq transforms: the pure program, the worker process and its pool.
 pub mod api;
 pub mod controller;
+pub mod dashboard;
 pub mod delivery;
 pub mod dispatcher;
 pub mod runtime;

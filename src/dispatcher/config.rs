@@ -141,6 +141,19 @@ pub struct DispatcherConfig {
     #[arg(long, env = "TRANSFORM_MEMORY_MIB", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(64..=65536))]
     pub transform_memory_mib: u64,
+    /// Serve the developer dashboard under `/ui/` on the API port.
+    #[arg(long, env = "DASHBOARD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dashboard: bool,
+    /// How long a dashboard session lasts from login (e.g. `8h`).
+    #[arg(long, env = "DASHBOARD_SESSION_TTL", default_value = "8h", value_parser = window)]
+    pub dashboard_session_ttl: Duration,
+    /// A dashboard session without a request for this long ends (e.g. `1h`).
+    #[arg(long, env = "DASHBOARD_IDLE_TIMEOUT", default_value = "1h", value_parser = window)]
+    pub dashboard_idle_timeout: Duration,
+    /// Mark the session cookie `Secure` (set when the dashboard is reached over HTTPS, e.g.
+    /// through an Ingress that terminates TLS).
+    #[arg(long, env = "DASHBOARD_SECURE_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dashboard_secure_cookie: bool,
 }
 
 impl DispatcherConfig {

@@ -64,7 +64,10 @@ pub enum StartError {
 
 /// Runs the dispatcher until SIGTERM / Ctrl-C.
 pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
-    let client = Client::try_default().await.map_err(StartError::Client)?;
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| StartError::Client(kube::Error::InferConfig(e)))?;
+    let client = Client::try_from(kube_config.clone()).map_err(StartError::Client)?;
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     let health = Health::new(registry);
@@ -267,7 +270,12 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     tasks.spawn(retention(shared.clone()));
     tasks.spawn(health::serve(
         api_listener,
-        http::router(shared.clone()),
+        http::router(
+            shared.clone(),
+            config
+                .dashboard
+                .then(|| crate::dashboard::Dashboard::new(shared.clone(), kube_config)),
+        ),
         stopped(stop_rx.clone()),
     ));
     let caches_synced = async {

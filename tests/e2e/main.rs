@@ -5,6 +5,7 @@ mod adaptive;
 #[path = "../common/cel_cases.rs"]
 mod cel_cases;
 mod controller;
+mod dashboard;
 mod dispatcher;
 mod ingest;
 mod ordering;

@@ -84,6 +84,21 @@ impl Access {
         }
     }
 
+    /// `verb` on `resource` (in [`GROUP`]), in `namespace` (empty: every namespace).
+    pub fn new(
+        namespace: &str,
+        verb: &'static str,
+        resource: &'static str,
+        name: Option<&str>,
+    ) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            verb,
+            resource,
+            name: name.map(str::to_owned),
+        }
+    }
+
     /// Sending a test delivery: `update` on the endpoint `name`.
     pub fn test_endpoint(namespace: &str, name: &str) -> Self {
         Self {

@@ -94,12 +94,12 @@ pub mod auth;
 pub mod error;
 pub mod history;
 pub mod ingest;
-mod review;
+pub mod review;
 pub mod test_endpoint;
 pub mod transform_preview;
 
 use error::ApiError;
-use review::Reviewer;
+pub use review::Reviewer;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -151,7 +151,7 @@ impl ApiState {
 }
 
 /// The `/v1/...` routes.
-pub fn router(shared: Arc<Shared>) -> axum::Router {
+pub fn router(shared: Arc<Shared>, dashboard: Option<crate::dashboard::Dashboard>) -> axum::Router {
     let reviewer = Arc::new(Reviewer::new(
         shared.client.clone(),
         Duration::from_secs(shared.config.auth_cache_seconds),
@@ -162,9 +162,11 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         shared: shared.clone(),
         reviewer,
     };
-    routes()
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(limit))
+    let mut app = routes().with_state(state);
+    if let Some(dashboard) = dashboard {
+        app = app.nest("/ui", crate::dashboard::router(dashboard));
+    }
+    app.layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(shared, observe))
 }
 

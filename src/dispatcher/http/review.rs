@@ -38,10 +38,7 @@ impl Reviewer {
     /// Returns who the caller is.
     pub async fn check(&self, headers: &HeaderMap, access: Access) -> Result<Identity, ApiError> {
         let token = auth::bearer_token(headers).map_err(ApiError::Unauthenticated)?;
-        let identity = match self.authenticate(token).await? {
-            Authn::Authenticated(identity) => identity,
-            Authn::Rejected(reason) => return Err(ApiError::TokenRejected(reason)),
-        };
+        let identity = self.identify(token).await?;
         tracing::Span::current().record("user", identity.username.as_str());
         match self.authorize(&identity, &access).await? {
             Authz::Allowed => Ok(identity),
@@ -51,6 +48,22 @@ impl Reviewer {
                 reason,
             }),
         }
+    }
+
+    /// Who `token` belongs to (TokenReview, cached); `TokenRejected` when it is not valid.
+    pub async fn identify(&self, token: &str) -> Result<Identity, ApiError> {
+        match self.authenticate(token).await? {
+            Authn::Authenticated(identity) => Ok(identity),
+            Authn::Rejected(reason) => Err(ApiError::TokenRejected(reason)),
+        }
+    }
+
+    /// Whether `identity` may do `access` (SubjectAccessReview, cached).
+    pub async fn allows(&self, identity: &Identity, access: &Access) -> Result<bool, ApiError> {
+        Ok(matches!(
+            self.authorize(identity, access).await?,
+            Authz::Allowed
+        ))
     }
 
     async fn authenticate(&self, token: &str) -> Result<Authn, ApiError> {
