@@ -66,6 +66,10 @@ spec:
         - --token-audience={{ . }}
         {{- end }}
         - --store-queue-capacity={{ $v.dispatcher.storeQueueCapacity }}
+        - --dashboard={{ $v.dispatcher.dashboard.enabled }}
+        - --dashboard-session-ttl={{ $v.dispatcher.dashboard.sessionTTL }}
+        - --dashboard-idle-timeout={{ $v.dispatcher.dashboard.idleTimeout }}
+        - --dashboard-secure-cookie={{ $v.dispatcher.dashboard.secureCookie }}
         - --transform-workers={{ $v.dispatcher.transforms.workers }}
         - --transform-timeout={{ $v.dispatcher.transforms.timeout }}
         - --transform-memory-mib={{ $v.dispatcher.transforms.memoryMiB }}

@@ -12,6 +12,9 @@
 //! | `POST /v1/namespaces/{ns}/endpoints/{name}/test` | `update webhookendpoints {name}` | 200 `status.lastTest` |
 //! | `POST /v1/namespaces/{ns}/endpoints/{name}/transform:preview` | `get webhookendpoints {name}` | 200 what the transform makes of an event ([`transform_preview`]) |
 //!
+//! The developer dashboard is mounted under `/ui/` (`crate::dashboard`, unless `--dashboard=false`);
+//! it has its own sessions and the same checks (docs/dashboard.md).
+//!
 //! Every route needs `Authorization: Bearer <token>`: the token is checked with a TokenReview,
 //! then the user and groups it names with a SubjectAccessReview, so Kubernetes RBAC decides who
 //! may publish or read where. Both answers are cached for `--auth-cache-seconds` (keyed by the
