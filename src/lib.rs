@@ -17,5 +17,6 @@ pub mod dashboard;
 pub mod delivery;
 pub mod dispatcher;
 pub mod runtime;
+pub mod security;
 pub mod store;
 pub mod transform;

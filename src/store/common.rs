@@ -5,8 +5,8 @@ use jiff::Timestamp;
 
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, DeliveryState, EndpointStats,
-    EnqueueRequest, EventSource, NextStep, Page, PageRequest, ReplayFilter, ReplayProgress, Result,
-    StoreError, WindowStats,
+    EnqueueRequest, EventRecord, EventSource, EventTypePattern, NextStep, Page, PageRequest,
+    ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
 };
 
 /// Columns of a delivery row, from alias `d` (each backend maps them by position).
@@ -107,6 +107,95 @@ pub fn decode_cursor(cursor: &str) -> Result<(i64, i64)> {
         time.parse().map_err(|_| invalid())?,
         id.parse().map_err(|_| invalid())?,
     ))
+}
+
+/// The cursor of an event page: its creation time and id (events have no row number in every
+/// backend; event ids are unique).
+pub fn encode_event_cursor(created_ms: i64, event_id: &str) -> String {
+    format!("{created_ms}.{event_id}")
+}
+
+/// The page size and the `(created_at, event_id)` every event of the page is before.
+pub fn event_page_bounds(page: &PageRequest) -> Result<(usize, i64, String)> {
+    let Some(cursor) = &page.cursor else {
+        // `~` sorts after every event id (`evt_…`, ASCII letters and digits).
+        return Ok((page_limit(page.limit), i64::MAX, "~".into()));
+    };
+    let invalid = || StoreError::InvalidArgument(format!("malformed page cursor {cursor:?}"));
+    let (time, id) = cursor.split_once('.').ok_or_else(invalid)?;
+    Ok((
+        page_limit(page.limit),
+        time.parse().map_err(|_| invalid())?,
+        id.to_owned(),
+    ))
+}
+
+/// A page of events from a `limit + 1` result, newest first.
+pub fn event_page(mut found: Vec<EventRecord>, limit: usize) -> Page<EventRecord> {
+    let next_cursor = next_cursor(&mut found, limit, |e| {
+        encode_event_cursor(e.created_at.as_millisecond(), &e.event_id)
+    });
+    Page {
+        items: found,
+        next_cursor,
+    }
+}
+
+/// A type pattern as two SQL parameters: the exact type, or the prefix (`user.` of `user.*`);
+/// both `None` for `*`.
+pub fn type_filter(pattern: &EventTypePattern) -> (Option<String>, Option<String>) {
+    match pattern {
+        EventTypePattern::Any => (None, None),
+        EventTypePattern::Prefix(prefix) => (None, Some(prefix.clone())),
+        EventTypePattern::Exact(exact) => (Some(exact.clone()), None),
+    }
+}
+
+/// Security kinds as one SQL parameter (`,a,b,`; empty: every kind).
+pub fn kinds_filter(kinds: &[crate::security::SecurityKind]) -> String {
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    format!(",{},", names.join(","))
+}
+
+/// The columns of a security log row, in the order [`security_record`] reads them.
+pub const SECURITY_COLUMNS: &str =
+    "id, at, kind, namespace, endpoint, source, user_name, address, detail";
+
+/// A security log row from its columns' values.
+#[allow(clippy::too_many_arguments)]
+pub fn security_record(
+    id: i64,
+    at_ms: i64,
+    kind: &str,
+    namespace: Option<String>,
+    endpoint: Option<String>,
+    source: Option<String>,
+    user: Option<String>,
+    address: Option<String>,
+    detail: String,
+) -> Result<crate::security::SecurityRecord> {
+    let kind = crate::security::SecurityKind::parse(kind).ok_or_else(|| {
+        StoreError::Schema(format!(
+            "unknown security log kind {kind:?} (written by a newer binary?)"
+        ))
+    })?;
+    Ok(crate::security::SecurityRecord {
+        id,
+        at: Timestamp::from_millisecond(at_ms)
+            .map_err(|e| StoreError::Schema(format!("security log time {at_ms}: {e}")))?,
+        event: crate::security::SecurityEvent {
+            kind,
+            namespace,
+            endpoint,
+            source,
+            user,
+            address,
+            detail,
+        },
+    })
 }
 
 /// A page size within 1..=1000.

@@ -36,6 +36,9 @@
 //!   is ever Pending, InFlight or Held, through retries, lease expiry, crashes and handover. A
 //!   dead letter with `pause_on_dead_letter` pauses the endpoint instead: nothing more of it is
 //!   made Pending until `resume_endpoint`. Replays queue in their lane like new events.
+//! - The security log is append-only; entries leave it only by `purge_security_events`
+//!   (retention). A `SecurityQuery` without a namespace returns every entry, those of no namespace
+//!   included; with one, only that namespace's.
 //! - A replay id runs once: the first `replay` creates the deliveries and records the id in the
 //!   same transaction; later calls (after any restart) return the first run's counts.
 use async_trait::async_trait;
@@ -153,7 +156,25 @@ pub trait Store: Send + Sync + 'static {
     /// so a replay never runs twice. Works in chunks so the writer is not blocked for long.
     async fn purge_finished(&self, older_than: Timestamp) -> Result<PurgeStats>;
 
+    /// Appends entries to the security log (each with the time it happened).
+    async fn record_security_events(
+        &self,
+        events: Vec<(Timestamp, crate::security::SecurityEvent)>,
+    ) -> Result<()>;
+
+    /// Deletes security log entries older than `older_than`; returns how many.
+    async fn purge_security_events(&self, older_than: Timestamp) -> Result<u64>;
+
     // --- reads ---
+
+    /// Security log entries, newest first.
+    async fn security_events(
+        &self,
+        query: SecurityQuery,
+    ) -> Result<Page<crate::security::SecurityRecord>>;
+
+    /// A namespace's events of a type pattern, newest first.
+    async fn find_events(&self, query: EventQuery) -> Result<Page<EventRecord>>;
 
     /// An event with all its deliveries; `None` if unknown.
     async fn event_status(&self, event_id: &str) -> Result<Option<EventStatus>>;

@@ -684,3 +684,21 @@ mod tests {
         );
     }
 }
+
+/// `security_events`' arguments: newest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecurityQuery {
+    /// One namespace's entries, or (`None`) every entry, those of no namespace included.
+    pub namespace: Option<String>,
+    /// Only these kinds; every kind when empty.
+    pub kinds: Vec<crate::security::SecurityKind>,
+    pub page: PageRequest,
+}
+
+/// `find_events`' arguments: a namespace's events, newest first, of a type pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventQuery {
+    pub namespace: String,
+    pub event_type: EventTypePattern,
+    pub page: PageRequest,
+}

@@ -27,6 +27,7 @@ mod ordering;
 mod queries;
 mod recovery;
 mod replay;
+mod security;
 
 pub use batches::{batched_records, capped_claims};
 pub use filtered::filtered_deliveries_finish_without_failing;
@@ -42,6 +43,7 @@ pub use ordering::{
 pub use queries::{analytics_and_endpoint_stats, pagination};
 pub use recovery::{crash_recovery_and_leases, purge_keeps_totals_and_replays};
 pub use replay::dead_letter_and_replay_once;
+pub use security::{event_search, security_log};
 
 /// Gives the suite fresh storage and a way to reopen it.
 #[async_trait]
@@ -81,6 +83,8 @@ macro_rules! store_contract_tests {
             ordered_lanes_survive_crashes_suspension_and_replays,
             paused_endpoints_resume,
             filtered_deliveries_finish_without_failing,
+            security_log,
+            event_search,
             filtered_heads_advance_their_lanes
         );
     };

@@ -38,15 +38,16 @@ use crate::store::common::{millis, validate_enqueue};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
     DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
-    EnqueueOutcome, EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts,
-    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, ResumeAction,
-    ResumeOutcome, Store, StoreError,
+    EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page, PageRequest,
+    PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest,
+    ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store, StoreError,
 };
 
 mod lanes;
 mod reads;
 mod rows;
 pub mod schema;
+mod security;
 pub mod tls;
 pub mod writer;
 mod writes;
@@ -435,6 +436,28 @@ impl Store for PostgresStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn record_security_events(
+        &self,
+        events: Vec<(Timestamp, crate::security::SecurityEvent)>,
+    ) -> Result<()> {
+        in_transaction!(self, |tx| security::record(&tx, &events).await?)
+    }
+
+    async fn purge_security_events(&self, older_than: Timestamp) -> Result<u64> {
+        in_transaction!(self, |tx| security::purge(&tx, older_than).await?)
+    }
+
+    async fn security_events(
+        &self,
+        query: SecurityQuery,
+    ) -> Result<Page<crate::security::SecurityRecord>> {
+        in_snapshot!(self, |tx| security::read(&tx, &query).await?)
+    }
+
+    async fn find_events(&self, query: EventQuery) -> Result<Page<EventRecord>> {
+        in_snapshot!(self, |tx| security::find_events(&tx, &query).await?)
     }
 
     async fn event_status(&self, event_id: &str) -> Result<Option<EventStatus>> {

@@ -135,6 +135,24 @@ CREATE TABLE paused_endpoints (
     r#"
 ALTER TABLE endpoint_counters ADD COLUMN filtered BIGINT NOT NULL DEFAULT 0;
 "#,
+    // The security log (refused destinations, authentication failures, user actions, alerts),
+    // and the index the dashboard's event search reads events of a namespace by.
+    r#"
+CREATE TABLE security_events (
+    id        BIGSERIAL PRIMARY KEY,
+    at        BIGINT NOT NULL,
+    kind      TEXT NOT NULL,
+    namespace TEXT,
+    endpoint  TEXT,
+    source    TEXT,
+    user_name TEXT,
+    address   TEXT,
+    detail    TEXT NOT NULL
+);
+CREATE INDEX security_events_at ON security_events (at, id);
+CREATE INDEX security_events_namespace ON security_events (namespace, at, id);
+CREATE INDEX events_namespace_created ON events (namespace, created_at);
+"#,
 ];
 
 /// The schema version this binary writes.

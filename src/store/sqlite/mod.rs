@@ -24,9 +24,9 @@ use crate::store::common::validate_enqueue;
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
     DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
-    EnqueueOutcome, EnqueueRequest, EventStatus, Page, PageRequest, PurgeStats, QueueCounts,
-    RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest, ReplayResult, Result, ResumeAction,
-    ResumeOutcome, Store, StoreError,
+    EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page, PageRequest,
+    PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest,
+    ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store, StoreError,
 };
 
 mod lanes;
@@ -34,6 +34,7 @@ mod queries;
 mod readers;
 mod rows;
 pub mod schema;
+mod security;
 pub mod writer;
 mod writes;
 
@@ -288,6 +289,35 @@ impl Store for SqliteStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn record_security_events(
+        &self,
+        events: Vec<(Timestamp, crate::security::SecurityEvent)>,
+    ) -> Result<()> {
+        self.write(move |conn| security::record(conn, &events))
+            .await
+    }
+
+    async fn purge_security_events(&self, older_than: Timestamp) -> Result<u64> {
+        let older_than = millis(older_than);
+        self.write(move |conn| security::purge(conn, older_than))
+            .await
+    }
+
+    async fn security_events(
+        &self,
+        query: SecurityQuery,
+    ) -> Result<Page<crate::security::SecurityRecord>> {
+        self.readers
+            .read(move |conn| security::read(conn, &query))
+            .await
+    }
+
+    async fn find_events(&self, query: EventQuery) -> Result<Page<EventRecord>> {
+        self.readers
+            .read(move |conn| security::find_events(conn, &query))
+            .await
     }
 
     async fn event_status(&self, event_id: &str) -> Result<Option<EventStatus>> {
