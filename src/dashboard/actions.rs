@@ -20,6 +20,7 @@ use crate::api::references::LocalObjectReference;
 use crate::api::replay::ReplayOutcome;
 use crate::api::{WebhookEndpoint, WebhookReplay, WebhookReplaySpec, ROTATE_SECRET_ANNOTATION};
 use crate::dispatcher::send_test;
+use crate::security::SecurityKind;
 
 fn done(message: Markup) -> Markup {
     html! { div.notice.success role="status" { (message) } }
@@ -75,10 +76,10 @@ pub async fn test_delivery(
         .await
         .map_err(|e| PageError::Unavailable(format!("the test delivery could not be sent: {e}")))?;
     dashboard.audit(Entry {
-        kind: "test_delivery",
+        kind: SecurityKind::TestDelivery,
         namespace: Some(&namespace),
         endpoint: Some(&name),
-        source: None,
+        source: user.source.clone(),
         user: Some(user.name()),
         detail: format!("test delivery {} sent from the dashboard", result.nonce),
     });
@@ -115,13 +116,13 @@ async fn set_suspend(
         .map_err(|e| refused(&format!("{action} {name}"), e))?;
     dashboard.audit(Entry {
         kind: if suspend {
-            "endpoint_suspended"
+            SecurityKind::EndpointSuspended
         } else {
-            "endpoint_resumed"
+            SecurityKind::EndpointResumed
         },
         namespace: Some(&namespace),
         endpoint: Some(&name),
-        source: None,
+        source: user.source.clone(),
         user: Some(user.name()),
         detail: format!("spec.suspend set to {suspend} from the dashboard"),
     });
@@ -177,10 +178,10 @@ pub async fn rotate(
     .await
     .map_err(|e| refused(&format!("Rotating the signing secret of {name}"), e))?;
     dashboard.audit(Entry {
-        kind: "secret_rotated",
+        kind: SecurityKind::SecretRotated,
         namespace: Some(&namespace),
         endpoint: Some(&name),
-        source: None,
+        source: user.source.clone(),
         user: Some(user.name()),
         detail: format!("signing secret rotation requested from the dashboard ({token})"),
     });
@@ -288,10 +289,10 @@ pub async fn replay(
         .map_err(|e| refused(&format!("Creating a WebhookReplay for {name}"), e))?;
     let replay_name = created.name_any();
     dashboard.audit(Entry {
-        kind: "replay_created",
+        kind: SecurityKind::ReplayCreated,
         namespace: Some(&namespace),
         endpoint: Some(&name),
-        source: None,
+        source: user.source.clone(),
         user: Some(user.name()),
         detail: format!("WebhookReplay {replay_name} created from the dashboard (from {from})"),
     });

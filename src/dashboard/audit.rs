@@ -1,10 +1,11 @@
-//! What the dashboard writes to the security log: logins (and failed ones), logouts, and every
-//! action a user takes.
+//! What the dashboard writes to the security log: logins, logouts, and every action a user takes
+//! (failed logins are recorded with every other 401 by the API's middleware).
 use super::Dashboard;
+use crate::security::{SecurityEvent, SecurityKind};
 
 /// One security-log entry from the dashboard.
 pub struct Entry<'a> {
-    pub kind: &'static str,
+    pub kind: SecurityKind,
     pub namespace: Option<&'a str>,
     pub endpoint: Option<&'a str>,
     pub source: Option<String>,
@@ -14,15 +15,14 @@ pub struct Entry<'a> {
 
 impl Dashboard {
     pub fn audit(&self, entry: Entry<'_>) {
-        tracing::info!(
-            target: "audit",
-            kind = entry.kind,
-            namespace = entry.namespace,
-            endpoint = entry.endpoint,
-            source = entry.source.as_deref(),
-            user = entry.user,
-            "{}",
-            entry.detail
-        );
+        self.shared.security.record(SecurityEvent {
+            kind: entry.kind,
+            namespace: entry.namespace.map(str::to_owned),
+            endpoint: entry.endpoint.map(str::to_owned),
+            source: entry.source,
+            user: entry.user.map(str::to_owned),
+            address: None,
+            detail: entry.detail,
+        });
     }
 }

@@ -25,6 +25,12 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
             let status = response.status();
             response = (status, notice.0).into_response();
         }
+        // htmx's request would follow a 303 itself and never see `HX-Redirect`: answer 200 with
+        // the header, and htmx navigates (to the login page after logout or a lapsed session).
+        if response.status().is_redirection() && response.headers().contains_key("hx-redirect") {
+            *response.status_mut() = axum::http::StatusCode::OK;
+            response.headers_mut().remove(header::LOCATION);
+        }
     }
     let headers = response.headers_mut();
     headers.insert(

@@ -116,6 +116,7 @@ pub fn router(dashboard: Dashboard) -> axum::Router {
         .route("/namespaces/{ns}/replays/{name}", get(pages::replay::page))
         .route("/events", get(pages::events::page))
         .route("/subscriptions", get(pages::subscriptions::page))
+        .route("/security", get(pages::security::page))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(layout::security_headers))
         .with_state(dashboard)

@@ -22,6 +22,8 @@ pub struct User {
     pub session_id: String,
     pub session: Session,
     pub identity: Identity,
+    /// The client's address, for the security log.
+    pub source: Option<String>,
 }
 
 impl User {
@@ -147,6 +149,7 @@ impl FromRequestParts<Dashboard> for User {
             session_id,
             session,
             identity,
+            source: source(&parts.extensions),
         })
     }
 }

@@ -130,7 +130,10 @@ impl DeliveryClient {
         let started = Instant::now();
         if let Err(err) = egress::check_url(&request.url, &self.egress) {
             tracing::warn!(target: "audit", destination = %redact(&request.url), reason = %err, "egress refused a delivery");
-            return HttpResult::failed(ErrorKind::Blocked, err.to_string(), started.elapsed());
+            return HttpResult {
+                refused_address: err.refused_address(),
+                ..HttpResult::failed(ErrorKind::Blocked, err.to_string(), started.elapsed())
+            };
         }
         let sent = self
             .http
@@ -143,13 +146,14 @@ impl DeliveryClient {
         let response = match sent {
             Ok(response) => response,
             Err(err) => {
-                let error = describe_error(err);
+                let (error, refused_address) = describe_error(err);
                 if error.kind == ErrorKind::Blocked {
                     tracing::warn!(target: "audit", destination = %redact(&request.url), reason = %error.message, "egress refused a delivery");
                 }
                 return HttpResult {
                     latency: started.elapsed(),
                     error: Some(error),
+                    refused_address,
                     ..HttpResult::default()
                 };
             }
@@ -182,6 +186,7 @@ impl DeliveryClient {
             error,
             retry_after,
             http_version,
+            refused_address: None,
         }
     }
 }
@@ -210,8 +215,9 @@ fn redact(url: &Url) -> String {
     format!("{}{}", url.origin().ascii_serialization(), url.path())
 }
 
-/// Classifies a reqwest error and describes it without the URL.
-fn describe_error(err: reqwest::Error) -> AttemptError {
+/// Classifies a reqwest error and describes it without the URL; with the refused address when
+/// the egress policy refused the destination.
+fn describe_error(err: reqwest::Error) -> (AttemptError, Option<String>) {
     let err = err.without_url();
     let mut sources: Vec<&(dyn StdError + 'static)> = Vec::new();
     let mut next = err.source();
@@ -223,10 +229,13 @@ fn describe_error(err: reqwest::Error) -> AttemptError {
         .iter()
         .find_map(|source| source.downcast_ref::<EgressError>())
     {
-        return AttemptError {
-            kind: ErrorKind::Blocked,
-            message: egress.to_string(),
-        };
+        return (
+            AttemptError {
+                kind: ErrorKind::Blocked,
+                message: egress.to_string(),
+            },
+            egress.refused_address(),
+        );
     }
     let io_kind = sources
         .iter()
@@ -258,7 +267,7 @@ fn describe_error(err: reqwest::Error) -> AttemptError {
             message.push_str(&text);
         }
     }
-    AttemptError { kind, message }
+    (AttemptError { kind, message }, None)
 }
 
 /// Resolves host names (static entries first, then the system resolver) and lets through only

@@ -100,6 +100,21 @@ pub enum EgressError {
     },
 }
 
+impl EgressError {
+    /// The refused destination, for the security log: the address (the first one, when a host
+    /// resolved only to refused ones) or the host name refused by name.
+    pub fn refused_address(&self) -> Option<String> {
+        match self {
+            EgressError::BlockedAddress { ip, .. } => Some(ip.to_string()),
+            EgressError::BlockedHost { host, .. } => Some(host.clone()),
+            EgressError::NoAllowedAddress { blocked, .. } => {
+                blocked.first().map(|(ip, _)| ip.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
 fn describe(blocked: &[(IpAddr, BlockReason)]) -> String {
     let parts: Vec<String> = blocked
         .iter()

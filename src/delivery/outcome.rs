@@ -73,6 +73,8 @@ pub struct HttpResult {
     pub retry_after: Option<String>,
     /// The HTTP version the response came with (`HTTP/1.1`, `HTTP/2.0`), for diagnostics.
     pub http_version: Option<String>,
+    /// For a destination the egress policy refused: the address (or host) it refused.
+    pub refused_address: Option<String>,
 }
 
 impl HttpResult {

@@ -141,6 +141,9 @@ pub struct DispatcherConfig {
     #[arg(long, env = "TRANSFORM_MEMORY_MIB", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(64..=65536))]
     pub transform_memory_mib: u64,
+    /// How long security log entries are kept (e.g. `30d`, `2160h`).
+    #[arg(long, env = "SECURITY_LOG_RETENTION", default_value = "30d", value_parser = window)]
+    pub security_log_retention: Duration,
     /// Serve the developer dashboard under `/ui/` on the API port.
     #[arg(long, env = "DASHBOARD", default_value_t = true, action = clap::ArgAction::Set)]
     pub dashboard: bool,

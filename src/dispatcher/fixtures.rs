@@ -82,6 +82,8 @@ impl Fixture {
         secrets.apply_watcher_event(&watcher::Event::InitDone);
         subscriptions_writer.apply_watcher_event(&watcher::Event::InitDone);
         let (notices, notice_queue) = Notices::channel();
+        let metrics = metrics::Metrics::register(&mut Registry::default());
+        let (security, _) = super::security_log::SecurityLog::channel(metrics.clone());
         let cache = Cache {
             endpoints: endpoints_reader,
             subscriptions,
@@ -100,7 +102,7 @@ impl Fixture {
                 "webhook-operator".into(),
             )),
             wake: Default::default(),
-            metrics: metrics::Metrics::register(&mut Registry::default()),
+            metrics,
             recorder,
             config,
             dirty: Default::default(),
@@ -108,6 +110,7 @@ impl Fixture {
             owner: OWNER.into(),
             ownership: Arc::new(Ownership::All),
             notices,
+            security,
         });
         Self {
             shared,

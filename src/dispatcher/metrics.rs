@@ -78,6 +78,18 @@ pub struct IngestLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecurityLabels {
+    /// A `SecurityKind` name (a fixed set).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// auth_failure_burst, repeated_refusals, dns_rebinding.
+    pub alert: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     /// Attempts by what came of them (named `deliveries_total` before 0.2: it always counted
@@ -102,6 +114,12 @@ pub struct Metrics {
     pub partitions_owned: Gauge,
     pub ingest_requests: Family<IngestLabels, Counter>,
     pub store_commit_seconds: Histogram,
+    /// Security log entries by kind.
+    pub security_events: Family<SecurityLabels, Counter>,
+    /// Alerts of suspicious activity by alert.
+    pub security_alerts: Family<AlertLabels, Counter>,
+    /// Security log entries dropped because its queue was full.
+    pub security_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -126,7 +144,21 @@ impl Metrics {
             partitions_owned: Gauge::default(),
             ingest_requests: Family::default(),
             store_commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            security_events: Family::default(),
+            security_alerts: Family::default(),
+            security_log_dropped: Counter::default(),
         };
+        // Every series from the start, so alert rules and dashboards find them before the first.
+        for kind in crate::security::SecurityKind::ALL {
+            let _ = metrics.security_events.get_or_create(&SecurityLabels {
+                kind: kind.as_str(),
+            });
+            if kind.is_alert() {
+                let _ = metrics.security_alerts.get_or_create(&AlertLabels {
+                    alert: kind.as_str(),
+                });
+            }
+        }
         let r = registry.sub_registry_with_prefix("webhook_operator_dispatcher");
         r.register(
             "attempts",
@@ -197,6 +229,21 @@ impl Metrics {
             "store_commit_seconds",
             "Duration of one group commit",
             metrics.store_commit_seconds.clone(),
+        );
+        r.register(
+            "security_events",
+            "Security log entries by kind (refused destinations, 401/403, logins, user actions, alerts)",
+            metrics.security_events.clone(),
+        );
+        r.register(
+            "security_alerts",
+            "Alerts of suspicious activity: auth_failure_burst, repeated_refusals, dns_rebinding",
+            metrics.security_alerts.clone(),
+        );
+        r.register(
+            "security_log_dropped",
+            "Security log entries dropped because the log's queue was full",
+            metrics.security_log_dropped.clone(),
         );
         metrics
     }

@@ -13,6 +13,7 @@ pub mod ownership;
 pub mod partitions;
 pub mod publish;
 pub mod router;
+pub mod security_log;
 pub mod status;
 pub mod subscription_index;
 pub mod test_delivery;
@@ -58,6 +59,8 @@ pub struct Shared {
     pub ownership: Arc<ownership::Ownership>,
     /// Kubernetes Events queued by attempts, raised by the status side (`status::notices`).
     pub notices: status::notices::Notices,
+    /// The security log: refused destinations, 401/403s, user actions, alerts.
+    pub security: security_log::SecurityLog,
 }
 
 impl Shared {
@@ -68,6 +71,7 @@ impl Shared {
             store: self.store.clone(),
             endpoints: self.endpoints.clone(),
             notices: self.notices.clone(),
+            security: self.security.clone(),
             dirty: self.dirty.clone(),
             http: self.http.clone(),
             transforms: self.transforms.clone(),

@@ -189,6 +189,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         StoreKind::Postgres => Ownership::partitioned(config.partitions),
     };
     let (notices, notice_queue) = status::notices::Notices::channel();
+    let (security, security_queue) = super::security_log::SecurityLog::channel(metrics.clone());
     let transforms = TransformPool::start(
         config
             .transform_pool()
@@ -210,8 +211,10 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         owner: identity,
         ownership: Arc::new(ownership),
         notices,
+        security,
     });
     tokio::spawn(status::notices::raise(shared.clone(), notice_queue));
+    tokio::spawn(super::security_log::run(shared.clone(), security_queue));
 
     let mut tasks = tokio::task::JoinSet::new();
     let index = cache.index.clone();
@@ -322,6 +325,13 @@ async fn retention(shared: Arc<Shared>) {
         match shared.store.purge_finished(cutoff).await {
             Ok(stats) => tracing::debug!(?stats, "purged finished deliveries"),
             Err(error) => warn!(%error, "purging finished deliveries failed"),
+        }
+        let security_cutoff = Timestamp::now()
+            .saturating_sub(shared.config.security_log_retention)
+            .unwrap_or(Timestamp::MIN);
+        match shared.store.purge_security_events(security_cutoff).await {
+            Ok(purged) => tracing::debug!(purged, "purged old security log entries"),
+            Err(error) => warn!(%error, "purging the security log failed"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }

@@ -182,7 +182,8 @@ impl Detector {
                         SecurityEvent::new(
                             SecurityKind::DnsRebinding,
                             format!(
-                                "the endpoint delivered successfully before and now resolves to a refused address{}",
+                                "the endpoint delivered successfully within {} and now its destination is refused{}: its host now resolves to a refused range (DNS rebinding), or its URL was changed to point at one",
+                                humantime::format_duration(t.rebinding_window),
                                 event.address.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
                             ),
                         )

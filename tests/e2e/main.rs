@@ -12,6 +12,7 @@ mod ordering;
 mod receiver;
 mod receivers;
 mod scaleout;
+mod security;
 mod server_validation;
 mod shutdown;
 mod support;

@@ -66,6 +66,7 @@ spec:
         - --token-audience={{ . }}
         {{- end }}
         - --store-queue-capacity={{ $v.dispatcher.storeQueueCapacity }}
+        - --security-log-retention={{ $v.dispatcher.securityLogRetention }}
         - --dashboard={{ $v.dispatcher.dashboard.enabled }}
         - --dashboard-session-ttl={{ $v.dispatcher.dashboard.sessionTTL }}
         - --dashboard-idle-timeout={{ $v.dispatcher.dashboard.idleTimeout }}

@@ -10,7 +10,7 @@ use crate::dashboard::error::PageError;
 use crate::dashboard::layout::{self, Nav};
 use crate::dashboard::user::User;
 use crate::dashboard::Dashboard;
-use crate::store::EventStatus;
+use crate::store::{EventQuery, EventRecord, EventStatus, EventTypePattern, PageRequest};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SearchParams {
@@ -101,12 +101,59 @@ pub async fn page(
     ))
 }
 
+/// Events at most in a search by type.
+const FOUND: usize = 100;
+
+pub fn events_table(events: &[EventRecord], now: Timestamp) -> Markup {
+    html! {
+        div.table-wrap { table #events {
+            thead { tr { th scope="col" { "When" } th scope="col" { "Namespace" } th scope="col" { "Type" } th scope="col" { "Event" } } }
+            tbody {
+                @for e in events { tr {
+                    td { (relative(e.created_at, now)) }
+                    td { (e.namespace) }
+                    td { code { (e.event_type) } }
+                    td { a href=(format!("/ui/events?q={}", e.event_id)) { (e.event_id) } }
+                } }
+                @if events.is_empty() { tr { td colspan="4" { "No events found." } } }
+            }
+        } }
+    }
+}
+
 /// Events of a type (exact, `prefix.*` or `*`), newest first, in the readable namespaces.
-pub async fn by_type(
-    _dashboard: &Dashboard,
-    _readable: &std::collections::BTreeSet<String>,
+async fn by_type(
+    dashboard: &Dashboard,
+    readable: &std::collections::BTreeSet<String>,
     q: &str,
-    _now: Timestamp,
+    now: Timestamp,
 ) -> Result<Markup, PageError> {
-    Ok(html! { p.notice { "Search by type (" code { (q) } ") needs the store's event index." } })
+    if !crate::api::event_types::is_valid_pattern(q) {
+        return Ok(html! {
+            p.notice.error role="alert" {
+                code { (q) } " is neither an event id (" code { "evt_…" } ") nor an event type or pattern such as "
+                code { "user.created" } ", " code { "pitch.*" } " or " code { "*" } "."
+            }
+        });
+    }
+    let mut found = Vec::new();
+    for namespace in readable {
+        let page = dashboard
+            .shared
+            .store
+            .find_events(EventQuery {
+                namespace: namespace.clone(),
+                event_type: EventTypePattern::parse(q),
+                page: PageRequest::first(FOUND),
+            })
+            .await?;
+        found.extend(page.items);
+    }
+    found.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then(b.event_id.cmp(&a.event_id))
+    });
+    found.truncate(FOUND);
+    Ok(events_table(&found, now))
 }

@@ -15,6 +15,7 @@ use crate::dashboard::session::Token;
 use crate::dashboard::user::{same_origin, set_cookie, source, User};
 use crate::dashboard::Dashboard;
 use crate::dispatcher::http::error::ApiError;
+use crate::security::SecurityKind;
 
 fn login_page(error: Option<&str>) -> Markup {
     layout::bare(
@@ -80,14 +81,6 @@ pub async fn submit(
     let identity = match dashboard.reviewer.identify(token).await {
         Ok(identity) => identity,
         Err(ApiError::TokenRejected(reason)) => {
-            dashboard.audit(Entry {
-                kind: "authentication_failed",
-                namespace: None,
-                endpoint: None,
-                source: from,
-                user: None,
-                detail: "dashboard login with a token the API server rejected".into(),
-            });
             let reason = if reason.is_empty() {
                 String::new()
             } else {
@@ -106,7 +99,7 @@ pub async fn submit(
         .sessions
         .create(Token::new(token), identity, Instant::now());
     dashboard.audit(Entry {
-        kind: "dashboard_login",
+        kind: SecurityKind::DashboardLogin,
         namespace: None,
         endpoint: None,
         source: from,
@@ -126,10 +119,10 @@ pub async fn logout(State(dashboard): State<Dashboard>, user: Result<User, PageE
     if let Ok(user) = &user {
         dashboard.sessions.remove(&user.session_id);
         dashboard.audit(Entry {
-            kind: "dashboard_logout",
+            kind: SecurityKind::DashboardLogout,
             namespace: None,
             endpoint: None,
-            source: None,
+            source: user.source.clone(),
             user: Some(user.name()),
             detail: format!("{} logged out", user.name()),
         });

@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod events;
 pub mod login;
 pub mod replay;
+pub mod security;
 pub mod subscriptions;
 
 /// `GET /ui/`.

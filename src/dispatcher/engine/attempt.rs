@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::security::{SecurityEvent, SecurityKind};
 use jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info_span, warn, Instrument};
@@ -371,8 +372,19 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
                 });
             }
         }
-        Outcome::Blocked { .. } => deps.metrics.count_dead_letter(endpoint),
+        Outcome::Blocked { reason } => {
+            deps.metrics.count_dead_letter(endpoint);
+            deps.security.record(
+                SecurityEvent::new(
+                    SecurityKind::DestinationRefused,
+                    format!("destination refused by the egress policy: {reason}"),
+                )
+                .endpoint(&endpoint.namespace, &endpoint.name)
+                .address(sent.result.refused_address.clone()),
+            );
+        }
         Outcome::Delivered { .. } => {
+            deps.security.delivered(endpoint);
             // Accepted → delivered, for the SLO; a replay's wait since the original acceptance
             // says nothing about delivery speed.
             if cx.delivery.delivery.replay_id.is_none() {

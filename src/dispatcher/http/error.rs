@@ -194,6 +194,10 @@ impl IntoResponse for ApiError {
             ApiError::Unauthenticated(_) | ApiError::TokenRejected(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::Forbidden { user, access, .. } => {
+                // For the security log (the `observe` middleware): who was refused what.
+                response.extensions_mut().insert(Refused { user, access });
+            }
             ApiError::Saturated => {
                 headers.insert(
                     header::RETRY_AFTER,
@@ -283,4 +287,11 @@ mod tests {
             "user `nobody` may not create webhookevents.webhooks.pitchey.io in namespace `a`"
         );
     }
+}
+
+/// Who a 403 refused, and what: kept on the response for the security log.
+#[derive(Clone, Debug)]
+pub struct Refused {
+    pub user: String,
+    pub access: String,
 }

@@ -38,7 +38,7 @@ pub struct AnalyticsParams {
     pub end_date: Option<String>,
 }
 
-fn query<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+pub(super) fn query<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     Query::<T>::try_from_uri(request.uri())
         .map(|Query(params)| params)
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
@@ -59,14 +59,14 @@ pub fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-fn page(params: &PageParams) -> Result<PageRequest, ApiError> {
+pub(super) fn page(params: &PageParams) -> Result<PageRequest, ApiError> {
     let limit = parse_limit(params.limit.as_deref())?;
     let cursor = params.cursor.clone().filter(|c| !c.is_empty());
     Ok(PageRequest::after(cursor, limit))
 }
 
 /// A store error of a paged read: a cursor the store cannot read is the caller's mistake.
-fn paged_error(error: crate::store::StoreError) -> ApiError {
+pub(super) fn paged_error(error: crate::store::StoreError) -> ApiError {
     match error {
         crate::store::StoreError::InvalidArgument(message) => ApiError::field(
             "invalid_field",
@@ -218,7 +218,7 @@ pub struct PageJson<T> {
 }
 
 impl<T> PageJson<T> {
-    fn from_page<S>(page: Page<S>) -> Self
+    pub(super) fn from_page<S>(page: Page<S>) -> Self
     where
         T: From<S>,
     {

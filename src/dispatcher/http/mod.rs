@@ -11,6 +11,8 @@
 //! | `GET /v1/namespaces/{ns}/endpoints/{name}/analytics?period=&start_date=&end_date=` | `get webhookendpoints {name}` | 200 analytics |
 //! | `POST /v1/namespaces/{ns}/endpoints/{name}/test` | `update webhookendpoints {name}` | 200 `status.lastTest` |
 //! | `POST /v1/namespaces/{ns}/endpoints/{name}/transform:preview` | `get webhookendpoints {name}` | 200 what the transform makes of an event ([`transform_preview`]) |
+//! | `GET /v1/namespaces/{ns}/security-events?kind=&cursor=&limit=` | `list webhookendpoints` in `{ns}` | 200 page of the namespace's security log |
+//! | `GET /v1/security-events?kind=&cursor=&limit=` | `list webhookendpoints` in every namespace | 200 page of the whole security log (entries of no namespace included) |
 //!
 //! The developer dashboard is mounted under `/ui/` (`crate::dashboard`, unless `--dashboard=false`);
 //! it has its own sessions and the same checks (docs/dashboard.md).
@@ -98,6 +100,7 @@ pub mod error;
 pub mod history;
 pub mod ingest;
 pub mod review;
+pub mod security;
 pub mod test_endpoint;
 pub mod transform_preview;
 
@@ -200,6 +203,11 @@ fn routes() -> axum::Router<ApiState> {
             "/v1/namespaces/{ns}/endpoints/{name}/transform:preview",
             post(transform_preview::preview),
         )
+        .route(
+            "/v1/namespaces/{ns}/security-events",
+            get(security::in_namespace),
+        )
+        .route("/v1/security-events", get(security::everywhere))
         .fallback(|request: Request| async move {
             ApiError::NotFound(format!(
                 "no route {} {}",
@@ -226,8 +234,23 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         status = tracing::field::Empty,
     );
     let started = Instant::now();
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(peer)| peer.ip().to_string());
+    let namespace = namespace_of(request.uri().path());
+    let path = request.uri().path().to_owned();
     let response = next.run(request).instrument(span.clone()).await;
     let code = response.status().as_u16();
+    if code == 401 || code == 403 {
+        shared.security.record(refusal(
+            code,
+            &path,
+            namespace.as_deref(),
+            source,
+            response.extensions().get::<error::Refused>(),
+        ));
+    }
     span.record("status", code);
     shared
         .metrics
@@ -248,9 +271,74 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
     response.into_response()
 }
 
+/// The namespace a `/v1/namespaces/{ns}/…` path addresses.
+fn namespace_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/namespaces/")?;
+    let namespace = rest.split('/').next()?;
+    (!namespace.is_empty()).then(|| namespace.to_owned())
+}
+
+/// The security log entry of a 401 or 403 answer.
+fn refusal(
+    code: u16,
+    path: &str,
+    namespace: Option<&str>,
+    source: Option<String>,
+    refused: Option<&error::Refused>,
+) -> crate::security::SecurityEvent {
+    use crate::security::{SecurityEvent, SecurityKind};
+    let event = match (code, refused) {
+        (403, Some(refused)) => SecurityEvent::new(
+            SecurityKind::AccessDenied,
+            format!("{path}: {} may not {}", refused.user, refused.access),
+        )
+        .user(Some(&refused.user)),
+        (403, None) => SecurityEvent::new(SecurityKind::AccessDenied, format!("{path}: forbidden")),
+        _ => SecurityEvent::new(
+            SecurityKind::AuthenticationFailed,
+            format!("{path}: no valid bearer token"),
+        ),
+    };
+    let event = event.source(source);
+    match namespace {
+        Some(namespace) => event.namespace(namespace),
+        None => event,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_name_the_namespace_the_source_and_the_user() {
+        assert_eq!(
+            namespace_of("/v1/namespaces/shop/events").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(namespace_of("/v1/security-events"), None);
+        assert_eq!(namespace_of("/ui/login"), None);
+        let denied = refusal(
+            403,
+            "/v1/namespaces/shop/events",
+            Some("shop"),
+            Some("10.0.0.9".into()),
+            Some(&error::Refused {
+                user: "bob".into(),
+                access: "create webhookevents".into(),
+            }),
+        );
+        assert_eq!(denied.kind, crate::security::SecurityKind::AccessDenied);
+        assert_eq!(denied.user.as_deref(), Some("bob"));
+        assert_eq!(denied.namespace.as_deref(), Some("shop"));
+        assert_eq!(denied.source.as_deref(), Some("10.0.0.9"));
+        let anonymous = refusal(401, "/v1/x", None, None, None);
+        assert_eq!(
+            anonymous.kind,
+            crate::security::SecurityKind::AuthenticationFailed
+        );
+        assert_eq!(anonymous.namespace, None);
+    }
 
     /// `events` and `events:batch` are distinct routes (axum 0.8 path syntax).
     #[tokio::test]

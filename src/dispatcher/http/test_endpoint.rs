@@ -13,6 +13,7 @@ use crate::api::endpoint::TestDeliveryStatus;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::engine::PrepareError;
 use crate::dispatcher::{send_test, TestError};
+use crate::security::{SecurityEvent, SecurityKind};
 
 /// The optional body `{"test_payload": {…}}`: fields added to the test event's `data`.
 pub fn parse_test_body(body: &[u8]) -> Result<Option<Map<String, Value>>, ApiError> {
@@ -59,14 +60,27 @@ pub async fn send(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Result<Json<TestDeliveryStatus>, ApiError> {
-    state
+    let identity = state
         .reviewer
         .check(request.headers(), Access::test_endpoint(&namespace, &name))
         .await?;
     state.endpoint_known(&namespace, &name).await?;
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(peer)| peer.ip().to_string());
     let body = state.body(request).await?;
     let payload = parse_test_body(&body)?;
     let status = send_test(&state.shared, &namespace, &name, new_nonce(), payload).await?;
+    state.shared.security.record(
+        SecurityEvent::new(
+            SecurityKind::TestDelivery,
+            format!("test delivery {} sent through the API", status.nonce),
+        )
+        .endpoint(&namespace, &name)
+        .user(Some(&identity.username))
+        .source(source),
+    );
     Ok(Json(status))
 }
 
