@@ -7,6 +7,7 @@
 //! - `store`: durable queue, delivery log and dead letters. Knows nothing of Kubernetes.
 //! - `controller`: reconcilers for endpoints and subscriptions.
 //! - `dispatcher`: ingest, the delivery engine, status write-back. Never imports `controller`.
+//! - `security`: the security log's entries and the detectors of suspicious activity. Pure.
 //! - `runtime`: logging, the health server, shutdown, leases.
 //! - `dashboard`: the developer dashboard, served by the dispatcher under `/ui/`: sessions,
 //!   SubjectAccessReview per page, server-rendered HTML. Uses `dispatcher`; `dispatcher` mounts it.
