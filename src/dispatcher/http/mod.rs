@@ -238,7 +238,14 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|axum::extract::ConnectInfo(peer)| peer.ip().to_string());
-    let namespace = namespace_of(request.uri().path());
+    // Filed under the path's namespace only when this dispatcher serves it (its Events go there).
+    let namespace = namespace_of(request.uri().path()).filter(|ns| {
+        shared
+            .config
+            .watch_namespace
+            .as_ref()
+            .is_none_or(|watched| watched == ns)
+    });
     let path = request.uri().path().to_owned();
     let response = next.run(request).instrument(span.clone()).await;
     let code = response.status().as_u16();
