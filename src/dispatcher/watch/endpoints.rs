@@ -13,6 +13,7 @@ use crate::api::{WebhookEndpoint, TEST_ANNOTATION};
 use crate::dispatcher::ownership::Ownership;
 use crate::dispatcher::test_delivery::send_test;
 use crate::dispatcher::Shared;
+use crate::security::{SecurityEvent, SecurityKind};
 use crate::store::EndpointRef;
 
 /// Reacts to endpoint changes: suspension holds deliveries, resumption releases them, a new
@@ -98,6 +99,14 @@ fn send_test_if_requested(
     let tests_sent = tests_sent.clone();
     tokio::spawn(async move {
         let outcome = send_test(&shared, &key.namespace, &key.name, nonce.clone(), None).await;
+        // The annotation's author is in the API server's audit log, not here.
+        shared.security.record(
+            SecurityEvent::new(
+                SecurityKind::TestDelivery,
+                format!("test delivery {nonce} requested by the {TEST_ANNOTATION} annotation"),
+            )
+            .endpoint(&key.namespace, &key.name),
+        );
         if let Err(error) = outcome {
             warn!(%error, endpoint = %key.name, "test delivery failed");
             // Let a later change try again.
