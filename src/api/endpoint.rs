@@ -25,6 +25,10 @@ use super::references::SecretKeySelector;
     printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".status.ordering.paused"}"#,
     printcolumn = r#"{"name":"Success rate","type":"string","jsonPath":".status.delivery.successRateLastHour"}"#,
     printcolumn = r#"{"name":"Last delivery","type":"date","jsonPath":".status.delivery.lastDeliveryTime"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Health","type":"integer","priority":1,"jsonPath":".status.delivery.healthScore"}"#,
+    printcolumn = r#"{"name":"Pending","type":"integer","priority":1,"jsonPath":".status.delivery.pending"}"#,
+    printcolumn = r#"{"name":"Rate/min","type":"integer","priority":1,"jsonPath":".status.delivery.currentRatePerMinute"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

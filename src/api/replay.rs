@@ -19,6 +19,11 @@ use super::references::LocalObjectReference;
     category = "webhooks",
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpointRef.name"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Matched","type":"integer","priority":1,"jsonPath":".status.matched"}"#,
+    printcolumn = r#"{"name":"Redelivered","type":"integer","priority":1,"jsonPath":".status.redelivered"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","priority":1,"jsonPath":".status.failed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -21,6 +21,8 @@ use super::references::LocalObjectReference;
     printcolumn = r#"{"name":"Endpoints","type":"string","jsonPath":".status.endpoints"}"#,
     printcolumn = r#"{"name":"Event types","type":"string","jsonPath":".spec.eventTypes"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","priority":1,"jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -8,6 +8,7 @@ mod controller;
 mod dashboard;
 mod dispatcher;
 mod ingest;
+mod kubectl_conventions;
 mod ordering;
 mod receiver;
 mod receivers;

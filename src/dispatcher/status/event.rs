@@ -75,6 +75,10 @@ pub fn phase_label_patch(
         .then(|| json!({"metadata": {"labels": {PHASE_LABEL: name}}}))
 }
 
+/// The generation a WebhookEvent's conditions describe: its spec is immutable (a CEL rule of the
+/// CRD), so it is always the first.
+const GENERATION: Option<i64> = Some(1);
+
 /// The status of a WebhookEvent refused for an invalid spec: Failed, finished `now` (so its TTL
 /// applies), with a Ready condition saying why.
 pub fn invalid_event_status(errors: &str, now: Timestamp) -> WebhookEventStatus {
@@ -87,7 +91,8 @@ pub fn invalid_event_status(errors: &str, now: Timestamp) -> WebhookEventStatus 
     let now = rfc3339(now);
     WebhookEventStatus {
         phase: Some(EventPhase::Failed),
-        conditions: conditions::merge(&[], &[ready], None, &now),
+        conditions: conditions::merge(&[], &[ready], GENERATION, &now),
+        observed_generation: GENERATION,
         finished_time: Some(now),
         ..WebhookEventStatus::default()
     }
@@ -128,10 +133,10 @@ pub fn event_status(status: &EventStatus, now: Timestamp) -> WebhookEventStatus 
     WebhookEventStatus {
         phase: Some(phase),
         event_id: Some(status.event.event_id.clone()),
+        observed_generation: GENERATION,
         conditions,
         deliveries,
         finished_time: finished.map(rfc3339),
-        ..WebhookEventStatus::default()
     }
 }
 
@@ -170,7 +175,8 @@ fn event_conditions(
     );
     let delivered_condition = DesiredCondition::new(DELIVERED, delivered, reason, summary);
     let accepted_at = rfc3339(accepted);
-    let mut conditions = conditions::merge(&[], &[ready, delivered_condition], None, &accepted_at);
+    let mut conditions =
+        conditions::merge(&[], &[ready, delivered_condition], GENERATION, &accepted_at);
     if let (true, Some(at)) = (delivered, finished) {
         if let Some(c) = conditions.iter_mut().find(|c| c.type_ == DELIVERED) {
             c.last_transition_time = rfc3339(at);

@@ -2,13 +2,31 @@
 //! [`super::apply::apply_status`]). The dispatcher writes the whole status: it is its only writer.
 use jiff::Timestamp;
 
-use crate::api::conditions::{self, DesiredCondition, Reason, COMPLETE};
+use crate::api::conditions::{self, DesiredCondition, Reason, COMPLETE, READY};
 use crate::api::replay::{ReplayPhase, WebhookReplayStatus};
 use crate::api::time::rfc3339;
 use crate::store::ReplayProgress;
 
+/// `Complete` and `Ready` (the same verdict: what `kubectl wait --for=condition=Ready` and kstatus
+/// read on every kind) of `generation`.
+fn conditions_of(
+    complete: DesiredCondition,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<crate::api::conditions::Condition> {
+    let ready = DesiredCondition {
+        type_: READY,
+        ..complete.clone()
+    };
+    conditions::merge(&[], &[ready, complete], generation, &rfc3339(now))
+}
+
 /// A replay whose spec is invalid: Failed, with `Complete=False InvalidSpec` saying why.
-pub fn invalid_replay_status(errors: &str, now: Timestamp) -> WebhookReplayStatus {
+pub fn invalid_replay_status(
+    errors: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> WebhookReplayStatus {
     let condition = DesiredCondition::new(
         COMPLETE,
         false,
@@ -16,14 +34,19 @@ pub fn invalid_replay_status(errors: &str, now: Timestamp) -> WebhookReplayStatu
         format!("invalid spec: {errors}"),
     );
     WebhookReplayStatus {
+        observed_generation: generation,
         phase: Some(ReplayPhase::Failed),
-        conditions: conditions::merge(&[], &[condition], None, &rfc3339(now)),
+        conditions: conditions_of(condition, generation, now),
         ..WebhookReplayStatus::default()
     }
 }
 
 /// A started replay: Running while deliveries are outstanding, then Complete with its counts.
-pub fn replay_progress_status(progress: &ReplayProgress, now: Timestamp) -> WebhookReplayStatus {
+pub fn replay_progress_status(
+    progress: &ReplayProgress,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> WebhookReplayStatus {
     let done = progress.outstanding == 0;
     let condition = if done {
         DesiredCondition::new(
@@ -62,8 +85,8 @@ pub fn replay_progress_status(progress: &ReplayProgress, now: Timestamp) -> Webh
         failed: count(progress.dead_lettered),
         start_time: Some(rfc3339(progress.created_at)),
         completion_time: done.then(|| rfc3339(now)),
-        conditions: conditions::merge(&[], &[condition], None, &rfc3339(now)),
-        ..WebhookReplayStatus::default()
+        observed_generation: generation,
+        conditions: conditions_of(condition, generation, now),
     }
 }
 
@@ -88,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_running_replay_says_what_is_outstanding() {
-        let status = replay_progress_status(&progress(3), Timestamp::UNIX_EPOCH);
+        let status = replay_progress_status(&progress(3), Some(1), Timestamp::UNIX_EPOCH);
         assert_eq!(status.phase, Some(ReplayPhase::Running));
         assert_eq!(status.completion_time, None);
         assert_eq!(status.conditions[0].reason, "Running");
@@ -98,7 +121,7 @@ mod tests {
     #[test]
     fn a_finished_replay_is_complete_with_its_counts() {
         let now: Timestamp = "2024-02-01T00:05:00Z".parse().unwrap();
-        let status = replay_progress_status(&progress(0), now);
+        let status = replay_progress_status(&progress(0), Some(2), now);
         assert_eq!(status.phase, Some(ReplayPhase::Complete));
         assert_eq!(
             (status.matched, status.redelivered, status.failed),
@@ -113,12 +136,23 @@ mod tests {
             status.conditions[0].message,
             "5 matched, 4 redelivered, 1 failed"
         );
+        // Ready says the same as Complete, for `kubectl wait --for=condition=Ready` and kstatus,
+        // and both name the generation they describe.
+        let types: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, vec!["Ready", "Complete"]);
+        assert!(status.conditions.iter().all(|c| c.status
+            == crate::api::conditions::ConditionStatus::True
+            && c.observed_generation == Some(2)));
+        assert_eq!(status.observed_generation, Some(2));
     }
 
     #[test]
     fn an_invalid_replay_fails_with_the_reason() {
-        let status =
-            invalid_replay_status("spec.to must be after spec.from", Timestamp::UNIX_EPOCH);
+        let status = invalid_replay_status(
+            "spec.to must be after spec.from",
+            Some(1),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(status.phase, Some(ReplayPhase::Failed));
         assert_eq!(status.conditions[0].reason, "InvalidSpec");
         assert!(status.conditions[0]

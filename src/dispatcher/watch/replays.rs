@@ -18,12 +18,17 @@ use crate::dispatcher::status::replay::{invalid_replay_status, replay_progress_s
 use crate::dispatcher::Shared;
 use crate::store::{EndpointRef, FinalOutcome, ReplayFilter, ReplayRequest};
 
+/// A running replay: its namespace, name and generation (what its conditions describe).
+type ActiveReplay = (String, String, Option<i64>);
+/// Running replays by UID.
+type ActiveReplays = Arc<Mutex<HashMap<String, ActiveReplay>>>;
+
 /// Runs each WebhookReplay once and reports its progress until complete.
 pub async fn watch_replays(
     shared: Arc<Shared>,
     replays: impl Stream<Item = Result<WebhookReplay, watcher::Error>>,
 ) {
-    let active: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
+    let active: ActiveReplays = Arc::default();
     let progress = tokio::spawn(report_replays(shared.clone(), active.clone()));
     let mut replays = std::pin::pin!(replays);
     while let Some(item) = replays.next().await {
@@ -38,7 +43,11 @@ pub async fn watch_replays(
         let (from, to) = match validate_replay(&replay.spec) {
             Ok(range) => range,
             Err(errors) => {
-                let status = invalid_replay_status(&errors.to_string(), Timestamp::now());
+                let status = invalid_replay_status(
+                    &errors.to_string(),
+                    replay.metadata.generation,
+                    Timestamp::now(),
+                );
                 let written =
                     apply_status::<WebhookReplay>(&shared.client, &namespace, &name, &status).await;
                 if let Err(error) = written {
@@ -75,7 +84,7 @@ pub async fn watch_replays(
                 info!(replay = %name, matched = result.matched, requeued = result.requeued, first_run = result.first_run, "replay started");
                 shared.wake.notify_one();
                 if let Ok(mut a) = active.lock() {
-                    a.insert(uid, (namespace, name));
+                    a.insert(uid, (namespace, name, replay.metadata.generation));
                 }
             }
             Err(error) => warn!(%error, replay = %name, "starting a replay failed"),
@@ -84,24 +93,21 @@ pub async fn watch_replays(
     progress.abort();
 }
 
-async fn report_replays(
-    shared: Arc<Shared>,
-    active: Arc<Mutex<HashMap<String, (String, String)>>>,
-) {
+async fn report_replays(shared: Arc<Shared>, active: ActiveReplays) {
     loop {
         tokio::time::sleep(Duration::from_secs(
             shared.config.status_interval_seconds.max(1),
         ))
         .await;
-        let current: Vec<(String, (String, String))> = active
+        let current: Vec<(String, ActiveReplay)> = active
             .lock()
             .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        for (uid, (namespace, name)) in current {
+        for (uid, (namespace, name, generation)) in current {
             let Ok(Some(progress)) = shared.store.replay_progress(&uid).await else {
                 continue;
             };
-            let status = replay_progress_status(&progress, Timestamp::now());
+            let status = replay_progress_status(&progress, generation, Timestamp::now());
             let done = status.phase == Some(ReplayPhase::Complete);
             match apply_status::<WebhookReplay>(&shared.client, &namespace, &name, &status).await {
                 Ok(_) if done => {
