@@ -12,7 +12,8 @@
 #      delete it, makes a delivery fail (dead letter, open circuit); asserts the endpoint is Ready,
 #      the event Delivered, the receiver got both events, both processes published Events, and
 #      neither logged "forbidden"/403;
-#   3. scrapes both processes' /metrics: every metric in the PrometheusRule's expressions exists;
+#   3. scrapes both processes' /metrics: every metric in the PrometheusRule's expressions and in
+#      the Grafana dashboard's queries exists (the dashboard's JSON must load);
 #   4. with a PostgreSQL running (WO_POSTGRES_URL or scripts/postgres.sh status), a dispatcher on
 #      it under the postgres variant's extra Role: partition Leases taken, released, deleted.
 # Builds nothing but `cargo build --bin webhook-operator` when the binary is missing. Starts the
@@ -87,7 +88,7 @@ kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 render_rbac() {
   local out=$1; shift
   "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" --set metrics.prometheusRule.enabled=true \
-    "$@" >"$out.chart.yaml"
+    --set metrics.grafanaDashboard.enabled=true "$@" >"$out.chart.yaml"
   python3 - "$out.chart.yaml" "$out" >"$out.env" <<'PY'
 import re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
@@ -102,6 +103,17 @@ exprs = [r["expr"] for d in docs if d["kind"] == "PrometheusRule"
          for g in d["spec"]["groups"] for r in g["rules"]]
 names = sorted({n for e in exprs for n in re.findall(r"\bwebhook_operator_[a-z0-9_]+", e)})
 print("ALERT_METRICS='" + " ".join(names) + "'")
+# The Grafana dashboard: its JSON must load, and every metric its queries use must exist.
+import json
+boards = [json.loads(v) for d in docs if d["kind"] == "ConfigMap"
+          and d["metadata"]["name"].endswith("-grafana-dashboard") for v in d["data"].values()]
+if not boards or not all(b.get("panels") for b in boards):
+    sys.exit("the chart rendered no Grafana dashboard with panels")
+queries = [t["expr"] for b in boards for p in b["panels"] for t in p.get("targets", [])]
+queries += [v["query"]["query"] for b in boards for v in b["templating"]["list"]
+            if isinstance(v.get("query"), dict)]
+board_names = sorted({n for e in queries for n in re.findall(r"\bwebhook_operator_[a-z0-9_]+", e)})
+print("DASHBOARD_METRICS='" + " ".join(board_names) + "'")
 PY
 }
 
@@ -227,18 +239,19 @@ KUBECONFIG=$(impersonating "$SA_DISPATCHER") RUST_LOG=$LOG "$BIN" dispatcher \
   --store-path "$WORK/dispatcher.db" --allow-plain-http --egress-allow-cidr 127.0.0.0/8 \
   --status-interval-seconds 1 --identity rbac-check --watch-namespace "$TENANT" \
   >"$WORK/dispatcher.log" 2>&1 & DISPATCHER_PID=$!; PIDS+=($!)
-# The receiver: answers 200 and appends every body to received.jsonl; 500 on /fail.
+# The receiver: answers 200 and appends every body to received.jsonl; 500 on /fail, 429 on
+# /throttle.
 python3 - "$RECEIVER_PORT" "$WORK/received.jsonl" >"$WORK/receiver.log" 2>&1 <<'PY' & PIDS+=($!)
 import http.server, sys
 port, log = int(sys.argv[1]), sys.argv[2]
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        failing = self.path == "/fail"
+        failing = self.path in ("/fail", "/throttle")
         if not failing:
             with open(log, "ab") as f:
                 f.write(body.replace(b"\n", b" ") + b"\n")
-        self.send_response(500 if failing else 200)
+        self.send_response({"/fail": 500, "/throttle": 429}.get(self.path, 200))
         self.send_header("Content-Length", "0")
         self.end_headers()
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
@@ -344,6 +357,21 @@ spec:
   endpointRef: {name: failing}   # the controller reads the endpoint (verb get)
   eventTypes: ["rbac.failure"]
 ---
+# A receiver answering 429: the adaptive limiter cuts its rate (rate_cuts_total, for the dashboard).
+apiVersion: webhooks.pitchey.io/v1alpha1
+kind: WebhookEndpoint
+metadata: {name: throttled, namespace: $TENANT}
+spec:
+  url: http://127.0.0.1:$RECEIVER_PORT/throttle
+  retryPolicy: {maxAttempts: 0}
+---
+apiVersion: webhooks.pitchey.io/v1alpha1
+kind: WebhookSubscription
+metadata: {name: throttling, namespace: $TENANT}
+spec:
+  endpointRef: {name: throttled}
+  eventTypes: ["rbac.failure"]
+---
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookEndpoint
 metadata: {name: broken, namespace: $TENANT}
@@ -352,6 +380,8 @@ spec:
 EOF
 wait_for "subscription failures resolved to the endpoint" 30 sh -c \
   "kubectl -n $TENANT get whsub failures -o jsonpath='{.status.endpoints}' | grep -q failing"
+wait_for "subscription throttling resolved to the endpoint" 30 sh -c \
+  "kubectl -n $TENANT get whsub throttling -o jsonpath='{.status.endpoints}' | grep -q throttled"
 kubectl apply -f - <<EOF | sed 's/^/   /'
 apiVersion: webhooks.pitchey.io/v1alpha1
 kind: WebhookEvent
@@ -364,6 +394,8 @@ wait_for "open circuit on the dispatcher's /metrics" 30 sh -c \
   "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_circuit_state{.*endpoint=\"failing\".*state=\"open\"} 1'"
 wait_for "dead letter on the dispatcher's /metrics" 30 sh -c \
   "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_dead_letters_total{.*endpoint=\"failing\"'"
+wait_for "a rate cut on the dispatcher's /metrics" 30 sh -c \
+  "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_rate_cuts_total{.*endpoint=\"throttled\"'"
 wait_for "reconcile error on the controller's /metrics" 30 sh -c \
   "curl -sf 127.0.0.1:$CMETRICS_PORT/metrics | grep -q '^webhook_operator_controller_reconcile_errors_total{'"
 for who in controller dispatcher; do
@@ -405,10 +437,10 @@ code=$(history "$(kubectl -n "$TENANT" create token webhook-debug --audience not
 [ "$code" = 401 ] && ok "a token minted for another audience gets 401" \
   || fail "a token for another audience: expected 401, got $code"
 
-echo "== the PrometheusRule's metrics exist"
+echo "== the PrometheusRule's and the Grafana dashboard's metrics exist"
 curl -sf "127.0.0.1:$DMETRICS_PORT/metrics" >"$WORK/metrics.txt" || fail "scrape the dispatcher"
 curl -sf "127.0.0.1:$CMETRICS_PORT/metrics" >>"$WORK/metrics.txt" || fail "scrape the controller"
-python3 - "$WORK/metrics.txt" $ALERT_METRICS <<'PY' && ok "all alert metrics exposed: $ALERT_METRICS" || fail "alert metrics missing"
+python3 - "$WORK/metrics.txt" $ALERT_METRICS $DASHBOARD_METRICS <<'PY' && ok "all alert and dashboard metrics exposed: $ALERT_METRICS $DASHBOARD_METRICS" || fail "alert or dashboard metrics missing"
 import re, sys
 text = open(sys.argv[1]).read()
 samples = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", text, re.M))
