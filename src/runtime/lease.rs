@@ -41,8 +41,25 @@ pub enum Decision {
     Follow { holder: String },
 }
 
-/// Decides from the Lease's spec (`None` when the Lease does not exist).
+/// Decides from the Lease's spec (`None` when the Lease does not exist), judging another holder's
+/// Lease by its `renewTime` against our wall clock `now`. The partition planner uses this (its
+/// `margin` absorbs small skews); leader election uses [`decide_by_age`], which needs no clock
+/// agreement at all.
 pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp, default: Duration) -> Decision {
+    let age = spec
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|renewed| Duration::try_from(now.duration_since(renewed.0)).unwrap_or(Duration::ZERO));
+    decide_by_age(spec, me, age, default)
+}
+
+/// Decides from the Lease's spec and `age`: how long the record has gone unchanged (`None`:
+/// never renewed). Another holder's Lease is expired once `age` exceeds its duration.
+pub fn decide_by_age(
+    spec: Option<&LeaseSpec>,
+    me: &str,
+    age: Option<Duration>,
+    default: Duration,
+) -> Decision {
     let Some(spec) = spec else {
         return Decision::Acquire;
     };
@@ -58,15 +75,52 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp, default: Durat
         .and_then(|s| u64::try_from(s).ok())
         .map(Duration::from_secs)
         .unwrap_or(default);
-    let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-        let age = now.duration_since(renewed.0);
-        Duration::try_from(age).is_ok_and(|age| age > duration)
-    });
+    let expired = spec.renew_time.is_none() || age.is_none_or(|age| age > duration);
     if expired {
         Decision::Acquire
     } else {
         Decision::Follow {
             holder: holder.to_string(),
+        }
+    }
+}
+
+/// How long a Lease's record has gone unchanged, on this process's monotonic clock: as client-go's
+/// leader election does, a holder's Lease expires when *we* have not seen it change for its
+/// duration, whatever its `renewTime` says. A holder whose clock runs ahead or behind ours can
+/// neither keep a dead Lease alive nor lose a live one.
+#[derive(Debug, Default)]
+pub struct RecordClock {
+    /// The record last seen (holder, renew and acquire times, transitions) and when it was first
+    /// seen as such.
+    seen: Option<(RecordKey, std::time::Instant)>,
+}
+
+type RecordKey = (
+    Option<String>,
+    Option<MicroTime>,
+    Option<MicroTime>,
+    Option<i32>,
+);
+
+impl RecordClock {
+    /// The record's age at `now` (`None` when the Lease was never renewed): zero when it differs
+    /// from what was seen before.
+    pub fn age(&mut self, spec: Option<&LeaseSpec>, now: std::time::Instant) -> Option<Duration> {
+        let spec = spec?;
+        spec.renew_time.as_ref()?;
+        let key = (
+            spec.holder_identity.clone(),
+            spec.renew_time.clone(),
+            spec.acquire_time.clone(),
+            spec.lease_transitions,
+        );
+        match &self.seen {
+            Some((seen, since)) if *seen == key => Some(now.saturating_duration_since(*since)),
+            _ => {
+                self.seen = Some((key, now));
+                Some(Duration::ZERO)
+            }
         }
     }
 }
@@ -130,6 +184,8 @@ pub struct Elector {
     name: String,
     identity: String,
     timings: LeaseTimings,
+    /// When the Lease's record last changed, as we saw it.
+    record: std::sync::Mutex<RecordClock>,
 }
 
 impl Elector {
@@ -139,6 +195,7 @@ impl Elector {
             name: name.to_string(),
             identity: identity.to_string(),
             timings,
+            record: std::sync::Mutex::new(RecordClock::default()),
         }
     }
 
@@ -155,7 +212,12 @@ impl Elector {
         let now = Timestamp::now();
         let lease = self.api.get_opt(&self.name).await?;
         let spec = lease.as_ref().and_then(|l| l.spec.as_ref());
-        let decision = decide(spec, &self.identity, now, self.timings.duration);
+        let age = self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .age(spec, std::time::Instant::now());
+        let decision = decide_by_age(spec, &self.identity, age, self.timings.duration);
         let Some(next) = next_spec(spec, &decision, &self.identity, now, self.timings) else {
             if let Decision::Follow { holder } = decision {
                 tracing::debug!(%holder, "following the current leader");
@@ -277,6 +339,68 @@ mod tests {
             Decision::Follow { holder: "b".into() }
         );
         assert_eq!(decide(Some(&lease), "a", t(16), D), Decision::Acquire);
+    }
+
+    /// A holder whose clock is an hour off, either way: its Lease expires exactly when we have
+    /// not seen it renewed for its duration, never earlier or later.
+    #[test]
+    fn skewed_clocks_do_not_move_expiry() {
+        let start = std::time::Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        for skew in [-3600i64, 0, 3600] {
+            let mut clock = RecordClock::default();
+            // The holder writes renewTime with its own clock: `skew` seconds off ours.
+            let mut lease = held_by("b", skew);
+            let decide_at = |clock: &mut RecordClock, lease: &LeaseSpec, now| {
+                decide_by_age(Some(lease), "a", clock.age(Some(lease), now), D)
+            };
+            assert_eq!(
+                decide_at(&mut clock, &lease, at(0)),
+                Decision::Follow { holder: "b".into() }
+            );
+            assert_eq!(
+                decide_at(&mut clock, &lease, at(10)),
+                Decision::Follow { holder: "b".into() },
+                "skew {skew}"
+            );
+            // Renewed at our t=12 (its clock says 12 + skew): valid again for 15 s from then.
+            lease.renew_time = Some(MicroTime(t(12 + skew)));
+            assert_eq!(
+                decide_at(&mut clock, &lease, at(12)),
+                Decision::Follow { holder: "b".into() }
+            );
+            assert_eq!(
+                decide_at(&mut clock, &lease, at(26)),
+                Decision::Follow { holder: "b".into() },
+                "skew {skew}"
+            );
+            // Not renewed for more than 15 s on our clock: expired.
+            assert_eq!(
+                decide_at(&mut clock, &lease, at(28)),
+                Decision::Acquire,
+                "skew {skew}"
+            );
+        }
+        // By contrast, the wall-clock judgement of the same Lease is wrong under skew: an hour
+        // behind looks expired at once, an hour ahead looks valid for an hour.
+        assert_eq!(
+            decide(Some(&held_by("b", -3600)), "a", t(1), D),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&held_by("b", 3600)), "a", t(100), D),
+            Decision::Follow { holder: "b".into() }
+        );
+    }
+
+    #[test]
+    fn a_never_renewed_or_released_lease_is_free_whatever_the_clock() {
+        let mut clock = RecordClock::default();
+        let mut lease = held_by("b", 0);
+        lease.renew_time = None;
+        let now = std::time::Instant::now();
+        assert_eq!(clock.age(Some(&lease), now), None);
+        assert_eq!(decide_by_age(Some(&lease), "a", None, D), Decision::Acquire);
     }
 
     #[test]
