@@ -143,10 +143,16 @@ spec:
         {{- end }}
         - name: tmp
           mountPath: /tmp
+        {{- with $v.dispatcher.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
         sizeLimit: 256Mi
+    {{- with $v.dispatcher.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- if and (not $pg) (not $v.dispatcher.persistence.enabled) }}
     - name: store
       emptyDir: {}
