@@ -12,7 +12,9 @@
 #      delete it, makes a delivery fail (dead letter, open circuit); asserts the endpoint is Ready,
 #      the event Delivered, the receiver got both events, both processes published Events, and
 #      neither logged "forbidden"/403;
-#   3. scrapes both processes' /metrics: every metric in the PrometheusRule's expressions and in
+#   3. scrapes both processes' /metrics (behind --metrics-auth: 401 without a token, 403 for a user
+#      without the chart's metrics-reader role, 200 for one bound to it by metrics.auth.readers):
+#      every metric in the PrometheusRule's expressions and in
 #      the Grafana dashboard's queries exists (the dashboard's JSON must load);
 #   4. with a PostgreSQL running (WO_POSTGRES_URL or scripts/postgres.sh status), a dispatcher on
 #      it under the postgres variant's extra Role: partition Leases taken, released, deleted.
@@ -88,7 +90,9 @@ kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 render_rbac() {
   local out=$1; shift
   "$HELM" template "$RELEASE" "$CHART" --namespace "$NS" --set metrics.prometheusRule.enabled=true \
-    --set metrics.grafanaDashboard.enabled=true "$@" >"$out.chart.yaml"
+    --set metrics.grafanaDashboard.enabled=true --set metrics.auth.enabled=true \
+    --set 'metrics.auth.readers[0].kind=ServiceAccount' --set 'metrics.auth.readers[0].name=metrics-scraper' \
+    "$@" >"$out.chart.yaml"
   python3 - "$out.chart.yaml" "$out" >"$out.env" <<'PY'
 import re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
@@ -156,7 +160,9 @@ can_i_all() {
   can "$C" no patch secrets
   can "$C" no create "webhookevents.$WH"
   can "$C" no delete leases.coordination.k8s.io -n "$NS"
-  can "$C" no create tokenreviews.authentication.k8s.io --all-namespaces
+  # metrics.auth.enabled: the controller checks scrapers' tokens of /metrics.
+  can "$C" yes create tokenreviews.authentication.k8s.io --all-namespaces
+  can "$C" yes create subjectaccessreviews.authorization.k8s.io --all-namespaces
   # The dispatcher: src/dispatcher (watchers, patch_status, the phase label, TTL deletion, the
   # Recorder, TokenReview/SubjectAccessReview). SQLite store: no Leases.
   for r in "webhookendpoints.$WH" "webhooksubscriptions.$WH" "webhookevents.$WH" "webhookreplays.$WH" secrets configmaps; do
@@ -228,14 +234,18 @@ current-context: $sa
 EOF
   echo "$WORK/$sa.kubeconfig"
 }
+# /metrics is behind TokenReview + SubjectAccessReview (metrics.auth.enabled, the chart's default):
+# a scraper ServiceAccount, bound to the chart's metrics-reader ClusterRole by metrics.auth.readers.
+kubectl -n "$NS" create serviceaccount metrics-scraper >/dev/null
+SCRAPE_TOKEN=$(kubectl -n "$NS" create token metrics-scraper)
 RECEIVER_PORT=$(free_port); INGEST_PORT=$(free_port); DMETRICS_PORT=$(free_port); CMETRICS_PORT=$(free_port)
 # Debug for the crate and kube-runtime: a watch or reconcile error is logged there, not above.
 LOG="info,webhook_operator=debug,kube_runtime=debug"
 KUBECONFIG=$(impersonating "$SA_CONTROLLER") RUST_LOG=$LOG "$BIN" controller \
-  --metrics-addr "127.0.0.1:$CMETRICS_PORT" --allow-plain-http --lease-namespace "$NS" \
+  --metrics-addr "127.0.0.1:$CMETRICS_PORT" --metrics-auth=true --allow-plain-http --lease-namespace "$NS" \
   --identity rbac-check --watch-namespace "$TENANT" >"$WORK/controller.log" 2>&1 & PIDS+=($!)
 KUBECONFIG=$(impersonating "$SA_DISPATCHER") RUST_LOG=$LOG "$BIN" dispatcher \
-  --listen-addr "127.0.0.1:$INGEST_PORT" --metrics-addr "127.0.0.1:$DMETRICS_PORT" \
+  --listen-addr "127.0.0.1:$INGEST_PORT" --metrics-addr "127.0.0.1:$DMETRICS_PORT" --metrics-auth=true \
   --store-path "$WORK/dispatcher.db" --allow-plain-http --egress-allow-cidr 127.0.0.0/8 \
   --status-interval-seconds 1 --identity rbac-check --watch-namespace "$TENANT" \
   >"$WORK/dispatcher.log" 2>&1 & DISPATCHER_PID=$!; PIDS+=($!)
@@ -391,13 +401,13 @@ spec:
   data: {marker: rbac-check-failure}
 EOF
 wait_for "open circuit on the dispatcher's /metrics" 30 sh -c \
-  "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_circuit_state{.*endpoint=\"failing\".*state=\"open\"} 1'"
+  "curl -sf -H 'Authorization: Bearer $SCRAPE_TOKEN' 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_circuit_state{.*endpoint=\"failing\".*state=\"open\"} 1'"
 wait_for "dead letter on the dispatcher's /metrics" 30 sh -c \
-  "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_dead_letters_total{.*endpoint=\"failing\"'"
+  "curl -sf -H 'Authorization: Bearer $SCRAPE_TOKEN' 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_dead_letters_total{.*endpoint=\"failing\"'"
 wait_for "a rate cut on the dispatcher's /metrics" 30 sh -c \
-  "curl -sf 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_rate_cuts_total{.*endpoint=\"throttled\"'"
+  "curl -sf -H 'Authorization: Bearer $SCRAPE_TOKEN' 127.0.0.1:$DMETRICS_PORT/metrics | grep -q '^webhook_operator_dispatcher_rate_cuts_total{.*endpoint=\"throttled\"'"
 wait_for "reconcile error on the controller's /metrics" 30 sh -c \
-  "curl -sf 127.0.0.1:$CMETRICS_PORT/metrics | grep -q '^webhook_operator_controller_reconcile_errors_total{'"
+  "curl -sf -H 'Authorization: Bearer $SCRAPE_TOKEN' 127.0.0.1:$CMETRICS_PORT/metrics | grep -q '^webhook_operator_controller_reconcile_errors_total{'"
 for who in controller dispatcher; do
   wait_for "events.k8s.io Events published by the $who (kube-runtime Recorder)" 20 sh -c \
     "kubectl -n $TENANT get events.events.k8s.io -o jsonpath='{.items[*].reportingController}' | grep -qw webhook-operator-$who"
@@ -437,9 +447,26 @@ code=$(history "$(kubectl -n "$TENANT" create token webhook-debug --audience not
 [ "$code" = 401 ] && ok "a token minted for another audience gets 401" \
   || fail "a token for another audience: expected 401, got $code"
 
+echo "== /metrics with and without credentials"
+for target in "controller $CMETRICS_PORT" "dispatcher $DMETRICS_PORT"; do
+  set -- $target
+  for case in "none:401" "test-nobody-token:403" "$SCRAPE_TOKEN:200"; do
+    token=${case%:*} want=${case##*:}
+    if [ "$token" = none ]; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$2/metrics")
+    else
+      code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "127.0.0.1:$2/metrics")
+    fi
+    label=${token:0:17}; [ "$want" = 200 ] && label="the scraper's token"
+    [ "$code" = "$want" ] && ok "$1 /metrics with $label: $code" || fail "$1 /metrics with $label: expected $want, got $code"
+  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$2/healthz")
+  [ "$code" = 200 ] && ok "$1 /healthz needs no token" || fail "$1 /healthz: $code"
+done
+
 echo "== the PrometheusRule's and the Grafana dashboard's metrics exist"
-curl -sf "127.0.0.1:$DMETRICS_PORT/metrics" >"$WORK/metrics.txt" || fail "scrape the dispatcher"
-curl -sf "127.0.0.1:$CMETRICS_PORT/metrics" >>"$WORK/metrics.txt" || fail "scrape the controller"
+curl -sf -H "Authorization: Bearer $SCRAPE_TOKEN" "127.0.0.1:$DMETRICS_PORT/metrics" >"$WORK/metrics.txt" || fail "scrape the dispatcher"
+curl -sf -H "Authorization: Bearer $SCRAPE_TOKEN" "127.0.0.1:$CMETRICS_PORT/metrics" >>"$WORK/metrics.txt" || fail "scrape the controller"
 python3 - "$WORK/metrics.txt" $ALERT_METRICS $DASHBOARD_METRICS <<'PY' && ok "all alert and dashboard metrics exposed: $ALERT_METRICS $DASHBOARD_METRICS" || fail "alert or dashboard metrics missing"
 import re, sys
 text = open(sys.argv[1]).read()

@@ -48,6 +48,10 @@ pub struct ControllerConfig {
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Require a bearer token allowed to `get` the non-resource URL `/metrics` (TokenReview, then
+    /// SubjectAccessReview) to scrape `/metrics`; `/healthz` and `/readyz` stay open.
+    #[arg(long, env = "METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_auth: bool,
     /// Accept `http://` endpoint URLs (in-cluster receivers, local demos). Off: https only.
     #[arg(long, env = "ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
@@ -88,7 +92,8 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let health = Health::new(registry);
+    let health =
+        Health::new(registry).with_metrics_auth(config.metrics_auth.then(|| client.clone()));
     let stop_rx = shutdown::on_signal();
 
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)

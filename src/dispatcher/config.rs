@@ -13,6 +13,10 @@ pub struct DispatcherConfig {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Require a bearer token allowed to `get` the non-resource URL `/metrics` (TokenReview, then
+    /// SubjectAccessReview) to scrape `/metrics`; `/healthz` and `/readyz` stay open.
+    #[arg(long, env = "METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_auth: bool,
     /// The SQLite database file (on a persistent volume).
     #[arg(
         long,

@@ -70,7 +70,8 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     let client = Client::try_from(kube_config.clone()).map_err(StartError::Client)?;
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
-    let health = Health::new(registry);
+    let health =
+        Health::new(registry).with_metrics_auth(config.metrics_auth.then(|| client.clone()));
     let stop_rx = shutdown::on_signal();
 
     let identity = config

@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 pub struct Health {
     ready: Arc<AtomicBool>,
     registry: Arc<Mutex<Registry>>,
+    /// When set, `/metrics` needs a token allowed to `get /metrics` (`--metrics-auth`).
+    metrics_auth: Option<Arc<super::metrics_auth::MetricsAuth>>,
 }
 
 impl Health {
@@ -24,7 +26,15 @@ impl Health {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(Mutex::new(registry)),
+            metrics_auth: None,
         }
+    }
+
+    /// Puts `/metrics` behind TokenReview and SubjectAccessReview (`/healthz` and `/readyz` stay
+    /// open: the kubelet probes them).
+    pub fn with_metrics_auth(mut self, client: Option<kube::Client>) -> Self {
+        self.metrics_auth = client.map(|c| Arc::new(super::metrics_auth::MetricsAuth::new(c)));
+        self
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -76,7 +86,27 @@ impl Health {
     }
 }
 
-async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+async fn metrics(
+    State(health): State<Health>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(auth) = &health.metrics_auth {
+        match auth.check(&headers).await {
+            Ok(super::metrics_auth::Verdict::Allowed) => {}
+            Ok(refused) => {
+                let message = match &refused {
+                    super::metrics_auth::Verdict::Unauthenticated(m)
+                    | super::metrics_auth::Verdict::Forbidden(m) => m.clone(),
+                    super::metrics_auth::Verdict::Allowed => String::new(),
+                };
+                return (refused.status(), message).into_response();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not check a /metrics scrape's token");
+                return (StatusCode::SERVICE_UNAVAILABLE, error).into_response();
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -84,6 +114,7 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
         )],
         health.encode_metrics(),
     )
+        .into_response()
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {

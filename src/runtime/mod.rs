@@ -1,9 +1,11 @@
 //! Process plumbing shared by the controller and the dispatcher: logging, the health and metrics
 //! HTTP server, shutdown signals, and the status apply patch.
+pub mod access;
 pub mod health;
 pub mod kube;
 pub mod lease;
 pub mod logging;
+pub mod metrics_auth;
 pub mod process_metrics;
 pub mod shutdown;
 pub mod status_patch;

@@ -67,6 +67,7 @@ spec:
         {{- end }}
         - --store-queue-capacity={{ $v.dispatcher.storeQueueCapacity }}
         - --security-log-retention={{ $v.dispatcher.securityLogRetention }}
+        - --metrics-auth={{ $v.metrics.auth.enabled }}
         - --dashboard={{ $v.dispatcher.dashboard.enabled }}
         - --dashboard-session-ttl={{ $v.dispatcher.dashboard.sessionTTL }}
         - --dashboard-idle-timeout={{ $v.dispatcher.dashboard.idleTimeout }}
