@@ -101,7 +101,7 @@ for set in "${VALUE_SETS[@]}"; do
     && split_manifests "$OUT/$name.server-all.yaml" "$OUT/$name.server.yaml" "$OUT/$name.server-custom.yaml" >/dev/null
 done
 step "kubernetes-validate --strict (chart CRDs, kube $OFFLINE_KUBE_VERSION)" \
-  $KV --strict --quiet -k "$OFFLINE_KUBE_VERSION" "$CHART"/crds/*.yaml
+  $KV --strict --quiet -k "$OFFLINE_KUBE_VERSION" "$CHART"/files/crds/*.yaml
 
 # promtool from Debian's prometheus package: downloaded and unpacked, never installed (no daemon).
 install_promtool() {
