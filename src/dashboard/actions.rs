@@ -11,7 +11,6 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::audit::Entry;
 use super::error::PageError;
 use super::gitops::{spec_owners, DASHBOARD_MANAGER};
 use super::user::User;
@@ -75,14 +74,13 @@ pub async fn test_delivery(
     let result = send_test(&dashboard.shared, &namespace, &name, nonce, None)
         .await
         .map_err(|e| PageError::Unavailable(format!("the test delivery could not be sent: {e}")))?;
-    dashboard.audit(Entry {
-        kind: SecurityKind::TestDelivery,
-        namespace: Some(&namespace),
-        endpoint: Some(&name),
-        source: user.source.clone(),
-        user: Some(user.name()),
-        detail: format!("test delivery {} sent from the dashboard", result.nonce),
-    });
+    dashboard.shared.security.record(
+        user.did(
+            SecurityKind::TestDelivery,
+            format!("test delivery {} sent from the dashboard", result.nonce),
+        )
+        .endpoint(&namespace, &name),
+    );
     let ok = result.error.is_none() && result.status_code.is_some_and(|c| (200..300).contains(&c));
     Ok(html! {
         div class=(if ok { "notice success" } else { "notice error" }) role="status" #test-result {
@@ -114,18 +112,16 @@ async fn set_suspend(
         )
         .await
         .map_err(|e| refused(&format!("{action} {name}"), e))?;
-    dashboard.audit(Entry {
-        kind: if suspend {
-            SecurityKind::EndpointSuspended
-        } else {
-            SecurityKind::EndpointResumed
-        },
-        namespace: Some(&namespace),
-        endpoint: Some(&name),
-        source: user.source.clone(),
-        user: Some(user.name()),
-        detail: format!("spec.suspend set to {suspend} from the dashboard"),
-    });
+    let kind = if suspend {
+        SecurityKind::EndpointSuspended
+    } else {
+        SecurityKind::EndpointResumed
+    };
+    let detail = format!("spec.suspend set to {suspend} from the dashboard");
+    dashboard
+        .shared
+        .security
+        .record(user.did(kind, detail).endpoint(&namespace, &name));
     let owners = spec_owners(patched.managed_fields(), "suspend");
     Ok(html! {
         (done(html! {
@@ -177,14 +173,13 @@ pub async fn rotate(
     )
     .await
     .map_err(|e| refused(&format!("Rotating the signing secret of {name}"), e))?;
-    dashboard.audit(Entry {
-        kind: SecurityKind::SecretRotated,
-        namespace: Some(&namespace),
-        endpoint: Some(&name),
-        source: user.source.clone(),
-        user: Some(user.name()),
-        detail: format!("signing secret rotation requested from the dashboard ({token})"),
-    });
+    dashboard.shared.security.record(
+        user.did(
+            SecurityKind::SecretRotated,
+            format!("signing secret rotation requested from the dashboard ({token})"),
+        )
+        .endpoint(&namespace, &name),
+    );
     Ok(done(html! {
         "Rotation requested: annotation " code { (ROTATE_SECRET_ANNOTATION) "=" (token) }
         ". The controller generates a new key; the previous one keeps signing for the grace period "
@@ -288,14 +283,13 @@ pub async fn replay(
         .await
         .map_err(|e| refused(&format!("Creating a WebhookReplay for {name}"), e))?;
     let replay_name = created.name_any();
-    dashboard.audit(Entry {
-        kind: SecurityKind::ReplayCreated,
-        namespace: Some(&namespace),
-        endpoint: Some(&name),
-        source: user.source.clone(),
-        user: Some(user.name()),
-        detail: format!("WebhookReplay {replay_name} created from the dashboard (from {from})"),
-    });
+    dashboard.shared.security.record(
+        user.did(
+            SecurityKind::ReplayCreated,
+            format!("WebhookReplay {replay_name} created from the dashboard (from {from})"),
+        )
+        .endpoint(&namespace, &name),
+    );
     let href = format!("/ui/namespaces/{namespace}/replays/{replay_name}");
     Ok(html! {
         (done(html! {

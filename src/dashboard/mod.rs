@@ -35,7 +35,6 @@ mod access;
 mod actions;
 pub mod analytics;
 mod assets;
-mod audit;
 pub mod charts;
 mod error;
 pub mod gitops;

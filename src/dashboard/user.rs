@@ -1,9 +1,8 @@
 //! The logged-in user of a request: the session cookie, the token re-checked, CSRF on POSTs, and
 //! a Kubernetes client that acts as the user.
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use cookie::{Cookie, SameSite};
@@ -11,7 +10,8 @@ use cookie::{Cookie, SameSite};
 use super::error::PageError;
 use super::session::{csrf_matches, Session, Token};
 use super::Dashboard;
-use crate::dispatcher::http::auth::Identity;
+use crate::dispatcher::http::auth::{peer_address, Identity};
+use crate::security::{SecurityEvent, SecurityKind};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "webhook_dashboard_session";
@@ -34,6 +34,13 @@ impl User {
 
     pub fn name(&self) -> &str {
         &self.identity.username
+    }
+
+    /// A security log entry of something this user did (from their address).
+    pub fn did(&self, kind: SecurityKind, detail: String) -> SecurityEvent {
+        SecurityEvent::new(kind, detail)
+            .user(Some(self.name()))
+            .source(self.source.clone())
     }
 }
 
@@ -104,13 +111,6 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
     }
 }
 
-/// The client's address, when the server recorded it.
-pub fn source(parts_extensions: &axum::http::Extensions) -> Option<String> {
-    parts_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-}
-
 impl FromRequestParts<Dashboard> for User {
     type Rejection = PageError;
 
@@ -149,7 +149,7 @@ impl FromRequestParts<Dashboard> for User {
             session_id,
             session,
             identity,
-            source: source(&parts.extensions),
+            source: peer_address(&parts.extensions),
         })
     }
 }

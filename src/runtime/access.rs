@@ -45,6 +45,14 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, TokenError> {
     Ok(token)
 }
 
+/// The client's IP address of a request, when the server recorded it (`ConnectInfo`, see
+/// `runtime::health::serve`): for the security log.
+pub fn peer_address(extensions: &http::Extensions) -> Option<String> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(peer)| peer.ip().to_string())
+}
+
 /// SHA-256 of a token: the cache key of its decisions.
 pub type TokenHash = [u8; 32];
 
@@ -126,6 +134,20 @@ pub struct Identity {
     pub uid: Option<String>,
     pub groups: Vec<String>,
     pub extra: Vec<(String, Vec<String>)>,
+}
+
+impl Identity {
+    /// A SubjectAccessReview spec asking about this user (its user, uid, groups and extra); the
+    /// caller sets what is asked (`resource_attributes` or `non_resource_attributes`).
+    pub fn review_spec(&self) -> k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec {
+        k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec {
+            user: Some(self.username.clone()),
+            uid: self.uid.clone(),
+            groups: Some(self.groups.clone()),
+            extra: (!self.extra.is_empty()).then(|| self.extra.iter().cloned().collect()),
+            ..Default::default()
+        }
+    }
 }
 
 /// A TokenReview's answer.

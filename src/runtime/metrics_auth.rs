@@ -96,16 +96,11 @@ impl MetricsAuth {
         };
         let access = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                user: Some(identity.username.clone()),
-                uid: identity.uid.clone(),
-                groups: Some(identity.groups.clone()),
-                extra: (!identity.extra.is_empty())
-                    .then(|| identity.extra.iter().cloned().collect()),
                 non_resource_attributes: Some(NonResourceAttributes {
                     path: Some("/metrics".into()),
                     verb: Some("get".into()),
                 }),
-                ..Default::default()
+                ..identity.review_spec()
             },
             ..Default::default()
         };

@@ -8,14 +8,14 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use crate::dashboard::audit::Entry;
 use crate::dashboard::error::PageError;
 use crate::dashboard::layout;
 use crate::dashboard::session::Token;
-use crate::dashboard::user::{same_origin, set_cookie, source, User};
+use crate::dashboard::user::{same_origin, set_cookie, User};
 use crate::dashboard::Dashboard;
+use crate::dispatcher::http::auth::peer_address;
 use crate::dispatcher::http::error::ApiError;
-use crate::security::SecurityKind;
+use crate::security::{SecurityEvent, SecurityKind};
 
 fn login_page(error: Option<&str>) -> Markup {
     layout::bare(
@@ -66,7 +66,7 @@ pub async fn submit(
     request: Request,
 ) -> Result<Response, PageError> {
     same_origin(request.headers())?;
-    let from = source(request.extensions());
+    let from = peer_address(request.extensions());
     let Form(LoginForm { token }) = Form::<LoginForm>::from_request(request, &())
         .await
         .map_err(|e| PageError::BadRequest(format!("the login form was not readable: {e}")))?;
@@ -98,14 +98,14 @@ pub async fn submit(
     let id = dashboard
         .sessions
         .create(Token::new(token), identity, Instant::now());
-    dashboard.audit(Entry {
-        kind: SecurityKind::DashboardLogin,
-        namespace: None,
-        endpoint: None,
-        source: from,
-        user: Some(&username),
-        detail: format!("{username} logged in to the dashboard"),
-    });
+    dashboard.shared.security.record(
+        SecurityEvent::new(
+            SecurityKind::DashboardLogin,
+            format!("{username} logged in to the dashboard"),
+        )
+        .user(Some(&username))
+        .source(from),
+    );
     let cookie = set_cookie(&id, dashboard.secure_cookie, lifetimes.absolute);
     Ok((
         [(header::SET_COOKIE, cookie)],
@@ -118,14 +118,10 @@ pub async fn submit(
 pub async fn logout(State(dashboard): State<Dashboard>, user: Result<User, PageError>) -> Response {
     if let Ok(user) = &user {
         dashboard.sessions.remove(&user.session_id);
-        dashboard.audit(Entry {
-            kind: SecurityKind::DashboardLogout,
-            namespace: None,
-            endpoint: None,
-            source: user.source.clone(),
-            user: Some(user.name()),
-            detail: format!("{} logged out", user.name()),
-        });
+        dashboard.shared.security.record(user.did(
+            SecurityKind::DashboardLogout,
+            format!("{} logged out", user.name()),
+        ));
     }
     // Without a verified session (no CSRF token, or it had ended) nothing is removed; clearing
     // this browser's cookie is harmless either way.

@@ -234,10 +234,7 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         status = tracing::field::Empty,
     );
     let started = Instant::now();
-    let source = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|axum::extract::ConnectInfo(peer)| peer.ip().to_string());
+    let source = auth::peer_address(request.extensions());
     // Filed under the path's namespace only when this dispatcher serves it (its Events go there).
     let namespace = namespace_of(request.uri().path()).filter(|ns| {
         shared

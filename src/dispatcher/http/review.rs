@@ -101,11 +101,6 @@ impl Reviewer {
     async fn access_review(&self, identity: &Identity, access: &Access) -> Result<Authz, ApiError> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
-                user: Some(identity.username.clone()),
-                uid: identity.uid.clone(),
-                groups: Some(identity.groups.clone()),
-                extra: (!identity.extra.is_empty())
-                    .then(|| identity.extra.iter().cloned().collect()),
                 resource_attributes: Some(ResourceAttributes {
                     namespace: Some(access.namespace.clone()),
                     verb: Some(access.verb.to_owned()),
@@ -114,7 +109,7 @@ impl Reviewer {
                     name: access.name.clone(),
                     ..Default::default()
                 }),
-                ..Default::default()
+                ..identity.review_spec()
             },
             ..Default::default()
         };

@@ -65,10 +65,7 @@ pub async fn send(
         .check(request.headers(), Access::test_endpoint(&namespace, &name))
         .await?;
     state.endpoint_known(&namespace, &name).await?;
-    let source = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|axum::extract::ConnectInfo(peer)| peer.ip().to_string());
+    let source = super::auth::peer_address(request.extensions());
     let body = state.body(request).await?;
     let payload = parse_test_body(&body)?;
     let status = send_test(&state.shared, &namespace, &name, new_nonce(), payload).await?;
