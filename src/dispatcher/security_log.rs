@@ -6,8 +6,7 @@
 //! `AuthFailureBurst`, on the Namespace the failed requests addressed, else on the dispatcher's
 //! own Pod (`POD_NAME`/`POD_NAMESPACE`), else only the log, the metric and a warning line.
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
@@ -19,28 +18,22 @@ use tracing::warn;
 use super::metrics::{AlertLabels, Metrics, SecurityLabels};
 use super::Shared;
 use crate::security::detect::{Detector, Thresholds};
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityKind};
 use crate::store::EndpointRef;
 
 /// Entries that may wait for the writer.
 const CAPACITY: usize = 4096;
 /// Entries written in one store call at most.
 const BATCH: usize = 256;
-/// A successful delivery is told to the detectors at most this often per endpoint.
-const SUCCESS_EVERY: Duration = Duration::from_secs(60);
 
-enum Entry {
-    Event(Timestamp, SecurityEvent),
-    Delivered(EndpointRef, Timestamp),
-}
+/// An entry and when it happened.
+type Entry = (Timestamp, SecurityEvent);
 
 /// The handle every part of the dispatcher records through. Cheap to clone.
 #[derive(Clone)]
 pub struct SecurityLog {
     sender: mpsc::Sender<Entry>,
     metrics: Metrics,
-    /// When each endpoint's last success was told to the detectors.
-    told: Arc<Mutex<HashMap<EndpointRef, Instant>>>,
 }
 
 /// The receiving end, for [`run`].
@@ -49,11 +42,7 @@ pub struct SecurityLogReceiver(mpsc::Receiver<Entry>);
 impl SecurityLog {
     pub fn channel(metrics: Metrics) -> (Self, SecurityLogReceiver) {
         let (sender, receiver) = mpsc::channel(CAPACITY);
-        let log = Self {
-            sender,
-            metrics,
-            told: Arc::new(Mutex::new(HashMap::new())),
-        };
+        let log = Self { sender, metrics };
         (log, SecurityLogReceiver(receiver))
     }
 
@@ -77,39 +66,10 @@ impl SecurityLog {
             "{}",
             event.detail
         );
-        if self
-            .sender
-            .try_send(Entry::Event(Timestamp::now(), event))
-            .is_err()
-        {
+        if self.sender.try_send((Timestamp::now(), event)).is_err() {
             self.metrics.security_log_dropped.inc();
             warn!("a security log entry was dropped: its queue is full");
         }
-    }
-
-    /// An endpoint delivered successfully (for DNS rebinding detection); at most once a minute
-    /// per endpoint reaches the detectors.
-    pub fn delivered(&self, endpoint: &EndpointRef) {
-        let now = Instant::now();
-        {
-            let mut told = self
-                .told
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if told
-                .get(endpoint)
-                .is_some_and(|last| now.duration_since(*last) < SUCCESS_EVERY)
-            {
-                return;
-            }
-            if told.len() >= crate::security::detect::MAX_KEYS {
-                told.clear();
-            }
-            told.insert(endpoint.clone(), now);
-        }
-        let _ = self
-            .sender
-            .try_send(Entry::Delivered(endpoint.clone(), Timestamp::now()));
     }
 }
 
@@ -121,23 +81,19 @@ pub async fn run(shared: Arc<Shared>, SecurityLogReceiver(mut receiver): Securit
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut rows = Vec::with_capacity(batch.len());
         let mut alerts = Vec::new();
-        for entry in batch.drain(..) {
-            match entry {
-                Entry::Delivered(endpoint, at) => {
-                    detector.delivered(&endpoint.namespace, &endpoint.name, at)
+        let last_success = last_successes(&shared, &batch).await;
+        for (at, event) in batch.drain(..) {
+            let endpoint = event.namespace.clone().zip(event.endpoint.clone());
+            let success = endpoint.and_then(|key| last_success.get(&key).copied().flatten());
+            for mut alert in detector.observe(&event, at, success) {
+                // A burst is per source; it is filed (and its Event raised) under the
+                // namespace the request that completed it addressed, if any.
+                if alert.namespace.is_none() {
+                    alert.namespace.clone_from(&event.namespace);
                 }
-                Entry::Event(at, event) => {
-                    for mut alert in detector.observe(&event, at) {
-                        // A burst is per source; it is filed (and its Event raised) under the
-                        // namespace the request that completed it addressed, if any.
-                        if alert.namespace.is_none() {
-                            alert.namespace.clone_from(&event.namespace);
-                        }
-                        alerts.push((at, alert, event.namespace.clone()));
-                    }
-                    rows.push((at, event));
-                }
+                alerts.push((at, alert, event.namespace.clone()));
             }
+            rows.push((at, event));
         }
         for (at, alert, namespace) in &alerts {
             shared
@@ -165,6 +121,41 @@ pub async fn run(shared: Arc<Shared>, SecurityLogReceiver(mut receiver): Securit
             warn!(%error, "writing the security log failed; these entries are in the audit log lines only");
         }
     }
+}
+
+/// When each endpoint with a refused destination in `batch` last delivered successfully, read
+/// from the store once per endpoint per batch: refusals are rare, so the delivery path records
+/// nothing for the DNS rebinding detector.
+async fn last_successes(
+    shared: &Shared,
+    batch: &[Entry],
+) -> HashMap<(String, String), Option<Timestamp>> {
+    let mut found = HashMap::new();
+    for (at, event) in batch {
+        if event.kind != SecurityKind::DestinationRefused {
+            continue;
+        }
+        let (Some(namespace), Some(name)) = (&event.namespace, &event.endpoint) else {
+            continue;
+        };
+        let key = (namespace.clone(), name.clone());
+        if found.contains_key(&key) {
+            continue;
+        }
+        let stats = shared
+            .store
+            .endpoint_stats(&EndpointRef::new(namespace, name), *at)
+            .await;
+        let success = match stats {
+            Ok(stats) => stats.last_success_at,
+            Err(error) => {
+                warn!(%error, "reading an endpoint's last success for the DNS rebinding check failed");
+                None
+            }
+        };
+        found.insert(key, success);
+    }
+    found
 }
 
 /// The object an alert's Event is about.

@@ -91,12 +91,12 @@ fn forget_stalest<K: std::hash::Hash + Eq + Clone>(seen: &mut HashMap<K, VecDequ
 
 type EndpointKey = (String, String);
 
-/// The detectors, fed every security event and every successful delivery.
+/// The detectors, fed every security event.
 pub struct Detector {
     thresholds: Thresholds,
     auth: Window<String>,
     refusals: Window<EndpointKey>,
-    last_success: HashMap<EndpointKey, Timestamp>,
+    /// Per endpoint, the last success a DNS rebinding alert was raised for (once per success).
     rebinding_alerted: HashMap<EndpointKey, Timestamp>,
 }
 
@@ -106,29 +106,18 @@ impl Detector {
             thresholds,
             auth: Window::new(),
             refusals: Window::new(),
-            last_success: HashMap::new(),
             rebinding_alerted: HashMap::new(),
         }
     }
 
-    /// An endpoint delivered successfully at `at`.
-    pub fn delivered(&mut self, namespace: &str, endpoint: &str, at: Timestamp) {
-        let key = (namespace.to_owned(), endpoint.to_owned());
-        if !self.last_success.contains_key(&key) && self.last_success.len() >= MAX_KEYS {
-            if let Some(stalest) = self
-                .last_success
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| k.clone())
-            {
-                self.last_success.remove(&stalest);
-            }
-        }
-        self.last_success.insert(key, at);
-    }
-
-    /// The alerts `event` (observed at `at`) raises, if any.
-    pub fn observe(&mut self, event: &SecurityEvent, at: Timestamp) -> Vec<SecurityEvent> {
+    /// The alerts `event` (observed at `at`) raises, if any. `last_success`: for a refused
+    /// destination, when its endpoint last delivered successfully (the store keeps it).
+    pub fn observe(
+        &mut self,
+        event: &SecurityEvent,
+        at: Timestamp,
+        last_success: Option<Timestamp>,
+    ) -> Vec<SecurityEvent> {
         let t = self.thresholds;
         let mut alerts = Vec::new();
         match event.kind {
@@ -170,14 +159,15 @@ impl Detector {
                     );
                 }
                 let since = at.checked_sub(t.rebinding_window).unwrap_or(Timestamp::MIN);
-                let delivered_recently = self.last_success.get(&key).is_some_and(|s| *s > since);
-                if delivered_recently {
+                let recent = last_success.filter(|success| *success > since);
+                if let Some(success) =
+                    recent.filter(|s| self.rebinding_alerted.get(&key) != Some(s))
+                {
                     // Once per success: the next alert needs another success first.
-                    self.last_success.remove(&key);
                     if self.rebinding_alerted.len() >= MAX_KEYS {
                         self.rebinding_alerted.clear();
                     }
-                    self.rebinding_alerted.insert(key, at);
+                    self.rebinding_alerted.insert(key, success);
                     alerts.push(
                         SecurityEvent::new(
                             SecurityKind::DnsRebinding,
@@ -221,14 +211,18 @@ mod tests {
         let mut detector = Detector::new(Thresholds::default());
         let mut alerts = Vec::new();
         for i in 0..25 {
-            alerts.extend(detector.observe(&failure("10.1.1.1"), at(i)));
+            alerts.extend(detector.observe(&failure("10.1.1.1"), at(i), None));
         }
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, SecurityKind::AuthFailureBurst);
         assert_eq!(alerts[0].source.as_deref(), Some("10.1.1.1"));
         // After the window, a new burst alerts again.
         let later: usize = (0..10)
-            .map(|i| detector.observe(&failure("10.1.1.1"), at(200 + i)).len())
+            .map(|i| {
+                detector
+                    .observe(&failure("10.1.1.1"), at(200 + i), None)
+                    .len()
+            })
             .sum();
         assert_eq!(later, 1);
     }
@@ -237,13 +231,17 @@ mod tests {
     fn failures_spread_out_or_from_many_sources_do_not_alert() {
         let mut detector = Detector::new(Thresholds::default());
         let spread: usize = (0..30)
-            .map(|i| detector.observe(&failure("10.1.1.1"), at(i * 7)).len())
+            .map(|i| {
+                detector
+                    .observe(&failure("10.1.1.1"), at(i * 7), None)
+                    .len()
+            })
             .sum();
         assert_eq!(spread, 0, "never 10 within 60 s");
         let many: usize = (0..100)
             .map(|i| {
                 detector
-                    .observe(&failure(&format!("10.2.0.{i}")), at(1000))
+                    .observe(&failure(&format!("10.2.0.{i}")), at(1000), None)
                     .len()
             })
             .sum();
@@ -254,6 +252,7 @@ mod tests {
                     .observe(
                         &SecurityEvent::new(SecurityKind::AuthenticationFailed, "x"),
                         at(2000),
+                        None,
                     )
                     .len()
             })
@@ -265,7 +264,7 @@ mod tests {
     fn repeated_refusals_of_one_endpoint() {
         let mut detector = Detector::new(Thresholds::default());
         let kinds: Vec<_> = (0..6)
-            .flat_map(|i| detector.observe(&refused("crm"), at(i * 60)))
+            .flat_map(|i| detector.observe(&refused("crm"), at(i * 60), None))
             .map(|a| a.kind)
             .collect();
         assert_eq!(kinds, vec![SecurityKind::RepeatedRefusals]);
@@ -275,22 +274,28 @@ mod tests {
     fn a_refusal_after_successes_is_dns_rebinding() {
         let mut detector = Detector::new(Thresholds::default());
         assert!(
-            detector.observe(&refused("crm"), at(0)).is_empty(),
+            detector.observe(&refused("crm"), at(0), None).is_empty(),
             "never delivered: no rebinding"
         );
-        detector.delivered("ns", "crm", at(100));
-        let alerts = detector.observe(&refused("crm"), at(200));
+        let alerts = detector.observe(&refused("crm"), at(200), Some(at(100)));
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, SecurityKind::DnsRebinding);
         assert_eq!(alerts[0].address.as_deref(), Some("10.0.0.1"));
         assert!(
-            detector.observe(&refused("crm"), at(300)).is_empty(),
+            detector
+                .observe(&refused("crm"), at(300), Some(at(100)))
+                .is_empty(),
             "once per success"
         );
-        // A success too long ago does not count.
-        detector.delivered("ns", "crm", at(400));
+        // A new success counts again; one too long ago does not.
+        assert_eq!(
+            detector
+                .observe(&refused("crm"), at(500), Some(at(400)))
+                .len(),
+            1
+        );
         assert!(detector
-            .observe(&refused("crm"), at(400 + 25 * 3600))
+            .observe(&refused("crm"), at(400 + 25 * 3600), Some(at(450)))
             .is_empty());
     }
 
@@ -298,11 +303,12 @@ mod tests {
     fn memory_is_bounded() {
         let mut detector = Detector::new(Thresholds::default());
         for i in 0..(MAX_KEYS as i64 + 500) {
-            detector.observe(&failure(&format!("s{i}")), at(i));
-            detector.delivered("ns", &format!("e{i}"), at(i));
+            detector.observe(&failure(&format!("s{i}")), at(i), None);
+            detector.observe(&refused(&format!("e{i}")), at(i), Some(at(i - 1)));
         }
         assert!(detector.auth.seen.len() <= MAX_KEYS);
-        assert!(detector.last_success.len() <= MAX_KEYS);
+        assert!(detector.refusals.seen.len() <= MAX_KEYS);
+        assert!(detector.rebinding_alerted.len() <= MAX_KEYS);
     }
 
     proptest::proptest! {
@@ -314,7 +320,7 @@ mod tests {
             let mut alert_times = Vec::new();
             for gap in gaps {
                 now += gap;
-                if !detector.observe(&failure("s"), at(now)).is_empty() {
+                if !detector.observe(&failure("s"), at(now), None).is_empty() {
                     alert_times.push(now);
                 }
             }

@@ -384,7 +384,6 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
             );
         }
         Outcome::Delivered { .. } => {
-            deps.security.delivered(endpoint);
             // Accepted → delivered, for the SLO; a replay's wait since the original acceptance
             // says nothing about delivery speed.
             if cx.delivery.delivery.replay_id.is_none() {

@@ -22,7 +22,7 @@ pub struct Deps {
     pub endpoints: Arc<dyn EndpointLookup>,
     /// Circuit changes and gone receivers, raised as Kubernetes Events by the status task.
     pub notices: Notices,
-    /// Refused destinations and successes (for DNS rebinding detection) go to the security log.
+    /// Refused destinations go to the security log.
     pub security: crate::dispatcher::security_log::SecurityLog,
     /// Endpoints and events whose status the status task should write back.
     pub dirty: Arc<Dirty>,
