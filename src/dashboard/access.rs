@@ -16,6 +16,25 @@ impl Dashboard {
         Ok(self.reviewer.allows(&user.identity, &access).await?)
     }
 
+    /// Of `namespaces`, those where the user may `list` `resource`.
+    async fn listable(
+        &self,
+        user: &User,
+        namespaces: BTreeSet<String>,
+        resource: &'static str,
+    ) -> Result<BTreeSet<String>, PageError> {
+        let mut allowed = BTreeSet::new();
+        for namespace in namespaces {
+            if self
+                .allows(user, Access::new(&namespace, "list", resource, None))
+                .await?
+            {
+                allowed.insert(namespace);
+            }
+        }
+        Ok(allowed)
+    }
+
     /// The endpoints the user may `get`: every one of a namespace where they may `list`
     /// endpoints, otherwise each one they may `get` by name. Sorted by namespace and name.
     pub async fn visible_endpoints(
@@ -25,15 +44,7 @@ impl Dashboard {
         let mut endpoints = self.shared.cache.endpoints.state();
         endpoints.sort_by_key(|e| (e.namespace().unwrap_or_default(), e.name_any()));
         let namespaces: BTreeSet<String> = endpoints.iter().filter_map(|e| e.namespace()).collect();
-        let mut listable = BTreeSet::new();
-        for namespace in namespaces {
-            if self
-                .allows(user, Access::read_endpoints(&namespace, None))
-                .await?
-            {
-                listable.insert(namespace);
-            }
-        }
+        let listable = self.listable(user, namespaces, "webhookendpoints").await?;
         let mut visible = Vec::new();
         for endpoint in endpoints {
             let namespace = endpoint.namespace().unwrap_or_default();
@@ -110,16 +121,7 @@ impl Dashboard {
                 .iter()
                 .filter_map(|s| s.namespace()),
         );
-        let mut readable = BTreeSet::new();
-        for namespace in namespaces {
-            if self
-                .allows(user, Access::read_endpoints(&namespace, None))
-                .await?
-            {
-                readable.insert(namespace);
-            }
-        }
-        Ok(readable)
+        self.listable(user, namespaces, "webhookendpoints").await
     }
 
     /// The subscriptions the user may `list`, per namespace.
@@ -131,18 +133,9 @@ impl Dashboard {
         subscriptions.sort_by_key(|s| (s.namespace().unwrap_or_default(), s.name_any()));
         let namespaces: BTreeSet<String> =
             subscriptions.iter().filter_map(|s| s.namespace()).collect();
-        let mut allowed = BTreeSet::new();
-        for namespace in namespaces {
-            if self
-                .allows(
-                    user,
-                    Access::new(&namespace, "list", "webhooksubscriptions", None),
-                )
-                .await?
-            {
-                allowed.insert(namespace);
-            }
-        }
+        let allowed = self
+            .listable(user, namespaces, "webhooksubscriptions")
+            .await?;
         subscriptions.retain(|s| allowed.contains(&s.namespace().unwrap_or_default()));
         Ok(subscriptions)
     }
