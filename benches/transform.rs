@@ -1,7 +1,9 @@
 //! Cost of a transform per delivery: the three integration templates of `examples/30–32` run on
 //! a `user.created` / `user.verified` payload, in process (the pure `Program::run`: parse the
 //! payload, run the program, serialize and check the output) and through the worker pool (the
-//! same plus the round trip to a worker process over its pipes), as a delivery pays it.
+//! same plus the round trip to a worker process over its pipes), as a delivery pays it, and
+//! 16 runs at once through the pool, as a busy endpoint's deliveries ask for them (the workers
+//! take the waiting runs together).
 //!
 //! `cargo bench --bench transform -- --warm-up-time 1 --measurement-time 3`
 use std::hint::black_box;
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Deserialize;
 use webhook_operator::transform::{PoolConfig, Program, TransformPool};
 
@@ -72,6 +74,10 @@ fn in_process(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs asked for at once in the second group: a busy endpoint's in-flight deliveries (the
+/// dispatcher's default `--per-endpoint-concurrency`).
+const AT_ONCE: u64 = 16;
+
 fn through_the_pool(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,6 +93,25 @@ fn through_the_pool(c: &mut Criterion) {
             b.iter(|| runtime.block_on(pool.run(program.clone(), payload.clone())))
         });
     }
+    group.finish();
+    let mut group = c.benchmark_group("transform_through_pool_16_at_once");
+    group.throughput(Throughput::Elements(AT_ONCE));
+    let (name, file, event_type) = TEMPLATES[0];
+    let program: Arc<str> = Arc::from(example_program(file));
+    let payload = payload(event_type);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let runs = (0..AT_ONCE).map(|_| {
+                    let (pool, program, payload) = (pool.clone(), program.clone(), payload.clone());
+                    tokio::spawn(async move { pool.run(program, payload).await })
+                });
+                for run in futures::future::join_all(runs).await {
+                    black_box(run.expect("the run's task")).expect("the template runs");
+                }
+            })
+        })
+    });
     group.finish();
 }
 

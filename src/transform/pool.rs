@@ -9,12 +9,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::warn;
 
-use super::protocol::{decode_response, encode_request, part_length, Response};
+use super::protocol::{encode_request, parse_response, Inbox, Response};
 use super::Output;
 
 /// How transforms are run and bounded.
@@ -161,11 +161,16 @@ async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: V
                 }
             },
         };
-        let frames: Vec<u8> = jobs
-            .iter()
-            .flat_map(|job| encode_request(&job.program, &job.payload, config.max_output))
-            .collect();
-        let Worker { stdin, stdout, .. } = &mut process;
+        let mut frames = Vec::new();
+        for job in &jobs {
+            encode_request(&mut frames, &job.program, &job.payload, config.max_output);
+        }
+        let Worker {
+            stdin,
+            stdout,
+            inbox,
+            ..
+        } = &mut process;
         // Written while the answers are read: a worker whose answers fill its pipe would
         // otherwise wait for us while we wait for it to read the rest of the requests.
         let write = async {
@@ -174,7 +179,7 @@ async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: V
         };
         let read = async {
             while !jobs.is_empty() {
-                match tokio::time::timeout(config.timeout, read_response(stdout)).await {
+                match tokio::time::timeout(config.timeout, read_response(stdout, inbox)).await {
                     Ok(Ok(response)) => {
                         if let Some(job) = jobs.pop_front() {
                             // The asker may have given up (cancelled at shutdown).
@@ -222,22 +227,31 @@ fn answer_of(response: Response) -> Result<Output, TransformError> {
     }
 }
 
-/// Reads one answer.
-async fn read_response(stdout: &mut BufReader<ChildStdout>) -> std::io::Result<Response> {
-    let tag = stdout.read_u8().await?;
-    let mut header = [0u8; 4];
-    stdout.read_exact(&mut header).await?;
-    let mut bytes = vec![0u8; part_length(header)?];
-    stdout.read_exact(&mut bytes).await?;
-    decode_response(tag, bytes)
+/// Room for one read of a worker's answers: the answers waiting come in one read.
+const READ_SIZE: usize = 16 << 10;
+
+/// Reads one answer: from what an earlier read left in `inbox`, or else from the pipe.
+async fn read_response(stdout: &mut ChildStdout, inbox: &mut Inbox) -> std::io::Result<Response> {
+    loop {
+        if let Some((response, used)) = parse_response(inbox.pending())? {
+            inbox.consume(used);
+            return Ok(response);
+        }
+        let count = stdout.read(inbox.space(READ_SIZE)).await?;
+        if count == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        inbox.filled(count);
+    }
 }
 
 /// A running worker process and its pipes.
 struct Worker {
     child: Child,
     stdin: ChildStdin,
-    /// Buffered: an answer's tag, length and bytes come in one read.
-    stdout: BufReader<ChildStdout>,
+    stdout: ChildStdout,
+    /// What was read from `stdout` and not yet taken as an answer.
+    inbox: Inbox,
 }
 
 impl Worker {
@@ -258,7 +272,8 @@ impl Worker {
         Ok(Worker {
             child,
             stdin,
-            stdout: BufReader::new(stdout),
+            stdout,
+            inbox: Inbox::default(),
         })
     }
 

@@ -3,7 +3,7 @@
 //! exhausts memory can only kill that process; the controller only compiles (`check`).
 use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{data, Compiler, Ctx, Vars};
-use jaq_json::Val;
+use jaq_json::{Num, Val};
 
 /// The largest program accepted (bytes), as the CRD says: it bounds the parser's recursion.
 pub const MAX_PROGRAM_BYTES: usize = 16 * 1024;
@@ -94,6 +94,122 @@ pub fn check(code: &str) -> Option<String> {
 
 /// The value as JSON, refused if it is not JSON or is longer than `limit`.
 fn serialize(value: &Val, limit: usize) -> Result<Vec<u8>, RunError> {
+    let mut out = Vec::with_capacity(256);
+    if write_json(&mut out, value, limit, 0).is_some() {
+        return Ok(out);
+    }
+    // Not plain JSON, or too long: jaq's writer and a JSON parser say which, and why.
+    serialize_and_check(value, limit)
+}
+
+/// Writes `value` as JSON, byte for byte as jaq's writer does (compact, keys in order, jaq's
+/// string escapes), when that is certainly JSON: `None` at the first value that may not be
+/// (nan, infinite, byte strings, non-string keys, invalid UTF-8, a number with an exponent or
+/// of 300 characters, nesting deeper than [`FAST_DEPTH`]) or past `limit` bytes, for
+/// [`serialize_and_check`] to judge.
+fn write_json(out: &mut Vec<u8>, value: &Val, limit: usize, depth: usize) -> Option<()> {
+    use std::io::Write;
+    if depth > FAST_DEPTH {
+        return None;
+    }
+    match value {
+        Val::Null => out.extend_from_slice(b"null"),
+        Val::Bool(true) => out.extend_from_slice(b"true"),
+        Val::Bool(false) => out.extend_from_slice(b"false"),
+        Val::Num(Num::Int(n)) => write!(out, "{n}").ok()?,
+        Val::Num(Num::Float(n)) if n.is_finite() => write!(out, "{}", Num::Float(*n)).ok()?,
+        Val::Num(Num::Float(_)) | Val::BStr(_) => return None,
+        Val::Num(number) => {
+            // Big integers and the decimals read from the payload, written as they came.
+            let text = number.to_string();
+            if !is_plain_number(&text) {
+                return None;
+            }
+            out.extend_from_slice(text.as_bytes());
+        }
+        Val::TStr(text) => write_string(out, text)?,
+        Val::Arr(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item, limit, depth + 1)?;
+            }
+            out.push(b']');
+        }
+        Val::Obj(entries) => {
+            out.push(b'{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let Val::TStr(key) = key else {
+                    return None;
+                };
+                write_string(out, key)?;
+                out.push(b':');
+                write_json(out, item, limit, depth + 1)?;
+            }
+            out.push(b'}');
+        }
+    }
+    (out.len() <= limit).then_some(())
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?` in under 300 characters: JSON, and within a double's range
+/// (the JSON parser of the checked path refuses a number past it).
+fn is_plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (digits, None),
+    };
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    text.len() < 300
+        && all_digits(whole)
+        && (whole == "0" || !whole.starts_with('0'))
+        && fraction.is_none_or(all_digits)
+}
+
+/// Nesting the fast writer handles; deeper output goes to the checked path (whose JSON parser
+/// refuses past 128 levels).
+const FAST_DEPTH: usize = 100;
+
+/// A text string as jaq writes it: `"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t` escaped by name, the
+/// other control characters and DEL as `\u00xx`; `None` if it is not UTF-8.
+fn write_string(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+    std::str::from_utf8(text).ok()?;
+    out.push(b'"');
+    let special = |byte: &u8| matches!(byte, 0x00..=0x1f | b'\\' | b'"' | 0x7f);
+    let mut rest = text;
+    while let Some(at) = rest.iter().position(special) {
+        out.extend_from_slice(&rest[..at]);
+        match rest[at] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            other => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(other >> 4)]);
+                out.push(HEX[usize::from(other & 0xf)]);
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
+    Some(())
+}
+
+/// jaq's writer, then a JSON parser over its output: the general path, for values the fast
+/// writer leaves (and for the error messages).
+fn serialize_and_check(value: &Val, limit: usize) -> Result<Vec<u8>, RunError> {
     let mut out = Capped {
         bytes: Vec::with_capacity(256),
         limit,
@@ -286,6 +402,71 @@ mod tests {
             Program::compile(".").unwrap().run(b"{not json", 100),
             Err(RunError::Input(_))
         ));
+    }
+
+    /// The fast writer gives jaq's bytes, and leaves to the checked path what it cannot vouch for.
+    #[test]
+    fn the_fast_writer_writes_what_jaq_writes() {
+        let fast = |value: &Val| {
+            let mut out = Vec::new();
+            write_json(&mut out, value, 1 << 20, 0).map(|()| out)
+        };
+        let inputs: [&[u8]; 6] = [
+            br#"{"a":[1,-2,0,1.5,-0.25,19.99,0.0,12345678901234567890123,{"b":null}],"c":true,"d":false}"#,
+            br#""tab\t nl\n cr\r bs\\ q\" bell\u0007 del\u007f esc\u001b \b \f \u0000 \u00e9 \ud83d\ude00 \u2028""#,
+            br#"[[], {}, "", [[[0]]]]"#,
+            br#"{"nested": {"deeper": [{"k": "v"}]}, "": 1}"#,
+            b"-0",
+            b"123456789012345678901234567890",
+        ];
+        for input in inputs {
+            let value = jaq_json::read::parse_single(input).unwrap();
+            let written = fast(&value).expect("plain JSON takes the fast path");
+            assert_eq!(
+                Ok(&written),
+                serialize_and_check(&value, 1 << 20).as_ref(),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Values a program computes (floats written by ryu, escapes of program literals).
+        for code in [
+            "1 / 3",
+            "1.5 * 3",
+            "-0.0",
+            "[1e300 * 3, 1e-300 / 3]",
+            r#""\u0001""#,
+        ] {
+            let program = Program::compile(code).unwrap();
+            let ctx = Ctx::<data::JustLut<Val>>::new(&program.filter.lut, Vars::new([]));
+            let value = program
+                .filter
+                .id
+                .run((ctx, Val::Null))
+                .next()
+                .unwrap()
+                .unwrap();
+            let written = fast(&value).expect(code);
+            assert_eq!(Ok(written), serialize_and_check(&value, 1 << 20), "{code}");
+        }
+        // What the fast writer leaves to the checked path (which may still pass it).
+        for input in [&b"1e400"[..], b"1E2", b"\"\xff\"", &[b'1'; 400]] {
+            let value = jaq_json::read::parse_single(input).unwrap();
+            assert_eq!(fast(&value), None, "{}", String::from_utf8_lossy(input));
+        }
+        let deep = jaq_json::read::parse_single(&[b"[".repeat(120), b"]".repeat(120)].concat());
+        assert_eq!(fast(&deep.unwrap()), None);
+        assert!(matches!(run("nan"), Err(RunError::NotJson(_))));
+        assert_eq!(
+            run(r#"{text: "a long enough text"}"#),
+            Ok(Output::Body(br#"{"text":"a long enough text"}"#.to_vec()))
+        );
+        assert_eq!(
+            Program::compile(r#"{text: "a long enough text"}"#)
+                .unwrap()
+                .run(PAYLOAD, 20),
+            Err(RunError::TooLarge { limit: 20 })
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The frames between the dispatcher and a transform worker, over the worker's stdin and stdout.
 //! Request: program, payload (each a u32 little-endian length and bytes), then the output limit
-//! (u32). Response: a tag byte and a length-prefixed text or body.
-use std::io::{self, Read, Write};
+//! (u32). Response: a tag byte and a length-prefixed text or body. Both sides read frames in
+//! place from a buffer of what the pipe held, so several frames cost one read.
+use std::io;
 
-/// A request as the worker reads it.
-pub struct Request {
-    pub program: String,
-    pub payload: Vec<u8>,
+/// A request as the worker reads it, borrowed from its input buffer.
+pub struct Request<'a> {
+    pub program: &'a str,
+    pub payload: &'a [u8],
     pub max_output: usize,
 }
 
@@ -29,67 +30,76 @@ const COMPILE_ERROR: u8 = 3;
 /// The largest frame part accepted (64 MiB): a corrupt length is an error, not an allocation.
 const MAX_PART: usize = 64 << 20;
 
-/// A request's bytes, as the dispatcher writes them.
-pub fn encode_request(program: &str, payload: &[u8], max_output: usize) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(12 + program.len() + payload.len());
-    put(&mut frame, program.as_bytes());
-    put(&mut frame, payload);
-    frame.extend_from_slice(&u32::try_from(max_output).unwrap_or(u32::MAX).to_le_bytes());
-    frame
+/// Appends a request's bytes to `frames`, as the dispatcher writes them.
+pub fn encode_request(frames: &mut Vec<u8>, program: &str, payload: &[u8], max_output: usize) {
+    frames.reserve(12 + program.len() + payload.len());
+    put(frames, program.as_bytes());
+    put(frames, payload);
+    frames.extend_from_slice(&u32::try_from(max_output).unwrap_or(u32::MAX).to_le_bytes());
 }
 
-/// Reads one request; `None` at a clean end of input (the dispatcher closed the pipe).
-pub fn read_request(input: &mut impl Read) -> io::Result<Option<Request>> {
-    let program = match read_part(input) {
-        Ok(part) => part,
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
+/// The first request in `input` and the bytes it spans, or `None` while it is incomplete (more
+/// must be read). Nothing is copied: the program and payload are slices of `input`.
+pub fn parse_request(input: &[u8]) -> io::Result<Option<(Request<'_>, usize)>> {
+    let Some((program, rest)) = split_part(input)? else {
+        return Ok(None);
     };
-    let program = String::from_utf8(program)
+    let Some((payload, rest)) = split_part(rest)? else {
+        return Ok(None);
+    };
+    let Some((max_output, rest)) = split_u32(rest) else {
+        return Ok(None);
+    };
+    let program = std::str::from_utf8(program)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "program is not UTF-8"))?;
-    let payload = read_part(input)?;
-    let max_output = read_u32(input)? as usize;
-    Ok(Some(Request {
+    let request = Request {
         program,
         payload,
-        max_output,
-    }))
+        max_output: max_output as usize,
+    };
+    Ok(Some((request, input.len() - rest.len())))
 }
 
-/// Writes one response (the caller flushes).
-pub fn write_response(output: &mut impl Write, response: &Response) -> io::Result<()> {
+/// Appends one response's bytes to `frame`.
+pub fn encode_response(frame: &mut Vec<u8>, response: &Response) {
     let (tag, bytes): (u8, &[u8]) = match response {
         Response::Body(body) => (BODY, body),
         Response::Filtered => (FILTERED, &[]),
         Response::RunError(text) => (RUN_ERROR, text.as_bytes()),
         Response::CompileError(text) => (COMPILE_ERROR, text.as_bytes()),
     };
-    let mut frame = Vec::with_capacity(5 + bytes.len());
+    frame.reserve(5 + bytes.len());
     frame.push(tag);
-    put(&mut frame, bytes);
-    output.write_all(&frame)
+    put(frame, bytes);
 }
 
-/// Decodes a response from its tag and bytes.
-pub fn decode_response(tag: u8, bytes: Vec<u8>) -> io::Result<Response> {
-    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-    Ok(match tag {
-        BODY => Response::Body(bytes),
+/// The first response in `input` and the bytes it spans, or `None` while it is incomplete.
+pub fn parse_response(input: &[u8]) -> io::Result<Option<(Response, usize)>> {
+    let Some((&tag, rest)) = input.split_first() else {
+        return Ok(None);
+    };
+    let Some((bytes, rest)) = split_part(rest)? else {
+        return Ok(None);
+    };
+    let text = || String::from_utf8_lossy(bytes).into_owned();
+    let response = match tag {
+        BODY => Response::Body(bytes.to_vec()),
         FILTERED => Response::Filtered,
-        RUN_ERROR => Response::RunError(text(bytes)),
-        COMPILE_ERROR => Response::CompileError(text(bytes)),
+        RUN_ERROR => Response::RunError(text()),
+        COMPILE_ERROR => Response::CompileError(text()),
         other => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("unknown response tag {other}"),
             ))
         }
-    })
+    };
+    Ok(Some((response, input.len() - rest.len())))
 }
 
 /// A length as a frame carries it, checked against the limit.
-pub fn part_length(header: [u8; 4]) -> io::Result<usize> {
-    let length = u32::from_le_bytes(header) as usize;
+fn part_length(length: u32) -> io::Result<usize> {
+    let length = length as usize;
     if length > MAX_PART {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -104,18 +114,69 @@ fn put(frame: &mut Vec<u8>, bytes: &[u8]) {
     frame.extend_from_slice(bytes);
 }
 
-fn read_u32(input: &mut impl Read) -> io::Result<u32> {
-    let mut header = [0u8; 4];
-    input.read_exact(&mut header)?;
-    Ok(u32::from_le_bytes(header))
+/// A length-prefixed part at the start of `input` and what follows it; `None` if incomplete.
+fn split_part(input: &[u8]) -> io::Result<Option<(&[u8], &[u8])>> {
+    let Some((length, rest)) = split_u32(input) else {
+        return Ok(None);
+    };
+    let length = part_length(length)?;
+    Ok((rest.len() >= length).then(|| rest.split_at(length)))
 }
 
-fn read_part(input: &mut impl Read) -> io::Result<Vec<u8>> {
-    let mut header = [0u8; 4];
-    input.read_exact(&mut header)?;
-    let mut part = vec![0u8; part_length(header)?];
-    input.read_exact(&mut part)?;
-    Ok(part)
+fn split_u32(input: &[u8]) -> Option<(u32, &[u8])> {
+    let (header, rest) = input.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*header), rest))
+}
+
+/// The room an [`Inbox`] keeps between frames (1 MiB).
+const KEPT_BYTES: usize = 1 << 20;
+
+/// Frames arriving on a pipe: what was read and not yet consumed, read into by the caller and
+/// parsed in place. The buffer is kept, so a steady stream of frames allocates nothing.
+#[derive(Default)]
+pub struct Inbox {
+    bytes: Vec<u8>,
+    /// The unconsumed bytes are `bytes[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Inbox {
+    /// The bytes received and not yet consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    /// Marks `count` pending bytes as consumed.
+    pub fn consume(&mut self, count: usize) {
+        self.start = (self.start + count).min(self.end);
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+            if self.bytes.len() > KEPT_BYTES {
+                // A large frame went through: its room is not kept.
+                self.bytes = Vec::new();
+            }
+        }
+    }
+
+    /// Free space after the pending bytes, at least `at_least` long, to read into; then
+    /// [`Inbox::filled`] with the count read.
+    pub fn space(&mut self, at_least: usize) -> &mut [u8] {
+        if self.bytes.len() - self.end < at_least && self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.bytes.len() - self.end < at_least {
+            // Doubling: a large frame arrives in a few reads, not one per `at_least`.
+            self.bytes.resize(self.end + at_least.max(self.end), 0);
+        }
+        &mut self.bytes[self.end..]
+    }
+
+    /// `count` bytes were read into the last [`Inbox::space`].
+    pub fn filled(&mut self, count: usize) {
+        self.end = (self.end + count).min(self.bytes.len());
+    }
 }
 
 #[cfg(test)]
@@ -124,12 +185,20 @@ mod tests {
 
     #[test]
     fn requests_and_responses_round_trip() {
-        let frame = encode_request(".data", br#"{"data":1}"#, 4096);
-        let request = read_request(&mut frame.as_slice()).unwrap().unwrap();
+        let mut frames = Vec::new();
+        encode_request(&mut frames, ".data", br#"{"data":1}"#, 4096);
+        encode_request(&mut frames, "empty", b"{}", 10);
+        let (request, used) = parse_request(&frames).unwrap().unwrap();
         assert_eq!(request.program, ".data");
         assert_eq!(request.payload, br#"{"data":1}"#);
         assert_eq!(request.max_output, 4096);
-        assert!(read_request(&mut &[][..]).unwrap().is_none());
+        let (request, rest) = parse_request(&frames[used..]).unwrap().unwrap();
+        assert_eq!((request.program, request.max_output), ("empty", 10));
+        assert_eq!(used + rest, frames.len());
+        // Every prefix of a frame is incomplete, not an error.
+        for cut in 0..used {
+            assert!(parse_request(&frames[..cut]).unwrap().is_none(), "{cut}");
+        }
         for response in [
             Response::Body(b"{}".to_vec()),
             Response::Filtered,
@@ -137,19 +206,56 @@ mod tests {
             Response::CompileError("line 1".into()),
         ] {
             let mut bytes = Vec::new();
-            write_response(&mut bytes, &response).unwrap();
-            let length = part_length(bytes[1..5].try_into().unwrap()).unwrap();
-            assert_eq!(length, bytes.len() - 5);
-            assert_eq!(
-                decode_response(bytes[0], bytes[5..].to_vec()).unwrap(),
-                response
-            );
+            encode_response(&mut bytes, &response);
+            for cut in 0..bytes.len() {
+                assert!(parse_response(&bytes[..cut]).unwrap().is_none());
+            }
+            bytes.push(9);
+            let (decoded, used) = parse_response(&bytes).unwrap().unwrap();
+            assert_eq!((decoded, used), (response, bytes.len() - 1));
         }
     }
 
     #[test]
-    fn a_corrupt_length_is_refused_before_allocating() {
-        assert!(part_length(u32::MAX.to_le_bytes()).is_err());
-        assert!(decode_response(9, Vec::new()).is_err());
+    fn a_corrupt_frame_is_refused_before_allocating() {
+        let mut frame = u32::MAX.to_le_bytes().to_vec();
+        assert!(parse_request(&frame).is_err());
+        frame.insert(0, BODY);
+        assert!(parse_response(&frame).is_err());
+        assert!(parse_response(&[9, 0, 0, 0, 0]).is_err());
+        let mut frames = Vec::new();
+        encode_request(&mut frames, "\u{0}", b"{}", 1);
+        frames[4] = 0xff;
+        assert!(parse_request(&frames).is_err());
+    }
+
+    #[test]
+    fn the_inbox_keeps_what_is_not_consumed() {
+        let mut inbox = Inbox::default();
+        let space = inbox.space(8);
+        space[..3].copy_from_slice(b"abc");
+        inbox.filled(3);
+        assert_eq!(inbox.pending(), b"abc");
+        inbox.consume(1);
+        let space = inbox.space(6);
+        assert!(space.len() >= 6);
+        space[..2].copy_from_slice(b"de");
+        inbox.filled(2);
+        assert_eq!(inbox.pending(), b"bcde");
+        inbox.consume(4);
+        assert!(inbox.pending().is_empty());
+        // A frame larger than a read comes in several, each appended.
+        let mut frame = Vec::new();
+        encode_response(&mut frame, &Response::Body(vec![b'x'; 3 * KEPT_BYTES]));
+        for chunk in frame.chunks(64 << 10) {
+            assert!(parse_response(inbox.pending()).unwrap().is_none());
+            let space = inbox.space(64 << 10);
+            space[..chunk.len()].copy_from_slice(chunk);
+            inbox.filled(chunk.len());
+        }
+        let (response, used) = parse_response(inbox.pending()).unwrap().unwrap();
+        assert_eq!(response, Response::Body(vec![b'x'; 3 * KEPT_BYTES]));
+        inbox.consume(used);
+        assert!(inbox.pending().is_empty() && inbox.bytes.is_empty());
     }
 }

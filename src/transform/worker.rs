@@ -4,42 +4,78 @@
 //! bound; here that ends this process only, under an address-space limit, and the dispatcher
 //! starts another. Its environment is emptied by the dispatcher, so `env` shows nothing.
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 
 use super::program::Program;
-use super::protocol::{read_request, write_response, Response};
+use super::protocol::{encode_response, parse_request, Inbox, Request, Response};
 
 /// Compiled programs kept; past this many the cache starts over (programs are few and small).
 const CACHED_PROGRAMS: usize = 256;
+
+/// Room for one read of stdin: the requests the dispatcher wrote at once come in one read.
+const READ_SIZE: usize = 64 << 10;
 
 /// Serves requests until stdin closes. `memory_limit`: the address-space limit in bytes.
 pub fn main(memory_limit: u64) -> io::Result<()> {
     end_with_parent()?;
     limit_memory(memory_limit)?;
-    let mut input = BufReader::new(io::stdin().lock());
-    let mut output = BufWriter::new(io::stdout().lock());
+    // The pipes themselves, without std's buffers: a request is parsed where it was read, and an
+    // answer leaves in one write.
+    let mut input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    let mut output = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    let mut inbox = Inbox::default();
+    let mut answer = Vec::new();
     let mut programs: HashMap<String, Result<Program, String>> = HashMap::new();
-    while let Some(request) = read_request(&mut input)? {
-        if programs.len() >= CACHED_PROGRAMS && !programs.contains_key(&request.program) {
-            programs.clear();
-        }
-        let program = programs
-            .entry(request.program)
-            .or_insert_with_key(|code| Program::compile(code).map_err(|e| e.0));
-        let response = match program {
-            Err(message) => Response::CompileError(message.clone()),
-            Ok(program) => match program.run(&request.payload, request.max_output) {
-                Ok(super::Output::Body(body)) => Response::Body(body),
-                Ok(super::Output::Filtered) => Response::Filtered,
-                Err(error) => Response::RunError(error.to_string()),
-            },
+    loop {
+        let Some((request, used)) = parse_request(inbox.pending())? else {
+            let count = match input.read(inbox.space(READ_SIZE)) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            if count == 0 {
+                // The dispatcher closed the pipe: a clean end between requests only.
+                if inbox.pending().is_empty() {
+                    return Ok(());
+                }
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            inbox.filled(count);
+            continue;
         };
-        write_response(&mut output, &response)?;
+        let response = respond(&mut programs, &request);
+        inbox.consume(used);
+        answer.clear();
+        encode_response(&mut answer, &response);
         // Each answer goes out at once, even when more requests wait: the next program may loop,
         // and the dispatcher times each run from the answer before it.
-        output.flush()?;
+        output.write_all(&answer)?;
     }
-    Ok(())
+}
+
+/// Runs one request with its program, compiled on first use and kept.
+fn respond(programs: &mut HashMap<String, Result<Program, String>>, request: &Request) -> Response {
+    let program = if let Some(program) = programs.get(request.program) {
+        program
+    } else {
+        if programs.len() >= CACHED_PROGRAMS {
+            programs.clear();
+        }
+        let compiled = Program::compile(request.program).map_err(|e| e.0);
+        programs
+            .entry(request.program.to_owned())
+            .or_insert(compiled)
+    };
+    match program {
+        Err(message) => Response::CompileError(message.clone()),
+        Ok(program) => match program.run(request.payload, request.max_output) {
+            Ok(super::Output::Body(body)) => Response::Body(body),
+            Ok(super::Output::Filtered) => Response::Filtered,
+            Err(error) => Response::RunError(error.to_string()),
+        },
+    }
 }
 
 /// A worker busy in an endless loop reads no stdin, so it would not notice a dispatcher killed
