@@ -11,12 +11,15 @@
 //! - `runtime`: logging, the health server, shutdown, leases.
 //! - `dashboard`: the developer dashboard, served by the dispatcher under `/ui/`: sessions,
 //!   SubjectAccessReview per page, server-rendered HTML. Uses `dispatcher`; `dispatcher` mounts it.
+//! - `query`: the aggregated query API's objects (`query.webhooks.pitchey.io`): names, selectors,
+//!   kubectl's Table. Pure; served by `dispatcher::query_api`, read by the `kubectl webhooks` plugin.
 //! - `transform`: per-endpoint jq transforms: the pure program, the worker process and its pool.
 pub mod api;
 pub mod controller;
 pub mod dashboard;
 pub mod delivery;
 pub mod dispatcher;
+pub mod query;
 pub mod runtime;
 pub mod security;
 pub mod store;

@@ -140,6 +140,7 @@ async fn a_version_2_schema_gains_the_filtered_total() -> Result<()> {
             "ALTER TABLE {schema}.endpoint_counters DROP COLUMN filtered; \
              DROP TABLE {schema}.security_events; \
              DROP INDEX {schema}.events_namespace_created; \
+             DROP INDEX {schema}.attempts_namespace_at; \
              UPDATE {schema}.schema_version SET version = 2; \
              INSERT INTO {schema}.endpoint_counters (namespace, endpoint, delivered) \
              VALUES ('ns', 'a', 7)"

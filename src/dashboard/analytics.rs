@@ -202,6 +202,7 @@ mod tests {
     ) -> AttemptLogEntry {
         let success = matches!(status, Some(200..=299));
         AttemptLogEntry {
+            seq: 1,
             delivery_id: crate::store::DeliveryId(1),
             event_id: "evt_1".into(),
             event_type: "user.created".into(),

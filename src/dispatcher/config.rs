@@ -17,6 +17,17 @@ pub struct DispatcherConfig {
     /// SubjectAccessReview) to scrape `/metrics`; `/healthz` and `/readyz` stay open.
     #[arg(long, env = "METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_auth: bool,
+    /// Address of the aggregated query API (`query.webhooks.pitchey.io`, TLS; docs/query-api.md).
+    /// Off when unset; needs --query-api-tls-cert-file and --query-api-tls-key-file.
+    #[arg(long, env = "QUERY_API_ADDR", requires_all = ["query_api_tls_cert_file", "query_api_tls_key_file"])]
+    pub query_api_addr: Option<SocketAddr>,
+    /// The query API's serving certificate (PEM), valid for the Service the APIService names
+    /// (`<service>.<namespace>.svc`). Re-read every minute.
+    #[arg(long, env = "QUERY_API_TLS_CERT_FILE")]
+    pub query_api_tls_cert_file: Option<std::path::PathBuf>,
+    /// The query API's serving key (PEM).
+    #[arg(long, env = "QUERY_API_TLS_KEY_FILE")]
+    pub query_api_tls_key_file: Option<std::path::PathBuf>,
     /// The SQLite database file (on a persistent volume).
     #[arg(
         long,

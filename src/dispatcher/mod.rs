@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod partitions;
 pub mod publish;
+pub mod query_api;
 pub mod router;
 pub mod security_log;
 pub mod status;

@@ -282,6 +282,26 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         ),
         stopped(stop_rx.clone()),
     ));
+    if let (Some(addr), Some(cert), Some(key)) = (
+        config.query_api_addr,
+        config.query_api_tls_cert_file.clone(),
+        config.query_api_tls_key_file.clone(),
+    ) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        tasks.spawn(super::query_api::serve(
+            shared.clone(),
+            Arc::new(http::Reviewer::new(
+                shared.client.clone(),
+                Duration::from_secs(config.auth_cache_seconds),
+                config.token_audiences.clone(),
+            )),
+            listener,
+            super::query_api::ServingFiles { cert, key },
+            stopped(stop_rx.clone()),
+        ));
+    }
     let caches_synced = async {
         if cache.wait_until_ready().await.is_err() {
             warn!("a cache stopped before it was ready");

@@ -64,6 +64,8 @@ pub fn token_hash(token: &str) -> TokenHash {
 /// object `name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Access {
+    /// The API group: [`GROUP`], or the query API's group for its reads.
+    pub group: &'static str,
     pub namespace: String,
     pub verb: &'static str,
     pub resource: &'static str,
@@ -74,6 +76,7 @@ impl Access {
     /// Publishing events: `create` on `webhookevents`.
     pub fn publish(namespace: &str) -> Self {
         Self {
+            group: GROUP,
             namespace: namespace.to_owned(),
             verb: "create",
             resource: "webhookevents",
@@ -85,6 +88,7 @@ impl Access {
     /// endpoints when the request is not about one endpoint.
     pub fn read_endpoints(namespace: &str, name: Option<&str>) -> Self {
         Self {
+            group: GROUP,
             namespace: namespace.to_owned(),
             verb: if name.is_some() { "get" } else { "list" },
             resource: "webhookendpoints",
@@ -100,6 +104,7 @@ impl Access {
         name: Option<&str>,
     ) -> Self {
         Self {
+            group: GROUP,
             namespace: namespace.to_owned(),
             verb,
             resource,
@@ -107,9 +112,24 @@ impl Access {
         }
     }
 
+    /// `verb` on `resource` of the query API (`query.webhooks.pitchey.io`) in `namespace`
+    /// (empty: every namespace).
+    pub fn query(
+        namespace: &str,
+        verb: &'static str,
+        resource: &'static str,
+        name: Option<&str>,
+    ) -> Self {
+        Self {
+            group: crate::query::GROUP,
+            ..Self::new(namespace, verb, resource, name)
+        }
+    }
+
     /// Sending a test delivery: `update` on the endpoint `name`.
     pub fn test_endpoint(namespace: &str, name: &str) -> Self {
         Self {
+            group: GROUP,
             namespace: namespace.to_owned(),
             verb: "update",
             resource: "webhookendpoints",
@@ -120,8 +140,8 @@ impl Access {
     /// E.g. ``create webhookevents.webhooks.pitchey.io in namespace `shop` ``.
     pub fn describe(&self) -> String {
         let object = match &self.name {
-            Some(name) => format!("{}.{GROUP} `{name}`", self.resource),
-            None => format!("{}.{GROUP}", self.resource),
+            Some(name) => format!("{}.{} `{name}`", self.resource, self.group),
+            None => format!("{}.{}", self.resource, self.group),
         };
         format!("{} {object} in namespace `{}`", self.verb, self.namespace)
     }

@@ -22,8 +22,7 @@ pub const EVENT_COLUMNS: &str = "e.event_id, e.namespace, e.event_type, e.data, 
 
 /// Columns of an attempt row, from alias `a`.
 pub const ATTEMPT_COLUMNS: &str = "a.delivery_id, a.event_id, a.event_type, a.namespace, a.endpoint, \
-     a.attempt, a.at, a.status_code, a.latency_ms, a.error, a.response_snippet, a.success, a.outcome";
-pub const ATTEMPT_WIDTH: usize = 13;
+     a.attempt, a.at, a.status_code, a.latency_ms, a.error, a.response_snippet, a.success, a.outcome, a.id";
 
 /// Analytics ranges are refused beyond this many buckets.
 pub const MAX_BUCKETS: i64 = 10_000;

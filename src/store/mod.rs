@@ -184,7 +184,34 @@ pub trait Store: Send + Sync + 'static {
         &self,
         endpoint: &EndpointRef,
         page: PageRequest,
+    ) -> Result<Page<AttemptLogEntry>> {
+        self.attempt_log(AttemptScope::Endpoint(endpoint.clone()), page)
+            .await
+    }
+
+    /// The attempts of an endpoint, a namespace or every namespace, newest first, keyset-paginated
+    /// on `(at, seq)`.
+    async fn attempt_log(
+        &self,
+        scope: AttemptScope,
+        page: PageRequest,
     ) -> Result<Page<AttemptLogEntry>>;
+
+    /// Attempts in `scope` recorded after `after_seq` (their [`AttemptLogEntry::seq`] is
+    /// greater), in `seq` order, at most `limit`: what a watch of the attempt log sends next.
+    async fn attempts_after(
+        &self,
+        scope: AttemptScope,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<AttemptLogEntry>>;
+
+    /// One delivery with its event and every attempt (oldest first), whatever its state; `None`
+    /// if unknown or purged. (A [`DeadLetter`] is exactly that shape.)
+    async fn delivery_history(&self, id: DeliveryId) -> Result<Option<DeadLetter>>;
+
+    /// The greatest attempt `seq` so far (0 before the first attempt): where a watch starts.
+    async fn last_attempt_seq(&self) -> Result<i64>;
 
     /// Dead letters of a namespace (optionally one endpoint), most recent first, with payload and
     /// attempt history.

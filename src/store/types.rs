@@ -341,6 +341,9 @@ impl AttemptOutcome {
 /// One line of the delivery log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptLogEntry {
+    /// The attempt's row id: unique, and increasing in the order attempts were recorded (with
+    /// PostgreSQL, in the order they were inserted, which concurrent commits may reorder).
+    pub seq: i64,
     pub delivery_id: DeliveryId,
     pub event_id: String,
     pub event_type: String,
@@ -349,6 +352,26 @@ pub struct AttemptLogEntry {
     /// The attempt succeeded (the delivery became Delivered).
     pub success: bool,
     pub outcome: AttemptOutcome,
+}
+
+/// Which attempts a read of the attempt log covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptScope {
+    /// Every namespace.
+    All,
+    Namespace(String),
+    Endpoint(EndpointRef),
+}
+
+impl AttemptScope {
+    /// Whether an attempt of `endpoint` is in scope.
+    pub fn covers(&self, endpoint: &EndpointRef) -> bool {
+        match self {
+            AttemptScope::All => true,
+            AttemptScope::Namespace(namespace) => &endpoint.namespace == namespace,
+            AttemptScope::Endpoint(only) => only == endpoint,
+        }
+    }
 }
 
 /// A page request: `cursor` from the previous page's `next_cursor`, `None` for the first page.

@@ -44,6 +44,14 @@ impl Setup {
         }
     }
 
+    /// Starts the dispatcher (after [`Setup::new_without_dispatcher`]) with `extra` flags.
+    pub fn start_dispatcher(&mut self, extra: &[&str]) {
+        let store = self.store_path().display().to_string();
+        let mut args = vec!["--store-path", store.as_str()];
+        args.extend_from_slice(extra);
+        self.dispatcher = Some(Process::dispatcher_with(&self.ns.name, "d1", &args).0);
+    }
+
     /// The SQLite store file of the dispatcher [`Setup::new`] starts.
     pub fn store_path(&self) -> std::path::PathBuf {
         self.store.path().join("d.db")

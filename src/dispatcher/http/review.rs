@@ -102,9 +102,9 @@ impl Reviewer {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(access.namespace.clone()),
+                    namespace: (!access.namespace.is_empty()).then(|| access.namespace.clone()),
                     verb: Some(access.verb.to_owned()),
-                    group: Some(auth::GROUP.to_owned()),
+                    group: Some(access.group.to_owned()),
                     resource: Some(access.resource.to_owned()),
                     name: access.name.clone(),
                     ..Default::default()

@@ -40,7 +40,7 @@ pub use ordering::{
     filtered_heads_advance_their_lanes, ordered_lanes,
     ordered_lanes_survive_crashes_suspension_and_replays, paused_endpoints_resume,
 };
-pub use queries::{analytics_and_endpoint_stats, pagination};
+pub use queries::{analytics_and_endpoint_stats, attempt_scopes, pagination};
 pub use recovery::{crash_recovery_and_leases, purge_keeps_totals_and_replays};
 pub use replay::dead_letter_and_replay_once;
 pub use security::{event_search, security_log};
@@ -74,6 +74,7 @@ macro_rules! store_contract_tests {
             crash_recovery_and_leases,
             purge_keeps_totals_and_replays,
             pagination,
+            attempt_scopes,
             analytics_and_endpoint_stats,
             saturation_refuses_without_loss,
             concurrent_enqueues_are_durable,

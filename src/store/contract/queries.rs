@@ -3,7 +3,8 @@ use std::collections::HashSet;
 
 use super::{at, claim_all, endpoint, event, names, result, Harness};
 use crate::store::{
-    AnalyticsQuery, BucketWidth, EndpointStats, NextStep, PageRequest, Result, StoreError,
+    AnalyticsQuery, AttemptScope, BucketWidth, EndpointStats, NextStep, PageRequest, Result,
+    StoreError,
 };
 
 /// 25 attempts paged by 10 (newest first, no overlap, ties broken); 7 dead letters paged by 3.
@@ -237,5 +238,112 @@ pub async fn analytics_and_endpoint_stats<H: Harness>(harness: &H) -> Result<()>
 
     let empty = store.endpoint_stats(&endpoint("nobody"), at(7800)).await?;
     assert_eq!(empty, EndpointStats::default());
+    Ok(())
+}
+
+/// The attempt log by scope (an endpoint, a namespace, every namespace), newest first and paged;
+/// `seq` increases in the order attempts are recorded, and `attempts_after` follows it.
+pub async fn attempt_scopes<H: Harness>(harness: &H) -> Result<()> {
+    let store = harness.open().await?;
+    assert_eq!(store.last_attempt_seq().await?, 0, "no attempts yet");
+    for i in 0..6 {
+        let target = if i % 2 == 0 { "a" } else { "b" };
+        store
+            .enqueue(
+                event(&format!("evt_{i}"), "user.created", i),
+                names(&[target]),
+            )
+            .await?;
+    }
+    let mut elsewhere = event("evt_other", "user.created", 50);
+    elsewhere.namespace = "other".to_owned();
+    store.enqueue(elsewhere, names(&["a"])).await?;
+    let mut claimed = store.claim_due(claim_all("w", 100)).await?;
+    claimed.sort_by_key(|c| c.delivery.event_id.clone());
+    assert_eq!(claimed.len(), 7);
+    let mut recorded = Vec::new();
+    for (i, c) in (0i64..).zip(&claimed) {
+        store
+            .record_attempt(result(
+                c.delivery.id,
+                "w",
+                1,
+                200 + i,
+                Some(200),
+                5,
+                NextStep::Delivered,
+            ))
+            .await?;
+        recorded.push(c.delivery.id);
+    }
+
+    let read = |scope: AttemptScope| {
+        let store = store.clone();
+        async move {
+            let mut all = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .attempt_log(scope.clone(), PageRequest::after(cursor, 2))
+                    .await?;
+                assert!(page.items.len() <= 2);
+                all.extend(page.items);
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    return Ok::<_, StoreError>(all);
+                }
+            }
+        }
+    };
+    let namespace = read(AttemptScope::Namespace("ns".into())).await?;
+    assert_eq!(namespace.len(), 6, "the namespace's six, not the other's");
+    assert!(namespace.iter().all(|e| e.endpoint.namespace == "ns"));
+    assert!(
+        namespace
+            .windows(2)
+            .all(|w| w[0].record.at >= w[1].record.at),
+        "newest first"
+    );
+    let everything = read(AttemptScope::All).await?;
+    assert_eq!(everything.len(), 7);
+    let only_a = read(AttemptScope::Endpoint(endpoint("a"))).await?;
+    assert_eq!(only_a.len(), 3);
+    assert!(only_a.iter().all(|e| e.endpoint.name == "a"));
+
+    // seq: unique, in recording order; attempts_after resumes after any of them.
+    let mut by_recording: Vec<_> = everything.clone();
+    by_recording.sort_by_key(|e| recorded.iter().position(|id| *id == e.delivery_id));
+    let seqs: Vec<i64> = by_recording.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(store.last_attempt_seq().await?, *seqs.last().unwrap_or(&0));
+    let after = store
+        .attempts_after(AttemptScope::Namespace("ns".into()), seqs[2], 100)
+        .await?;
+    let expected: Vec<i64> = by_recording[3..]
+        .iter()
+        .filter(|e| e.endpoint.namespace == "ns")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), expected);
+    let limited = store.attempts_after(AttemptScope::All, 0, 2).await?;
+    assert_eq!(limited.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs[..2]);
+    assert!(store
+        .attempts_after(AttemptScope::All, *seqs.last().unwrap_or(&0), 10)
+        .await?
+        .is_empty());
+
+    // One delivery with its event and attempts, by id.
+    let history = store
+        .delivery_history(recorded[1])
+        .await?
+        .ok_or_else(|| StoreError::InvalidArgument("recorded delivery not found".into()))?;
+    assert_eq!(history.delivery.id, recorded[1]);
+    assert_eq!(history.event.event_id, history.delivery.event_id);
+    assert_eq!(history.attempts.len(), 1);
+    assert_eq!(history.attempts[0].delivery_id, recorded[1]);
+    assert!(store
+        .delivery_history(crate::store::DeliveryId(i64::MAX))
+        .await?
+        .is_none());
     Ok(())
 }

@@ -36,11 +36,12 @@ use tokio_postgres::NoTls;
 
 use crate::store::common::{millis, validate_enqueue};
 use crate::store::{
-    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
-    DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
-    EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page, PageRequest,
-    PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest,
-    ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store, StoreError,
+    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, AttemptScope, ClaimRequest,
+    ClaimedDelivery, DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef,
+    EndpointStats, EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page,
+    PageRequest, PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress,
+    ReplayRequest, ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store,
+    StoreError,
 };
 
 mod lanes;
@@ -464,12 +465,32 @@ impl Store for PostgresStore {
         in_snapshot!(self, |tx| reads::event_status(&tx, event_id).await?)
     }
 
-    async fn delivery_log(
+    async fn attempt_log(
         &self,
-        endpoint: &EndpointRef,
+        scope: AttemptScope,
         page: PageRequest,
     ) -> Result<Page<AttemptLogEntry>> {
-        in_snapshot!(self, |tx| reads::delivery_log(&tx, endpoint, &page).await?)
+        in_snapshot!(self, |tx| reads::attempt_log(&tx, &scope, &page).await?)
+    }
+
+    async fn attempts_after(
+        &self,
+        scope: AttemptScope,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<AttemptLogEntry>> {
+        in_snapshot!(self, |tx| reads::attempts_after(
+            &tx, &scope, after_seq, limit
+        )
+        .await?)
+    }
+
+    async fn last_attempt_seq(&self) -> Result<i64> {
+        in_snapshot!(self, |tx| reads::last_attempt_seq(&tx).await?)
+    }
+
+    async fn delivery_history(&self, id: DeliveryId) -> Result<Option<DeadLetter>> {
+        in_snapshot!(self, |tx| reads::delivery_history(&tx, id).await?)
     }
 
     async fn dead_letters(

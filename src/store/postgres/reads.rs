@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 
 use super::db;
 use super::rows::{
-    self, get, opt_timestamp_at, timestamp, ATTEMPT_COLUMNS, ATTEMPT_WIDTH, DELIVERY_COLUMNS,
-    DELIVERY_WIDTH, EVENT_COLUMNS,
+    self, get, opt_timestamp_at, timestamp, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DELIVERY_WIDTH,
+    EVENT_COLUMNS,
 };
 use super::writes::query;
 use crate::store::common::{
@@ -16,9 +16,9 @@ use crate::store::common::{
     page_bounds, page_of, replay_states, sql_limit, unsigned, window_stats,
 };
 use crate::store::{
-    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, DeadLetter, DeliveryRecord, DeliveryState,
-    EndpointRef, EndpointStats, EventStatus, Page, PageRequest, QueueCounts, ReplayFilter,
-    ReplayProgress, Result, WindowStats,
+    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptScope, DeadLetter, DeliveryId,
+    DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventStatus, Page, PageRequest,
+    QueueCounts, ReplayFilter, ReplayProgress, Result, WindowStats,
 };
 
 /// An event and all its deliveries.
@@ -47,31 +47,86 @@ pub async fn event_status(tx: &Transaction<'_>, event_id: &str) -> Result<Option
     Ok(Some(EventStatus { event, deliveries }))
 }
 
-/// An endpoint's attempts, newest first, keyset-paginated on `(at, id)`.
-pub async fn delivery_log(
+/// Attempts in `scope`, newest first, keyset-paginated on `(at, id)`.
+pub async fn attempt_log(
     tx: &Transaction<'_>,
-    endpoint: &EndpointRef,
+    scope: &AttemptScope,
     page: &PageRequest,
 ) -> Result<Page<AttemptLogEntry>> {
     let (limit, before_at, before_id) = page_bounds(page)?;
+    let fetch = sql_limit(limit) + 1;
+    let keyset = "(a.at < $1 OR (a.at = $1 AND a.id < $2)) ORDER BY a.at DESC, a.id DESC LIMIT $3";
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before_at, &before_id, &fetch];
+    let filter = match scope {
+        AttemptScope::All => "",
+        AttemptScope::Namespace(namespace) => {
+            params.push(namespace);
+            "a.namespace = $4 AND"
+        }
+        AttemptScope::Endpoint(endpoint) => {
+            params.push(&endpoint.namespace);
+            params.push(&endpoint.name);
+            "a.namespace = $4 AND a.endpoint = $5 AND"
+        }
+    };
     let found = query(
         tx,
-        &format!(
-            "SELECT {ATTEMPT_COLUMNS}, a.id FROM attempts a WHERE a.namespace = $1 AND a.endpoint = $2 \
-             AND (a.at < $3 OR (a.at = $3 AND a.id < $4)) ORDER BY a.at DESC, a.id DESC LIMIT $5"
-        ),
-        &[&endpoint.namespace, &endpoint.name, &before_at, &before_id, &(sql_limit(limit) + 1)],
-        "read delivery log",
+        &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE {filter} {keyset}"),
+        &params,
+        "read attempt log",
     )
     .await?
     .iter()
     .map(|row| {
         let entry = rows::attempt(row)?;
-        let at = millis(entry.record.at);
-        Ok((entry, at, get(row, ATTEMPT_WIDTH)?))
+        let (at, id) = (millis(entry.record.at), entry.seq);
+        Ok((entry, at, id))
     })
     .collect::<Result<Vec<_>>>()?;
     Ok(page_of(found, limit))
+}
+
+/// Attempts in `scope` after `after_seq`, in `seq` order.
+pub async fn attempts_after(
+    tx: &Transaction<'_>,
+    scope: &AttemptScope,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<AttemptLogEntry>> {
+    let (namespace, name) = match scope {
+        AttemptScope::All => (None, None),
+        AttemptScope::Namespace(namespace) => (Some(namespace.as_str()), None),
+        AttemptScope::Endpoint(endpoint) => (
+            Some(endpoint.namespace.as_str()),
+            Some(endpoint.name.as_str()),
+        ),
+    };
+    query(
+        tx,
+        &format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.id > $1 \
+             AND ($2::text IS NULL OR a.namespace = $2::text) \
+             AND ($3::text IS NULL OR a.endpoint = $3::text) ORDER BY a.id LIMIT $4"
+        ),
+        &[&after_seq, &namespace, &name, &sql_limit(limit)],
+        "read attempts after a sequence number",
+    )
+    .await?
+    .iter()
+    .map(rows::attempt)
+    .collect()
+}
+
+/// The greatest attempt id, 0 without attempts.
+pub async fn last_attempt_seq(tx: &Transaction<'_>) -> Result<i64> {
+    let rows = query(
+        tx,
+        "SELECT COALESCE(MAX(id), 0)::bigint FROM attempts",
+        &[],
+        "read the last attempt id",
+    )
+    .await?;
+    rows.first().map(|row| get(row, 0)).unwrap_or(Ok(0))
 }
 
 /// Dead letters, most recently dead-lettered first, with payload and attempts.
@@ -130,6 +185,41 @@ pub async fn dead_letters(
         })
         .collect();
     Ok(Page { items, next_cursor })
+}
+
+/// One delivery with its event and every attempt, oldest first.
+pub async fn delivery_history(tx: &Transaction<'_>, id: DeliveryId) -> Result<Option<DeadLetter>> {
+    let found = query(
+        tx,
+        &format!(
+            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d \
+             JOIN events e ON e.event_id = d.event_id WHERE d.id = $1"
+        ),
+        &[&id.0],
+        "read delivery",
+    )
+    .await?;
+    let Some(row) = found.first() else {
+        return Ok(None);
+    };
+    let (delivery, event) = (rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?);
+    let attempts = query(
+        tx,
+        &format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.delivery_id = $1 ORDER BY a.at, a.id"
+        ),
+        &[&id.0],
+        "read attempts of delivery",
+    )
+    .await?
+    .iter()
+    .map(rows::attempt)
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(DeadLetter {
+        delivery,
+        event,
+        attempts,
+    }))
 }
 
 /// Attempts per UTC-aligned bucket over `[from, to)`; empty buckets included.

@@ -11,9 +11,7 @@ use crate::store::{
 
 /// Column lists, shared by the backends: [`delivery`], [`event`] and [`attempt`] read them by
 /// position.
-pub use crate::store::common::{
-    ATTEMPT_COLUMNS, ATTEMPT_WIDTH, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS,
-};
+pub use crate::store::common::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 
 /// Column `i` of `row`.
 pub fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
@@ -98,6 +96,7 @@ pub fn event(row: &Row, at: usize) -> Result<EventRecord> {
 pub fn attempt(row: &Row) -> Result<AttemptLogEntry> {
     let outcome: String = get(row, 12)?;
     Ok(AttemptLogEntry {
+        seq: get(row, 13)?,
         delivery_id: DeliveryId(get(row, 0)?),
         event_id: get(row, 1)?,
         event_type: get(row, 2)?,

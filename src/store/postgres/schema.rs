@@ -153,6 +153,10 @@ CREATE INDEX security_events_at ON security_events (at, id);
 CREATE INDEX security_events_namespace ON security_events (namespace, at, id);
 CREATE INDEX events_namespace_created ON events (namespace, created_at);
 "#,
+    // The query API lists a namespace's attempts newest first (`kubectl get webhookdeliveries`).
+    r#"
+CREATE INDEX attempts_namespace_at ON attempts (namespace, at, id);
+"#,
 ];
 
 /// The schema version this binary writes.

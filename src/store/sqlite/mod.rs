@@ -22,11 +22,12 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::store::common::validate_enqueue;
 use crate::store::{
-    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, ClaimRequest, ClaimedDelivery,
-    DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef, EndpointStats,
-    EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page, PageRequest,
-    PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress, ReplayRequest,
-    ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store, StoreError,
+    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, AttemptScope, ClaimRequest,
+    ClaimedDelivery, DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef,
+    EndpointStats, EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page,
+    PageRequest, PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress,
+    ReplayRequest, ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store,
+    StoreError,
 };
 
 mod lanes;
@@ -327,14 +328,34 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delivery_log(
+    async fn attempt_log(
         &self,
-        endpoint: &EndpointRef,
+        scope: AttemptScope,
         page: PageRequest,
     ) -> Result<Page<AttemptLogEntry>> {
-        let endpoint = endpoint.clone();
         self.readers
-            .read(move |conn| queries::delivery_log(conn, &endpoint, &page))
+            .read(move |conn| queries::attempt_log(conn, &scope, &page))
+            .await
+    }
+
+    async fn attempts_after(
+        &self,
+        scope: AttemptScope,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<AttemptLogEntry>> {
+        self.readers
+            .read(move |conn| queries::attempts_after(conn, &scope, after_seq, limit))
+            .await
+    }
+
+    async fn last_attempt_seq(&self) -> Result<i64> {
+        self.readers.read(queries::last_attempt_seq).await
+    }
+
+    async fn delivery_history(&self, id: DeliveryId) -> Result<Option<DeadLetter>> {
+        self.readers
+            .read(move |conn| queries::delivery_history(conn, id))
             .await
     }
 

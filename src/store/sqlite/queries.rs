@@ -10,9 +10,9 @@ use crate::store::common::{
     page_of, replay_states, unsigned, window_stats,
 };
 use crate::store::{
-    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, DeadLetter, DeliveryRecord, DeliveryState,
-    EndpointRef, EndpointStats, EventStatus, Page, PageRequest, QueueCounts, ReplayFilter,
-    ReplayProgress, Result, StoreError, WindowStats,
+    AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptScope, DeadLetter, DeliveryId,
+    DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventStatus, Page, PageRequest,
+    QueueCounts, ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
 };
 
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -42,31 +42,120 @@ pub fn event_status(conn: &Connection, event_id: &str) -> Result<Option<EventSta
     Ok(Some(EventStatus { event, deliveries }))
 }
 
-/// An endpoint's attempts, newest first, keyset-paginated on `(at, id)`.
-pub fn delivery_log(
+/// Attempts in `scope`, newest first, keyset-paginated on `(at, id)`. Each scope has its own
+/// statement so that SQLite uses the index that serves it (`attempts_endpoint_at`,
+/// `attempts_namespace_at`; every namespace is a scan, kept to the page by LIMIT).
+pub fn attempt_log(
     conn: &Connection,
-    endpoint: &EndpointRef,
+    scope: &AttemptScope,
     page: &PageRequest,
 ) -> Result<Page<AttemptLogEntry>> {
     let (limit, before_at, before_id) = page_bounds(page)?;
+    let keyset =
+        "(a.at < :at OR (a.at = :at AND a.id < :id)) ORDER BY a.at DESC, a.id DESC LIMIT :limit";
+    let (filter, namespace, name) = match scope {
+        AttemptScope::All => ("", None, None),
+        AttemptScope::Namespace(namespace) => {
+            ("a.namespace = :ns AND", Some(namespace.as_str()), None)
+        }
+        AttemptScope::Endpoint(endpoint) => (
+            "a.namespace = :ns AND a.endpoint = :ep AND",
+            Some(endpoint.namespace.as_str()),
+            Some(endpoint.name.as_str()),
+        ),
+    };
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE {filter} {keyset}"
+        ))
+        .map_err(db("prepare attempt log"))?;
+    let mut bound: Vec<(&str, &dyn rusqlite::ToSql)> =
+        vec![(":at", &before_at), (":id", &before_id)];
+    let fetch = limit as i64 + 1;
+    bound.push((":limit", &fetch));
+    if let Some(namespace) = &namespace {
+        bound.push((":ns", namespace));
+    }
+    if let Some(name) = &name {
+        bound.push((":ep", name));
+    }
+    let found = statement
+        .query_map(bound.as_slice(), |row| {
+            let entry = rows::attempt(row)?;
+            let (at, id) = (millis(entry.record.at), entry.seq);
+            Ok((entry, at, id))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db("read attempt log"))?;
+    Ok(page_of(found, limit))
+}
+
+/// Attempts in `scope` after `after_seq`, in `seq` order (the rowid: a range scan).
+pub fn attempts_after(
+    conn: &Connection,
+    scope: &AttemptScope,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<AttemptLogEntry>> {
+    let (namespace, name) = match scope {
+        AttemptScope::All => (None, None),
+        AttemptScope::Namespace(namespace) => (Some(namespace.as_str()), None),
+        AttemptScope::Endpoint(endpoint) => (
+            Some(endpoint.namespace.as_str()),
+            Some(endpoint.name.as_str()),
+        ),
+    };
+    conn.prepare_cached(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.id > ?1 \
+         AND (?2 IS NULL OR a.namespace = ?2) AND (?3 IS NULL OR a.endpoint = ?3) \
+         ORDER BY a.id LIMIT ?4"
+    ))
+    .and_then(|mut s| {
+        s.query_map(
+            params![after_seq, namespace, name, limit as i64],
+            rows::attempt,
+        )?
+        .collect()
+    })
+    .map_err(db("read attempts after a sequence number"))
+}
+
+/// The greatest attempt id, 0 without attempts.
+pub fn last_attempt_seq(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM attempts", [], |row| {
+        row.get(0)
+    })
+    .map_err(db("read the last attempt id"))
+}
+
+/// One delivery with its event and every attempt, oldest first.
+pub fn delivery_history(conn: &Connection, id: DeliveryId) -> Result<Option<DeadLetter>> {
     let found = conn
         .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS}, a.id FROM attempts a WHERE a.namespace = ?1 AND a.endpoint = ?2 \
-             AND (a.at < ?3 OR (a.at = ?3 AND a.id < ?4)) ORDER BY a.at DESC, a.id DESC LIMIT ?5"
+            "SELECT {DELIVERY_COLUMNS}, {EVENT_COLUMNS} FROM deliveries d \
+             JOIN events e ON e.event_id = d.event_id WHERE d.id = ?1"
         ))
         .and_then(|mut s| {
-            s.query_map(
-                params![endpoint.namespace, endpoint.name, before_at, before_id, limit as i64 + 1],
-                |row| {
-                    let entry = rows::attempt(row)?;
-                    let at = millis(entry.record.at);
-                    Ok((entry, at, row.get::<_, i64>(rows::ATTEMPT_WIDTH)?))
-                },
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_row([id.0], |row| {
+                Ok((rows::delivery(row, 0)?, rows::event(row, DELIVERY_WIDTH)?))
+            })
+            .optional()
         })
-        .map_err(db("read delivery log"))?;
-    Ok(page_of(found, limit))
+        .map_err(db("read delivery"))?;
+    let Some((delivery, event)) = found else {
+        return Ok(None);
+    };
+    let attempts = conn
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.delivery_id = ?1 ORDER BY a.at, a.id"
+        ))
+        .and_then(|mut s| s.query_map([id.0], rows::attempt)?.collect())
+        .map_err(db("read attempts of delivery"))?;
+    Ok(Some(DeadLetter {
+        delivery,
+        event,
+        attempts,
+    }))
 }
 
 /// Dead letters, most recently dead-lettered first, with payload and attempts.

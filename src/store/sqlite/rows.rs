@@ -13,9 +13,7 @@ pub use crate::store::common::millis;
 
 /// Column lists, shared by the backends: [`delivery`], [`event`] and [`attempt`] read them by
 /// position.
-pub use crate::store::common::{
-    ATTEMPT_COLUMNS, ATTEMPT_WIDTH, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS,
-};
+pub use crate::store::common::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 
 fn conversion<E>(column: usize, source: E) -> rusqlite::Error
 where
@@ -99,6 +97,7 @@ pub fn event(row: &Row<'_>, at: usize) -> rusqlite::Result<EventRecord> {
 pub fn attempt(row: &Row<'_>) -> rusqlite::Result<AttemptLogEntry> {
     let outcome: String = row.get(12)?;
     Ok(AttemptLogEntry {
+        seq: row.get(13)?,
         delivery_id: DeliveryId(row.get(0)?),
         event_id: row.get(1)?,
         event_type: row.get(2)?,
