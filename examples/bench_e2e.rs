@@ -553,7 +553,7 @@ impl Scenario {
             ingests.push(ingest);
             metrics_addrs.push(metrics);
         }
-        let http = reqwest::Client::new();
+        let http = webhook_operator::runtime::tls::http_client();
         let deadline = Instant::now() + Duration::from_secs(120);
         for metrics in &metrics_addrs {
             loop {
@@ -682,10 +682,13 @@ struct Publisher {
 impl Publisher {
     fn new(ingests: &[String], namespace: &str, types: Vec<String>) -> Result<Arc<Self>> {
         Ok(Arc::new(Self {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(1024)
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            http: {
+                webhook_operator::runtime::tls::install_default_provider();
+                reqwest::Client::builder()
+            }
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(30))
+            .build()?,
             urls: ingests
                 .iter()
                 .map(|ingest| format!("http://{ingest}/v1/namespaces/{namespace}/events"))
@@ -857,7 +860,7 @@ async fn sustained(
     figures: &mut Figures,
     label: &str,
 ) -> Result<()> {
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = publisher.closed_loop(args.publishers, stop.clone());
     // Warm up: the backlog fills and the pipeline reaches its steady state.
@@ -1073,7 +1076,7 @@ async fn main() -> Result<()> {
             scenario.dispatcher.peak_rss_mib(),
         );
         let publisher = warmed_up_publisher(&scenario, &receiver, count).await?;
-        let http = reqwest::Client::new();
+        let http = webhook_operator::runtime::tls::http_client();
         for run in 0..args.runs {
             println!(" run {}", run + 1);
             sustained(

@@ -52,6 +52,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     runtime::logging::init(cli.log_json);
+    runtime::tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

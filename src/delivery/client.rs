@@ -67,6 +67,8 @@ pub enum ClientError {
         "the extra CA bundle is not usable: {0}; give PEM `-----BEGIN CERTIFICATE-----` blocks"
     )]
     CaBundle(String),
+    #[error("could not set up TLS: {0}")]
+    Tls(String),
 }
 
 /// The shared delivery client. Cheap to clone (the pool is shared).
@@ -90,19 +92,9 @@ impl DeliveryClient {
                     .collect(),
             ),
         };
-        let mut builder = reqwest::Client::builder();
-        if let Some(pem) = &config.extra_roots_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|err| ClientError::CaBundle(err.to_string()))?;
-            if certificates.is_empty() {
-                return Err(ClientError::CaBundle("it holds no certificate".into()));
-            }
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
+        let tls = tls_config(config.extra_roots_pem.as_deref())?;
+        let builder = reqwest::Client::builder().tls_backend_preconfigured(tls);
         let http = builder
-            .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(config.connect_timeout)
@@ -305,4 +297,36 @@ impl Resolve for EgressResolver {
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
+}
+
+/// The TLS settings of deliveries: rustls with the ring provider (the one TLS stack of the whole
+/// binary), the Mozilla roots compiled in (webpki-roots, so an image without a CA bundle still
+/// verifies), plus `extra_roots_pem`; HTTP/2 when the server offers it through ALPN.
+fn tls_config(extra_roots_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_roots_pem {
+        let certificates = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| ClientError::CaBundle(err.to_string()))?;
+        if certificates.is_empty() {
+            return Err(ClientError::CaBundle("it holds no certificate".into()));
+        }
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|err| ClientError::CaBundle(err.to_string()))?;
+        }
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| ClientError::Tls(err.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
 }

@@ -176,7 +176,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve(listener, health.router(), std::future::pending()));
-        let client = reqwest::Client::new();
+        let client = crate::runtime::tls::http_client();
 
         let (started, ready) = oneshot::channel::<()>();
         let (stop, stopped) = oneshot::channel::<()>();

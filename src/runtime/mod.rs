@@ -9,3 +9,4 @@ pub mod metrics_auth;
 pub mod process_metrics;
 pub mod shutdown;
 pub mod status_patch;
+pub mod tls;

@@ -50,7 +50,7 @@ async fn a_receiver_that_times_out_gets_less_traffic_until_it_recovers() {
     let store = setup.store_path().display().to_string();
     let (_dispatcher, listen, metrics) =
         Process::dispatcher_with(&setup.ns.name, "d1", &["--store-path", &store]);
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     wait_until_ready(&http, &metrics).await;
 
     // Steady traffic: 5 events a second for the whole test.

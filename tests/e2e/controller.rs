@@ -438,7 +438,7 @@ impl JsonController {
     /// Starts it for `ns` and waits until /healthz answers; a port another process took in
     /// between makes ours exit, and the start is retried on a new port.
     async fn start(ns: &TestNamespace, identity: &str) -> Self {
-        let http = reqwest::Client::new();
+        let http = webhook_operator::runtime::tls::http_client();
         for _ in 0..5 {
             let addr = format!("127.0.0.1:{}", free_port());
             let tag = format!("{}-{identity}-json", ns.name);

@@ -52,10 +52,13 @@ struct Browser {
 impl Browser {
     fn new(listen: &str) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .redirect(Policy::none())
-                .build()
-                .unwrap(),
+            http: {
+                webhook_operator::runtime::tls::install_default_provider();
+                reqwest::Client::builder()
+            }
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
             base: format!("http://{listen}/ui"),
             cookie: None,
         }

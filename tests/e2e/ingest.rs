@@ -49,7 +49,7 @@ impl Setup {
         args.extend_from_slice(extra);
         let (dispatcher, listen, metrics) = Process::dispatcher_with(&ns.name, "ingest", &args);
         let receiver = Receiver::start(Behavior::Ok).await;
-        let http = reqwest::Client::new();
+        let http = webhook_operator::runtime::tls::http_client();
         wait_until_ready(&http, &metrics).await;
         let setup = Self {
             ns,
@@ -861,7 +861,7 @@ async fn service_account_tokens_must_carry_the_configured_audience() {
             "webhook-operator",
         ],
     );
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     wait_until_ready(&http, &metrics).await;
     let rbac = "rbac.authorization.k8s.io";
     create_in::<ServiceAccount>(&ns, json!({"metadata": {"name": "producer"}})).await;

@@ -140,7 +140,7 @@ async fn by_key_order_survives_random_failures_and_kill_9() {
         "circuitBreaker": {"failureThreshold": 1000},
     });
     setup.endpoint("crm", &receiver, policy).await;
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let (mut first, api, metrics) = start_dispatcher(&setup, "d1");
     wait_until_ready(&http, &metrics).await;
     let (keys, updates) = (20, 12);
@@ -209,7 +209,7 @@ async fn a_dead_letter_continues_or_pauses_until_resumed() {
     setup
         .endpoint_for_types("stops", &pausing, &["user.*"], strict("Pause"))
         .await;
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let (_dispatcher, api, metrics) = start_dispatcher(&setup, "d1");
     wait_until_ready(&http, &metrics).await;
     let ids = publish_batch(
@@ -311,7 +311,7 @@ async fn by_key_order_holds_across_replicas_when_one_is_killed() {
             .await;
         receivers.push(receiver);
     }
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let (keys, updates) = (10, 10);
     for seq in 0..updates {
         if seq == updates / 3 {
@@ -348,7 +348,7 @@ async fn webhook_events_created_while_down_are_delivered_in_creation_order() {
             )
             .await;
     }
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let (_dispatcher, _, metrics) = start_dispatcher(&setup, "d1");
     wait_until_ready(&http, &metrics).await;
     wait_for("all twelve at the receiver", T, || async {

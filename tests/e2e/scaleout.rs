@@ -179,7 +179,7 @@ async fn three_replicas_share_endpoints_and_lose_nothing_when_one_is_killed() {
     }
 
     // Load through every replica's ingest API; d1 is killed once a third is accepted.
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let per_endpoint = 30;
     let total = endpoints * per_endpoint;
     let mut accepted: HashMap<String, usize> = HashMap::new();
@@ -340,7 +340,7 @@ async fn a_draining_dispatcher_delivers_its_backlog_but_takes_no_new_events() {
     let store = setup.store_path().display().to_string();
     let (_draining, ingest, _) =
         Process::dispatcher_with(&setup.ns.name, "d2", &["--store-path", &store, "--drain"]);
-    let response = reqwest::Client::new()
+    let response = webhook_operator::runtime::tls::http_client()
         .post(format!(
             "http://{ingest}/v1/namespaces/{}/events",
             setup.ns.name

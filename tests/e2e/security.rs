@@ -54,7 +54,7 @@ async fn refusals_and_bad_tokens_are_logged_and_alerted() {
             "127.0.0.66/32",
         ],
     );
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     let receiver = Receiver::start(Behavior::Ok).await;
 
     // An endpoint that delivers, then is pointed at a refused address: a refused destination

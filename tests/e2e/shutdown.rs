@@ -95,7 +95,7 @@ async fn sigterm_finishes_attempts_in_flight_and_resends_nothing() {
         grace.as_str(),
     ];
     let (mut first, listen, metrics) = Process::dispatcher_with(&setup.ns.name, "d1", &args);
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     wait_until_ready(&http, &metrics).await;
 
     // The load: published while the first attempts hang at the receiver.

@@ -829,7 +829,7 @@ async fn the_integration_examples_send_what_the_documents_templates_send() {
     let store_path = store.path().join("d.db").display().to_string();
     let (_dispatcher, listen, metrics) =
         Process::dispatcher_with(&setup.ns.name, "d1", &["--store-path", &store_path]);
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     wait_until_ready(&http, &metrics).await;
     let api = format!("http://{listen}/v1/namespaces/{}", setup.ns.name);
 

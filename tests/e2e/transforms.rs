@@ -46,7 +46,7 @@ async fn transforms_reshape_filter_and_fail_alone() {
         "d1",
         &["--store-path", &store_path, "--transform-timeout", "500ms"],
     );
-    let http = reqwest::Client::new();
+    let http = webhook_operator::runtime::tls::http_client();
     wait_until_ready(&http, &metrics).await;
 
     let shaped = Receiver::start(Behavior::Ok).await;

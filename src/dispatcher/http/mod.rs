@@ -357,7 +357,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let client = reqwest::Client::new();
+        let client = crate::runtime::tls::http_client();
         let post = |path: &str| client.post(format!("http://{addr}{path}")).send();
         let text =
             |r: reqwest::Response| async move { (r.status().as_u16(), r.text().await.unwrap()) };
