@@ -282,7 +282,7 @@ async fn ensure_generated_secret(
     let now = jiff::Timestamp::now();
     let grace = Duration::from_millis(policy.signing.rotation_grace_period_ms);
     let (next, change) = signing_key::plan(state.as_ref(), requested, now, grace, || {
-        signing_key::generate_key(&mut rand::thread_rng())
+        signing_key::generate_key(&mut rand::rng())
     });
     let (data, annotations) = signing_key::to_secret(&next);
     let desired = signing_secret(endpoint, data, annotations);

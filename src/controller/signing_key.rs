@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use jiff::Timestamp;
-use rand::RngCore;
+use rand::Rng;
 
 pub const PREVIOUS_EXPIRES_ANNOTATION: &str = "webhooks.pitchey.io/previous-key-expires-at";
 pub const ROTATED_AT_ANNOTATION: &str = "webhooks.pitchey.io/rotated-at";
@@ -39,7 +39,7 @@ pub enum KeyChange {
 
 /// A new random key: `whsec_` + base64 of 32 random bytes (the Standard Webhooks format, which
 /// the `pitchey` scheme uses as an opaque string).
-pub fn generate_key(rng: &mut impl RngCore) -> String {
+pub fn generate_key(rng: &mut impl Rng) -> String {
     let mut bytes = [0u8; 32];
     rng.fill_bytes(&mut bytes);
     format!(

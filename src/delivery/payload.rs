@@ -11,7 +11,7 @@
 //! is the time of each attempt. Render the body once and send the same bytes on every attempt.
 use bytes::Bytes;
 use jiff::Timestamp;
-use rand::Rng;
+use rand::RngExt;
 use serde::de::IgnoredAny;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -44,9 +44,9 @@ pub enum PayloadError {
 
 /// A new event id: `evt_` + a ULID (26 Crockford base32 characters) whose first 48 bits are the
 /// millisecond time, so ids sort by creation time. Times before 1970 count as 1970.
-pub fn new_event_id<R: Rng + ?Sized>(now: Timestamp, rng: &mut R) -> String {
+pub fn new_event_id<R: rand::Rng + ?Sized>(now: Timestamp, rng: &mut R) -> String {
     let millis = u64::try_from(now.as_millisecond()).unwrap_or(0);
-    let random: u128 = rng.gen::<u128>() & ((1u128 << 80) - 1);
+    let random: u128 = rng.random::<u128>() & ((1u128 << 80) - 1);
     format!(
         "{EVENT_ID_PREFIX}{}",
         ulid::Ulid::from_parts(millis, random)

@@ -203,7 +203,7 @@ fn new_mac(key: &[u8]) -> HmacSha256 {
     } else {
         block[..key.len()].copy_from_slice(key);
     }
-    <HmacSha256 as Mac>::new(&block.into())
+    <HmacSha256 as hmac::KeyInit>::new(&block.into())
 }
 
 /// Decodes a standard-webhooks secret (`whsec_<base64>`, prefix optional) into key bytes.

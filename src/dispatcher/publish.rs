@@ -111,7 +111,7 @@ pub async fn publish_batch(
     let now = Timestamp::now();
     let mut enqueue = Vec::with_capacity(requests.len());
     for request in requests {
-        let event_id = payload::new_event_id(now, &mut rand::thread_rng());
+        let event_id = payload::new_event_id(now, &mut rand::rng());
         let endpoints = shared.cache.route(&request.namespace, &request.event_type);
         let lanes = lanes(&shared.cache, &request, &endpoints);
         // Checked and rendered once: what every attempt sends (see `payload::canonical_data`).

@@ -53,7 +53,7 @@ pub async fn send_test(
             .filter(|(k, _)| k != "event_type"),
     );
     let now = Timestamp::now();
-    let event_id = payload::new_event_id(now, &mut rand::thread_rng());
+    let event_id = payload::new_event_id(now, &mut rand::rng());
     let event = EventParts {
         event_id: &event_id,
         event_type: TEST_EVENT_TYPE,

@@ -27,7 +27,7 @@ pub struct Event {
 }
 
 pub fn event(scheme: SigningScheme) -> Event {
-    let id = payload::new_event_id(Timestamp::now(), &mut rand::thread_rng());
+    let id = payload::new_event_id(Timestamp::now(), &mut rand::rng());
     let data = json!({"user": {"id": 123, "email": "user@example.com", "username": "newuser"}});
     let serde_json::Value::Object(data) = data else {
         unreachable!()

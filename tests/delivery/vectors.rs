@@ -144,17 +144,17 @@ fn pitchey_long_and_unicode_keys() {
 /// printed reason if python3 is missing).
 #[test]
 fn python_hmac_agrees_on_random_inputs() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut cases = Vec::new();
     for i in 0..20 {
-        let body: String = (0..rng.gen_range(0..3000))
-            .map(|_| rng.gen_range(' '..='~'))
+        let body: String = (0..rng.random_range(0..3000))
+            .map(|_| rng.random_range(' '..='~'))
             .collect();
-        let secret: String = (0..rng.gen_range(1..90))
-            .map(|_| rng.gen_range('!'..='~'))
+        let secret: String = (0..rng.random_range(1..90))
+            .map(|_| rng.random_range('!'..='~'))
             .collect();
-        let ts = rng.gen_range(0..4_000_000_000i64);
+        let ts = rng.random_range(0..4_000_000_000i64);
         let ours = signing::pitchey_signature(&secret, ts, body.as_bytes());
         cases.push(json!({"i": i, "secret": secret, "ts": ts, "body": body, "sig": ours}));
     }

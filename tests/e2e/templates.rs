@@ -32,7 +32,7 @@ use axum::Router;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use webhook_operator::api::conditions;
@@ -156,9 +156,9 @@ const ALPHABET: &[char] = &[
 ];
 
 fn random_string(rng: &mut StdRng, max: usize) -> String {
-    let len = rng.gen_range(0..=max);
+    let len = rng.random_range(0..=max);
     (0..len)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())])
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
         .collect()
 }
 
@@ -174,8 +174,8 @@ fn random_name(rng: &mut StdRng) -> Value {
         "",
         "Ana María",
     ];
-    match rng.gen_range(0..10) {
-        0..=3 => json!(NAMES[rng.gen_range(0..NAMES.len())]),
+    match rng.random_range(0..10) {
+        0..=3 => json!(NAMES[rng.random_range(0..NAMES.len())]),
         4..=8 => json!(random_string(rng, 16)),
         _ => random_scalar(rng),
     }
@@ -183,22 +183,22 @@ fn random_name(rng: &mut StdRng) -> Value {
 
 /// A value of any JSON kind, small.
 fn random_scalar(rng: &mut StdRng) -> Value {
-    match rng.gen_range(0..6) {
-        0 => json!(rng.gen_range(-1000..1000)),
-        1 => json!(rng.gen_bool(0.5)),
-        2 => json!([random_string(rng, 4), rng.gen_range(0..10)]),
+    match rng.random_range(0..6) {
+        0 => json!(rng.random_range(-1000..1000)),
+        1 => json!(rng.random_bool(0.5)),
+        2 => json!([random_string(rng, 4), rng.random_range(0..10)]),
         3 => json!({"value": random_string(rng, 6)}),
-        4 => json!(rng.gen_range(-100.0..100.0_f64)),
+        4 => json!(rng.random_range(-100.0..100.0_f64)),
         _ => json!(random_string(rng, 8)),
     }
 }
 
 fn random_email(rng: &mut StdRng) -> Value {
-    match rng.gen_range(0..10) {
+    match rng.random_range(0..10) {
         0..=5 => json!(format!(
             "{}.{}@example.com",
             random_string(rng, 8),
-            rng.gen_range(0..10_000)
+            rng.random_range(0..10_000)
         )),
         6..=8 => json!(random_string(rng, 20)),
         _ => random_scalar(rng),
@@ -208,22 +208,22 @@ fn random_email(rng: &mut StdRng) -> Value {
 /// An id as producers send them: mostly integers, sometimes strings, now and then numbers that
 /// JavaScript and JSON tools treat differently (fractions, `7.0`, beyond 2^53, exponents).
 fn random_id(rng: &mut StdRng) -> Value {
-    match rng.gen_range(0..100) {
-        0..=44 => json!(rng.gen_range(1..1_000_000)),
-        45..=54 => json!(rng.gen_range(1_000_000..(1_i64 << 53))),
-        55..=59 => json!(-rng.gen_range(0..100_000)),
+    match rng.random_range(0..100) {
+        0..=44 => json!(rng.random_range(1..1_000_000)),
+        45..=54 => json!(rng.random_range(1_000_000..(1_i64 << 53))),
+        55..=59 => json!(-rng.random_range(0..100_000)),
         60..=74 => json!(random_string(rng, 12)),
-        75..=79 => json!(format!("{:06}", rng.gen_range(0..1_000_000))),
+        75..=79 => json!(format!("{:06}", rng.random_range(0..1_000_000))),
         80..=84 => json!(format!(
             "{:08x}-{:04x}-4{:03x}",
-            rng.gen::<u32>(),
-            rng.gen::<u16>(),
-            rng.gen_range(0..0x1000)
+            rng.random::<u32>(),
+            rng.random::<u16>(),
+            rng.random_range(0..0x1000)
         )),
-        85..=89 => json!(f64::from(rng.gen_range(1..100_000)) + rng.gen_range(0.01..0.99)),
-        90..=93 => json!(f64::from(rng.gen_range(1..100_000))),
-        94..=97 => json!(rng.gen_range((1_u64 << 53) + 1..u64::MAX)),
-        _ => json!(rng.gen_range(1.0e15..1.0e22_f64)),
+        85..=89 => json!(f64::from(rng.random_range(1..100_000)) + rng.random_range(0.01..0.99)),
+        90..=93 => json!(f64::from(rng.random_range(1..100_000))),
+        94..=97 => json!(rng.random_range((1_u64 << 53) + 1..u64::MAX)),
+        _ => json!(rng.random_range(1.0e15..1.0e22_f64)),
     }
 }
 
@@ -234,7 +234,7 @@ fn maybe(
     key: &str,
     value: impl FnOnce(&mut StdRng) -> Value,
 ) {
-    match rng.gen_range(0..100) {
+    match rng.random_range(0..100) {
         0..=74 => {
             let value = value(rng);
             user.insert(key.to_owned(), value);
@@ -248,10 +248,10 @@ fn maybe(
 
 fn random_user(rng: &mut StdRng) -> Value {
     let mut user = Map::new();
-    if rng.gen_range(0..100) < 92 {
+    if rng.random_range(0..100) < 92 {
         let id = random_id(rng);
         user.insert("id".into(), id);
-    } else if rng.gen_bool(0.5) {
+    } else if rng.random_bool(0.5) {
         user.insert("id".into(), Value::Null);
     }
     maybe(rng, &mut user, "email", random_email);
@@ -262,8 +262,8 @@ fn random_user(rng: &mut StdRng) -> Value {
     });
     maybe(rng, &mut user, "user_type", |rng| {
         const TYPES: &[&str] = &["creator", "investor", "production", "admin"];
-        if rng.gen_bool(0.8) {
-            json!(TYPES[rng.gen_range(0..TYPES.len())])
+        if rng.random_bool(0.8) {
+            json!(TYPES[rng.random_range(0..TYPES.len())])
         } else {
             random_name(rng)
         }
@@ -274,7 +274,7 @@ fn random_user(rng: &mut StdRng) -> Value {
     maybe(rng, &mut user, "created_at", |_| {
         json!("2024-01-15T10:30:00Z")
     });
-    if rng.gen_bool(0.2) {
+    if rng.random_bool(0.2) {
         let key = random_string(rng, 6);
         let value = random_scalar(rng);
         user.insert(key, value);
@@ -284,13 +284,13 @@ fn random_user(rng: &mut StdRng) -> Value {
 
 /// One event: its type (user.created and user.verified weighted up) and its data.
 fn random_event(rng: &mut StdRng) -> (String, Value) {
-    let event_type = match rng.gen_range(0..100) {
+    let event_type = match rng.random_range(0..100) {
         0..=29 => "user.created",
         30..=59 => "user.verified",
-        _ => CATALOG[rng.gen_range(0..CATALOG.len())],
+        _ => CATALOG[rng.random_range(0..CATALOG.len())],
     };
     let mut data = Map::new();
-    match rng.gen_range(0..100) {
+    match rng.random_range(0..100) {
         // No user at all.
         0..=5 => {}
         6..=9 => {
@@ -306,13 +306,13 @@ fn random_event(rng: &mut StdRng) -> (String, Value) {
             data.insert("user".into(), user);
         }
     }
-    if rng.gen_bool(0.3) {
+    if rng.random_bool(0.3) {
         data.insert(
             "pitch".into(),
-            json!({"id": rng.gen_range(1..1000), "title": random_string(rng, 20)}),
+            json!({"id": rng.random_range(1..1000), "title": random_string(rng, 20)}),
         );
     }
-    if rng.gen_bool(0.1) {
+    if rng.random_bool(0.1) {
         data.insert("source".into(), random_scalar(rng));
     }
     (event_type.to_owned(), Value::Object(data))

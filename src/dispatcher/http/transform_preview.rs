@@ -161,7 +161,7 @@ pub async fn preview(
     let payload = match &parsed.input {
         PreviewInput::Sample { event_type, data } => {
             let now = Timestamp::now();
-            let event_id = crate::delivery::payload::new_event_id(now, &mut rand::thread_rng());
+            let event_id = crate::delivery::payload::new_event_id(now, &mut rand::rng());
             render(
                 &webhook,
                 &event_id,
