@@ -19,8 +19,8 @@ use webhook_operator::transform::{PoolConfig, Program, TransformPool};
 fn example_program(file: &str) -> String {
     let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let Ok(value) = serde_yaml::Value::deserialize(document) else {
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let Ok(value) = serde_norway::Value::deserialize(document) else {
             continue;
         };
         if value["kind"].as_str() == Some("WebhookEndpoint") {

@@ -20,7 +20,7 @@ pub fn rules() -> Vec<Rule> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let crd: Json = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let crd: Json = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         for version in crd["spec"]["versions"].as_array().unwrap() {
             collect(&file, "", &version["schema"]["openAPIV3Schema"], &mut found);

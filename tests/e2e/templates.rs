@@ -331,7 +331,7 @@ fn examples_dir() -> String {
 fn example_documents(file: &str) -> Vec<Value> {
     let path = format!("{}/{file}", examples_dir());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|document| {
             Value::deserialize(document).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
         })
