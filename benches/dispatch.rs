@@ -241,6 +241,7 @@ fn claim(c: &mut Criterion) {
                             created_at: past,
                             source: EventSource::Ingest,
                             idempotency_key: None,
+                            trace_parent: None,
                         },
                         endpoints: vec![format!("ep-{}", (chunk * 1000 + i) % 100)],
                         lanes: Default::default(),

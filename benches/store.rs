@@ -21,6 +21,7 @@ fn new_event(id: u64, data: &Bytes) -> NewEvent {
         created_at: jiff::Timestamp::now(),
         source: EventSource::Ingest,
         idempotency_key: None,
+        trace_parent: None,
     }
 }
 

@@ -14,6 +14,10 @@ struct Cli {
     /// Log as JSON lines (for log pipelines) instead of human-readable text.
     #[arg(long, global = true, env = "WEBHOOK_OPERATOR_LOG_JSON")]
     log_json: bool,
+    /// Export spans over OTLP/HTTP to this collector (`http://collector:4318`; `/v1/traces` is
+    /// appended). Off when unset. The batch settings follow the SDK's `OTEL_BSP_*` variables.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,8 +55,21 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    runtime::logging::init(cli.log_json);
+    // Before anything builds an HTTP client (the OTLP exporter is one).
     runtime::tls::install_default_provider();
+    let service = match &cli.command {
+        Command::Controller(_) => "webhook-operator-controller",
+        Command::Dispatcher(_) => "webhook-operator-dispatcher",
+        _ => "webhook-operator",
+    };
+    let _exporter =
+        match runtime::logging::init(cli.log_json, cli.otlp_endpoint.as_deref(), service) {
+            Ok(exporter) => exporter,
+            Err(error) => {
+                eprintln!("webhook-operator: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

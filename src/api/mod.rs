@@ -34,6 +34,9 @@ pub const TEST_ANNOTATION: &str = "webhooks.pitchey.io/test";
 /// Annotation that resumes an ordered endpoint paused by a dead letter: the event id shown in
 /// `status.ordering.pausedBy.eventId` skips that dead letter; `retry:<event id>` sends it again.
 pub const RESUME_ANNOTATION: &str = "webhooks.pitchey.io/resume";
+/// Annotation on a WebhookEvent: the W3C `traceparent` it is published in; its deliveries carry
+/// the trace on, so receivers join the producer's trace.
+pub const TRACEPARENT_ANNOTATION: &str = "webhooks.pitchey.io/traceparent";
 /// Label the dispatcher keeps equal to a WebhookEvent's phase, for `kubectl get -l`.
 pub const PHASE_LABEL: &str = "webhooks.pitchey.io/phase";
 /// Label put on every object the controller provisions.

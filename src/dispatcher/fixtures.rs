@@ -205,6 +205,7 @@ impl Fixture {
                 created_at: now,
                 source: EventSource::Ingest,
                 idempotency_key: None,
+                trace_parent: None,
             };
             store.enqueue(event, vec![endpoint.into()]).await.unwrap();
         }

@@ -19,6 +19,8 @@ pub struct PublishRequest {
     /// Idempotency key.
     pub id: Option<String>,
     pub source: EventSource,
+    /// The W3C `traceparent` it is published in (`runtime::trace_context`).
+    pub trace_parent: Option<String>,
 }
 
 /// What was accepted.
@@ -131,6 +133,7 @@ pub async fn publish_batch(
                 created_at: now,
                 source: request.source,
                 idempotency_key: request.id,
+                trace_parent: request.trace_parent,
             },
             endpoints,
             lanes,

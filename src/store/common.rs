@@ -18,7 +18,7 @@ pub const DELIVERY_WIDTH: usize = 16;
 
 /// Columns of an event row, from alias `e`.
 pub const EVENT_COLUMNS: &str = "e.event_id, e.namespace, e.event_type, e.data, e.created_at, \
-     e.resource_name, e.resource_uid, e.idempotency_key";
+     e.resource_name, e.resource_uid, e.idempotency_key, e.traceparent";
 
 /// Columns of an attempt row, from alias `a`.
 pub const ATTEMPT_COLUMNS: &str = "a.delivery_id, a.event_id, a.event_type, a.namespace, a.endpoint, \

@@ -62,6 +62,8 @@ pub struct NewEvent {
     pub source: EventSource,
     /// Same `(namespace, key)` within the idempotency window = the same event.
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` the event was published in (its deliveries carry it on).
+    pub trace_parent: Option<String>,
 }
 
 /// One event and the names of the endpoints (in the event's namespace) it goes to.
@@ -169,6 +171,8 @@ pub struct EventRecord {
     pub created_at: Timestamp,
     pub source: EventSource,
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` it was published in.
+    pub trace_parent: Option<String>,
 }
 
 /// A stored delivery.

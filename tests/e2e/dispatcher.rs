@@ -44,12 +44,15 @@ impl Setup {
         }
     }
 
-    /// Starts the dispatcher (after [`Setup::new_without_dispatcher`]) with `extra` flags.
-    pub fn start_dispatcher(&mut self, extra: &[&str]) {
+    /// Starts the dispatcher (after [`Setup::new_without_dispatcher`]) with `extra` flags;
+    /// its ingest address.
+    pub fn start_dispatcher(&mut self, extra: &[&str]) -> String {
         let store = self.store_path().display().to_string();
         let mut args = vec!["--store-path", store.as_str()];
         args.extend_from_slice(extra);
-        self.dispatcher = Some(Process::dispatcher_with(&self.ns.name, "d1", &args).0);
+        let (process, listen, _) = Process::dispatcher_with(&self.ns.name, "d1", &args);
+        self.dispatcher = Some(process);
+        listen
     }
 
     /// The SQLite store file of the dispatcher [`Setup::new`] starts.

@@ -20,4 +20,5 @@ mod shutdown;
 mod support;
 mod templates;
 mod third_party;
+mod tracing;
 mod transforms;

@@ -63,6 +63,8 @@ pub struct Received {
     pub authorization: Option<String>,
     /// Whether it carried signature headers of either scheme.
     pub signed: bool,
+    /// Its W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 struct Inner {
@@ -213,6 +215,10 @@ async fn handle(
             .map(str::to_owned),
         signed: headers.contains_key("x-webhook-signature")
             || headers.contains_key("webhook-signature"),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
     StatusCode::OK
 }

@@ -26,6 +26,7 @@ use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
 use crate::dispatcher::metrics::{EndpointLabels, NamespaceLabels, RateCutLabels};
 use crate::dispatcher::status::notices::EndpointNotice;
+use crate::runtime::trace_context;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
 use crate::transform::{Output, TransformError, TransformPool};
 
@@ -47,6 +48,8 @@ pub(super) async fn send_all(
             endpoint = %endpoint.name,
             attempt = delivery.delivery.attempts + 1,
         );
+        // A child of the trace the event was published in (when spans are exported).
+        trace_context::set_parent(&span, delivery.event.trace_parent.as_deref());
         attempt(&engine, delivery, &policy, permit)
             .instrument(span)
             .await;
@@ -182,7 +185,7 @@ async fn attempt(
         policy,
         number: delivery.delivery.attempts + 1,
     };
-    let request = match prepare_stored(&cx).await {
+    let mut request = match prepare_stored(&cx).await {
         Ok(Prepared::Send(request)) => request,
         Ok(Prepared::Filtered) => {
             deps.gates.abandon(&endpoint, permit);
@@ -195,6 +198,17 @@ async fn attempt(
             return;
         }
     };
+    // The receiver joins the trace: this attempt's span, or the producer's context as it came.
+    if let Some(traceparent) = trace_context::of_span(
+        &tracing::Span::current(),
+        delivery.event.trace_parent.as_deref(),
+    )
+    .and_then(|t| http::HeaderValue::from_str(&t).ok())
+    {
+        request
+            .headers
+            .insert(trace_context::TRACEPARENT, traceparent);
+    }
     let sent = send(&cx, &request, permit).await;
     let decided = decide(&cx, &sent);
     observe(&cx, &sent, &decided);

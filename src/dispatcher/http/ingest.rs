@@ -10,6 +10,7 @@ use super::auth::Access;
 use super::error::ApiError;
 use super::ApiState;
 use crate::dispatcher::publish::{self, PublishRequest, Published};
+use crate::runtime::trace_context;
 use crate::store::EventSource;
 
 /// Most events in one batch.
@@ -26,13 +27,14 @@ pub struct EventInput {
 }
 
 impl EventInput {
-    pub fn into_request(self, namespace: &str) -> PublishRequest {
+    pub fn into_request(self, namespace: &str, trace_parent: Option<String>) -> PublishRequest {
         PublishRequest {
             namespace: namespace.to_owned(),
             event_type: self.event_type,
             data: self.data,
             id: self.id,
             source: EventSource::Ingest,
+            trace_parent,
         }
     }
 }
@@ -192,18 +194,26 @@ pub struct BatchResponse {
     pub results: Vec<Published>,
 }
 
-/// The body of a publish request, once the caller may publish in `namespace`.
+/// The body of a publish request, once the caller may publish in `namespace`, and the trace
+/// context its events are published in: the request's span (a child of the caller's
+/// `traceparent`) when spans are exported, else the caller's `traceparent` itself.
 async fn publisher_body(
     state: &ApiState,
     namespace: &str,
     request: Request,
-) -> Result<axum::body::Bytes, ApiError> {
+) -> Result<(axum::body::Bytes, Option<String>), ApiError> {
     state
         .reviewer
         .check(request.headers(), Access::publish(namespace))
         .await?;
     state.served(namespace)?;
-    state.body(request).await
+    let caller = request
+        .headers()
+        .get(trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let trace_parent = trace_context::of_span(&tracing::Span::current(), caller.as_deref());
+    Ok((state.body(request).await?, trace_parent))
 }
 
 /// `POST /v1/namespaces/{ns}/events`.
@@ -212,9 +222,10 @@ pub async fn publish_one(
     Path(namespace): Path<String>,
     request: Request,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
-    let body = publisher_body(&state, &namespace, request).await?;
+    let (body, trace_parent) = publisher_body(&state, &namespace, request).await?;
     let input = parse_single(&body)?;
-    let published = publish::publish(&state.shared, input.into_request(&namespace)).await?;
+    let published =
+        publish::publish(&state.shared, input.into_request(&namespace, trace_parent)).await?;
     Ok((StatusCode::ACCEPTED, Json(published)))
 }
 
@@ -224,11 +235,11 @@ pub async fn publish_many(
     Path(namespace): Path<String>,
     request: Request,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
-    let body = publisher_body(&state, &namespace, request).await?;
+    let (body, trace_parent) = publisher_body(&state, &namespace, request).await?;
     let inputs = parse_batch(&body)?;
     let requests = inputs
         .into_iter()
-        .map(|input| input.into_request(&namespace))
+        .map(|input| input.into_request(&namespace, trace_parent.clone()))
         .collect();
     let results = publish::publish_batch(&state.shared, requests).await?;
     Ok((StatusCode::ACCEPTED, Json(BatchResponse { results })))

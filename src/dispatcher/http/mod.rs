@@ -233,6 +233,14 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         user = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    // A caller's trace context makes this request's span a child of the caller's.
+    crate::runtime::trace_context::set_parent(
+        &span,
+        request
+            .headers()
+            .get(crate::runtime::trace_context::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let started = Instant::now();
     let source = auth::peer_address(request.extensions());
     // Filed under the path's namespace only when this dispatcher serves it (its Events go there).

@@ -339,6 +339,7 @@ mod tests {
                     uid: "u".into(),
                 },
                 idempotency_key: None,
+                trace_parent: None,
             },
             deliveries: vec![
                 DeliveryRecord {

@@ -112,6 +112,14 @@ pub async fn watch_events(
                 name: name.clone(),
                 uid: uid.clone(),
             },
+            trace_parent: crate::runtime::trace_context::valid(
+                event
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(crate::api::TRACEPARENT_ANNOTATION))
+                    .map(String::as_str),
+            ),
         };
         if let Err(error) = publish_once(&shared, &name, request.clone()).await {
             warn!(%error, event = %name, "publishing a WebhookEvent failed; retrying with backoff");

@@ -118,6 +118,7 @@ pub fn event(id: &str, event_type: &str, seconds: i64) -> NewEvent {
         created_at: at(seconds),
         source: EventSource::Ingest,
         idempotency_key: None,
+        trace_parent: None,
     }
 }
 

@@ -257,10 +257,17 @@ pub async fn attempt_scopes<H: Harness>(harness: &H) -> Result<()> {
     }
     let mut elsewhere = event("evt_other", "user.created", 50);
     elsewhere.namespace = "other".to_owned();
+    // The trace context an event is published in comes back with its claimed deliveries.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    elsewhere.trace_parent = Some(traceparent.to_owned());
     store.enqueue(elsewhere, names(&["a"])).await?;
     let mut claimed = store.claim_due(claim_all("w", 100)).await?;
     claimed.sort_by_key(|c| c.delivery.event_id.clone());
     assert_eq!(claimed.len(), 7);
+    for c in &claimed {
+        let expected = (c.event.event_id == "evt_other").then_some(traceparent);
+        assert_eq!(c.event.trace_parent.as_deref(), expected);
+    }
     let mut recorded = Vec::new();
     for (i, c) in (0i64..).zip(&claimed) {
         store

@@ -468,6 +468,7 @@ mod tests {
                 created_at: jiff::Timestamp::UNIX_EPOCH,
                 source: EventSource::Ingest,
                 idempotency_key: None,
+                trace_parent: None,
             },
             endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
             lanes: lanes

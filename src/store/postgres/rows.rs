@@ -89,6 +89,7 @@ pub fn event(row: &Row, at: usize) -> Result<EventRecord> {
         created_at: timestamp_at(row, at + 4)?,
         source,
         idempotency_key: get(row, at + 7)?,
+        trace_parent: get(row, at + 8)?,
     })
 }
 

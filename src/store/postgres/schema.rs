@@ -157,6 +157,10 @@ CREATE INDEX events_namespace_created ON events (namespace, created_at);
     r#"
 CREATE INDEX attempts_namespace_at ON attempts (namespace, at, id);
 "#,
+    // The W3C trace context an event was published in, carried to its deliveries' requests.
+    r#"
+ALTER TABLE events ADD COLUMN traceparent TEXT;
+"#,
 ];
 
 /// The schema version this binary writes.

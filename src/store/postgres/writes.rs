@@ -109,7 +109,7 @@ pub async fn enqueue_one(
     execute(
         tx,
         "INSERT INTO events (event_id, namespace, event_type, data, created_at, resource_name, \
-         resource_uid, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         resource_uid, idempotency_key, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &event.event_id,
             &event.namespace,
@@ -119,6 +119,7 @@ pub async fn enqueue_one(
             &resource_name,
             &resource_uid,
             &event.idempotency_key,
+            &event.trace_parent,
         ],
         "insert event",
     )

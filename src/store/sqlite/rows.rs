@@ -90,6 +90,7 @@ pub fn event(row: &Row<'_>, at: usize) -> rusqlite::Result<EventRecord> {
         created_at: timestamp_at(row, at + 4)?,
         source,
         idempotency_key: row.get(at + 7)?,
+        trace_parent: row.get(at + 8)?,
     })
 }
 

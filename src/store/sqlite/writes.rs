@@ -56,7 +56,7 @@ fn enqueue_one(
     let created_at = millis(event.created_at);
     conn.prepare_cached(
         "INSERT INTO events (event_id, namespace, event_type, data, created_at, resource_name, resource_uid, \
-         idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         idempotency_key, traceparent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut insert| {
         insert.execute(params![
@@ -68,6 +68,7 @@ fn enqueue_one(
             resource_name,
             resource_uid,
             event.idempotency_key,
+            event.trace_parent,
         ])
     })
     .map_err(db("insert event"))?;
