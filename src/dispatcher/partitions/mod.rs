@@ -23,8 +23,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::ownership::{Ownership, Partitioned};
 use super::Shared;
-use crate::runtime::lease::{give_up, holder, next_spec, Decision, LeaseTimings};
-use plan::{plan, remaining, Observed, Timings};
+use crate::runtime::lease::{give_up, holder, next_spec, Decision, LeaseTimings, RecordClock};
+use plan::{plan, remaining, Ages, Observed, Timings};
 
 /// Label naming the dispatcher group a Lease belongs to (its value: the Lease prefix).
 pub const GROUP_LABEL: &str = "webhooks.pitchey.io/dispatcher-group";
@@ -94,11 +94,20 @@ pub async fn run(shared: Arc<Shared>, api: Api<Lease>, settings: Settings) {
         return;
     };
     let mut drained = BTreeSet::new();
+    // Per Lease name: when this replica last saw its record change (expiry by our own clock).
+    let mut clocks: BTreeMap<String, RecordClock> = BTreeMap::new();
     loop {
         let span = info_span!("partitions", replica = %shared.owner);
-        if let Err(error) = round(&shared, partitioned, &api, &settings, &mut drained)
-            .instrument(span)
-            .await
+        if let Err(error) = round(
+            &shared,
+            partitioned,
+            &api,
+            &settings,
+            &mut drained,
+            &mut clocks,
+        )
+        .instrument(span)
+        .await
         {
             warn!(%error, "partition ownership round failed; held partitions lapse unless renewed");
         }
@@ -112,6 +121,7 @@ async fn round(
     api: &Api<Lease>,
     settings: &Settings,
     drained: &mut BTreeSet<u32>,
+    clocks: &mut BTreeMap<String, RecordClock>,
 ) -> Result<(), kube::Error> {
     let me = shared.owner.as_str();
     let started = Instant::now();
@@ -123,13 +133,25 @@ async fn round(
         .find(|l| l.metadata.name.as_deref() == Some(member_name.as_str()));
     renew_member(api, settings, me, now, own_member).await?;
     let mut observed = Observed::default();
+    let mut ages = Ages::default();
+    let seen_at = Instant::now();
+    clocks.retain(|name, _| {
+        listed
+            .iter()
+            .any(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+    });
     let mut partition_leases: BTreeMap<u32, Lease> = BTreeMap::new();
     let mut member_leases: Vec<Lease> = Vec::new();
     for lease in listed {
         let spec = lease.spec.clone().unwrap_or_default();
+        let age = clocks
+            .entry(lease.metadata.name.clone().unwrap_or_default())
+            .or_default()
+            .age(Some(&spec), seen_at);
         match role(&lease) {
             Some("member") => {
                 observed.members.push(spec);
+                ages.members.push(age);
                 member_leases.push(lease);
             }
             Some("partition") => {
@@ -141,6 +163,9 @@ async fn round(
                     .and_then(|p| p.parse::<u32>().ok())
                     .filter(|p| *p < settings.count);
                 if let Some(number) = number {
+                    if let Some(age) = age {
+                        ages.partitions.insert(number, age);
+                    }
                     observed.partitions.insert(number, spec);
                     partition_leases.insert(number, lease);
                 }
@@ -148,6 +173,7 @@ async fn round(
             _ => {}
         }
     }
+    observed.ages = Some(ages);
     let plan = plan(
         settings.count,
         me,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 
-use crate::runtime::lease::{decide, Decision};
+use crate::runtime::lease::{decide_by_age, Decision};
 use crate::store::partition_hash;
 
 /// Leases of one dispatcher group, by what they stand for.
@@ -23,6 +23,41 @@ pub struct Observed {
     pub partitions: BTreeMap<u32, LeaseSpec>,
     /// Member Leases' specs.
     pub members: Vec<LeaseSpec>,
+    /// How long each Lease's record has gone unchanged while this replica watched it. Expiry is
+    /// judged by these, on this replica's own clock, as client-go does: never by comparing our
+    /// clock with the `renewTime` another replica's clock wrote. `None` (the tests' wall clock):
+    /// ages are `now - renewTime`.
+    pub ages: Option<Ages>,
+}
+
+/// Ages of the observed Leases' records, measured locally (`RecordClock`).
+#[derive(Clone, Debug, Default)]
+pub struct Ages {
+    pub partitions: BTreeMap<u32, Duration>,
+    /// Aligned with [`Observed::members`].
+    pub members: Vec<Option<Duration>>,
+}
+
+impl Observed {
+    fn partition_age(&self, partition: u32, now: Timestamp) -> Option<Duration> {
+        match &self.ages {
+            Some(ages) => ages.partitions.get(&partition).copied(),
+            None => wall_age(self.partitions.get(&partition), now),
+        }
+    }
+
+    fn member_age(&self, index: usize, now: Timestamp) -> Option<Duration> {
+        match &self.ages {
+            Some(ages) => ages.members.get(index).copied().flatten(),
+            None => wall_age(self.members.get(index), now),
+        }
+    }
+}
+
+/// `now - renewTime` (zero when renewTime is ahead).
+fn wall_age(spec: Option<&LeaseSpec>, now: Timestamp) -> Option<Duration> {
+    let renewed = spec?.renew_time.as_ref()?;
+    Some(Duration::try_from(now.duration_since(renewed.0)).unwrap_or(Duration::ZERO))
 }
 
 /// What to do this round.
@@ -57,15 +92,16 @@ pub fn plan(
 ) -> Plan {
     let mut live: BTreeSet<String> = BTreeSet::from([me.to_string()]);
     let mut dead = BTreeSet::new();
-    for spec in &observed.members {
+    for (index, spec) in observed.members.iter().enumerate() {
         let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
             continue;
         };
         if holder == me {
             continue;
         }
-        // `decide` from a third party's view: Follow = valid, Acquire = expired.
-        match decide(Some(spec), "", now, timings.duration) {
+        // Decided from a third party's view: Follow = valid, Acquire = expired.
+        let age = observed.member_age(index, now);
+        match decide_by_age(Some(spec), "", age, timings.duration) {
             Decision::Follow { .. } => {
                 live.insert(holder.to_string());
             }
@@ -82,10 +118,10 @@ pub fn plan(
     let mut held = Vec::new();
     let mut free = Vec::new();
     for partition in 0..count {
-        match decide(
+        match decide_by_age(
             observed.partitions.get(&partition),
             me,
-            now,
+            observed.partition_age(partition, now),
             timings.duration,
         ) {
             Decision::Renew => held.push(partition),

@@ -33,6 +33,7 @@ fn a_joining_member_makes_the_holder_drain_then_release_half() {
     let mut observed = Observed {
         partitions: (0..8).map(|k| (k, lease("a", 0))).collect(),
         members: vec![lease("a", 0), lease("b", 0)],
+        ages: None,
     };
     let first = plan(8, "a", t(1), TIMINGS, &observed, &BTreeSet::new());
     assert_eq!(first.share, 4);
@@ -58,6 +59,7 @@ fn expired_partitions_and_members_are_taken_over() {
     let observed = Observed {
         partitions: BTreeMap::from([(0, lease("dead", 0)), (1, lease("b", 20))]),
         members: vec![lease("dead", 0), lease("b", 20)],
+        ages: None,
     };
     let p = plan(2, "a", t(20), TIMINGS, &observed, &BTreeSet::new());
     assert_eq!(p.members, vec!["a".to_string(), "b".to_string()]);
@@ -70,6 +72,7 @@ fn a_member_with_a_fresh_lease_is_not_dead() {
     let observed = Observed {
         partitions: BTreeMap::new(),
         members: vec![lease("b", 0), lease("b", 30)],
+        ages: None,
     };
     let p = plan(4, "a", t(30), TIMINGS, &observed, &BTreeSet::new());
     assert!(p.dead_members.is_empty());
@@ -89,6 +92,7 @@ fn renewal_is_due_after_a_third_of_the_lease() {
         &Observed {
             partitions: BTreeMap::from([(0, lease("a", 0)), (1, lease("a", 3))]),
             members: vec![],
+            ages: None,
         },
         &BTreeSet::new(),
     );
@@ -124,6 +128,7 @@ fn simulate(count: u32, replicas: &[String], rounds: usize) -> BTreeMap<u32, Str
             let observed = Observed {
                 partitions: table.iter().map(|(k, h)| (*k, lease(h, 0))).collect(),
                 members: members.clone(),
+                ages: None,
             };
             let mine = drained.entry(me.clone()).or_default();
             let p = plan(count, me, t(1), TIMINGS, &observed, mine);
@@ -170,10 +175,47 @@ proptest! {
         let observed = Observed {
             partitions: (0..count).map(|k| (k, lease(names[holders[k as usize]], 0))).collect(),
             members: names.iter().map(|n| lease(n, 0)).collect(),
+            ages: None,
         };
         let p = plan(count, "a", t(1), TIMINGS, &observed, &BTreeSet::new());
         for k in p.acquire.iter().chain(&p.keep).chain(&p.drain) {
             prop_assert_eq!(holders[*k as usize], 0);
         }
     }
+}
+
+/// Clock skew: expiry follows how long this replica has watched a record stay unchanged, not the
+/// holder's `renewTime` against our clock.
+#[test]
+fn expiry_follows_the_local_watch_not_the_holders_clock() {
+    // `b`'s clock runs an hour behind ours: its renewTime looks long expired, yet we just saw its
+    // record change, so its partition is held and it is alive.
+    let behind = lease("b", -3600);
+    let live = Observed {
+        partitions: BTreeMap::from([(0, behind.clone())]),
+        members: vec![behind.clone()],
+        ages: Some(Ages {
+            partitions: BTreeMap::from([(0, Duration::from_secs(1))]),
+            members: vec![Some(Duration::from_secs(1))],
+        }),
+    };
+    let p = plan(1, "a", t(0), TIMINGS, &live, &BTreeSet::new());
+    assert!(p.acquire.is_empty(), "{p:?}");
+    assert!(p.dead_members.is_empty(), "{p:?}");
+    assert_eq!(p.members, vec!["a".to_string(), "b".to_string()]);
+
+    // `c`'s clock runs an hour ahead: its renewTime looks fresh, but its record has not changed
+    // for longer than the Lease lasts, so it is dead and its partition is taken.
+    let ahead = lease("c", 3600);
+    let stale = Observed {
+        partitions: BTreeMap::from([(0, ahead.clone())]),
+        members: vec![ahead],
+        ages: Some(Ages {
+            partitions: BTreeMap::from([(0, Duration::from_secs(16))]),
+            members: vec![Some(Duration::from_secs(16))],
+        }),
+    };
+    let p = plan(1, "a", t(0), TIMINGS, &stale, &BTreeSet::new());
+    assert_eq!(p.acquire, set(&[0]));
+    assert_eq!(p.dead_members, BTreeSet::from(["c".to_string()]));
 }
