@@ -8,6 +8,11 @@
 #   scripts/control-plane.sh stop
 #   scripts/control-plane.sh env     # prints `export KUBECONFIG=… PATH=<that release's kubectl>:$PATH`
 #   scripts/control-plane.sh bin     # prints the directory holding kubectl and the servers
+#   scripts/control-plane.sh user-kubeconfig NAME [GROUP...]
+#                                    # a client-certificate user: prints its kubeconfig's path
+# The API server authenticates static tokens (tokens.csv) and client certificates (a client CA in
+# $D/pki), and runs with the front-proxy (requestheader) flags, so aggregated APIs (the query
+# API, docs/query-api.md) are reached through the real aggregation layer.
 # State lives in $WO_CONTROL_PLANE_DIR (default /tmp/webhook-operator-cp).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +24,10 @@ BIN=${KUBE_CP_CACHE_ROOT:-$HOME/.cache/webhook-operator}/kube-v$VERSION/bin
 ETCD_PORT=${WO_ETCD_PORT:-23790}
 API_PORT=${WO_APISERVER_PORT:-16443}
 KC=$D/kubeconfig
+PKI=$D/pki
+# Changes whenever the API server's flags below change: a running control plane started with
+# other flags is restarted rather than reused.
+FLAGS_VERSION=2-front-proxy
 
 ready() { curl -skf -m 2 -H "Authorization: Bearer test-admin-token" "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; }
 
@@ -30,10 +39,17 @@ start() {
   if [ -f "$KC" ] && ready; then
     running=$(curl -skf -m 2 -H "Authorization: Bearer test-admin-token" "https://127.0.0.1:$API_PORT/version" \
       | sed -n 's/.*"gitVersion": "v\([^"]*\)".*/\1/p')
-    if [ "$running" = "$VERSION" ]; then echo "control plane already running; KUBECONFIG=$KC"; return 0; fi
-    echo "a control plane v$running is running on port $API_PORT, not v$VERSION: stop it ($0 stop)," \
-      "or give this one its own WO_CONTROL_PLANE_DIR, WO_APISERVER_PORT and WO_ETCD_PORT" >&2
-    exit 1
+    if [ "$running" = "$VERSION" ] && [ "$(cat "$D/flags" 2>/dev/null)" = "$FLAGS_VERSION" ]; then
+      echo "control plane already running; KUBECONFIG=$KC"; return 0
+    fi
+    if [ "$running" = "$VERSION" ]; then
+      echo "restarting the control plane: it runs with older flags" >&2
+      stop >/dev/null 2>&1 || true
+    else
+      echo "a control plane v$running is running on port $API_PORT, not v$VERSION: stop it ($0 stop)," \
+        "or give this one its own WO_CONTROL_PLANE_DIR, WO_APISERVER_PORT and WO_ETCD_PORT" >&2
+      exit 1
+    fi
   fi
   KUBE_VERSION=$VERSION "$HERE/build-control-plane.sh" >/dev/null
   stop >/dev/null 2>&1 || true
@@ -45,6 +61,7 @@ test-admin-token,admin,admin,"system:masters"
 test-publisher-token,publisher,publisher,"publishers"
 test-nobody-token,nobody,nobody,"nobodies"
 TOKENS
+  certificates
   rm -rf "$D/etcd"
   nohup "$BIN/etcd" --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
@@ -56,7 +73,11 @@ TOKENS
     --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \
     --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount \
-    --endpoint-reconciler-type=none > "$D/apiserver.log" 2>&1 9>&- &
+    --endpoint-reconciler-type=none --client-ca-file="$PKI/client-ca.crt" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key" > "$D/apiserver.log" 2>&1 9>&- &
   echo $! > "$D/apiserver.pid"
   cat > "$KC" <<KUBECONFIG
 apiVersion: v1
@@ -73,7 +94,50 @@ KUBECONFIG
     --authorization-kubeconfig="$KC" --controllers=garbage-collector-controller,namespace-controller --leader-elect=false \
     --kube-api-qps=200 --kube-api-burst=400 --bind-address=127.0.0.1 --secure-port="${WO_KCM_PORT:-10257}" > "$D/kcm.log" 2>&1 9>&- &
   echo $! > "$D/kcm.pid"
+  echo "$FLAGS_VERSION" > "$D/flags"
   echo "control plane v$VERSION ready; KUBECONFIG=$KC"
+}
+
+# A CA (kept across restarts, as sa.key is): `ca NAME` makes $PKI/NAME.{crt,key} once.
+ca() {
+  [ -f "$PKI/$1.crt" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" \
+    -out "$PKI/$1.crt" -days 3650 -subj "/CN=$1" 2>/dev/null
+}
+
+# A client certificate: `client_cert CA FILE SUBJECT` makes $PKI/FILE.{crt,key} signed by CA.
+client_cert() {
+  openssl req -newkey rsa:2048 -nodes -keyout "$PKI/$2.key" -out "$PKI/$2.csr" -subj "$3" 2>/dev/null
+  openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.crt" -CAkey "$PKI/$1.key" -CAcreateserial \
+    -out "$PKI/$2.crt" -days 3650 -extfile <(printf 'extendedKeyUsage=clientAuth\n') 2>/dev/null
+  rm -f "$PKI/$2.csr"
+}
+
+# The client CA users' certificates chain to, and the front proxy's CA and client certificate
+# (CN front-proxy-client: the name aggregated API servers accept, requestheader-allowed-names).
+certificates() {
+  mkdir -p "$PKI"
+  ca client-ca
+  ca front-proxy-ca
+  [ -f "$PKI/front-proxy-client.crt" ] || client_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client"
+}
+
+# A kubeconfig for user NAME in groups GROUP..., authenticated by a client certificate.
+user_kubeconfig() {
+  local name=${1:?usage: $0 user-kubeconfig NAME [GROUP...]} subject
+  shift
+  certificates
+  subject="/CN=$name"
+  for group in "$@"; do subject="$subject/O=$group"; done
+  client_cert client-ca "user-$name" "$subject"
+  cat > "$D/kubeconfig-$name" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "https://127.0.0.1:$API_PORT", insecure-skip-tls-verify: true}}]
+users: [{name: $name, user: {client-certificate: "$PKI/user-$name.crt", client-key: "$PKI/user-$name.key"}}]
+contexts: [{name: local, context: {cluster: local, user: $name, namespace: default}}]
+current-context: local
+KUBECONFIG
+  echo "$D/kubeconfig-$name"
 }
 
 # Stops each process and waits until it is gone (up to 20 s, then SIGKILL): a start right after
@@ -94,5 +158,6 @@ case "${1:-start}" in
   stop) stop ;;
   env) echo "export KUBECONFIG=$KC PATH=$BIN:\$PATH" ;;
   bin) echo "$BIN" ;;
-  *) echo "usage: $0 start|stop|env|bin" >&2; exit 2 ;;
+  user-kubeconfig) shift; user_kubeconfig "$@" ;;
+  *) echo "usage: $0 start|stop|env|bin|user-kubeconfig NAME [GROUP...]" >&2; exit 2 ;;
 esac
