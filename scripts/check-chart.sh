@@ -73,7 +73,7 @@ split_manifests() {
   python3 - "$@" <<'PY'
 import sys, yaml
 src, builtin, custom = sys.argv[1:4]
-CUSTOM_GROUPS = ("monitoring.coreos.com/", "webhooks.pitchey.io/")
+CUSTOM_GROUPS = ("monitoring.coreos.com/", "webhooks.pitchey.io/", "cert-manager.io/")
 docs = [d for d in yaml.safe_load_all(open(src)) if d]
 b = [d for d in docs if not d["apiVersion"].startswith(CUSTOM_GROUPS)]
 c = [d for d in docs if d["apiVersion"].startswith(CUSTOM_GROUPS)]
@@ -100,6 +100,49 @@ for set in "${VALUE_SETS[@]}"; do
     >"$OUT/$name.server-all.yaml" 2>/dev/null \
     && split_manifests "$OUT/$name.server-all.yaml" "$OUT/$name.server.yaml" "$OUT/$name.server-custom.yaml" >/dev/null
 done
+# The query API's registration: an APIService naming the dispatcher Service's `query` port, its
+# serving certificate (self-signed: the Secret's CA is the caBundle; cert-manager: injected), and
+# the RBAC an aggregated API server needs.
+check_query_api() {
+  python3 - "$@" <<'PY'
+import sys, yaml
+def load(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+for path, source in ((sys.argv[1], "self-signed"), (sys.argv[2], "cert-manager")):
+    docs = load(path)
+    api = one(docs, "APIService", "v1alpha1.query.webhooks.pitchey.io")
+    svc = api["spec"]["service"]
+    service = one(docs, "Service", svc["name"])
+    assert any(p["port"] == svc["port"] and p["targetPort"] == "query" for p in service["spec"]["ports"]), "APIService port"
+    secret_name = svc["name"].removesuffix("-dispatcher") + "-query-api-tls"
+    if source == "self-signed":
+        secret = one(docs, "Secret", secret_name)
+        assert api["spec"]["caBundle"] == secret["data"]["ca.crt"], "caBundle is the Secret's CA"
+    else:
+        assert "caBundle" not in api["spec"], "cert-manager injects the caBundle"
+        assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].endswith("-query-api")
+        cert = one(docs, "Certificate", svc["name"].removesuffix("-dispatcher") + "-query-api")
+        assert cert["spec"]["secretName"] == secret_name
+        assert f'{svc["name"]}.{svc["namespace"]}.svc' in cert["spec"]["dnsNames"]
+    roles = {(d["kind"], d["roleRef"]["name"], d["metadata"].get("namespace")) for d in docs
+             if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
+    assert ("ClusterRoleBinding", "system:auth-delegator", None) in roles, "auth-delegator"
+    assert ("RoleBinding", "extension-apiserver-authentication-reader", "kube-system") in roles, "auth reader"
+    reader = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-history-reader")]
+    assert reader and reader[0]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    dispatcher = [c for d in docs if d["kind"] in ("StatefulSet", "Deployment")
+                  for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "dispatcher"]
+    assert dispatcher and any(a.startswith("--query-api-addr=") for a in dispatcher[0]["args"]), "dispatcher flags"
+    print(f"{source}: APIService, certificate and RBAC in place")
+PY
+}
+step "query API registration (self-signed and cert-manager certificates)" \
+  check_query_api "$OUT/default.yaml" "$OUT/cert-manager-values.yaml"
+
 step "kubernetes-validate --strict (chart CRDs, kube $OFFLINE_KUBE_VERSION)" \
   $KV --strict --quiet -k "$OFFLINE_KUBE_VERSION" "$CHART"/files/crds/*.yaml
 

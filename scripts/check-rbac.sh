@@ -51,6 +51,9 @@ cleanup() {
   local rc=$?
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${QUERY_REGISTERED:-0}" = 1 ]; then
+    kubectl delete apiservice v1alpha1.query.webhooks.pitchey.io --ignore-not-found >/dev/null 2>&1 || true
+  fi
   if [ "$APPLIED" = 1 ]; then
     kubectl delete namespace "$TENANT" --wait=false --ignore-not-found >/dev/null 2>&1 || true
     for f in "$WORK"/rbac-cluster.yaml "$WORK"/rbac.yaml "$WORK"/rbac-postgres.yaml; do
@@ -173,6 +176,9 @@ can_i_all() {
   for v in create patch; do can "$D" yes "$v" events.events.k8s.io; done
   can "$D" yes create tokenreviews.authentication.k8s.io --all-namespaces
   can "$D" yes create subjectaccessreviews.authorization.k8s.io --all-namespaces
+  # The query API: the front proxy's CA and header names (kube-system), and nothing else there.
+  can "$D" yes get configmaps/extension-apiserver-authentication -n kube-system
+  can "$D" no get secrets -n kube-system
   can "$D" no get secrets
   can "$D" no delete secrets
   can "$D" no create secrets
@@ -239,6 +245,15 @@ EOF
 kubectl -n "$NS" create serviceaccount metrics-scraper >/dev/null
 SCRAPE_TOKEN=$(kubectl -n "$NS" create token metrics-scraper)
 RECEIVER_PORT=$(free_port); INGEST_PORT=$(free_port); DMETRICS_PORT=$(free_port); CMETRICS_PORT=$(free_port)
+QUERY_PORT=$(free_port)
+# The query API's serving certificate, for the ExternalName Service registered below.
+mkdir -p "$WORK/query"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/query/ca.key" -out "$WORK/query/ca.crt" -days 2 \
+  -subj "/CN=query-ca" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$WORK/query/tls.key" -out "$WORK/query/tls.csr" \
+  -subj "/CN=webhook-operator-query.$TENANT.svc" 2>/dev/null
+openssl x509 -req -in "$WORK/query/tls.csr" -CA "$WORK/query/ca.crt" -CAkey "$WORK/query/ca.key" -CAcreateserial \
+  -out "$WORK/query/tls.crt" -days 2 -extfile <(printf 'subjectAltName=DNS:webhook-operator-query.%s.svc\n' "$TENANT") 2>/dev/null
 # Debug for the crate and kube-runtime: a watch or reconcile error is logged there, not above.
 LOG="info,webhook_operator=debug,kube_runtime=debug"
 KUBECONFIG=$(impersonating "$SA_CONTROLLER") RUST_LOG=$LOG "$BIN" controller \
@@ -248,6 +263,8 @@ KUBECONFIG=$(impersonating "$SA_DISPATCHER") RUST_LOG=$LOG "$BIN" dispatcher \
   --listen-addr "127.0.0.1:$INGEST_PORT" --metrics-addr "127.0.0.1:$DMETRICS_PORT" --metrics-auth=true \
   --store-path "$WORK/dispatcher.db" --allow-plain-http --egress-allow-cidr 127.0.0.0/8 \
   --status-interval-seconds 1 --identity rbac-check --watch-namespace "$TENANT" \
+  --query-api-addr "127.0.0.1:$QUERY_PORT" --query-api-tls-cert-file "$WORK/query/tls.crt" \
+  --query-api-tls-key-file "$WORK/query/tls.key" \
   >"$WORK/dispatcher.log" 2>&1 & DISPATCHER_PID=$!; PIDS+=($!)
 # The receiver: answers 200 and appends every body to received.jsonl; 500 on /fail, 429 on
 # /throttle.
@@ -446,6 +463,40 @@ code=$(history "$STRANGER")
 code=$(history "$(kubectl -n "$TENANT" create token webhook-debug --audience not-this-api)")
 [ "$code" = 401 ] && ok "a token minted for another audience gets 401" \
   || fail "a token for another audience: expected 401, got $code"
+
+echo "== the query API through the aggregation layer, served as the dispatcher's ServiceAccount"
+# Reading the front-proxy ConfigMap and asking SubjectAccessReviews are the chart's RBAC at work.
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: webhook-operator-query, namespace: $TENANT}
+spec: {type: ExternalName, externalName: 127.0.0.1, ports: [{name: https, port: $QUERY_PORT}]}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1alpha1.query.webhooks.pitchey.io}
+spec:
+  group: query.webhooks.pitchey.io
+  version: v1alpha1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {namespace: $TENANT, name: webhook-operator-query, port: $QUERY_PORT}
+  caBundle: $(base64 -w0 "$WORK/query/ca.crt")
+EOF
+QUERY_REGISTERED=1
+wait_for "kubectl get webhookdeliveries through the APIService" 60 \
+  sh -c "kubectl get webhookdeliveries -n $TENANT -o name | grep -q ."
+if grep -q "query API: cannot load" "$WORK/dispatcher.log"; then
+  fail "the query API could not read its settings: $(grep "query API: cannot load" "$WORK/dispatcher.log" | head -1)"
+else
+  ok "the dispatcher's ServiceAccount read the front-proxy settings and authorized the request"
+fi
+denied=$(kubectl get webhookdeliveries -n "$TENANT" --token test-nobody-token 2>&1 || true)
+if grep -q Forbidden <<<"$denied"; then
+  ok "a user without the history-reader role gets Forbidden"
+else
+  fail "a user without rights: expected Forbidden"
+fi
 
 echo "== /metrics with and without credentials"
 for target in "controller $CMETRICS_PORT" "dispatcher $DMETRICS_PORT"; do

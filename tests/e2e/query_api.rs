@@ -24,6 +24,8 @@ pub struct QueryApi {
     _guard: tokio::sync::MutexGuard<'static, ()>,
     pub setup: Setup,
     _certs: tempfile::TempDir,
+    /// Where the dispatcher serves it (TLS).
+    pub port: u16,
 }
 
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -56,6 +58,7 @@ impl QueryApi {
             _guard: guard,
             setup,
             _certs: certs,
+            port,
         }
     }
 
@@ -469,6 +472,54 @@ async fn kubectl_reads_history_through_the_aggregation_layer() {
         let (ok, out) = kube(&[&nobody[..], &args[..]].concat()).await;
         assert!(!ok && out.contains("Forbidden"), "{args:?}: {out}");
     }
+
+    // The dispatcher authorizes on its own too (the API server already did): straight to it with
+    // the front proxy's certificate, a user without rights is refused by its SubjectAccessReview;
+    // without the certificate, or without a user, nothing is answered.
+    let pki =
+        std::env::var("WO_CONTROL_PLANE_DIR").unwrap_or("/tmp/webhook-operator-cp".into()) + "/pki";
+    let url = format!(
+        "https://127.0.0.1:{}/apis/query.webhooks.pitchey.io/v1alpha1/namespaces/{ns}/webhookdeliveries",
+        api.port
+    );
+    let direct = |cert: bool, user: Option<&str>| {
+        let mut args = vec![
+            "-sk".to_owned(),
+            "-o".into(),
+            "-".into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+        ];
+        if cert {
+            args.extend([
+                "--cert".into(),
+                format!("{pki}/front-proxy-client.crt"),
+                "--key".into(),
+                format!("{pki}/front-proxy-client.key"),
+            ]);
+        }
+        if let Some(user) = user {
+            args.extend(["-H".into(), format!("X-Remote-User: {user}")]);
+        }
+        args.push(url.clone());
+        let out = std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let refused = direct(true, Some("nobody"));
+    assert!(
+        refused.ends_with("403") && refused.contains(r#"User \"nobody\" cannot list"#),
+        "{refused}"
+    );
+    assert!(direct(true, Some("publisher")).ends_with("200"));
+    let anonymous = direct(false, Some("admin"));
+    assert!(
+        anonymous.ends_with("401") && anonymous.contains("front-proxy"),
+        "{anonymous}"
+    );
+    assert!(direct(true, None).ends_with("401"));
 
     // Writes are refused: the API is read-only.
     let (ok, out) = kube(&["delete", "webhookdelivery", &name, "-n", &ns]).await;

@@ -72,6 +72,12 @@ spec:
         - --dashboard-session-ttl={{ $v.dispatcher.dashboard.sessionTTL }}
         - --dashboard-idle-timeout={{ $v.dispatcher.dashboard.idleTimeout }}
         - --dashboard-secure-cookie={{ $v.dispatcher.dashboard.secureCookie }}
+        {{- if $v.dispatcher.queryApi.enabled }}
+        # The aggregated query API (APIService v1alpha1.query.webhooks.pitchey.io).
+        - --query-api-addr=0.0.0.0:{{ $v.dispatcher.queryApi.port }}
+        - --query-api-tls-cert-file=/etc/webhook-operator/query-api/tls.crt
+        - --query-api-tls-key-file=/etc/webhook-operator/query-api/tls.key
+        {{- end }}
         - --transform-workers={{ $v.dispatcher.transforms.workers }}
         - --transform-timeout={{ $v.dispatcher.transforms.timeout }}
         - --transform-memory-mib={{ $v.dispatcher.transforms.memoryMiB }}
@@ -121,6 +127,11 @@ spec:
         - name: metrics
           containerPort: {{ $v.service.metricsPort }}
           protocol: TCP
+        {{- if $v.dispatcher.queryApi.enabled }}
+        - name: query
+          containerPort: {{ $v.dispatcher.queryApi.port }}
+          protocol: TCP
+        {{- end }}
       {{- include "webhook-operator.probes" $ | nindent 6 }}
       resources:
         {{- toYaml $v.dispatcher.resources | nindent 8 }}
@@ -144,6 +155,12 @@ spec:
         {{- end }}
         - name: tmp
           mountPath: /tmp
+        {{- if $v.dispatcher.queryApi.enabled }}
+        # Re-read every minute: a renewed certificate is picked up without a restart.
+        - name: query-api-tls
+          mountPath: /etc/webhook-operator/query-api
+          readOnly: true
+        {{- end }}
         {{- with $v.dispatcher.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -151,6 +168,12 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 256Mi
+    {{- if $v.dispatcher.queryApi.enabled }}
+    - name: query-api-tls
+      secret:
+        secretName: {{ include "webhook-operator.fullname" $ }}-query-api-tls
+        defaultMode: 0444
+    {{- end }}
     {{- with $v.dispatcher.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

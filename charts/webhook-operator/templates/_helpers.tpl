@@ -93,6 +93,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: WATCH_NAMESPACE
   value: {{ .Values.watchNamespace | quote }}
 {{- end }}
+{{- with .Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Liveness and readiness probes on the metrics port. */}}
