@@ -19,6 +19,8 @@ pub mod controller;
 pub mod dashboard;
 pub mod delivery;
 pub mod dispatcher;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod query;
 pub mod runtime;
 pub mod security;

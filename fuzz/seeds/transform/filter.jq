@@ -1,0 +1,1 @@
+if .data.event_type == "user.created" then {properties: .data.user} else empty end
