@@ -17,6 +17,15 @@ pub struct DispatcherConfig {
     /// SubjectAccessReview) to scrape `/metrics`; `/healthz` and `/readyz` stay open.
     #[arg(long, env = "METRICS_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_auth: bool,
+    /// Connections the ingest API keeps open at once; more wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (slowloris, idle keep-alive).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a whole ingest API request may take (its body and the answer); 408 beyond.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub request_timeout_seconds: u64,
     /// Address of the aggregated query API (`query.webhooks.pitchey.io`, TLS; docs/query-api.md).
     /// Off when unset; needs --query-api-tls-cert-file and --query-api-tls-key-file.
     #[arg(long, env = "QUERY_API_ADDR", requires_all = ["query_api_tls_cert_file", "query_api_tls_key_file"])]

@@ -272,7 +272,13 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     }
     tasks.spawn(status::run(shared.clone()));
     tasks.spawn(retention(shared.clone()));
-    tasks.spawn(health::serve(
+    let limits = crate::runtime::http_server::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
+        request_timeout: Duration::from_secs(config.request_timeout_seconds),
+        ..Default::default()
+    };
+    tasks.spawn(crate::runtime::http_server::serve(
         api_listener,
         http::router(
             shared.clone(),
@@ -280,6 +286,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
                 .dashboard
                 .then(|| crate::dashboard::Dashboard::new(shared.clone(), kube_config)),
         ),
+        limits,
         stopped(stop_rx.clone()),
     ));
     if let (Some(addr), Some(cert), Some(key)) = (

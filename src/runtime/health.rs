@@ -125,23 +125,14 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     }
 }
 
-/// Serves `router` on a bound listener until `shutdown` resolves; errors are logged.
+/// Serves `router` on a bound listener until `shutdown` resolves, within the default limits
+/// (`runtime::http_server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving HTTP");
-    }
-    // With the peer's address on every request (the API's security log records it).
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(error) = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(%error, "HTTP server failed");
-    }
+    super::http_server::serve(listener, router, Default::default(), shutdown).await;
 }
 
 #[cfg(test)]

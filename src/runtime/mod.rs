@@ -2,6 +2,7 @@
 //! HTTP server, shutdown signals, and the status apply patch.
 pub mod access;
 pub mod health;
+pub mod http_server;
 pub mod kube;
 pub mod lease;
 pub mod logging;

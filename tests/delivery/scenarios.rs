@@ -396,3 +396,47 @@ async fn huge_body_is_capped() {
         "the client stopped reading early, the server wrote {sent} bytes"
     );
 }
+
+/// A receiver answering with an endless body (gigabytes, as fast as it can): the client reads
+/// the snippet and stops, long before the body would end; the status is kept.
+#[tokio::test]
+async fn an_endless_body_is_read_only_up_to_the_snippet() {
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = written.clone();
+    let addr = server::raw(move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n";
+            if !server::write(&mut stream, head).await {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            // 10 GB announced; stops when the client goes away.
+            for _ in 0..(10_000_000_000usize / chunk.len()) {
+                if !server::write(&mut stream, &chunk).await {
+                    return;
+                }
+                counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    })
+    .await;
+    let client = support::loopback_client();
+    let event = support::event(SigningScheme::Pitchey);
+    let url = url::Url::parse(&format!("http://{addr}/h")).unwrap();
+    let result = support::send(&client, url, &event, 1, Duration::from_secs(5)).await;
+    assert_eq!(result.status, Some(200));
+    assert!(result.body_truncated);
+    assert!(
+        result.body_snippet.len() <= 4096,
+        "{}",
+        result.body_snippet.len()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = written.load(std::sync::atomic::Ordering::Relaxed);
+    // What the server pushed before the client hung up: socket buffers, not gigabytes.
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "the client kept reading: {sent} bytes"
+    );
+}
