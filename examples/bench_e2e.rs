@@ -81,6 +81,57 @@ struct Args {
     /// for the latency figures), so each delivery pays a run in a transform worker.
     #[arg(long)]
     transform: bool,
+    /// Hostile clients on the ingest port during the fixed-rate runs: half hold idle
+    /// connections, half send their headers a byte a second (slowloris), each reconnecting
+    /// when cut off; one more sends oversized headers ten times a second.
+    #[arg(long, default_value_t = 0)]
+    hostile: usize,
+}
+
+/// Opens `count` hostile clients against `addr` until the returned handles are aborted.
+fn hostile_clients(addr: &str, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::io::AsyncWriteExt;
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if i % 2 == 0 {
+                    // Idle: wait to be cut off.
+                    let mut byte = [0u8; 1];
+                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await;
+                } else {
+                    for byte in b"POST /v1/namespaces/x/events HTTP/1.1\r\nhost: x\r\nx-slow: "
+                        .iter()
+                        .cycle()
+                    {
+                        if stream.write_all(&[*byte]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let addr = addr.to_owned();
+    tasks.push(tokio::spawn(async move {
+        let big = format!(
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+            "a".repeat(1 << 20)
+        );
+        loop {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await {
+                let _ = stream.write_all(big.as_bytes()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    tasks
 }
 
 /// Microseconds since the benchmark started: the clock of the send timestamps.
@@ -932,9 +983,22 @@ async fn latency(
     let d0 = receiver.delivered.load(Ordering::Relaxed);
     let cpu0 = scenario.dispatcher_cpu_seconds();
     receiver.recording.store(true, Ordering::Relaxed);
+    let attackers = match scenario.ingests.first() {
+        Some(ingest) if args.hostile > 0 => {
+            let addr = ingest
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned();
+            hostile_clients(&addr, args.hostile)
+        }
+        _ => Vec::new(),
+    };
     publisher
         .open_loop(rate, Duration::from_secs(args.window))
         .await;
+    for attacker in &attackers {
+        attacker.abort();
+    }
     let expected = d0 + rate * args.window;
     drain(&receiver.delivered, expected).await;
     receiver.recording.store(false, Ordering::Relaxed);
