@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a local Kubernetes control plane on loopback: etcd + kube-apiserver +
 # kube-controller-manager (garbage collector and namespace controller, so ownerReferences cascade;
-# client QPS raised so deleting a 10,000-endpoint benchmark namespace does not delay other tests' GC).
+# client QPS raised so deleting a 10,000-endpoint benchmark namespace does not delay other tests' GC;
+# ClusterRole aggregation, so the built-in view/edit/admin roles take in the chart's aggregated ones).
 # The release is scripts/kube-versions.sh's KUBE_CURRENT unless KUBE_VERSION says otherwise; its
 # binaries (kubectl of the same release included) are built once by scripts/build-control-plane.sh.
 #   scripts/control-plane.sh start   # builds the binaries once (cached), starts, prints the kubeconfig path
@@ -46,7 +47,8 @@ APISERVER_ARGS=(--etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address=127.
   --requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$PKI/front-proxy-client.crt"
   --proxy-client-key-file="$PKI/front-proxy-client.key")
 KCM_ARGS=(--kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC"
-  --controllers=garbage-collector-controller,namespace-controller --leader-elect=false
+  --controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller
+  --leader-elect=false
   --kube-api-qps=200 --kube-api-burst=400 --bind-address=127.0.0.1 --secure-port="${WO_KCM_PORT:-10257}")
 FINGERPRINT=$(printf '%s\n' "$VERSION" "${APISERVER_ARGS[@]}" "${KCM_ARGS[@]}" | sha256sum | cut -c1-16)
 
