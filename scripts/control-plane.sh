@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts (or reuses) a local Kubernetes control plane on loopback: etcd + kube-apiserver +
 # kube-controller-manager (garbage collector and namespace controller, so ownerReferences cascade;
-# client QPS raised so deleting a 10,000-endpoint benchmark namespace does not delay other tests' GC).
+# client QPS raised so deleting a 10,000-endpoint benchmark namespace does not delay other tests' GC;
+# ClusterRole aggregation, so the built-in view/edit/admin roles take in the chart's aggregated ones).
 # The release is scripts/kube-versions.sh's KUBE_CURRENT unless KUBE_VERSION says otherwise; its
 # binaries (kubectl of the same release included) are built once by scripts/build-control-plane.sh.
 #   scripts/control-plane.sh start   # builds the binaries once (cached), starts, prints the kubeconfig path
@@ -25,9 +26,31 @@ ETCD_PORT=${WO_ETCD_PORT:-23790}
 API_PORT=${WO_APISERVER_PORT:-16443}
 KC=$D/kubeconfig
 PKI=$D/pki
-# Changes whenever the API server's flags below change: a running control plane started with
-# other flags is restarted rather than reused.
-FLAGS_VERSION=2-front-proxy
+
+# The servers' flags. Their fingerprint (with the release) is kept in $D/flags: a running control
+# plane started with other flags (e.g. by an older version of this script) is restarted, not reused.
+APISERVER_ARGS=(--etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address=127.0.0.1
+  --advertise-address=127.0.0.1 --secure-port="$API_PORT" --cert-dir="$D/certs" --token-auth-file="$D/tokens.csv"
+  --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc
+  --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key"
+  --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount
+  # A current API server refuses to advertise a loopback address for the `kubernetes` Service.
+  --endpoint-reconciler-type=none
+  # Users with client certificates (user-kubeconfig).
+  --client-ca-file="$PKI/client-ca.crt"
+  # The front proxy: the aggregation layer calls aggregated API servers with this client
+  # certificate and names the user in these headers. --enable-aggregator-routing stays off (the
+  # default): the aggregator dials a Service's clusterIP, or an ExternalName Service's name
+  # (scripts/query-api-register.sh).
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client
+  --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group
+  --requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$PKI/front-proxy-client.crt"
+  --proxy-client-key-file="$PKI/front-proxy-client.key")
+KCM_ARGS=(--kubeconfig="$KC" --authentication-kubeconfig="$KC" --authorization-kubeconfig="$KC"
+  --controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller
+  --leader-elect=false
+  --kube-api-qps=200 --kube-api-burst=400 --bind-address=127.0.0.1 --secure-port="${WO_KCM_PORT:-10257}")
+FINGERPRINT=$(printf '%s\n' "$VERSION" "${APISERVER_ARGS[@]}" "${KCM_ARGS[@]}" | sha256sum | cut -c1-16)
 
 ready() { curl -skf -m 2 -H "Authorization: Bearer test-admin-token" "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; }
 
@@ -39,11 +62,11 @@ start() {
   if [ -f "$KC" ] && ready; then
     running=$(curl -skf -m 2 -H "Authorization: Bearer test-admin-token" "https://127.0.0.1:$API_PORT/version" \
       | sed -n 's/.*"gitVersion": "v\([^"]*\)".*/\1/p')
-    if [ "$running" = "$VERSION" ] && [ "$(cat "$D/flags" 2>/dev/null)" = "$FLAGS_VERSION" ]; then
+    if [ "$running" = "$VERSION" ] && [ "$(cat "$D/flags" 2>/dev/null)" = "$FINGERPRINT" ]; then
       echo "control plane already running; KUBECONFIG=$KC"; return 0
     fi
     if [ "$running" = "$VERSION" ]; then
-      echo "restarting the control plane: it runs with older flags" >&2
+      echo "restarting the control plane: it runs with other flags than this script's" >&2
       stop >/dev/null 2>&1 || true
     else
       echo "a control plane v$running is running on port $API_PORT, not v$VERSION: stop it ($0 stop)," \
@@ -68,16 +91,7 @@ TOKENS
     --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
     --initial-cluster "default=http://127.0.0.1:$((ETCD_PORT + 10))" --unsafe-no-fsync > "$D/etcd.log" 2>&1 9>&- &
   echo $! > "$D/etcd.pid"
-  nohup "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 --secure-port="$API_PORT" --cert-dir="$D/certs" --token-auth-file="$D/tokens.csv" \
-    --authorization-mode=RBAC --service-account-issuer=https://kubernetes.default.svc \
-    --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/24 --disable-admission-plugins=ServiceAccount \
-    --endpoint-reconciler-type=none --client-ca-file="$PKI/client-ca.crt" \
-    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
-    --proxy-client-key-file="$PKI/front-proxy-client.key" > "$D/apiserver.log" 2>&1 9>&- &
+  nohup "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}" > "$D/apiserver.log" 2>&1 9>&- &
   echo $! > "$D/apiserver.pid"
   cat > "$KC" <<KUBECONFIG
 apiVersion: v1
@@ -87,56 +101,65 @@ users: [{name: admin, user: {token: test-admin-token}}]
 contexts: [{name: local, context: {cluster: local, user: admin, namespace: default}}]
 current-context: local
 KUBECONFIG
-  # --endpoint-reconciler-type=none: the `kubernetes` Service's endpoints may not be on loopback.
   for _ in $(seq 1 60); do ready && break; kill -0 "$(cat "$D/apiserver.pid")" 2>/dev/null || break; sleep 1; done
   ready || { echo "kube-apiserver did not become ready; last log lines:" >&2; tail -20 "$D/apiserver.log" >&2; exit 1; }
-  nohup "$BIN/kube-controller-manager" --kubeconfig="$KC" --authentication-kubeconfig="$KC" \
-    --authorization-kubeconfig="$KC" --controllers=garbage-collector-controller,namespace-controller --leader-elect=false \
-    --kube-api-qps=200 --kube-api-burst=400 --bind-address=127.0.0.1 --secure-port="${WO_KCM_PORT:-10257}" > "$D/kcm.log" 2>&1 9>&- &
+  nohup "$BIN/kube-controller-manager" "${KCM_ARGS[@]}" > "$D/kcm.log" 2>&1 9>&- &
   echo $! > "$D/kcm.pid"
-  echo "$FLAGS_VERSION" > "$D/flags"
+  echo "$FINGERPRINT" > "$D/flags"
   echo "control plane v$VERSION ready; KUBECONFIG=$KC"
 }
 
 # A CA (kept across restarts, as sa.key is): `ca NAME` makes $PKI/NAME.{crt,key} once.
 ca() {
-  [ -f "$PKI/$1.crt" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" \
-    -out "$PKI/$1.crt" -days 3650 -subj "/CN=$1" 2>/dev/null
+  [ -f "$PKI/$1.crt" ] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -out "$PKI/$1.crt.tmp" -days 3650 \
+    -subj "/CN=$1" -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+  mv "$PKI/$1.crt.tmp" "$PKI/$1.crt"
 }
 
-# A client certificate: `client_cert CA FILE SUBJECT` makes $PKI/FILE.{crt,key} signed by CA.
+# A client certificate: `client_cert CA FILE SUBJECT` makes $PKI/FILE.{crt,key} signed by CA
+# (a random serial: no serial file shared between concurrent calls).
 client_cert() {
   openssl req -newkey rsa:2048 -nodes -keyout "$PKI/$2.key" -out "$PKI/$2.csr" -subj "$3" 2>/dev/null
-  openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.crt" -CAkey "$PKI/$1.key" -CAcreateserial \
-    -out "$PKI/$2.crt" -days 3650 -extfile <(printf 'extendedKeyUsage=clientAuth\n') 2>/dev/null
+  openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.crt" -CAkey "$PKI/$1.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -out "$PKI/$2.crt" -days 3650 \
+    -extfile <(printf 'extendedKeyUsage=clientAuth\n') 2>/dev/null
   rm -f "$PKI/$2.csr"
 }
 
 # The client CA users' certificates chain to, and the front proxy's CA and client certificate
 # (CN front-proxy-client: the name aggregated API servers accept, requestheader-allowed-names).
+# Under $PKI/.lock: tests may ask for users while the control plane starts.
 certificates() {
   mkdir -p "$PKI"
-  ca client-ca
-  ca front-proxy-ca
-  [ -f "$PKI/front-proxy-client.crt" ] || client_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client"
+  (
+    flock 8
+    ca client-ca
+    ca front-proxy-ca
+    [ -f "$PKI/front-proxy-client.crt" ] || client_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client"
+  ) 8>"$PKI/.lock"
 }
 
-# A kubeconfig for user NAME in groups GROUP..., authenticated by a client certificate.
+# A kubeconfig for user NAME in groups GROUP..., authenticated by a client certificate issued anew
+# on each call. The certificate and key are embedded and the file replaced at once (mv): a
+# process reading it while another call writes it never sees one's key with the other's certificate.
 user_kubeconfig() {
-  local name=${1:?usage: $0 user-kubeconfig NAME [GROUP...]} subject
+  local name=${1:?usage: $0 user-kubeconfig NAME [GROUP...]} subject tmp=user-$1.$$
   shift
   certificates
   subject="/CN=$name"
   for group in "$@"; do subject="$subject/O=$group"; done
-  client_cert client-ca "user-$name" "$subject"
-  cat > "$D/kubeconfig-$name" <<KUBECONFIG
+  client_cert client-ca "$tmp" "$subject"
+  cat > "$PKI/$tmp.kubeconfig" <<KUBECONFIG
 apiVersion: v1
 kind: Config
 clusters: [{name: local, cluster: {server: "https://127.0.0.1:$API_PORT", insecure-skip-tls-verify: true}}]
-users: [{name: $name, user: {client-certificate: "$PKI/user-$name.crt", client-key: "$PKI/user-$name.key"}}]
-contexts: [{name: local, context: {cluster: local, user: $name, namespace: default}}]
+users: [{name: "$name", user: {client-certificate-data: $(base64 -w0 "$PKI/$tmp.crt"), client-key-data: $(base64 -w0 "$PKI/$tmp.key")}}]
+contexts: [{name: local, context: {cluster: local, user: "$name", namespace: default}}]
 current-context: local
 KUBECONFIG
+  mv "$PKI/$tmp.kubeconfig" "$D/kubeconfig-$name"
+  rm -f "$PKI/$tmp.crt" "$PKI/$tmp.key"
   echo "$D/kubeconfig-$name"
 }
 

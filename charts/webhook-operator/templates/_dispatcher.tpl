@@ -6,6 +6,7 @@ Call with (dict "ctx" $ "store" "sqlite"|"postgres" "drain" true|false).
 {{- $ := .ctx -}}
 {{- $v := $.Values -}}
 {{- $pg := eq .store "postgres" -}}
+{{- $query := include "webhook-operator.queryApi" $ -}}
 metadata:
   labels:
     {{- if $pg }}
@@ -72,7 +73,7 @@ spec:
         - --dashboard-session-ttl={{ $v.dispatcher.dashboard.sessionTTL }}
         - --dashboard-idle-timeout={{ $v.dispatcher.dashboard.idleTimeout }}
         - --dashboard-secure-cookie={{ $v.dispatcher.dashboard.secureCookie }}
-        {{- if $v.dispatcher.queryApi.enabled }}
+        {{- if $query }}
         # The aggregated query API (APIService v1alpha1.query.webhooks.pitchey.io).
         - --query-api-addr=0.0.0.0:{{ $v.dispatcher.queryApi.port }}
         - --query-api-tls-cert-file=/etc/webhook-operator/query-api/tls.crt
@@ -127,7 +128,7 @@ spec:
         - name: metrics
           containerPort: {{ $v.service.metricsPort }}
           protocol: TCP
-        {{- if $v.dispatcher.queryApi.enabled }}
+        {{- if $query }}
         - name: query
           containerPort: {{ $v.dispatcher.queryApi.port }}
           protocol: TCP
@@ -155,7 +156,7 @@ spec:
         {{- end }}
         - name: tmp
           mountPath: /tmp
-        {{- if $v.dispatcher.queryApi.enabled }}
+        {{- if $query }}
         # Re-read every minute: a renewed certificate is picked up without a restart.
         - name: query-api-tls
           mountPath: /etc/webhook-operator/query-api
@@ -168,7 +169,7 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 256Mi
-    {{- if $v.dispatcher.queryApi.enabled }}
+    {{- if $query }}
     - name: query-api-tls
       secret:
         secretName: {{ include "webhook-operator.fullname" $ }}-query-api-tls

@@ -141,3 +141,10 @@ webhooks.pitchey.io/store: postgres
 {{- if kindIs "bool" $enabled }}{{ if $enabled }}true{{ end }}
 {{- else if include "webhook-operator.postgres" . }}true{{ end }}
 {{- end }}
+
+{{/* "true" when the dispatcher serves the aggregated query API and the chart registers it
+(dispatcher.queryApi.enabled). Off when the key is missing, as after `helm upgrade --reuse-values`
+from a chart version without it, instead of failing on a nil map. */}}
+{{- define "webhook-operator.queryApi" -}}
+{{- if dig "queryApi" "enabled" false (.Values.dispatcher | default dict) }}true{{ end }}
+{{- end }}
