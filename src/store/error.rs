@@ -23,6 +23,10 @@ pub enum StoreError {
     /// stored.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The database's disk is full; nothing of the operation is stored. Trying again succeeds
+    /// once space is freed.
+    #[error("the store's disk is full ({0}); nothing was stored; free space on its volume")]
+    DiskFull(String),
     /// The backend failed while doing `context`.
     #[error("{context}: {source}")]
     Backend {
@@ -46,7 +50,10 @@ impl StoreError {
 
     /// Whether trying again later may succeed (saturation, a failed commit).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Saturated { .. } | StoreError::Commit(_))
+        matches!(
+            self,
+            StoreError::Saturated { .. } | StoreError::Commit(_) | StoreError::DiskFull(_)
+        )
     }
 }
 

@@ -42,6 +42,9 @@ pub enum ApiError {
     Saturated,
     #[error("the store is unavailable ({0}); nothing was stored, retry later")]
     StoreUnavailable(String),
+    /// The store's disk is full: 507, nothing stored.
+    #[error("{0}; retry later")]
+    StoreFull(String),
     #[error("authentication is unavailable ({0}); retry later")]
     AuthUnavailable(String),
     /// The dispatcher has just started and its caches are not synced yet; nothing was stored.
@@ -116,6 +119,7 @@ impl ApiError {
             ApiError::StoreUnavailable(_)
             | ApiError::AuthUnavailable(_)
             | ApiError::Starting(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -130,6 +134,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Saturated => "saturated",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::StoreFull(_) => "store_full",
             ApiError::AuthUnavailable(_) => "auth_unavailable",
             ApiError::Starting(_) => "starting",
             ApiError::EndpointNotReady(_) => "endpoint_not_ready",
@@ -175,6 +180,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Saturated { .. } => ApiError::Saturated,
+            full @ StoreError::DiskFull(_) => ApiError::StoreFull(full.to_string()),
             other => ApiError::StoreUnavailable(other.to_string()),
         }
     }
@@ -205,6 +211,7 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::StoreUnavailable(_)
+            | ApiError::StoreFull(_)
             | ApiError::AuthUnavailable(_)
             | ApiError::Starting(_) => {
                 headers.insert(
@@ -242,6 +249,16 @@ mod tests {
         let body = ApiError::bad_request("malformed_json", "at line 1").body();
         assert_eq!(body["error"]["code"], "malformed_json");
         assert!(body["error"].get("field").is_none());
+    }
+
+    #[test]
+    fn a_full_disk_is_507_with_retry_after() {
+        let error = ApiError::from(StoreError::DiskFull("database or disk is full".into()));
+        assert_eq!(error.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(error.body()["error"]["code"], "store_full");
+        assert!(error.to_string().contains("nothing was stored"));
+        let response = error.into_response();
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
     }
 
     #[test]

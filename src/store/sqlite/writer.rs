@@ -72,7 +72,28 @@ where
             (Err(message), _) => Err(StoreError::Commit(message)),
         };
         // The caller may have gone away (cancelled); its work is committed all the same.
-        let _ = self.reply.send(answer);
+        let _ = self.reply.send(answer.map_err(disk_full));
+    }
+}
+
+/// A failure because the disk is full, named as such ([`StoreError::DiskFull`]). A statement's
+/// error carries SQLite's code; a failed commit only its text (`commit_batch` answers every job
+/// of the batch with it), which is SQLite's fixed message for `SQLITE_FULL`.
+fn disk_full(error: StoreError) -> StoreError {
+    let full = match &error {
+        StoreError::Backend { source, .. } => {
+            source
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        StoreError::Commit(message) => message.contains("database or disk is full"),
+        _ => false,
+    };
+    if full {
+        StoreError::DiskFull(error.to_string())
+    } else {
+        error
     }
 }
 
