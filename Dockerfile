@@ -11,8 +11,9 @@ WORKDIR /src
 # [[example]] of Cargo.toml gets a placeholder (scripts/check-chart.sh replays these steps and
 # fails when one is missing). The example's placeholder stays: .dockerignore leaves examples/ out.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches examples/receivers/rust \
+RUN mkdir -p src/bin benches examples/receivers/rust \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && echo 'fn main() {}' > src/bin/kubectl-webhooks.rs \
  && for b in delivery store dispatch transform; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && echo 'fn main() {}' > examples/receivers/rust/main.rs \
  && cargo build --release --locked --bin webhook-operator \

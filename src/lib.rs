@@ -14,6 +14,9 @@
 //! - `query`: the aggregated query API's objects (`query.webhooks.pitchey.io`): names, selectors,
 //!   kubectl's Table. Pure; served by `dispatcher::query_api`, read by the `kubectl webhooks` plugin.
 //! - `transform`: per-endpoint jq transforms: the pure program, the worker process and its pool.
+//! - `plugin`: the `kubectl webhooks` plugin (binary `kubectl-webhooks`): reads the query API and
+//!   changes the CRDs with the user's kubeconfig. Uses `api`, `query` and `dashboard::gitops`;
+//!   nothing imports it.
 pub mod api;
 pub mod controller;
 pub mod dashboard;
@@ -21,6 +24,7 @@ pub mod delivery;
 pub mod dispatcher;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod plugin;
 pub mod query;
 pub mod runtime;
 pub mod security;
