@@ -26,6 +26,9 @@ pub async fn run(ctx: &mut Ctx<'_>, args: ChangeArgs, suspend: bool) -> anyhow::
             json!({ "spec": { "suspend": suspend } }),
         )
         .await?;
+    ctx.show(args.output.output, &patched, || {
+        render::suspend_text(name, suspend, true)
+    })?;
     let owners = spec_owners(patched.managed_fields(), "suspend");
     if owners.any() {
         ctx.warn(&format!(
@@ -34,8 +37,5 @@ pub async fn run(ctx: &mut Ctx<'_>, args: ChangeArgs, suspend: bool) -> anyhow::
             owners.managers.join(", ")
         ));
     }
-    ctx.show(args.output.output, &patched, || {
-        render::suspend_text(name, suspend, true)
-    })?;
     Ok(Exit::Ok)
 }
