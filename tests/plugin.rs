@@ -471,3 +471,49 @@ async fn tail_as_json_lines() {
 async fn a_usage_error_exits_2() {
     golden("usage", &["history", "crm", "--outcome", "Lost"]).await;
 }
+
+/// plugins/krew/webhooks.yaml: a krew Plugin for linux and darwin on amd64 and arm64, each
+/// installing the binary cargo builds, with the placeholders a release fills in.
+#[test]
+fn the_krew_manifest_installs_the_binary_on_every_platform() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/plugins/krew/webhooks.yaml"
+    ))
+    .unwrap();
+    let manifest: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(
+        manifest["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(manifest["metadata"]["name"], "webhooks", "kubectl webhooks");
+    // The [[bin]] cargo builds.
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-webhooks"))
+        .file_name()
+        .unwrap();
+    let mut seen = Vec::new();
+    for platform in manifest["spec"]["platforms"].as_sequence().unwrap() {
+        let labels = &platform["selector"]["matchLabels"];
+        let (os, arch) = (
+            labels["os"].as_str().unwrap(),
+            labels["arch"].as_str().unwrap(),
+        );
+        assert_eq!(platform["bin"].as_str(), binary.to_str());
+        assert_eq!(
+            platform["uri"].as_str().unwrap(),
+            format!("https://github.com/pitchey/webhook-operator/releases/download/vVERSION/kubectl-webhooks_vVERSION_{os}_{arch}.tar.gz")
+        );
+        assert_eq!(
+            platform["sha256"].as_str().unwrap(),
+            format!("SHA256_{}_{}", os.to_uppercase(), arch.to_uppercase())
+        );
+        seen.push(format!("{os}/{arch}"));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["darwin/amd64", "darwin/arm64", "linux/amd64", "linux/arm64"]
+    );
+    assert!(text.contains("filled at release time"));
+}
