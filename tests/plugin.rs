@@ -415,7 +415,7 @@ async fn publish_and_wait() {
         "publish",
         &[
             "publish",
-            "crm",
+            "shop",
             "user.created",
             "--data",
             r#"{"user":{"id":42}}"#,
