@@ -10,6 +10,7 @@ mod dispatcher;
 mod ingest;
 mod kubectl_conventions;
 mod ordering;
+mod plugin;
 mod query_api;
 mod receiver;
 mod receivers;

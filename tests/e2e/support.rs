@@ -15,7 +15,7 @@ use kube::{Client, Config};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Starts the control plane once per test process (or reuses a running one) and installs the CRDs.
-fn kubeconfig_path() -> &'static PathBuf {
+pub fn kubeconfig_path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let status = Command::new(format!("{ROOT}/scripts/control-plane.sh"))
