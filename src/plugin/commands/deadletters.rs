@@ -2,32 +2,17 @@
 //! namespace at a time, so `-A` reads the namespaces that hold WebhookEndpoints and lists each.
 use std::collections::BTreeSet;
 
-use kube::api::{Api, ListParams};
-
 use super::Ctx;
-use crate::api::WebhookEndpoint;
 use crate::plugin::cli::{DeadLettersArgs, Format};
 use crate::plugin::client::MAX_PAGE;
-use crate::plugin::error::{api_error, Target};
 use crate::plugin::render;
 use crate::plugin::Exit;
 use crate::query::{ObjectList, Resource, WebhookDeadLetter};
 
 /// The namespaces with WebhookEndpoints the user may list.
 async fn namespaces(ctx: &Ctx<'_>) -> anyhow::Result<Vec<String>> {
-    let api: Api<WebhookEndpoint> = Api::all(ctx.client.clone());
-    let endpoints = api.list(&ListParams::default()).await.map_err(|e| {
-        api_error(
-            e,
-            "listing webhookendpoints in every namespace",
-            Target {
-                kind: "WebhookEndpoint",
-                namespace: None,
-            },
-        )
-    })?;
+    let endpoints = ctx.endpoints(None).await?;
     let namespaces: BTreeSet<String> = endpoints
-        .items
         .into_iter()
         .filter_map(|e| e.metadata.namespace)
         .collect();

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::cli::{Command, Format};
@@ -129,15 +130,70 @@ impl Ctx<'_> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// The WebhookEndpoint `name` of the namespace.
-    pub async fn endpoint(&self, name: &str) -> anyhow::Result<WebhookEndpoint> {
-        self.api::<WebhookEndpoint>().get(name).await.map_err(|e| {
+    /// The object `name` of kind `K` in the namespace.
+    pub async fn get<K>(&self, name: &str) -> anyhow::Result<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let kind = K::kind(&());
+        self.api::<K>().get(name).await.map_err(|e| {
             api_error(
                 e,
-                &format!("reading webhookendpoint {name}"),
-                Target::new("WebhookEndpoint", &self.namespace),
+                &format!("reading {} {name}", kind.to_lowercase()),
+                Target::new(&kind, &self.namespace),
             )
         })
+    }
+
+    /// Creates `object` in the namespace as the plugin's field manager; `what` says what it is
+    /// for errors (`a WebhookReplay of crm`).
+    pub async fn create<K>(&self, object: &K, what: &str) -> anyhow::Result<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        self.api::<K>().create(&params, object).await.map_err(|e| {
+            api_error(
+                e,
+                &format!("creating {what}"),
+                Target::new(&K::kind(&()), &self.namespace),
+            )
+        })
+    }
+
+    /// The WebhookEndpoints of `namespace`, or of every namespace.
+    pub async fn endpoints(&self, namespace: Option<&str>) -> anyhow::Result<Vec<WebhookEndpoint>> {
+        let api: Api<WebhookEndpoint> = match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let action = match namespace {
+            Some(_) => "listing webhookendpoints",
+            None => "listing webhookendpoints in every namespace",
+        };
+        let target = Target {
+            kind: "WebhookEndpoint",
+            namespace,
+        };
+        api.list(&ListParams::default())
+            .await
+            .map(|list| list.items)
+            .map_err(|e| api_error(e, action, target))
+    }
+
+    /// The WebhookEndpoint `name` of the namespace.
+    pub async fn endpoint(&self, name: &str) -> anyhow::Result<WebhookEndpoint> {
+        self.get(name).await
     }
 
     /// A JSON merge patch of the WebhookEndpoint `name`, as the plugin's field manager.

@@ -3,14 +3,14 @@
 use std::io::Read;
 
 use anyhow::Context as _;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::ObjectMeta;
 use serde_json::{Map, Value};
 
-use super::{Ctx, FIELD_MANAGER};
+use super::Ctx;
 use crate::api::validation::validate_event;
 use crate::api::{WebhookEvent, WebhookEventSpec};
 use crate::plugin::cli::{Format, PublishArgs};
-use crate::plugin::error::{api_error, Target, UsageError};
+use crate::plugin::error::UsageError;
 use crate::plugin::render;
 use crate::plugin::Exit;
 
@@ -79,18 +79,9 @@ pub async fn run(ctx: &mut Ctx<'_>, args: PublishArgs) -> anyhow::Result<Exit> {
         spec,
         status: None,
     };
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    let api = ctx.api::<WebhookEvent>();
-    let created = api.create(&params, &event).await.map_err(|e| {
-        api_error(
-            e,
-            &format!("creating a WebhookEvent of type {event_type}"),
-            Target::new("WebhookEvent", &ctx.namespace),
-        )
-    })?;
+    let created = ctx
+        .create(&event, &format!("a WebhookEvent of type {event_type}"))
+        .await?;
     let format = args.output.output;
     if format == Format::Text {
         ctx.print(&render::event_created_text(&created))?;
@@ -104,13 +95,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: PublishArgs) -> anyhow::Result<Exit> {
     let name = created.metadata.name.clone().unwrap_or_default();
     let deadline = ctx.deadline(args.timeout);
     loop {
-        let current = api.get(&name).await.map_err(|e| {
-            api_error(
-                e,
-                &format!("reading webhookevent {name}"),
-                Target::new("WebhookEvent", &ctx.namespace),
-            )
-        })?;
+        let current: WebhookEvent = ctx.get(&name).await?;
         let finished = current
             .status
             .as_ref()

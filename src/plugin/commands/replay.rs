@@ -2,16 +2,16 @@
 //! (dead letters unless --outcomes says otherwise) and, with --wait, follows its status to the
 //! Complete condition.
 use jiff::{SignedDuration, Timestamp};
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::ObjectMeta;
 
-use super::{Ctx, FIELD_MANAGER};
+use super::Ctx;
 use crate::api::references::LocalObjectReference;
 use crate::api::replay::{ReplayOutcome, ReplayPhase};
 use crate::api::time::rfc3339;
 use crate::api::validation::validate_replay;
 use crate::api::{WebhookReplay, WebhookReplaySpec};
 use crate::plugin::cli::{Format, ReplayArgs, ReplayOutcomeArg};
-use crate::plugin::error::{api_error, Target, UsageError};
+use crate::plugin::error::UsageError;
 use crate::plugin::render;
 use crate::plugin::Exit;
 
@@ -58,18 +58,9 @@ pub async fn run(ctx: &mut Ctx<'_>, args: ReplayArgs) -> anyhow::Result<Exit> {
         spec,
         status: None,
     };
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    let api = ctx.api::<WebhookReplay>();
-    let created = api.create(&params, &replay).await.map_err(|e| {
-        api_error(
-            e,
-            &format!("creating a WebhookReplay of {}", args.endpoint),
-            Target::new("WebhookReplay", &ctx.namespace),
-        )
-    })?;
+    let created = ctx
+        .create(&replay, &format!("a WebhookReplay of {}", args.endpoint))
+        .await?;
     let name = created.metadata.name.clone().unwrap_or_default();
     let format = args.output.output;
     if format == Format::Text {
@@ -89,13 +80,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: ReplayArgs) -> anyhow::Result<Exit> {
     let deadline = ctx.deadline(args.timeout);
     let mut last_line = String::new();
     loop {
-        let current = api.get(&name).await.map_err(|e| {
-            api_error(
-                e,
-                &format!("reading webhookreplay {name}"),
-                Target::new("WebhookReplay", &ctx.namespace),
-            )
-        })?;
+        let current: WebhookReplay = ctx.get(&name).await?;
         let status = current.status.as_ref();
         let line = render::replay_progress_text(status);
         if format == Format::Text && line != last_line {

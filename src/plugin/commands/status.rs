@@ -1,33 +1,16 @@
 //! `status [-A]`: one line per endpoint, from the endpoints' status and the query API's
 //! analytics. Exit code 3 when any endpoint is not Ready.
-use kube::api::{Api, ListParams};
-
 use super::Ctx;
-use crate::api::WebhookEndpoint;
 use crate::plugin::cli::StatusArgs;
 use crate::plugin::client::MAX_PAGE;
-use crate::plugin::error::{api_error, Target};
 use crate::plugin::render::{self, StatusRow};
 use crate::plugin::Exit;
 use crate::query::{Resource, WebhookAnalytics};
 
 pub async fn run(ctx: &mut Ctx<'_>, args: StatusArgs) -> anyhow::Result<Exit> {
     let namespace = (!args.all_namespaces).then(|| ctx.namespace.clone());
-    let api: Api<WebhookEndpoint> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let endpoints = api.list(&ListParams::default()).await.map_err(|e| {
-        api_error(
-            e,
-            "listing webhookendpoints",
-            Target {
-                kind: "WebhookEndpoint",
-                namespace: namespace.as_deref(),
-            },
-        )
-    })?;
-    if endpoints.items.is_empty() {
+    let endpoints = ctx.endpoints(namespace.as_deref()).await?;
+    if endpoints.is_empty() {
         match &namespace {
             Some(ns) => ctx.note(&format!("No WebhookEndpoints found in namespace {ns}.")),
             None => ctx.note("No WebhookEndpoints found."),
@@ -56,7 +39,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: StatusArgs) -> anyhow::Result<Exit> {
             None
         }
     };
-    let rows = render::status_rows(&endpoints.items, analytics.as_deref());
+    let rows = render::status_rows(&endpoints, analytics.as_deref());
     let now = ctx.now();
     ctx.show(args.output.output, &rows, || {
         render::status_text(&rows, args.all_namespaces, now)

@@ -64,16 +64,7 @@ pub fn analytics_text(a: &WebhookAnalytics, now: Timestamp) -> String {
     let t = &a.totals;
     let q = &a.queue;
     out.push('\n');
-    out.push_str(&line(
-        "Totals",
-        deliveries_text(
-            t.delivered.into(),
-            t.failed_attempts.into(),
-            t.dead_lettered.into(),
-            t.retries.into(),
-            t.filtered.into(),
-        ),
-    ));
+    out.push_str(&line("Totals", deliveries_text(t)));
     out.push_str(&line(
         "Queue",
         format!(

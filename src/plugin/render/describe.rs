@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::actions::test_summary;
 use super::{
     ago_text, count, deliveries_text, error_with_age, history_text, last_error, millis, percent,
-    short, table,
+    short, table, totals_of,
 };
 use crate::api::conditions::Condition;
 use crate::api::endpoint::{
@@ -255,17 +255,7 @@ fn delivery_fields(
         (Some(a), _) => {
             let t = &a.totals;
             let q = &a.queue;
-            field(
-                out,
-                "Deliveries",
-                deliveries_text(
-                    t.delivered.into(),
-                    t.failed_attempts.into(),
-                    t.dead_lettered.into(),
-                    t.retries.into(),
-                    t.filtered.into(),
-                ),
-            );
+            field(out, "Deliveries", deliveries_text(t));
             field(
                 out,
                 "Queue",
@@ -286,17 +276,7 @@ fn delivery_fields(
             );
         }
         (None, Some(d)) => {
-            field(
-                out,
-                "Deliveries",
-                deliveries_text(
-                    d.total_delivered.into(),
-                    d.total_failed.into(),
-                    d.total_dead_lettered.into(),
-                    d.total_retries.into(),
-                    d.total_filtered.into(),
-                ),
-            );
+            field(out, "Deliveries", deliveries_text(&totals_of(d)));
             field(out, "Pending", d.pending.to_string());
             field(
                 out,

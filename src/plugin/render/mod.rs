@@ -6,6 +6,8 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::api::endpoint::DeliveryStats;
+use crate::query::objects::AnalyticsTotals;
 use crate::query::table::age;
 
 mod actions;
@@ -128,25 +130,34 @@ fn ago_text(time: &str, now: Timestamp) -> String {
 }
 
 /// An endpoint's totals on one line.
-fn deliveries_text(
-    delivered: i128,
-    failed_attempts: i128,
-    dead_lettered: i128,
-    retries: i128,
-    filtered: i128,
-) -> String {
+fn deliveries_text(t: &AnalyticsTotals) -> String {
     format!(
-        "{delivered} delivered, {}, {dead_lettered} dead-lettered, {}, {filtered} filtered",
-        count(failed_attempts, "failed attempt", "failed attempts"),
-        count(retries, "retry", "retries"),
+        "{} delivered, {}, {} dead-lettered, {}, {} filtered",
+        t.delivered,
+        count(t.failed_attempts, "failed attempt", "failed attempts"),
+        t.dead_lettered,
+        count(t.retries, "retry", "retries"),
+        t.filtered,
     )
+}
+
+/// The totals an endpoint's status carries, as the analytics' (older status, same meaning).
+fn totals_of(d: &DeliveryStats) -> AnalyticsTotals {
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    AnalyticsTotals {
+        delivered: n(d.total_delivered),
+        failed_attempts: n(d.total_failed),
+        dead_lettered: n(d.total_dead_lettered),
+        filtered: n(d.total_filtered),
+        retries: n(d.total_retries),
+    }
 }
 
 /// The last failure's error and when it happened: from the analytics when read, else from the
 /// endpoint's status.
 pub fn last_error(
     analytics: Option<&crate::query::WebhookAnalytics>,
-    delivery: Option<&crate::api::endpoint::DeliveryStats>,
+    delivery: Option<&DeliveryStats>,
 ) -> Option<(String, Option<Timestamp>)> {
     match analytics {
         Some(a) => a.last_error.clone().map(|e| (e, a.last_failure_time)),
