@@ -189,7 +189,7 @@ pub async fn rotate(
 
 #[derive(Deserialize)]
 pub struct ReplayForm {
-    /// `1h`, `6h`, `24h`, `7d`, or empty with `from`.
+    /// `1h`, `6h`, `24h`, `168h` (what the duration parser takes), or empty with `from`.
     #[serde(default)]
     since: String,
     /// `datetime-local` values (UTC), when `since` is empty.

@@ -436,7 +436,7 @@ fn actions_section(endpoint: &WebhookEndpoint, base: &str) -> Markup {
             div { label for="since" { "Replay dead letters of the last" }
                 select #since name="since" {
                     option value="1h" { "hour" } option value="6h" { "6 hours" } option value="24h" selected { "24 hours" }
-                    option value="7d" { "7 days" } option value="" { "range below" }
+                    option value="168h" { "7 days" } option value="" { "range below" }
                 } }
             div { label for="from" { "or from (UTC)" } input #from type="datetime-local" name="from"; }
             div { label for="to" { "to (UTC)" } input #to type="datetime-local" name="to"; }
