@@ -25,9 +25,11 @@ pub fn parse_dead_letter(name: &str) -> Option<(&str, i64)> {
     Some((endpoint, number(delivery_id)?)).filter(|(e, _)| !e.is_empty())
 }
 
-/// Digits only (no sign, no `+`), as the names above write them.
+/// Digits only (no sign, no `+`, no leading zero), as the names above write them, so every
+/// object has exactly one name.
 fn number<T: std::str::FromStr>(digits: &str) -> Option<T> {
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let canonical = digits == "0" || !digits.starts_with('0');
+    if digits.is_empty() || !canonical || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
@@ -42,6 +44,10 @@ mod tests {
     fn names_read_from_the_right() {
         assert_eq!(parse_delivery("crm.v2.17.3"), Some(("crm.v2", 17, 3)));
         assert_eq!(parse_dead_letter("crm.v2.17"), Some(("crm.v2", 17)));
+        assert_eq!(parse_delivery("crm.0.0"), Some(("crm", 0, 0)));
+        // One spelling per object: a leading zero is another name, not an alias.
+        assert_eq!(parse_delivery("v4.174.07.11"), None);
+        assert_eq!(parse_dead_letter("crm.017"), None);
         for bad in ["crm", "crm.x.1", "crm.1.-1", ".1.2", "crm.1.+2", "crm..1"] {
             assert_eq!(parse_delivery(bad), None, "{bad}");
         }
