@@ -3,7 +3,8 @@
 //! the dispatcher authorizes the user it names. Users with a token, with a client certificate,
 //! and without rights; selectors, Table columns, `-o yaml`, pagination and `--watch`.
 //!
-//! An APIService is cluster-wide, so the tests that register one take [`QueryApi::LOCK`].
+//! An APIService is cluster-wide, so the tests that register one hold [`registration_lock`]: a
+//! file lock, because nextest runs every test in its own process.
 use std::time::Duration;
 
 use base64::Engine;
@@ -21,21 +22,39 @@ pub const SERVICE: &str = "webhook-operator-query";
 
 /// The query API of one test's dispatcher, registered with the API server.
 pub struct QueryApi {
-    _guard: tokio::sync::MutexGuard<'static, ()>,
     pub setup: Setup,
     _certs: tempfile::TempDir,
     /// Where the dispatcher serves it (TLS).
     pub port: u16,
+    /// Held while the test runs and released last (fields drop in order), after the dispatcher.
+    _guard: std::fs::File,
 }
 
-static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Waits for, then holds, the lock on the one APIService registration (shared by every process
+/// on this machine that runs these tests).
+async fn registration_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("webhook-operator-e2e-query-apiservice.lock");
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        file
+    })
+    .await
+    .unwrap()
+}
 
 impl QueryApi {
     /// A namespace with the controller and a dispatcher serving the query API, registered as
     /// `v1alpha1.query.webhooks.pitchey.io` (an ExternalName Service to 127.0.0.1: locally there
     /// are no Pods and no kube-proxy) and Available.
     pub async fn start(prefix: &str) -> QueryApi {
-        let guard = LOCK.lock().await;
+        let guard = registration_lock().await;
         let certs = tempfile::tempdir().unwrap();
         let port = free_port();
         let ns_placeholder = Setup::new_without_dispatcher(prefix).await;
