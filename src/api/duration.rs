@@ -13,6 +13,8 @@ pub struct DurationError {
 }
 
 /// Parses a Go-style duration. Units `ms`, `s`, `m`, `h`; groups may repeat (`1h30m`).
+/// The result is rounded to whole milliseconds, the resolution [`format`] writes, so a parsed
+/// duration formats and parses back to itself (fractions like `1.5s` are exact; `0.0004s` is 0).
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason: &str| DurationError {
         input: input.to_string(),
@@ -52,7 +54,12 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             .checked_add(part)
             .ok_or_else(|| err("it is out of range"))?;
     }
-    Ok(total)
+    // Float arithmetic leaves sub-millisecond noise (`1699999.99999999m` is 0.999999404 s past
+    // a millisecond): round it away.
+    let millis = (total.as_nanos() + 500_000) / 1_000_000;
+    u64::try_from(millis)
+        .map(Duration::from_millis)
+        .map_err(|_| err("it is out of range"))
 }
 
 /// Formats a duration in the shortest Go-style form (`1h30m`, `250ms`).
@@ -86,6 +93,10 @@ mod tests {
         assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1_500)));
+        // Whole milliseconds: what format writes parses back to the same duration (a fuzz finding).
+        let odd = parse("1699999.99999999m17m4m").unwrap();
+        assert_eq!(odd.subsec_nanos() % 1_000_000, 0);
+        assert_eq!(parse(&format(odd)), Ok(odd));
     }
 
     #[test]
