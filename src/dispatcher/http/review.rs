@@ -16,6 +16,13 @@ use super::error::ApiError;
 /// Cached decisions at most (per cache); a flood of distinct tokens cannot grow memory beyond it.
 const CACHE_CAPACITY: usize = 4096;
 
+/// How long one review may take. An API server that hangs (not one that refuses connections,
+/// which fails at once) would otherwise hold the publisher for the client's read timeout
+/// (minutes); past this the request is answered 503 `auth_unavailable` and can be retried. A
+/// slow one still answers in time: 2 s of latency each way costs about 10 s on a new connection
+/// (TCP, TLS and the request), as scripts/fault-apiserver.py measures.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub struct Reviewer {
     client: kube::Client,
     /// `--token-audience`: asked of TokenReview and checked in its answer (empty: the API server's).
@@ -83,10 +90,9 @@ impl Reviewer {
             },
             ..Default::default()
         };
-        let answer = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| ApiError::AuthUnavailable(format!("TokenReview failed: {e}")))?;
+        let api = Api::<TokenReview>::all(self.client.clone());
+        let answer =
+            within_timeout("TokenReview", api.create(&PostParams::default(), &review)).await?;
         Ok(auth::authn_decision(
             answer.status.as_ref(),
             &self.audiences,
@@ -113,11 +119,28 @@ impl Reviewer {
             },
             ..Default::default()
         };
-        let answer = Api::<SubjectAccessReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| ApiError::AuthUnavailable(format!("SubjectAccessReview failed: {e}")))?;
+        let api = Api::<SubjectAccessReview>::all(self.client.clone());
+        let answer = within_timeout(
+            "SubjectAccessReview",
+            api.create(&PostParams::default(), &review),
+        )
+        .await?;
         Ok(auth::authz_decision(answer.status.as_ref()))
+    }
+}
+
+/// `call`'s answer, or `AuthUnavailable` naming `what` when it fails or outlasts [`REVIEW_TIMEOUT`].
+async fn within_timeout<T>(
+    what: &str,
+    call: impl std::future::Future<Output = kube::Result<T>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(REVIEW_TIMEOUT, call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(ApiError::AuthUnavailable(format!("{what} failed: {e}"))),
+        Err(_) => Err(ApiError::AuthUnavailable(format!(
+            "{what} got no answer from the API server within {}s",
+            REVIEW_TIMEOUT.as_secs()
+        ))),
     }
 }
 
