@@ -83,7 +83,7 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("lost the leader Lease {0}; exiting so that a restart starts clean")]
+    #[error("lost the leader Lease {0}")]
     LostLease(String),
 }
 
@@ -124,28 +124,36 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     );
     // A standby replica is ready: it serves its purpose by waiting.
     health.set_ready(true);
-    info!(%identity, lease = %config.lease_name, "waiting for leadership");
-    if !acquire(&elector, stop_rx.clone()).await {
-        return Ok(());
+    // Leading ends when the Lease cannot be renewed (an API server outage longer than the Lease)
+    // or another replica holds it. The reconcilers stop (their watches and caches dropped), and
+    // this replica campaigns again: when it leads once more they start from a fresh list, as a
+    // restarted process would, without the restart.
+    loop {
+        info!(%identity, lease = %config.lease_name, "waiting for leadership");
+        if !acquire(&elector, stop_rx.clone()).await {
+            return Ok(());
+        }
+        metrics.leader.set(1);
+        let controllers = run_controllers(
+            client.clone(),
+            metrics.clone(),
+            config.allow_plain_http,
+            config.watch_namespace.clone(),
+        );
+        let lost = tokio::select! {
+            _ = controllers => None,
+            lost = keep_leading(&elector) => Some(lost),
+            _ = stopped(stop_rx.clone()) => None,
+        };
+        metrics.leader.set(0);
+        if let Err(error) = elector.release().await {
+            warn!(%error, "releasing the leader Lease failed; a follower takes over when it expires");
+        }
+        match lost {
+            Some(lost) => warn!(error = %lost, "reconcilers stopped; campaigning again"),
+            None => return Ok(()),
+        }
     }
-    metrics.leader.set(1);
-
-    let controllers = run_controllers(
-        client.clone(),
-        metrics.clone(),
-        config.allow_plain_http,
-        config.watch_namespace.clone(),
-    );
-    let outcome = tokio::select! {
-        _ = controllers => Ok(()),
-        lost = keep_leading(&elector) => Err(lost),
-        _ = stopped(stop_rx.clone()) => Ok(()),
-    };
-    metrics.leader.set(0);
-    if let Err(error) = elector.release().await {
-        warn!(%error, "releasing the leader Lease failed; a follower takes over when it expires");
-    }
-    outcome.map_err(Into::into)
 }
 
 /// Waits until this replica leads; false when shutdown came first.
