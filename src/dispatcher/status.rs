@@ -135,11 +135,18 @@ pub async fn run(shared: Arc<Shared>) {
             }
             if let Err(error) = write_endpoint(&shared, &endpoint, &mut reports).await {
                 debug!(%error, endpoint = %endpoint.name, "endpoint status write failed");
+                if error.worth_retrying() {
+                    shared.dirty.endpoint(&endpoint);
+                }
             }
         }
         for event_id in shared.dirty.take_events() {
             if let Err(error) = event::write_event(&shared, &event_id).await {
                 debug!(%error, %event_id, "event status write failed");
+                // Kept for the next round: an API server outage delays a status, never loses it.
+                if error.worth_retrying() {
+                    shared.dirty.event(&event_id);
+                }
             }
         }
         if let Ok(counts) = shared.store.queue_counts().await {
@@ -207,6 +214,15 @@ enum WriteError {
     Store(#[from] crate::store::StoreError),
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
+}
+
+impl WriteError {
+    /// Whether the next status round should try again: not when the object is gone (404) or
+    /// the API server refused the write as such (400, 422), which a retry would not change.
+    fn worth_retrying(&self) -> bool {
+        !matches!(self, WriteError::Kube(kube::Error::Api(status))
+            if matches!(status.code, 400 | 404 | 422))
+    }
 }
 
 /// Reports dead letters nobody reported yet: one Event now, or later once the gap since the
@@ -444,6 +460,24 @@ pub async fn raise_kube_event<K: Resource<DynamicType = ()>>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn status_writes_are_retried_unless_the_object_is_gone_or_refused() {
+        let api = |code: u16| {
+            let status = json!({"status": "Failure", "message": "m", "code": code});
+            WriteError::Kube(kube::Error::Api(
+                serde_json::from_value::<kube::core::Status>(status)
+                    .unwrap()
+                    .boxed(),
+            ))
+        };
+        assert!(api(500).worth_retrying());
+        assert!(api(429).worth_retrying());
+        assert!(!api(404).worth_retrying());
+        assert!(!api(422).worth_retrying());
+        let unreachable = WriteError::Kube(kube::Error::Service("connection refused".into()));
+        assert!(unreachable.worth_retrying());
+    }
     #[test]
     fn health_score_reflects_success_latency_and_circuit() {
         let mut stats = EndpointStats::default();
