@@ -16,6 +16,10 @@ use crate::store::EndpointRef;
 /// circuit changes are rare, and an Event is a hint, the status carries the truth.
 const CAPACITY: usize = 1024;
 
+/// EndpointGone at most this often per endpoint: a gone receiver answers 410 to every event, and
+/// one Event a minute says it as well as one per event would, without an API call per delivery.
+const GONE_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Something about an endpoint worth a Kubernetes Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointNotice {
@@ -106,6 +110,7 @@ impl Notices {
 
 /// Publishes each notice as an Event about its endpoint, as long as the endpoint exists.
 pub async fn raise(shared: Arc<Shared>, mut notices: mpsc::Receiver<EndpointNotice>) {
+    let mut gone_raised = std::collections::HashMap::new();
     while let Some(notice) = notices.recv().await {
         let (EndpointNotice::CircuitChanged { endpoint, .. }
         | EndpointNotice::ReceiverGone { endpoint, .. }
@@ -113,15 +118,47 @@ pub async fn raise(shared: Arc<Shared>, mut notices: mpsc::Receiver<EndpointNoti
         let Some((type_, reason, note)) = describe(&notice) else {
             continue;
         };
+        if matches!(notice, EndpointNotice::ReceiverGone { .. }) {
+            let now = std::time::Instant::now();
+            if !due(gone_raised.get(endpoint).copied(), now, GONE_EVENT_INTERVAL) {
+                continue;
+            }
+            gone_raised.retain(|_, at: &mut std::time::Instant| {
+                now.duration_since(*at) < GONE_EVENT_INTERVAL
+            });
+            gone_raised.insert(endpoint.clone(), now);
+        }
         if let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) {
             super::raise_kube_event(&shared, resource.as_ref(), type_, reason, note).await;
         }
     }
 }
 
+/// Whether an Event last raised at `last` may be raised again at `now`.
+fn due(
+    last: Option<std::time::Instant>,
+    now: std::time::Instant,
+    interval: std::time::Duration,
+) -> bool {
+    last.is_none_or(|last| now.duration_since(last) >= interval)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gone_event_waits_out_its_interval() {
+        let t0 = std::time::Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        assert!(due(None, t0, minute));
+        assert!(!due(
+            Some(t0),
+            t0 + std::time::Duration::from_secs(59),
+            minute
+        ));
+        assert!(due(Some(t0), t0 + minute, minute));
+    }
 
     fn circuit(to: BreakerState) -> EndpointNotice {
         EndpointNotice::CircuitChanged {
