@@ -7,6 +7,8 @@
 # binaries (kubectl of the same release included) are built once by scripts/build-control-plane.sh.
 #   scripts/control-plane.sh start   # builds the binaries once (cached), starts, prints the kubeconfig path
 #   scripts/control-plane.sh stop
+#   scripts/control-plane.sh down    # an outage: stops the servers, keeps etcd's data
+#   scripts/control-plane.sh up      # ends it: starts them again on that data
 #   scripts/control-plane.sh env     # prints `export KUBECONFIG=… PATH=<that release's kubectl>:$PATH`
 #   scripts/control-plane.sh bin     # prints the directory holding kubectl and the servers
 #   scripts/control-plane.sh user-kubeconfig NAME [GROUP...]
@@ -86,6 +88,12 @@ test-nobody-token,nobody,nobody,"nobodies"
 TOKENS
   certificates
   rm -rf "$D/etcd"
+  launch
+}
+
+# Starts etcd (on the data in $D/etcd), the API server and the controller manager; waits until the
+# API server is ready.
+launch() {
   nohup "$BIN/etcd" --data-dir "$D/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
@@ -107,6 +115,15 @@ KUBECONFIG
   echo $! > "$D/kcm.pid"
   echo "$FINGERPRINT" > "$D/flags"
   echo "control plane v$VERSION ready; KUBECONFIG=$KC"
+}
+
+# An outage (scripts/fault-apiserver.sh): `down` stops the servers and keeps etcd's data, `up`
+# starts them again on it, so every object is still there.
+up() {
+  [ -f "$D/flags" ] && [ -d "$D/etcd" ] || { echo "no stopped control plane in $D: $0 start" >&2; exit 1; }
+  exec 9>"$D/.lock"; flock 9
+  ready && { echo "control plane already running; KUBECONFIG=$KC"; return 0; }
+  launch
 }
 
 # A CA (kept across restarts, as sa.key is): `ca NAME` makes $PKI/NAME.{crt,key} once.
@@ -179,6 +196,8 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
+  down) stop ;;
+  up) up ;;
   env) echo "export KUBECONFIG=$KC PATH=$BIN:\$PATH" ;;
   bin) echo "$BIN" ;;
   user-kubeconfig) shift; user_kubeconfig "$@" ;;

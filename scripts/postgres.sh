@@ -6,6 +6,8 @@
 #   scripts/postgres.sh status   exits 0 when the cluster runs (and prints the URL)
 #   scripts/postgres.sh url      prints the URL
 #   scripts/postgres.sh stop     stops the cluster and deletes it
+#   scripts/postgres.sh down     a crash: stops the server at once (immediate mode), keeps the data
+#   scripts/postgres.sh up       starts it again on that data (crash recovery), prints the URL
 #   scripts/postgres.sh ca       prints the path of the throwaway CA certificate (PEM) that signed
 #                                the server's TLS certificate (after `start`)
 #
@@ -166,6 +168,21 @@ stop() {
   rm -rf "$BASE"
 }
 
+# The fault tests' outage (scripts/fault-apiserver.py --postgres): no clean shutdown, so clients
+# see their connections cut, and a restart that replays the WAL.
+down() {
+  as_owner "$(bindir)/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null
+}
+
+up() {
+  if ! as_owner "$(bindir)/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null; then
+    echo "postgres.sh: the server did not start; its log:" >&2
+    tail -n 30 "$LOG" >&2 || true
+    exit 1
+  fi
+  echo "$URL"
+}
+
 case "${1:-}" in
   start)
     # Tests started in parallel may all ask for the cluster at once: one creates it.
@@ -190,8 +207,10 @@ case "${1:-}" in
     flock 9
     stop
     ;;
+  down) down ;;
+  up) up ;;
   *)
-    echo "usage: $0 start|status|url|ca|stop" >&2
+    echo "usage: $0 start|status|url|ca|stop|down|up" >&2
     exit 2
     ;;
 esac
