@@ -117,7 +117,7 @@ KUBECONFIG
   echo "control plane v$VERSION ready; KUBECONFIG=$KC"
 }
 
-# An outage (scripts/fault-apiserver.sh): `down` stops the servers and keeps etcd's data, `up`
+# An outage (scripts/faults.py): `down` stops the servers and keeps etcd's data, `up`
 # starts them again on it, so every object is still there.
 up() {
   [ -f "$D/flags" ] && [ -d "$D/etcd" ] || { echo "no stopped control plane in $D: $0 start" >&2; exit 1; }

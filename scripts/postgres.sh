@@ -168,7 +168,7 @@ stop() {
   rm -rf "$BASE"
 }
 
-# The fault tests' outage (scripts/fault-apiserver.py --postgres): no clean shutdown, so clients
+# The fault tests' outage (scripts/faults.py, its postgres phase): no clean shutdown, so clients
 # see their connections cut, and a restart that replays the WAL.
 down() {
   as_owner "$(bindir)/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null

@@ -20,7 +20,7 @@ const CACHE_CAPACITY: usize = 4096;
 /// which fails at once) would otherwise hold the publisher for the client's read timeout
 /// (minutes); past this the request is answered 503 `auth_unavailable` and can be retried. A
 /// slow one still answers in time: 2 s of latency each way costs about 10 s on a new connection
-/// (TCP, TLS and the request), as scripts/fault-apiserver.py measures.
+/// (TCP, TLS and the request), as scripts/faults.py measures.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Reviewer {

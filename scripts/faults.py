@@ -1,27 +1,37 @@
 #!/usr/bin/env python3
-"""The API server (and etcd) stopped for 60 s under steady load, then started again on the same data.
+"""Faults around the operator under load: the API server goes away, the API server is slow,
+PostgreSQL goes away.
 
 On a control plane of its own (scripts/control-plane.sh with its own directory and ports; `down`
-and `up`), with the controller and a dispatcher as local processes and a loopback receiver:
+and `up`), with the controller and dispatchers as local processes and a loopback receiver:
 
+apiserver   the API server and etcd stopped for 60 s, then started again on the same data
   before    four endpoints take a steady stream of events through the ingest API (ok-a, ok-b;
             flaky answers 503 to the first attempt of half the events; mixed answers 410 to a
-            quarter of them, which become dead letters); ten WebhookEvent resources go to ok-a, whose receiver holds them until the
-            outage begins, so they are delivered while the API server is down
+            quarter of them, which become dead letters); ten WebhookEvent resources go to ok-a,
+            whose receiver holds them until the outage begins, so they are delivered while the
+            API server is down
   outage    the publisher keeps going with a token reviewed before the outage (its decision cached
             for --auth-cache-seconds); a token never seen before is refused 503 auth_unavailable
             with Retry-After, at once rather than after a hang; deliveries go on from the caches
   after     every accepted event is accounted for per endpoint: delivered (the receiver's log)
             plus dead-lettered (the store's dead letters) equals accepted, nothing delivered twice,
             nothing pending; each endpoint's status.delivery says the same; every WebhookEvent
-            reaches phase Delivered; the controller, never restarted, makes a new endpoint Ready;
-            every endpoint has exactly one signing Secret
-  slow      the API server behind a proxy that adds 2 s each way: a new dispatcher delivers a
-            burst of events at the rate it does with the API server reached directly (runs
-            alternate, best of two each; the figures are printed, not asserted)
+            reaches phase Delivered; the controller, never restarted, lost its Lease, leads again
+            and makes a new endpoint Ready; every endpoint has exactly one signing Secret
+slow        the API server behind a proxy that adds 2 s each way: a new dispatcher delivers a burst
+            of events at the rate it does with the API server reached directly (runs alternate,
+            best of two each; the figures are printed, not asserted)
+postgres    two dispatchers sharing a PostgreSQL of their own (scripts/postgres.sh with its own
+            directory and port) under load: the server crashes (immediate stop) for 15 s and comes
+            back, then every client connection is cut three times. Every answer is 202 (stored) or
+            503 with Retry-After (not stored), both replicas answer 202 again by themselves, and
+            every accepted event reaches each endpoint (or mixed's dead letters), within the claim
+            lease (330 s) for the few whose claim or record was cut
 
 Prints the figures and exits non-zero naming every check that failed.
-  scripts/fault-apiserver.py [--outage-seconds 60] [--rate 50] [--slow-seconds 2] [--burst 3000]
+  scripts/faults.py [--phases apiserver,slow,postgres] [--outage-seconds 60] [--rate 50]
+                    [--slow-seconds 2] [--burst 3000] [--postgres-outage-seconds 15]
 Builds nothing: needs target/debug/webhook-operator (cargo build --bin webhook-operator).
 """
 import argparse
@@ -59,12 +69,16 @@ def check(ok, what):
     return ok
 
 
-def control_plane(command):
-    out = subprocess.run([os.path.join(ROOT, "scripts/control-plane.sh"), command], env=CP_ENV,
-                         capture_output=True, text=True)
+def project_script(script, command, env):
+    """Runs scripts/`script` `command`; its output, or exits with it when it fails."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", script), command], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        sys.exit(f"scripts/control-plane.sh {command} failed:\n{out.stdout}{out.stderr}")
+        sys.exit(f"scripts/{script} {command} failed:\n{out.stdout}{out.stderr}")
     return out.stdout.strip()
+
+
+def control_plane(command):
+    return project_script("control-plane.sh", command, CP_ENV)
 
 
 def kubectl(*args, stdin=None, check_rc=True):
@@ -328,11 +342,7 @@ PG_ENV = dict(os.environ, WO_POSTGRES_DIR="/tmp/wo-postgres-fault", WO_POSTGRES_
 
 
 def postgres(command):
-    out = subprocess.run([os.path.join(ROOT, "scripts/postgres.sh"), command], env=PG_ENV,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"scripts/postgres.sh {command} failed:\n{out.stdout}{out.stderr}")
-    return out.stdout.strip()
+    return project_script("postgres.sh", command, PG_ENV)
 
 
 def cut_connections(url):
