@@ -26,8 +26,8 @@ postgres    two dispatchers sharing a PostgreSQL of their own (scripts/postgres.
             directory and port) under load: the server crashes (immediate stop) for 15 s and comes
             back, then every client connection is cut three times. Every answer is 202 (stored) or
             503 with Retry-After (not stored), both replicas answer 202 again by themselves, and
-            every accepted event reaches each endpoint (or mixed's dead letters), within the claim
-            lease (330 s) for the few whose claim or record was cut
+            every accepted event reaches each endpoint (or mixed's dead letters): within seconds,
+            or within the claim lease (330 s) for one whose claim's commit answer was cut
 
 Prints the figures and exits non-zero naming every check that failed.
   scripts/faults.py [--phases apiserver,slow,postgres] [--outage-seconds 60] [--rate 50]
@@ -399,8 +399,8 @@ def postgres_phase(args, work, receiver, processes):
 
     accepted = set(publisher.accepted)
 
-    # A claim or a record whose transaction was cut leaves its deliveries leased to the replica for
-    # the claim lease (330 s, longer than the longest attempt): they are sent again after it.
+    # A claim whose commit answer was cut leaves its deliveries leased to the replica for the claim
+    # lease (330 s, longer than the longest attempt): they are sent again after it.
     started, last_print = time.monotonic(), 0.0
     while True:
         delivered = {name: set(receiver.ids(name)) & accepted for name in LOAD_ENDPOINTS}

@@ -295,6 +295,10 @@ pub enum RecordOutcome {
     LeaseLost,
     /// No such delivery (purged); nothing logged.
     NotFound,
+    /// This attempt, or a later one, was recorded already (the delivery's attempt count has
+    /// reached it): nothing logged or moved again. A record retried after a commit whose answer
+    /// was lost (a cut connection) lands here.
+    AlreadyRecorded,
 }
 
 /// What followed an attempt (the `next` it was recorded with).

@@ -64,7 +64,7 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
             answer_flushes(flushes);
             continue;
         }
-        match deps.store.record_attempts(results).await {
+        match record_with_retries(&deps, results).await {
             Ok(outcomes) => {
                 for outcome in outcomes {
                     if let Err(error) = outcome {
@@ -73,7 +73,7 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
                 }
             }
             Err(error) => {
-                warn!(%error, attempts = marks.len(), "recording attempts failed; their lease expiry makes them due again");
+                warn!(%error, attempts = marks.len(), "recording attempts failed, retries too; their lease expiry makes them due again");
             }
         }
         for (endpoint, event_id) in &marks {
@@ -87,6 +87,33 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
         }
         // Everything received before a flush was in this batch or an earlier one.
         answer_flushes(flushes);
+    }
+}
+
+/// Waits before each retry of a batch whose transaction failed (a cut connection, a database
+/// restarting): about 16 s in all, then the claim lease takes over.
+const RECORD_RETRY_DELAYS_MS: [u64; 6] = [250, 500, 1_000, 2_000, 4_000, 8_000];
+
+/// Records a batch; when the whole transaction fails, tries it again after each delay. A retry
+/// after a commit whose answer was lost is harmless: the store answers `AlreadyRecorded` for
+/// attempts it holds. Without it those deliveries would wait out their claim lease (330 s) and
+/// be sent again.
+async fn record_with_retries(
+    deps: &Deps,
+    results: Vec<AttemptResult>,
+) -> crate::store::Result<Vec<crate::store::Result<RecordOutcome>>> {
+    let mut delays = RECORD_RETRY_DELAYS_MS.iter();
+    loop {
+        match deps.store.record_attempts(results.clone()).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(error) => match delays.next() {
+                Some(&delay) => {
+                    warn!(%error, attempts = results.len(), retry_in_ms = delay, "recording attempts failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+                None => return Err(error),
+            },
+        }
     }
 }
 

@@ -41,7 +41,9 @@ pub use ordering::{
     ordered_lanes_survive_crashes_suspension_and_replays, paused_endpoints_resume,
 };
 pub use queries::{analytics_and_endpoint_stats, attempt_scopes, pagination};
-pub use recovery::{crash_recovery_and_leases, purge_keeps_totals_and_replays};
+pub use recovery::{
+    crash_recovery_and_leases, purge_keeps_totals_and_replays, records_retried_after_their_commit,
+};
 pub use replay::dead_letter_and_replay_once;
 pub use security::{event_search, security_log};
 
@@ -73,6 +75,7 @@ macro_rules! store_contract_tests {
             dead_letter_and_replay_once,
             crash_recovery_and_leases,
             purge_keeps_totals_and_replays,
+            records_retried_after_their_commit,
             pagination,
             attempt_scopes,
             analytics_and_endpoint_stats,

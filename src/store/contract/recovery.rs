@@ -170,3 +170,46 @@ pub async fn purge_keeps_totals_and_replays<H: Harness>(harness: &H) -> Result<(
     assert_eq!(store.purge_finished(at(100)).await?, PurgeStats::default());
     Ok(())
 }
+
+/// A record retried after its commit (a connection cut before the answer) changes nothing: the
+/// delivery's attempt count says the attempt is in, so it is neither logged nor counted twice, and
+/// a stale retry cannot move a delivery that is in flight again for its next attempt.
+pub async fn records_retried_after_their_commit<H: Harness>(harness: &H) -> Result<()> {
+    let store = harness.open().await?;
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a"]))
+        .await?;
+    let id = store.claim_due(claim_all("w1", 0)).await?[0].delivery.id;
+    let first = result(id, "w1", 1, 1, Some(503), 5, NextStep::Retry { at: at(10) });
+    assert_eq!(
+        store.record_attempt(first.clone()).await?,
+        RecordOutcome::Applied
+    );
+    assert_eq!(
+        store.record_attempt(first.clone()).await?,
+        RecordOutcome::AlreadyRecorded
+    );
+    // In flight again (attempt 2) under the same owner: attempt 1's retried record is refused.
+    assert_eq!(store.claim_due(claim_all("w1", 10)).await?.len(), 1);
+    assert_eq!(
+        store.record_attempt(first).await?,
+        RecordOutcome::AlreadyRecorded
+    );
+    let second = result(id, "w1", 2, 11, Some(200), 5, NextStep::Delivered);
+    assert_eq!(
+        store.record_attempt(second.clone()).await?,
+        RecordOutcome::Applied
+    );
+    assert_eq!(
+        store.record_attempt(second).await?,
+        RecordOutcome::AlreadyRecorded
+    );
+    let log = store
+        .delivery_log(&endpoint("a"), PageRequest::first(10))
+        .await?;
+    assert_eq!(log.items.len(), 2, "each attempt logged once");
+    let status = store.event_status("evt_1").await?.expect("event");
+    assert_eq!(status.deliveries[0].state, DeliveryState::Delivered);
+    assert_eq!(status.deliveries[0].attempts, 2);
+    Ok(())
+}

@@ -502,7 +502,7 @@ pub async fn record_attempt_locked(
         tx,
         "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, \
          EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace AND h.endpoint = d.endpoint), \
-         d.lane FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = $1 FOR UPDATE OF d",
+         d.lane, d.attempts FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = $1 FOR UPDATE OF d",
         &[&result.delivery_id.0],
         "read delivery",
     )
@@ -518,7 +518,11 @@ pub async fn record_attempt_locked(
     let (event_id, event_type, held): (String, String, bool) =
         (get(row, 4)?, get(row, 5)?, get(row, 6)?);
     let lane: Option<String> = get(row, 7)?;
+    let recorded_attempts: i32 = get(row, 8)?;
     let record = &result.record;
+    if i64::from(recorded_attempts) >= i64::from(record.attempt) {
+        return Ok(RecordOutcome::AlreadyRecorded);
+    }
     let at = millis(record.at);
     let success = matches!(result.next, NextStep::Delivered);
     let holds_lease =

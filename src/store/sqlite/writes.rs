@@ -502,8 +502,8 @@ pub fn record_attempts(conn: &Connection, results: &[AttemptResult]) -> Vec<Resu
 pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<RecordOutcome> {
     let found = conn
         .prepare_cached(
-            "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, d.lane \
-             FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = ?1",
+            "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, d.lane, \
+             d.attempts FROM deliveries d JOIN events e ON e.event_id = d.event_id WHERE d.id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([result.delivery_id.0], |r| {
@@ -517,15 +517,20 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
                     r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })
             .optional()
         })
         .map_err(db("read delivery"))?;
-    let Some((state, lease_owner, endpoint, event_id, event_type, lane)) = found else {
+    let Some((state, lease_owner, endpoint, event_id, event_type, lane, recorded_attempts)) = found
+    else {
         return Ok(RecordOutcome::NotFound);
     };
     let record = &result.record;
+    if recorded_attempts >= i64::from(record.attempt) {
+        return Ok(RecordOutcome::AlreadyRecorded);
+    }
     let at = millis(record.at);
     let success = matches!(result.next, NextStep::Delivered);
     let holds_lease =
