@@ -81,6 +81,12 @@ struct Args {
     /// for the latency figures), so each delivery pays a run in a transform worker.
     #[arg(long)]
     transform: bool,
+    /// A second webhook-operator binary (e.g. a build of main) to compare with `--binary`: each
+    /// endpoint count runs with one, then the other, run by run (the first alternates), on the same
+    /// receiver; figures are labelled `[new]` (`--binary`) and `[base]`, and a table of the
+    /// medians' ratios (new ÷ base) closes the output.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Hostile clients on the ingest port during the fixed-rate runs: half hold idle
     /// connections, half send their headers a byte a second (slowloris), each reconnecting
     /// when cut off; one more sends oversized headers ten times a second.
@@ -886,6 +892,23 @@ impl Figures {
         self.rows.entry(key).or_default().push(value);
     }
 
+    /// For every figure labelled `new`, the median of it ÷ the median of its `base` twin.
+    fn print_ratios(&self, new: &str, base: &str) {
+        println!(
+            "\n{:<58} {:>12} {:>12} {:>8}",
+            "figure (medians)", new, base, "ratio"
+        );
+        for key in self.order.iter().filter(|k| k.contains(new)) {
+            let Some(base_values) = self.rows.get(&key.replace(new, base)) else {
+                continue;
+            };
+            let (n, _, _) = summary(&self.rows[key]);
+            let (b, _, _) = summary(base_values);
+            let figure = key.replace(&format!(" {new}"), "");
+            println!("{figure:<58} {n:>12.3} {b:>12.3} {:>8.3}", n / b);
+        }
+    }
+
     fn print(&self) {
         println!(
             "\n{:<58} {:>12} {:>12} {:>12}  runs",
@@ -1109,103 +1132,26 @@ async fn main() -> Result<()> {
 
     for &count in &args.endpoints {
         let label = format!("{count} endpoint{}", if count == 1 { "" } else { "s" });
-        println!("\n== {label}");
-        let scenario = Scenario::start(
-            &args,
-            &client,
-            &format!("n{count}"),
-            port,
-            &plan(count, false),
-            StoreSetup::Sqlite,
-        )
-        .await?;
-        println!(
-            "  {} endpoints (+ subscriptions) created in {:.1} s, all Ready after {:.1} s; RSS with them cached: controller {:.1} MiB, dispatcher {:.1} MiB",
-            scenario.endpoints,
-            scenario.created_seconds,
-            scenario.ready_seconds,
-            scenario.controller.peak_rss_mib(),
-            scenario.dispatcher.peak_rss_mib(),
-        );
-        figures.add(
-            format!("{label}: all endpoints Ready, s"),
-            scenario.ready_seconds,
-        );
-        figures.add(
-            format!("{label}: controller peak RSS MiB (all Ready)"),
-            scenario.controller.peak_rss_mib(),
-        );
-        figures.add(
-            format!("{label}: dispatcher peak RSS MiB (idle, all cached)"),
-            scenario.dispatcher.peak_rss_mib(),
-        );
-        let publisher = warmed_up_publisher(&scenario, &receiver, count).await?;
-        let http = webhook_operator::runtime::tls::http_client();
+        let Some(base) = &args.compare else {
+            endpoint_count(&args, &client, &receiver, port, &mut figures, count, &label).await?;
+            continue;
+        };
+        // Run by run, each binary in turn (which goes first alternates, so a drift in the
+        // machine's speed meets both), each on a scenario of its own and the same receiver.
+        let pair = [("new", args.binary.clone()), ("base", base.clone())];
         for run in 0..args.runs {
-            println!(" run {}", run + 1);
-            sustained(
-                &scenario,
-                &receiver,
-                &publisher,
-                &args,
-                &mut figures,
-                &label,
-            )
-            .await?;
-            if !args.no_ceiling {
-                let ceiling = wrk_ceiling(port, 5, &args.work_dir)?;
-                let (rate, _, _) = summary(
-                    figures.rows[&format!("{label}: deliveries/s")]
-                        .last()
-                        .map(std::slice::from_ref)
-                        .unwrap_or(&[]),
-                );
-                println!(
-                    "  wrk ceiling: {ceiling:.0} requests/s; ratio {:.3}",
-                    rate / ceiling
-                );
-                figures.add(format!("{label}: wrk ceiling requests/s"), ceiling);
-                figures.add(format!("{label}: deliveries/s ÷ ceiling"), rate / ceiling);
-            }
-            for &rate in &args.rates {
-                latency(
-                    &scenario,
-                    &receiver,
-                    &publisher,
-                    rate,
-                    &args,
-                    &mut figures,
-                    &label,
-                )
-                .await;
+            for index in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let (tag, binary) = &pair[index];
+                let one = Args {
+                    binary: binary.clone(),
+                    runs: 1,
+                    ..args.clone()
+                };
+                let tagged = format!("{label} [{tag}]");
+                endpoint_count(&one, &client, &receiver, port, &mut figures, count, &tagged)
+                    .await?;
             }
         }
-        figures.add(
-            format!("{label}: dispatcher peak RSS MiB"),
-            scenario.dispatcher.peak_rss_mib(),
-        );
-        figures.add(
-            format!("{label}: controller peak RSS MiB"),
-            scenario.controller.peak_rss_mib(),
-        );
-        let commits = scenario
-            .metric_sum(
-                &http,
-                "webhook_operator_dispatcher_store_commit_seconds_count",
-            )
-            .await;
-        let commit_sum = scenario
-            .metric_sum(
-                &http,
-                "webhook_operator_dispatcher_store_commit_seconds_sum",
-            )
-            .await;
-        println!(
-            "  dispatcher peak RSS {:.1} MiB; {commits:.0} store commits, mean {:.2} ms",
-            scenario.dispatcher.peak_rss_mib(),
-            commit_sum / commits.max(1.0) * 1000.0
-        );
-        scenario.stop(&args.work_dir).await;
     }
 
     if !args.no_isolation {
@@ -1261,6 +1207,103 @@ async fn main() -> Result<()> {
     }
 
     figures.print();
+    if args.compare.is_some() {
+        figures.print_ratios("[new]", "[base]");
+    }
+    Ok(())
+}
+
+/// One endpoint count with `args.binary`: its scenario started, `args.runs` runs of sustained
+/// throughput (and the wrk ceiling) and of each fixed rate, figures labelled `label`.
+async fn endpoint_count(
+    args: &Args,
+    client: &Client,
+    receiver: &Receiver,
+    port: u16,
+    figures: &mut Figures,
+    count: usize,
+    label: &str,
+) -> Result<()> {
+    println!("\n== {label} ({})", args.binary.display());
+    let scenario = Scenario::start(
+        args,
+        client,
+        &format!("n{count}"),
+        port,
+        &plan(count, false),
+        StoreSetup::Sqlite,
+    )
+    .await?;
+    println!(
+        "  {} endpoints (+ subscriptions) created in {:.1} s, all Ready after {:.1} s; RSS with them cached: controller {:.1} MiB, dispatcher {:.1} MiB",
+        scenario.endpoints,
+        scenario.created_seconds,
+        scenario.ready_seconds,
+        scenario.controller.peak_rss_mib(),
+        scenario.dispatcher.peak_rss_mib(),
+    );
+    figures.add(
+        format!("{label}: all endpoints Ready, s"),
+        scenario.ready_seconds,
+    );
+    figures.add(
+        format!("{label}: controller peak RSS MiB (all Ready)"),
+        scenario.controller.peak_rss_mib(),
+    );
+    figures.add(
+        format!("{label}: dispatcher peak RSS MiB (idle, all cached)"),
+        scenario.dispatcher.peak_rss_mib(),
+    );
+    let publisher = warmed_up_publisher(&scenario, receiver, count).await?;
+    let http = webhook_operator::runtime::tls::http_client();
+    for run in 0..args.runs {
+        println!(" run {}", run + 1);
+        sustained(&scenario, receiver, &publisher, args, figures, label).await?;
+        if !args.no_ceiling {
+            let ceiling = wrk_ceiling(port, 5, &args.work_dir)?;
+            let (rate, _, _) = summary(
+                figures.rows[&format!("{label}: deliveries/s")]
+                    .last()
+                    .map(std::slice::from_ref)
+                    .unwrap_or(&[]),
+            );
+            println!(
+                "  wrk ceiling: {ceiling:.0} requests/s; ratio {:.3}",
+                rate / ceiling
+            );
+            figures.add(format!("{label}: wrk ceiling requests/s"), ceiling);
+            figures.add(format!("{label}: deliveries/s ÷ ceiling"), rate / ceiling);
+        }
+        for &rate in &args.rates {
+            latency(&scenario, receiver, &publisher, rate, args, figures, label).await;
+        }
+    }
+    figures.add(
+        format!("{label}: dispatcher peak RSS MiB"),
+        scenario.dispatcher.peak_rss_mib(),
+    );
+    figures.add(
+        format!("{label}: controller peak RSS MiB"),
+        scenario.controller.peak_rss_mib(),
+    );
+    let commits = scenario
+        .metric_sum(
+            &http,
+            "webhook_operator_dispatcher_store_commit_seconds_count",
+        )
+        .await;
+    let commit_sum = scenario
+        .metric_sum(
+            &http,
+            "webhook_operator_dispatcher_store_commit_seconds_sum",
+        )
+        .await;
+    println!(
+        "  dispatcher peak RSS {:.1} MiB; {commits:.0} store commits, mean {:.2} ms",
+        scenario.dispatcher.peak_rss_mib(),
+        commit_sum / commits.max(1.0) * 1000.0
+    );
+    scenario.stop(&args.work_dir).await;
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 #   scripts/bench-e2e.sh                         # 1 and 100 endpoints, 3 runs, isolation, ceiling
 #   scripts/bench-e2e.sh --endpoints 1,100,10000 --runs 3
 #   scripts/bench-e2e.sh --replicas 1,2,3        # dispatchers sharing one PostgreSQL store
+#   scripts/bench-e2e.sh --compare /path/to/base/webhook-operator
+#                        # this build and another, run by run in turn; ends with new ÷ base
 #   scripts/bench-e2e.sh --help
 # Everything runs on 127.0.0.1. See docs/benchmarks.md.
 set -euo pipefail
