@@ -49,6 +49,27 @@ async fn registration_lock() -> std::fs::File {
     .unwrap()
 }
 
+impl Drop for QueryApi {
+    /// Unregisters the APIService while the lock is still held (fields drop after this): left
+    /// pointing at this test's stopped dispatcher, it makes discovery stale, and the namespace
+    /// controller then deletes no namespace at all (`NamespaceDeletionDiscoveryFailure`), which
+    /// stalls every later test and the demo on the same control plane.
+    fn drop(&mut self) {
+        let (ok, out) = kubectl(
+            &[
+                "delete",
+                "apiservice",
+                "v1alpha1.query.webhooks.pitchey.io",
+                "--ignore-not-found",
+            ],
+            "",
+        );
+        if !ok {
+            eprintln!("unregistering the query API failed: {out}");
+        }
+    }
+}
+
 impl QueryApi {
     /// A namespace with the controller and a dispatcher serving the query API, registered as
     /// `v1alpha1.query.webhooks.pitchey.io` (an ExternalName Service to 127.0.0.1: locally there
