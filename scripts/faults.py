@@ -441,6 +441,45 @@ def free_port():
         return s.getsockname()[1]
 
 
+def on_own_control_plane(prefix, body):
+    """Starts the control plane of CP_ENV (stopping any left running), points KUBECTL and
+    KUBECONFIG at it, runs body(work, processes) with a new work directory, then stops every
+    process body started and the control plane, whatever happened. Returns the work directory."""
+    global KUBECTL, KUBECONFIG
+    control_plane("stop")
+    print(control_plane("start"), flush=True)
+    KUBECTL = os.path.join(control_plane("bin"), "kubectl")
+    KUBECONFIG = os.path.join(CP_ENV["WO_CONTROL_PLANE_DIR"], "kubeconfig")
+    work = tempfile.mkdtemp(prefix=prefix)
+    processes = []
+    try:
+        body(work, processes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        control_plane("stop")
+    return work
+
+
+def start_controller(work, metrics, identity):
+    """The controller, watching NS, its log in `work`/controller.log."""
+    return subprocess.Popen(
+        [BIN, "controller", "--metrics-addr", f"127.0.0.1:{metrics}", "--allow-plain-http",
+         "--lease-namespace", NS, "--identity", identity, "--watch-namespace", NS],
+        env=dict(os.environ, KUBECONFIG=KUBECONFIG, RUST_LOG="info,webhook_operator=debug"),
+        stdout=open(os.path.join(work, "controller.log"), "w"), stderr=subprocess.STDOUT)
+
+
+def endpoint_ready(name):
+    return kubectl("get", "whep", name, "-n", NS, "-o",
+                   "jsonpath={.status.conditions[?(@.type=='Ready')].status}") == "True"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--outage-seconds", type=int, default=60)
@@ -455,25 +494,10 @@ def main():
     if not os.access(BIN, os.X_OK):
         sys.exit(f"{BIN} is missing: cargo build --bin webhook-operator")
 
-    global KUBECTL, KUBECONFIG
     print("== a control plane of its own", flush=True)
-    control_plane("stop")
-    print(control_plane("start"))
-    KUBECTL = os.path.join(control_plane("bin"), "kubectl")
-    KUBECONFIG = os.path.join(CP_DIR, "kubeconfig")
-    work = tempfile.mkdtemp(prefix="webhook-operator-fault.")
-    processes = []
     try:
-        run(args, work, processes)
+        work = on_own_control_plane("webhook-operator-fault.", lambda work, processes: run(args, work, processes))
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        control_plane("stop")
         postgres("stop")
     if FAILED:
         print(f"\n{len(FAILED)} check(s) failed (logs in {work}):")
@@ -495,12 +519,7 @@ def run(args, work, processes):
 
     receiver = Receiver()
     ingest, dmetrics, cmetrics = free_port(), free_port(), free_port()
-    env = dict(os.environ, KUBECONFIG=KUBECONFIG, RUST_LOG="info,webhook_operator=debug")
-    controller_log = open(os.path.join(work, "controller.log"), "w")
-    controller = subprocess.Popen(
-        [BIN, "controller", "--metrics-addr", f"127.0.0.1:{cmetrics}", "--allow-plain-http",
-         "--lease-namespace", NS, "--identity", "fault", "--watch-namespace", NS],
-        env=env, stdout=controller_log, stderr=subprocess.STDOUT)
+    controller = start_controller(work, cmetrics, "fault")
     processes.append(controller)
     dispatcher = start_dispatcher(work, "dispatcher", KUBECONFIG, ingest, dmetrics)
     processes.append(dispatcher)
@@ -534,8 +553,7 @@ spec:
   eventTypes: ["pitch.created"]
 """)
     for name in LOAD_ENDPOINTS:
-        wait_for(f"{name} Ready", 60, lambda name=name: kubectl(
-            "get", "whep", name, "-n", NS, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}") == "True")
+        wait_for(f"{name} Ready", 60, lambda name=name: endpoint_ready(name))
     wait_for("subscriptions resolved", 30, lambda: "ok-a" in kubectl(
         "get", "whsub", "resources", "-n", NS, "-o", "jsonpath={.status.endpoints}"))
 
@@ -637,8 +655,7 @@ kind: WebhookEndpoint
 metadata: {{name: after, namespace: {NS}}}
 spec: {{url: "http://127.0.0.1:{receiver.port}/ok-b"}}
 """)
-        wait_for("the controller, never restarted, makes a new endpoint Ready", 60, lambda: kubectl(
-            "get", "whep", "after", "-n", NS, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}") == "True")
+        wait_for("the controller, never restarted, makes a new endpoint Ready", 60, lambda: endpoint_ready("after"))
         owners = Counter()
         for secret in json.loads(kubectl("get", "secrets", "-n", NS, "-o", "json"))["items"]:
             for owner in secret["metadata"].get("ownerReferences", []):

@@ -171,23 +171,10 @@ def main():
         sys.exit(f"{args.binary} is missing: cargo build --release --bin webhook-operator")
     faults.BIN = args.binary
     faults.NS = "soak"
-    faults.CP_DIR = "/tmp/webhook-operator-cp-soak"
-    faults.CP_ENV = dict(os.environ, WO_CONTROL_PLANE_DIR=faults.CP_DIR, WO_APISERVER_PORT="16621",
+    faults.CP_ENV = dict(os.environ, WO_CONTROL_PLANE_DIR="/tmp/webhook-operator-cp-soak", WO_APISERVER_PORT="16621",
                          WO_ETCD_PORT="23830", WO_KCM_PORT="10487")
-    faults.control_plane("stop")
-    print(faults.control_plane("start"), flush=True)
-    faults.KUBECTL = os.path.join(faults.control_plane("bin"), "kubectl")
-    faults.KUBECONFIG = os.path.join(faults.CP_DIR, "kubeconfig")
-    work = faults.tempfile.mkdtemp(prefix="webhook-operator-soak.")
-    processes = []
-    try:
-        soak(args, work, processes)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
-        faults.control_plane("stop")
+    work = faults.on_own_control_plane("webhook-operator-soak.",
+                                       lambda work, processes: soak(args, work, processes))
     print(f"logs in {work}")
 
 
@@ -198,11 +185,7 @@ def soak(args, work, processes):
     kubectl("create", "namespace", faults.NS)
     receiver = Receiver()
     ingest, dmetrics, cmetrics = faults.free_port(), faults.free_port(), faults.free_port()
-    env = dict(os.environ, KUBECONFIG=faults.KUBECONFIG, RUST_LOG="info")
-    processes.append(faults.subprocess.Popen(
-        [args.binary, "controller", "--metrics-addr", f"127.0.0.1:{cmetrics}", "--allow-plain-http",
-         "--lease-namespace", faults.NS, "--identity", "soak", "--watch-namespace", faults.NS],
-        env=env, stdout=open(os.path.join(work, "controller.log"), "w"), stderr=faults.subprocess.STDOUT))
+    processes.append(faults.start_controller(work, cmetrics, "soak"))
     dispatcher = faults.start_dispatcher(work, "dispatcher", faults.KUBECONFIG, ingest, dmetrics,
                                          ["--retention-days", args.retention_days])
     processes.append(dispatcher)
