@@ -1,7 +1,9 @@
-//! Store throughput: N enqueues (1 KiB of data each) committed on a temporary SQLite file with
-//! `synchronous = FULL`, either as N concurrent `enqueue` calls (group commit) or as one
-//! `enqueue_batch`. Run with `cargo bench --bench store`; criterion reports the median time per
-//! N events.
+//! The store's hot path on a temporary SQLite file with `synchronous = FULL`, 1 KiB of data per
+//! event. `store_enqueue`: N enqueues committed either as N concurrent `enqueue` calls (group
+//! commit) or as one `enqueue_batch`. `store_claim_record`: a batch of N due deliveries claimed
+//! in one `claim_due`, then their N attempt results written in one `record_attempts`, as the
+//! engine's claim loop and recorder do (enqueueing them is outside the timed part). Run with
+//! `cargo bench --bench store`; criterion reports the median time per N.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,10 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use webhook_operator::store::sqlite::{SqliteConfig, SqliteStore};
-use webhook_operator::store::{EnqueueRequest, EventSource, NewEvent, Store};
+use webhook_operator::store::{
+    AttemptRecord, AttemptResult, ClaimRequest, ClaimScope, EnqueueRequest, EventSource, NewEvent,
+    NextStep, Store,
+};
 
 fn new_event(id: u64, data: &Bytes) -> NewEvent {
     NewEvent {
@@ -25,7 +30,9 @@ fn new_event(id: u64, data: &Bytes) -> NewEvent {
     }
 }
 
-fn enqueues(c: &mut Criterion) {
+/// A runtime like the dispatcher's and a fresh store in a temporary directory (kept alive by
+/// the returned guard).
+fn open_store() -> (tokio::runtime::Runtime, Arc<dyn Store>, tempfile::TempDir) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,7 +46,16 @@ fn enqueues(c: &mut Criterion) {
             )))
             .expect("open store"),
     );
-    let data = Bytes::from(format!(r#"{{"padding":"{}"}}"#, "x".repeat(1024 - 15)));
+    (runtime, store, dir)
+}
+
+fn one_kib() -> Bytes {
+    Bytes::from(format!(r#"{{"padding":"{}"}}"#, "x".repeat(1024 - 15)))
+}
+
+fn enqueues(c: &mut Criterion) {
+    let (runtime, store, _dir) = open_store();
+    let data = one_kib();
     let next_id = Arc::new(AtomicU64::new(0));
 
     let mut group = c.benchmark_group("store_enqueue");
@@ -90,5 +106,71 @@ fn enqueues(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, enqueues);
+fn claims_and_records(c: &mut Criterion) {
+    let (runtime, store, _dir) = open_store();
+    let data = one_kib();
+    let mut next_id = 0u64;
+    let mut group = c.benchmark_group("store_claim_record");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    for n in [100u64, 1000] {
+        group.throughput(Throughput::Elements(n));
+        group.bench_with_input(BenchmarkId::new("batch", n), &n, |b, &n| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iterations {
+                        let requests = (0..n)
+                            .map(|_| {
+                                next_id += 1;
+                                EnqueueRequest::unordered(
+                                    new_event(next_id, &data),
+                                    vec!["a".into()],
+                                )
+                            })
+                            .collect();
+                        store.enqueue_batch(requests).await.expect("enqueue batch");
+                        let started = Instant::now();
+                        let claimed = store
+                            .claim_due(ClaimRequest {
+                                now: jiff::Timestamp::now(),
+                                limit: n as usize,
+                                per_endpoint_limit: None,
+                                owner: "bench".into(),
+                                lease: Duration::from_secs(330),
+                                scope: ClaimScope::All,
+                            })
+                            .await
+                            .expect("claim");
+                        assert_eq!(claimed.len(), n as usize, "every enqueued delivery is due");
+                        let results = claimed
+                            .iter()
+                            .map(|claimed| AttemptResult {
+                                delivery_id: claimed.delivery.id,
+                                owner: "bench".into(),
+                                record: AttemptRecord {
+                                    at: jiff::Timestamp::now(),
+                                    attempt: 1,
+                                    status_code: Some(200),
+                                    latency_ms: Some(1),
+                                    error: None,
+                                    response_snippet: None,
+                                },
+                                next: NextStep::Delivered,
+                                pause_on_dead_letter: false,
+                            })
+                            .collect();
+                        store.record_attempts(results).await.expect("record");
+                        timed += started.elapsed();
+                    }
+                    timed
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, enqueues, claims_and_records);
 criterion_main!(benches);

@@ -92,6 +92,15 @@ struct Args {
     /// when cut off; one more sends oversized headers ten times a second.
     #[arg(long, default_value_t = 0)]
     hostile: usize,
+    /// Fan-out: endpoints form groups of this many (`ep-0..9`, `ep-10..19`, …) that share an
+    /// event type (`bench.g_<k>`), and the load publishes those types, so each event is this
+    /// many deliveries (0: one delivery per event, the default).
+    #[arg(long, default_value_t = 0)]
+    fanout: usize,
+    /// Publish through `events:batch`, this many events per request (0: one event per
+    /// `POST …/events`, the default).
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
 }
 
 /// Opens `count` hostile clients against `addr` until the returned handles are aborted.
@@ -494,7 +503,7 @@ impl Scenario {
         let started = Instant::now();
         let endpoints: Api<WebhookEndpoint> = Api::namespaced(client.clone(), &namespace);
         let subscriptions: Api<WebhookSubscription> = Api::namespaced(client.clone(), &namespace);
-        let creations = plan.iter().map(|e| {
+        let creations = plan.iter().enumerate().map(|(index, e)| {
             let (endpoints, subscriptions) = (endpoints.clone(), subscriptions.clone());
             let endpoint: Result<WebhookEndpoint, _> = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": e.name},
@@ -516,7 +525,7 @@ impl Scenario {
                 serde_json::from_value(serde_json::json!({
                     "metadata": {"name": e.name},
                     "spec": {"endpointRef": {"name": e.name},
-                             "eventTypes": [format!("bench.{}", e.name.replace('-', "_")), "bench.all"]}
+                             "eventTypes": subscribed_types(index, &e.name)}
                 }));
             async move {
                 endpoints.create(&PostParams::default(), &endpoint?).await?;
@@ -702,6 +711,26 @@ impl Scenario {
 static ORDERING_KEYS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 /// `--transform`, set once in `main`.
 static TRANSFORM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `--fanout`, set once in `main`.
+static FANOUT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Deliveries per published event of the measured load (`--fanout`, at least 1).
+fn fanout() -> usize {
+    FANOUT.get().copied().unwrap_or(0).max(1)
+}
+
+/// The event types of an endpoint's subscription: its own, the isolation scenario's
+/// `bench.all`, and with `--fanout` its group's.
+fn subscribed_types(index: usize, name: &str) -> Vec<String> {
+    let mut types = vec![
+        format!("bench.{}", name.replace('-', "_")),
+        "bench.all".into(),
+    ];
+    if FANOUT.get().copied().unwrap_or(0) > 0 {
+        types.push(format!("bench.g_{}", index / fanout()));
+    }
+    types
+}
 
 /// The Slack template's message (examples/30), plus the send time the receiver measures from.
 const SLACK_TRANSFORM: &str = r#"{
@@ -734,6 +763,8 @@ struct Publisher {
     refused: AtomicU64,
     types: Vec<String>,
     next: AtomicU64,
+    /// Events per request: 1 through `…/events`, more through `…/events:batch`.
+    batch: usize,
 }
 
 impl Publisher {
@@ -754,15 +785,40 @@ impl Publisher {
             refused: AtomicU64::new(0),
             types,
             next: AtomicU64::new(0),
+            batch: 1,
         }))
     }
 
+    /// The same publisher sending `batch` events per request (`events:batch` when more than 1).
+    fn batched(self: Arc<Self>, batch: usize) -> Arc<Self> {
+        if batch <= 1 {
+            return self;
+        }
+        Arc::new(Self {
+            http: self.http.clone(),
+            urls: self.urls.iter().map(|url| format!("{url}:batch")).collect(),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            types: self.types.clone(),
+            next: AtomicU64::new(0),
+            batch,
+        })
+    }
+
+    /// One request: one event, or `batch` events through `events:batch`.
     async fn publish_one(&self) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        let body = event_body(&self.types[n % self.types.len()], n as u64);
+        let n = self.next.fetch_add(self.batch as u64, Ordering::Relaxed) as usize;
+        let body = if self.batch <= 1 {
+            event_body(&self.types[n % self.types.len()], n as u64)
+        } else {
+            let events: Vec<String> = (n..n + self.batch)
+                .map(|i| event_body(&self.types[i % self.types.len()], i as u64))
+                .collect();
+            format!(r#"{{"events":[{}]}}"#, events.join(","))
+        };
         let sent = self
             .http
-            .post(&self.urls[n % self.urls.len()])
+            .post(&self.urls[(n / self.batch) % self.urls.len()])
             .bearer_auth("test-admin-token")
             .header("content-type", "application/json")
             .body(body)
@@ -770,7 +826,8 @@ impl Publisher {
             .await;
         match sent {
             Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
-                self.accepted.fetch_add(1, Ordering::Relaxed);
+                self.accepted
+                    .fetch_add(self.batch as u64, Ordering::Relaxed);
             }
             Ok(r) => {
                 let n = self.refused.fetch_add(1, Ordering::Relaxed);
@@ -807,9 +864,10 @@ impl Publisher {
             .collect()
     }
 
-    /// Open loop: one publish every 1/rate s for `duration`, whatever the answers take.
+    /// Open loop: `rate` events/s (one request every `batch`/rate s) for `duration`, whatever
+    /// the answers take.
     async fn open_loop(self: &Arc<Self>, rate: u64, duration: Duration) {
-        let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
+        let period = Duration::from_nanos(1_000_000_000 * self.batch as u64 / rate.max(1));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let end = Instant::now() + duration;
@@ -823,12 +881,14 @@ impl Publisher {
     }
 }
 
-/// A publisher of one event type per endpoint (`bench.ep_<i>`), after a warm-up of one event
-/// per endpoint, all delivered (the dispatchers have every policy).
+/// The measured load's publisher, after a warm-up of one event per endpoint
+/// (`bench.ep_<i>`), all delivered (the dispatchers have every policy). It publishes one event
+/// type per endpoint, or per group with `--fanout`, `batch` events per request.
 async fn warmed_up_publisher(
     scenario: &Scenario,
     receiver: &Receiver,
     count: usize,
+    batch: usize,
 ) -> Result<Arc<Publisher>> {
     let types: Vec<String> = (0..count).map(|i| format!("bench.ep_{i}")).collect();
     let publisher = Publisher::new(&scenario.ingests, &scenario.namespace, types)?;
@@ -839,7 +899,14 @@ async fn warmed_up_publisher(
         .collect::<Vec<_>>()
         .await;
     drain(&receiver.delivered, d0 + count as u64).await;
-    Ok(publisher)
+    let measured = if FANOUT.get().copied().unwrap_or(0) > 0 {
+        let groups = count.div_ceil(fanout());
+        let types = (0..groups).map(|k| format!("bench.g_{k}")).collect();
+        Publisher::new(&scenario.ingests, &scenario.namespace, types)?
+    } else {
+        publisher
+    };
+    Ok(measured.batched(batch))
 }
 
 /// Waits until the receiver has `target` deliveries (or stops growing for 15 s).
@@ -1022,7 +1089,7 @@ async fn latency(
     for attacker in &attackers {
         attacker.abort();
     }
-    let expected = d0 + rate * args.window;
+    let expected = d0 + rate * args.window * fanout() as u64;
     drain(&receiver.delivered, expected).await;
     receiver.recording.store(false, Ordering::Relaxed);
     let cpu_per_1000 = (scenario.dispatcher_cpu_seconds() - cpu0)
@@ -1106,6 +1173,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = ORDERING_KEYS.set(args.ordering_keys);
     let _ = TRANSFORM.set(args.transform);
+    let _ = FANOUT.set(args.fanout);
     now_us();
     std::fs::create_dir_all(&args.work_dir)?;
     let client = kube_client(&args.kubeconfig).await?;
@@ -1131,7 +1199,13 @@ async fn main() -> Result<()> {
     }
 
     for &count in &args.endpoints {
-        let label = format!("{count} endpoint{}", if count == 1 { "" } else { "s" });
+        let mut label = format!("{count} endpoint{}", if count == 1 { "" } else { "s" });
+        if args.fanout > 0 {
+            label += &format!(", fan-out {}", args.fanout);
+        }
+        if args.batch > 1 {
+            label += &format!(", batches of {}", args.batch);
+        }
         let Some(base) = &args.compare else {
             endpoint_count(&args, &client, &receiver, port, &mut figures, count, &label).await?;
             continue;
@@ -1254,7 +1328,7 @@ async fn endpoint_count(
         format!("{label}: dispatcher peak RSS MiB (idle, all cached)"),
         scenario.dispatcher.peak_rss_mib(),
     );
-    let publisher = warmed_up_publisher(&scenario, receiver, count).await?;
+    let publisher = warmed_up_publisher(&scenario, receiver, count, args.batch).await?;
     let http = webhook_operator::runtime::tls::http_client();
     for run in 0..args.runs {
         println!(" run {}", run + 1);
@@ -1352,7 +1426,7 @@ async fn scale_out_runs(
             StoreSetup::Postgres { replicas },
         )
         .await?;
-        let publisher = warmed_up_publisher(&scenario, receiver, count).await?;
+        let publisher = warmed_up_publisher(&scenario, receiver, count, args.batch).await?;
         for run in 0..args.runs {
             println!(" run {}", run + 1);
             sustained(&scenario, receiver, &publisher, args, figures, &label).await?;

@@ -8,6 +8,8 @@
 #   scripts/bench-e2e.sh --replicas 1,2,3        # dispatchers sharing one PostgreSQL store
 #   scripts/bench-e2e.sh --compare /path/to/base/webhook-operator
 #                        # this build and another, run by run in turn; ends with new ÷ base
+#   scripts/bench-e2e.sh --endpoints 100 --fanout 10   # each event to 10 endpoints
+#   scripts/bench-e2e.sh --endpoints 1 --batch 50      # publishers use events:batch, 50 a request
 #   scripts/bench-e2e.sh --help
 # Everything runs on 127.0.0.1. See docs/benchmarks.md.
 set -euo pipefail

@@ -116,9 +116,14 @@ pub struct DispatcherConfig {
     /// Seconds a finished WebhookEvent is kept when it sets no ttlSecondsAfterFinished.
     #[arg(long, default_value_t = 3600)]
     pub event_ttl_seconds: u64,
-    /// Days finished deliveries and their attempt log are kept in the store.
-    #[arg(long, default_value_t = 7)]
-    pub retention_days: u64,
+    /// How long finished deliveries and their attempt log are kept in the store (e.g. `7d`,
+    /// `36h`, `30m`). Purged every quarter of it, at most hourly.
+    #[arg(long, env = "RETENTION", default_value = "7d", value_parser = window,
+          conflicts_with = "retention_days")]
+    pub retention: Duration,
+    /// The same in whole days (the chart's `dispatcher.retentionDays`); when given, it is used.
+    #[arg(long)]
+    pub retention_days: Option<u64>,
     /// Seconds between status write-backs of one object (at most one patch per object per interval).
     #[arg(long, default_value_t = 3)]
     pub status_interval_seconds: u64,
@@ -184,6 +189,13 @@ pub struct DispatcherConfig {
 }
 
 impl DispatcherConfig {
+    /// How long finished deliveries are kept: `--retention-days` when given, else `--retention`.
+    pub fn delivery_retention(&self) -> Duration {
+        self.retention_days.map_or(self.retention, |days| {
+            Duration::from_secs(days.saturating_mul(86_400))
+        })
+    }
+
     /// The transform pool's settings; workers are this binary run as `transform-worker`.
     pub fn transform_pool(&self) -> std::io::Result<crate::transform::PoolConfig> {
         let mut pool = crate::transform::PoolConfig::new(std::env::current_exe()?);
@@ -269,5 +281,20 @@ mod tests {
         let cli = Cli::try_parse_from(["dispatcher", "--idempotency-window", "2h"]).unwrap();
         assert_eq!(cli.config.idempotency_window, Duration::from_secs(7_200));
         assert!(Cli::try_parse_from(["dispatcher", "--idempotency-window", "soon"]).is_err());
+        assert_eq!(
+            cli.config.delivery_retention(),
+            Duration::from_secs(7 * 86_400)
+        );
+        let cli = Cli::try_parse_from(["dispatcher", "--retention", "30m"]).unwrap();
+        assert_eq!(cli.config.delivery_retention(), Duration::from_secs(1_800));
+        let cli = Cli::try_parse_from(["dispatcher", "--retention-days", "14"]).unwrap();
+        assert_eq!(
+            cli.config.delivery_retention(),
+            Duration::from_secs(14 * 86_400)
+        );
+        assert!(
+            Cli::try_parse_from(["dispatcher", "--retention", "1d", "--retention-days", "2"])
+                .is_err()
+        );
     }
 }

@@ -343,9 +343,11 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes finished deliveries older than the retention period, hourly.
+/// Deletes finished deliveries older than the retention period, every quarter of it (at most
+/// hourly, at least every minute), and security log entries older than theirs.
 async fn retention(shared: Arc<Shared>) {
-    let keep = Duration::from_secs(shared.config.retention_days.saturating_mul(86_400));
+    let keep = shared.config.delivery_retention();
+    let every = (keep / 4).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     loop {
         let cutoff = Timestamp::now()
             .saturating_sub(keep)
@@ -361,7 +363,7 @@ async fn retention(shared: Arc<Shared>) {
             Ok(purged) => tracing::debug!(purged, "purged old security log entries"),
             Err(error) => warn!(%error, "purging the security log failed"),
         }
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
