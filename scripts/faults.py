@@ -348,7 +348,7 @@ def throughput(work, label, kubeconfig, receiver, events):
         dispatcher.wait(30)
 
 
-PG_ENV = dict(os.environ, WO_POSTGRES_DIR="/tmp/wo-postgres-fault", WO_POSTGRES_PORT="55442")
+PG_ENV = dict(os.environ, WO_POSTGRES_DIR="/tmp/wo-postgres-fault", WO_POSTGRES_PORT="15442")
 
 
 def postgres(command):

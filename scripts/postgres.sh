@@ -11,7 +11,7 @@
 #   scripts/postgres.sh ca       prints the path of the throwaway CA certificate (PEM) that signed
 #                                the server's TLS certificate (after `start`)
 #
-# The cluster listens on 127.0.0.1 only, on a non-default port (WO_POSTGRES_PORT, default 55432),
+# The cluster listens on 127.0.0.1 only, on a non-default port (WO_POSTGRES_PORT, default 15432),
 # with its files and Unix socket in WO_POSTGRES_DIR (default /tmp/wo-postgres), trust
 # authentication for the superuser `postgres`. It is for tests only: fsync is off (a crash of the
 # machine may corrupt it; the tests never need that), which keeps the suite fast on a small disk.
@@ -23,7 +23,9 @@
 # the Debian package) and every server command runs through `runuser`.
 set -euo pipefail
 
-PORT="${WO_POSTGRES_PORT:-55432}"
+# Below Linux's ephemeral range (32768–60999): a port in it can be held by any outgoing
+# connection (the API server's connection to etcd once held 55432 and the server could not bind).
+PORT="${WO_POSTGRES_PORT:-15432}"
 BASE="${WO_POSTGRES_DIR:-/tmp/wo-postgres}"
 DATA="$BASE/data"
 LOG="$BASE/server.log"

@@ -583,3 +583,57 @@ async fn a_resume_racing_finishes_and_enqueues_loses_no_lane() -> Result<()> {
     }
     Ok(())
 }
+
+/// A batch of attempt results runs first with no savepoint; one that PostgreSQL refuses (a NUL
+/// character in text) fails that transaction, and the batch is recorded again with a savepoint
+/// per result: the others are recorded, and only the refused one is answered with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_result_does_not_undo_its_batch() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let store = harness.open().await?;
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a", "b", "c"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", 1)).await?;
+    assert_eq!(claimed.len(), 3);
+    let delivered = |i: usize| {
+        result(
+            claimed[i].delivery.id,
+            "w",
+            1,
+            2,
+            Some(200),
+            5,
+            NextStep::Delivered,
+        )
+    };
+    let mut refused = delivered(1);
+    refused.next = NextStep::Retry { at: at(60) };
+    refused.record.error = Some("bad\0byte".into());
+    let outcomes = store
+        .record_attempts(vec![delivered(0), refused, delivered(2)])
+        .await?;
+    assert!(matches!(
+        outcomes[0],
+        Ok(webhook_operator::store::RecordOutcome::Applied)
+    ));
+    assert!(
+        outcomes[1].is_err(),
+        "the NUL byte is refused: {outcomes:?}"
+    );
+    assert!(matches!(
+        outcomes[2],
+        Ok(webhook_operator::store::RecordOutcome::Applied)
+    ));
+    let stats = store.endpoint_stats(&endpoint("a"), at(10)).await?;
+    assert_eq!(stats.delivered_total, 1);
+    let refused_stats = store.endpoint_stats(&endpoint("b"), at(10)).await?;
+    assert_eq!(
+        (
+            refused_stats.failed_attempts_total,
+            refused_stats.in_flight_count
+        ),
+        (0, 1)
+    );
+    Ok(())
+}

@@ -4,9 +4,9 @@
 use jiff::Timestamp;
 
 use crate::store::{
-    AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, DeliveryState, EndpointStats,
-    EnqueueRequest, EventRecord, EventSource, EventTypePattern, NextStep, Page, PageRequest,
-    ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
+    AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, DeliveryState, EndpointRef,
+    EndpointStats, EnqueueRequest, EventRecord, EventSource, EventTypePattern, NextStep, Page,
+    PageRequest, ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
 };
 
 /// Columns of a delivery row, from alias `d` (each backend maps them by position).
@@ -424,6 +424,59 @@ pub struct CounterBump {
     pub last_error: Option<String>,
 }
 
+impl CounterBump {
+    /// Folds in a bump recorded after this one, so that applying the result once leaves the
+    /// backends' upsert where applying the two in turn would: counts add up, and each "last"
+    /// value is the later one (the later bump's on a tie), its status or error moving with it.
+    pub fn then(&mut self, later: CounterBump) {
+        self.delivered += later.delivered;
+        self.failed_attempts += later.failed_attempts;
+        self.dead_lettered += later.dead_lettered;
+        self.retries += later.retries;
+        self.filtered += later.filtered;
+        if moves_forward(later.last_attempt_at, self.last_attempt_at) {
+            self.last_attempt_at = later.last_attempt_at;
+            self.last_status_code = later.last_status_code;
+        }
+        if moves_forward(later.last_success_at, self.last_success_at) {
+            self.last_success_at = later.last_success_at;
+        }
+        if moves_forward(later.last_failure_at, self.last_failure_at) {
+            self.last_failure_at = later.last_failure_at;
+            self.last_error = later.last_error;
+        }
+    }
+}
+
+/// The upsert's rule for a "last" time: a new value replaces none or one no later than itself.
+fn moves_forward(new: Option<i64>, current: Option<i64>) -> bool {
+    new.is_some_and(|new| current.is_none_or(|current| new >= current))
+}
+
+/// The counter bumps of a batch of attempts, folded into one per endpoint (first seen first):
+/// a batch then writes each endpoint's counters once instead of once per attempt.
+#[derive(Debug, Default)]
+pub struct CounterTally {
+    bumps: Vec<(EndpointRef, CounterBump)>,
+    index: std::collections::HashMap<EndpointRef, usize>,
+}
+
+impl CounterTally {
+    pub fn add(&mut self, endpoint: EndpointRef, bump: CounterBump) {
+        match self.index.get(&endpoint) {
+            Some(&at) => self.bumps[at].1.then(bump),
+            None => {
+                self.index.insert(endpoint.clone(), self.bumps.len());
+                self.bumps.push((endpoint, bump));
+            }
+        }
+    }
+
+    pub fn into_bumps(self) -> Vec<(EndpointRef, CounterBump)> {
+        self.bumps
+    }
+}
+
 /// The counters an attempt logged with `outcome` bumps (`success`: it delivered).
 pub fn counter_bump(result: &AttemptResult, outcome: AttemptOutcome, success: bool) -> CounterBump {
     let at = millis(result.record.at);
@@ -457,6 +510,84 @@ pub fn failure_text(result: &AttemptResult, success: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The backends' upsert of one bump into a stored row (the row starts as the first bump).
+    fn upsert(row: &mut CounterBump, bump: &CounterBump) {
+        let old = row.clone();
+        row.delivered += bump.delivered;
+        row.failed_attempts += bump.failed_attempts;
+        row.dead_lettered += bump.dead_lettered;
+        row.retries += bump.retries;
+        row.filtered += bump.filtered;
+        // Every CASE reads the row as it was before the statement, as SQL does.
+        if bump.last_attempt_at.is_some()
+            && (old.last_attempt_at.is_none() || bump.last_attempt_at >= old.last_attempt_at)
+        {
+            row.last_status_code = bump.last_status_code;
+            row.last_attempt_at = bump.last_attempt_at;
+        }
+        if bump.last_success_at.is_some()
+            && (old.last_success_at.is_none() || bump.last_success_at >= old.last_success_at)
+        {
+            row.last_success_at = bump.last_success_at;
+        }
+        if bump.last_failure_at.is_some()
+            && (old.last_failure_at.is_none() || bump.last_failure_at >= old.last_failure_at)
+        {
+            row.last_error.clone_from(&bump.last_error);
+            row.last_failure_at = bump.last_failure_at;
+        }
+    }
+
+    fn any_bump() -> impl Strategy<Value = CounterBump> {
+        let at = proptest::option::of(0i64..5);
+        (
+            (0i64..2, 0i64..2, 0i64..2, 0i64..2, 0i64..2),
+            (at.clone(), at.clone(), at),
+            proptest::option::of(200u16..203),
+            proptest::option::of("[a-c]"),
+        )
+            .prop_map(
+                |((d, f, x, r, t), (attempt, success, failure), code, error)| CounterBump {
+                    delivered: d,
+                    failed_attempts: f,
+                    dead_lettered: x,
+                    retries: r,
+                    filtered: t,
+                    last_attempt_at: attempt,
+                    last_success_at: success,
+                    last_failure_at: failure,
+                    last_status_code: code,
+                    last_error: error,
+                },
+            )
+    }
+
+    proptest! {
+        /// A batch's tally written once leaves an endpoint's counters exactly where writing
+        /// each attempt's bump in turn would (times out of order and ties included).
+        #[test]
+        fn a_folded_batch_upserts_like_its_attempts_in_turn(
+            row in any_bump(),
+            batch in proptest::collection::vec(any_bump(), 1..12),
+        ) {
+            let mut in_turn = row.clone();
+            for bump in &batch {
+                upsert(&mut in_turn, bump);
+            }
+            let endpoint = EndpointRef { namespace: "ns".into(), name: "e".into() };
+            let mut tally = CounterTally::default();
+            for bump in batch {
+                tally.add(endpoint.clone(), bump);
+            }
+            let bumps = tally.into_bumps();
+            prop_assert_eq!(bumps.len(), 1);
+            let mut at_once = row;
+            upsert(&mut at_once, &bumps[0].1);
+            prop_assert_eq!(at_once, in_turn);
+        }
+    }
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {

@@ -110,3 +110,73 @@ pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
     assert!(store.record_attempts(Vec::new()).await?.is_empty());
     Ok(())
 }
+
+/// An endpoint's counters after a batch of attempts (written once per endpoint at the end) are
+/// what recording the same attempts one at a time gives: same totals, and the "last" values of
+/// the latest attempt, whatever order the batch had them in.
+pub async fn batched_counters(harness: &dyn Harness) -> Result<()> {
+    let store = harness.open().await?;
+    for i in 0..5 {
+        store
+            .enqueue(
+                event(&format!("evt_{i}"), "user.created", 0),
+                names(&["batch", "alone"]),
+            )
+            .await?;
+    }
+    let claimed = store.claim_due(claim_all("w", 1)).await?;
+    assert_eq!(claimed.len(), 10);
+    // Out of time order on purpose: the oldest success comes last.
+    let plan = [
+        (20, Some(200), NextStep::Delivered),
+        (30, Some(500), NextStep::Retry { at: at(90) }),
+        (
+            25,
+            Some(503),
+            NextStep::DeadLetter {
+                reason: "gave up".into(),
+            },
+        ),
+        (
+            31,
+            Some(404),
+            NextStep::DeadLetter {
+                reason: "HTTP 404".into(),
+            },
+        ),
+        (10, Some(204), NextStep::Delivered),
+    ];
+    let results_for = |name: &str| {
+        let ids = claimed
+            .iter()
+            .filter(|c| c.delivery.endpoint == endpoint(name));
+        ids.zip(&plan)
+            .map(|(c, (seconds, status, next))| {
+                result(c.delivery.id, "w", 1, *seconds, *status, 5, next.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    for outcome in store.record_attempts(results_for("batch")).await? {
+        assert_eq!(outcome?, RecordOutcome::Applied);
+    }
+    for one in results_for("alone") {
+        assert_eq!(store.record_attempt(one).await?, RecordOutcome::Applied);
+    }
+    let now = at(100);
+    let batched = store.endpoint_stats(&endpoint("batch"), now).await?;
+    let alone = store.endpoint_stats(&endpoint("alone"), now).await?;
+    assert_eq!(batched, alone);
+    assert_eq!(
+        (batched.delivered_total, batched.dead_lettered_total),
+        (2, 2)
+    );
+    assert_eq!(
+        (batched.failed_attempts_total, batched.retries_total),
+        (3, 1)
+    );
+    assert_eq!(batched.last_attempt_at, Some(at(31)));
+    assert_eq!(batched.last_status_code, Some(404));
+    assert_eq!(batched.last_success_at, Some(at(20)));
+    assert_eq!(batched.last_failure_at, Some(at(31)));
+    Ok(())
+}

@@ -29,7 +29,7 @@ mod recovery;
 mod replay;
 mod security;
 
-pub use batches::{batched_records, capped_claims};
+pub use batches::{batched_counters, batched_records, capped_claims};
 pub use filtered::filtered_deliveries_finish_without_failing;
 pub use flow::{claim_scopes, enqueue_claim_record, held_endpoints, idempotency};
 pub use load::{
@@ -83,6 +83,7 @@ macro_rules! store_contract_tests {
             concurrent_enqueues_are_durable,
             capped_claims,
             batched_records,
+            batched_counters,
             ordered_lanes,
             ordered_lanes_survive_crashes_suspension_and_replays,
             paused_endpoints_resume,

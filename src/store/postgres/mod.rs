@@ -34,7 +34,7 @@ use jiff::Timestamp;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::store::common::{millis, validate_enqueue};
+use crate::store::common::{millis, validate_enqueue, CounterTally};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, AttemptScope, ClaimRequest,
     ClaimedDelivery, DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef,
@@ -180,6 +180,54 @@ macro_rules! in_snapshot {
 }
 
 impl PostgresStore {
+    /// Records a batch in one transaction; `isolate_each`: each result in a savepoint of its
+    /// own (one that fails is answered with its error), else the first failure fails the batch.
+    /// The endpoints' counters are written once per endpoint at the end.
+    async fn record_batch(
+        &self,
+        results: &[AttemptResult],
+        isolate_each: bool,
+    ) -> Result<Vec<Result<RecordOutcome>>> {
+        let mut client = self.client().await?;
+        let mut tx = client.transaction().await.map_err(db("begin"))?;
+        writes::lock_finishing_lanes(&tx, results).await?;
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut tally = CounterTally::default();
+        for result in results {
+            if !isolate_each {
+                let (outcome, bump) = writes::record_attempt_locked(&tx, result).await?;
+                if let Some((endpoint, bump)) = bump {
+                    tally.add(endpoint, bump);
+                }
+                outcomes.push(Ok(outcome));
+                continue;
+            }
+            let savepoint = tx.savepoint("record").await.map_err(db("savepoint"))?;
+            match writes::record_attempt_locked(&savepoint, result).await {
+                Ok((outcome, bump)) => {
+                    savepoint.commit().await.map_err(db("release savepoint"))?;
+                    if let Some((endpoint, bump)) = bump {
+                        tally.add(endpoint, bump);
+                    }
+                    outcomes.push(Ok(outcome));
+                }
+                Err(error) => {
+                    savepoint
+                        .rollback()
+                        .await
+                        .map_err(db("roll back to savepoint"))?;
+                    outcomes.push(Err(error));
+                }
+            }
+        }
+        // Once per endpoint, not per attempt (one round trip each).
+        for (endpoint, bump) in tally.into_bumps() {
+            writes::bump_counters(&tx, &endpoint, &bump).await?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(outcomes)
+    }
+
     /// Connects, creates and migrates the schema, and starts the group-commit writer. Unlike the
     /// SQLite store, do not call `recover_in_flight(None, …)` at the start of one replica: other
     /// replicas' deliveries are in flight too; expired leases come back by themselves.
@@ -349,35 +397,22 @@ impl Store for PostgresStore {
         in_transaction!(self, |tx| writes::record_attempt(&tx, &result).await?)
     }
 
-    /// One transaction (one commit, one WAL flush) for the batch; each result in a savepoint of
-    /// its own, so one failing does not undo the others. The lane locks of the whole batch are
-    /// taken first, at once (see [`lanes`]).
+    /// One transaction (one commit, one WAL flush) for the batch. Tried first with no savepoint
+    /// (two round trips per result saved); if a result fails, that transaction is rolled back
+    /// and the batch recorded again with each result in a savepoint of its own, so one failing
+    /// does not undo the others. The lane locks of the whole batch are taken first, at once
+    /// (see [`lanes`]).
     async fn record_attempts(
         &self,
         results: Vec<AttemptResult>,
     ) -> Result<Vec<Result<RecordOutcome>>> {
-        let mut client = self.client().await?;
-        let mut tx = client.transaction().await.map_err(db("begin"))?;
-        writes::lock_finishing_lanes(&tx, &results).await?;
-        let mut outcomes = Vec::with_capacity(results.len());
-        for result in &results {
-            let savepoint = tx.savepoint("record").await.map_err(db("savepoint"))?;
-            match writes::record_attempt_locked(&savepoint, result).await {
-                Ok(outcome) => {
-                    savepoint.commit().await.map_err(db("release savepoint"))?;
-                    outcomes.push(Ok(outcome));
-                }
-                Err(error) => {
-                    savepoint
-                        .rollback()
-                        .await
-                        .map_err(db("roll back to savepoint"))?;
-                    outcomes.push(Err(error));
-                }
+        match self.record_batch(&results, false).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(error) => {
+                tracing::debug!(%error, attempts = results.len(), "a batch of attempt results failed as a whole; recording each in a savepoint of its own");
+                self.record_batch(&results, true).await
             }
         }
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(outcomes)
     }
 
     async fn resume_endpoint(

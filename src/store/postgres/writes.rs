@@ -12,13 +12,12 @@ use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COL
 use super::{db, reads};
 use crate::store::common::{
     attempt_outcome, count, counter_bump, distinct_endpoints, millis, resource_columns, sql_limit,
-    transition,
+    transition, CounterBump,
 };
 use crate::store::{
-    partition_hash, AttemptOutcome, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery,
-    DeliveryId, DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest,
-    EventSource, NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult,
-    Result, StoreError,
+    partition_hash, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
+    DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource,
+    NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult, Result, StoreError,
 };
 
 /// Runs `sql` (prepared once per connection) and returns its rows.
@@ -487,17 +486,23 @@ pub async fn lock_finishing_lanes(tx: &Transaction<'_>, results: &[AttemptResult
 /// delivery's lane locks if it may finish, then [`record_attempt_locked`].
 pub async fn record_attempt(tx: &Transaction<'_>, result: &AttemptResult) -> Result<RecordOutcome> {
     lock_finishing_lanes(tx, std::slice::from_ref(result)).await?;
-    record_attempt_locked(tx, result).await
+    let (outcome, bump) = record_attempt_locked(tx, result).await?;
+    if let Some((endpoint, bump)) = bump {
+        bump_counters(tx, &endpoint, &bump).await?;
+    }
+    Ok(outcome)
 }
 
 /// Logs an attempt and moves the delivery if the caller still holds its lease (the delivery row
 /// is locked first, so a concurrent claim or recovery cannot move it in between). When it
 /// finishes a laned delivery it pauses the endpoint (a dead letter with `pause_on_dead_letter`)
-/// and advances the lane; the caller holds that lane's locks ([`lock_finishing_lanes`]).
+/// and advances the lane; the caller holds that lane's locks ([`lock_finishing_lanes`]). What
+/// the attempt adds to its endpoint's counters is returned, for the caller to write
+/// ([`bump_counters`], once per endpoint for a batch).
 pub async fn record_attempt_locked(
     tx: &Transaction<'_>,
     result: &AttemptResult,
-) -> Result<RecordOutcome> {
+) -> Result<(RecordOutcome, Option<(EndpointRef, CounterBump)>)> {
     let found = query(
         tx,
         "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, \
@@ -508,7 +513,7 @@ pub async fn record_attempt_locked(
     )
     .await?;
     let Some(row) = found.first() else {
-        return Ok(RecordOutcome::NotFound);
+        return Ok((RecordOutcome::NotFound, None));
     };
     let (state, lease_owner): (String, Option<String>) = (get(row, 0)?, get(row, 1)?);
     let endpoint = EndpointRef {
@@ -521,7 +526,7 @@ pub async fn record_attempt_locked(
     let recorded_attempts: i32 = get(row, 8)?;
     let record = &result.record;
     if i64::from(recorded_attempts) >= i64::from(record.attempt) {
-        return Ok(RecordOutcome::AlreadyRecorded);
+        return Ok((RecordOutcome::AlreadyRecorded, None));
     }
     let at = millis(record.at);
     let success = matches!(result.next, NextStep::Delivered);
@@ -556,9 +561,9 @@ pub async fn record_attempt_locked(
         "insert attempt",
     )
     .await?;
-    bump_counters(tx, &endpoint, result, outcome, success).await?;
+    let bump = counter_bump(result, outcome, success);
     if !holds_lease {
-        return Ok(RecordOutcome::LeaseLost);
+        return Ok((RecordOutcome::LeaseLost, Some((endpoint, bump))));
     }
     let next = transition(result, outcome);
     execute(
@@ -586,25 +591,22 @@ pub async fn record_attempt_locked(
             lanes::pause(tx, &endpoint, result.delivery_id, &event_id, reason, at).await?;
         }
         let lane = Lane {
-            namespace: endpoint.namespace,
-            endpoint: endpoint.name,
+            namespace: endpoint.namespace.clone(),
+            endpoint: endpoint.name.clone(),
             lane,
         };
         lanes::advance(tx, &[lane], at).await?;
     }
-    Ok(RecordOutcome::Applied)
+    Ok((RecordOutcome::Applied, Some((endpoint, bump))))
 }
 
-/// Adds an attempt to the endpoint's totals; "last" values move only forward in time, and a
+/// Adds attempts to the endpoint's totals; "last" values move only forward in time, and a
 /// `NULL` (a filtered attempt has no last attempt, status, success or failure) leaves one as is.
-async fn bump_counters(
+pub async fn bump_counters(
     tx: &Transaction<'_>,
     endpoint: &EndpointRef,
-    result: &AttemptResult,
-    outcome: AttemptOutcome,
-    success: bool,
+    bump: &CounterBump,
 ) -> Result<()> {
-    let bump = counter_bump(result, outcome, success);
     execute(
         tx,
         "INSERT INTO endpoint_counters AS c (namespace, endpoint, delivered, failed_attempts, \

@@ -42,6 +42,7 @@ mod writes;
 use readers::Readers;
 use rows::millis;
 pub use writer::CommitObserver;
+pub(crate) use writer::Isolation;
 use writer::{Admission, Writer, WriterConfig};
 
 /// When a commit is durable.
@@ -150,7 +151,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
     {
         self.writer.submit(Admission::Wait, work).await
     }
@@ -247,7 +248,10 @@ impl Store for SqliteStore {
         if results.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |conn| Ok(writes::record_attempts(conn, &results)))
+        self.writer
+            .submit_isolating(Admission::Wait, move |conn, isolation| {
+                writes::record_attempts(conn, &results, isolation)
+            })
             .await
     }
 
