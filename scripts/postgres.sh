@@ -153,7 +153,7 @@ full_page_writes = off
 EOF
   fi
   setup_tls || true
-  if ! as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null; then
+  if ! as_owner "$bin/pg_ctl" -D "$DATA" -l "$LOG" -o "-p $PORT" -w -t 60 start >/dev/null; then
     echo "postgres.sh: the server did not start; its log:" >&2
     tail -n 30 "$LOG" >&2 || true
     exit 1
@@ -177,7 +177,7 @@ down() {
 }
 
 up() {
-  if ! as_owner "$(bindir)/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null; then
+  if ! as_owner "$(bindir)/pg_ctl" -D "$DATA" -l "$LOG" -o "-p $PORT" -w -t 60 start >/dev/null; then
     echo "postgres.sh: the server did not start; its log:" >&2
     tail -n 30 "$LOG" >&2 || true
     exit 1

@@ -19,7 +19,7 @@ use super::metrics::{AlertLabels, Metrics, SecurityLabels};
 use super::Shared;
 use crate::security::detect::{Detector, Thresholds};
 use crate::security::{SecurityEvent, SecurityKind};
-use crate::store::EndpointRef;
+use crate::store::{EndpointRef, StatsWindows};
 
 /// Entries that may wait for the writer.
 const CAPACITY: usize = 4096;
@@ -144,7 +144,7 @@ async fn last_successes(
         }
         let stats = shared
             .store
-            .endpoint_stats(&EndpointRef::new(namespace, name), *at)
+            .endpoint_stats_with(&EndpointRef::new(namespace, name), *at, StatsWindows::NONE)
             .await;
         let success = match stats {
             Ok(stats) => stats.last_success_at,

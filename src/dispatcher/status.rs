@@ -9,6 +9,7 @@ pub mod notices;
 mod ordering;
 mod rate_limit;
 pub mod replay;
+pub mod windows;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use self::dead_letters::{DeadLetterReport, DeadLetterReports};
+use self::windows::WindowCache;
 use super::Shared;
 use crate::api::conditions::{
     self, Condition, DesiredCondition, Reason, CIRCUIT_OPEN, HEALTHY, RATE_REDUCED,
@@ -121,6 +123,7 @@ pub fn health_score(stats: &EndpointStats, circuit: BreakerState, timeout: Durat
 pub async fn run(shared: Arc<Shared>) {
     let interval = Duration::from_secs(shared.config.status_interval_seconds.max(1));
     let mut reports = DeadLetterReports::default();
+    let mut windows = WindowCache::default();
     loop {
         tokio::time::sleep(interval).await;
         let mut endpoints: HashSet<EndpointRef> =
@@ -133,7 +136,8 @@ pub async fn run(shared: Arc<Shared>) {
             if !shared.ownership.owns_endpoint(&endpoint) {
                 continue;
             }
-            if let Err(error) = write_endpoint(&shared, &endpoint, &mut reports).await {
+            if let Err(error) = write_endpoint(&shared, &endpoint, &mut reports, &mut windows).await
+            {
                 debug!(%error, endpoint = %endpoint.name, "endpoint status write failed");
                 if error.worth_retrying() {
                     shared.dirty.endpoint(&endpoint);
@@ -267,15 +271,22 @@ async fn write_endpoint(
     shared: &Shared,
     endpoint: &EndpointRef,
     reports: &mut DeadLetterReports,
+    windows: &mut WindowCache,
 ) -> Result<(), WriteError> {
     let Some(resource) = shared.cache.endpoint(&endpoint.namespace, &endpoint.name) else {
         shared.gates.remove(endpoint);
         shared.dirty.forget_tests(endpoint);
         reports.forget(endpoint);
+        windows.forget(endpoint);
         return Ok(());
     };
     let now = Timestamp::now();
-    let stats = shared.store.endpoint_stats(endpoint, now).await?;
+    let wanted = windows.wanted(endpoint, Instant::now());
+    let mut stats = shared
+        .store
+        .endpoint_stats_with(endpoint, now, wanted)
+        .await?;
+    windows.fill(endpoint, Instant::now(), wanted, &mut stats);
     let snapshot = shared.gates.snapshot(endpoint);
     let circuit_state = snapshot.map_or(BreakerState::Closed, |s| s.state);
     let timeout = Duration::from_secs(resource.spec.timeout_seconds.into());

@@ -226,8 +226,22 @@ pub trait Store: Send + Sync + 'static {
     async fn analytics(&self, query: AnalyticsQuery) -> Result<Vec<AnalyticsBucket>>;
 
     /// Totals, windowed rates and latencies, last times, and queue counts of one endpoint.
-    async fn endpoint_stats(&self, endpoint: &EndpointRef, now: Timestamp)
-        -> Result<EndpointStats>;
+    async fn endpoint_stats(
+        &self,
+        endpoint: &EndpointRef,
+        now: Timestamp,
+    ) -> Result<EndpointStats> {
+        self.endpoint_stats_with(endpoint, now, StatsWindows::ALL)
+            .await
+    }
+
+    /// As [`endpoint_stats`](Self::endpoint_stats), computing only the `windows` asked for.
+    async fn endpoint_stats_with(
+        &self,
+        endpoint: &EndpointRef,
+        now: Timestamp,
+        windows: StatsWindows,
+    ) -> Result<EndpointStats>;
 
     /// Deliveries a replay with `filter` would select (all deliveries, including earlier
     /// replays'), oldest event first, at most `limit`.

@@ -474,6 +474,26 @@ pub struct WindowStats {
     pub p95_latency_ms: Option<u64>,
 }
 
+/// Which of [`EndpointStats`]'s windows to compute. Each is a scan of the window's attempts,
+/// so a caller that already has one recent enough (the status writer) leaves it out; a window
+/// left out comes back as `WindowStats::default()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatsWindows {
+    pub hour: bool,
+    pub day: bool,
+}
+
+impl StatsWindows {
+    pub const ALL: Self = Self {
+        hour: true,
+        day: true,
+    };
+    pub const NONE: Self = Self {
+        hour: false,
+        day: false,
+    };
+}
+
 /// Everything an endpoint's status needs. Totals survive `purge_finished`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointStats {

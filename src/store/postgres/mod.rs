@@ -40,8 +40,8 @@ use crate::store::{
     ClaimedDelivery, DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef,
     EndpointStats, EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page,
     PageRequest, PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress,
-    ReplayRequest, ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store,
-    StoreError,
+    ReplayRequest, ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, StatsWindows,
+    Store, StoreError,
 };
 
 mod lanes;
@@ -544,12 +544,16 @@ impl Store for PostgresStore {
         in_snapshot!(self, |tx| reads::analytics(&tx, &query).await?)
     }
 
-    async fn endpoint_stats(
+    async fn endpoint_stats_with(
         &self,
         endpoint: &EndpointRef,
         now: Timestamp,
+        windows: StatsWindows,
     ) -> Result<EndpointStats> {
-        in_snapshot!(self, |tx| reads::endpoint_stats(&tx, endpoint, now).await?)
+        in_snapshot!(self, |tx| reads::endpoint_stats(
+            &tx, endpoint, now, windows
+        )
+        .await?)
     }
 
     async fn replay_candidates(

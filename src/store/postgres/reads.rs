@@ -18,7 +18,7 @@ use crate::store::common::{
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptScope, DeadLetter, DeliveryId,
     DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventStatus, Page, PageRequest,
-    QueueCounts, ReplayFilter, ReplayProgress, Result, WindowStats,
+    QueueCounts, ReplayFilter, ReplayProgress, Result, StatsWindows, WindowStats,
 };
 
 /// An event and all its deliveries.
@@ -319,18 +319,21 @@ async fn window(
     ))
 }
 
-/// Totals, windows and queue counts of one endpoint.
+/// Totals, the `windows` asked for and queue counts of one endpoint.
 pub async fn endpoint_stats(
     tx: &Transaction<'_>,
     endpoint: &EndpointRef,
     now: Timestamp,
+    windows: StatsWindows,
 ) -> Result<EndpointStats> {
     let now_ms = millis(now);
-    let mut stats = EndpointStats {
-        last_hour: window(tx, endpoint, now_ms - 3_600_000, now_ms).await?,
-        last_day: window(tx, endpoint, now_ms - 86_400_000, now_ms).await?,
-        ..EndpointStats::default()
-    };
+    let mut stats = EndpointStats::default();
+    if windows.hour {
+        stats.last_hour = window(tx, endpoint, now_ms - 3_600_000, now_ms).await?;
+    }
+    if windows.day {
+        stats.last_day = window(tx, endpoint, now_ms - 86_400_000, now_ms).await?;
+    }
     let counters = query(
         tx,
         "SELECT delivered, failed_attempts, dead_lettered, retries, last_attempt_at, last_success_at, \

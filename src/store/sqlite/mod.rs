@@ -26,8 +26,8 @@ use crate::store::{
     ClaimedDelivery, DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef,
     EndpointStats, EnqueueOutcome, EnqueueRequest, EventQuery, EventRecord, EventStatus, Page,
     PageRequest, PurgeStats, QueueCounts, RecordOutcome, ReplayFilter, ReplayProgress,
-    ReplayRequest, ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, Store,
-    StoreError,
+    ReplayRequest, ReplayResult, Result, ResumeAction, ResumeOutcome, SecurityQuery, StatsWindows,
+    Store, StoreError,
 };
 
 mod lanes;
@@ -381,14 +381,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn endpoint_stats(
+    async fn endpoint_stats_with(
         &self,
         endpoint: &EndpointRef,
         now: Timestamp,
+        windows: StatsWindows,
     ) -> Result<EndpointStats> {
         let endpoint = endpoint.clone();
         self.readers
-            .read(move |conn| queries::endpoint_stats(conn, &endpoint, now))
+            .read(move |conn| queries::endpoint_stats(conn, &endpoint, now, windows))
             .await
     }
 

@@ -12,7 +12,7 @@ use crate::store::common::{
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptScope, DeadLetter, DeliveryId,
     DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventStatus, Page, PageRequest,
-    QueueCounts, ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
+    QueueCounts, ReplayFilter, ReplayProgress, Result, StatsWindows, StoreError, WindowStats,
 };
 
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -293,16 +293,24 @@ fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Re
     ))
 }
 
-/// Totals, windows and queue counts of one endpoint.
+/// Totals, the `windows` asked for and queue counts of one endpoint.
 pub fn endpoint_stats(
     conn: &Connection,
     endpoint: &EndpointRef,
     now: Timestamp,
+    windows: StatsWindows,
 ) -> Result<EndpointStats> {
     let now_ms = millis(now);
+    let span = |wanted: bool, ms: i64| -> Result<WindowStats> {
+        if wanted {
+            window(conn, endpoint, now_ms - ms, now_ms)
+        } else {
+            Ok(WindowStats::default())
+        }
+    };
     let mut stats = EndpointStats {
-        last_hour: window(conn, endpoint, now_ms - 3_600_000, now_ms)?,
-        last_day: window(conn, endpoint, now_ms - 86_400_000, now_ms)?,
+        last_hour: span(windows.hour, 3_600_000)?,
+        last_day: span(windows.day, 86_400_000)?,
         ..EndpointStats::default()
     };
     let counters = conn
