@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, DeliveryState, EndpointRef,
     EndpointStats, EnqueueRequest, EventRecord, EventSource, EventTypePattern, NextStep, Page,
-    PageRequest, ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
+    PageRequest, RecordOutcome, ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
 };
 
 /// Columns of a delivery row, from alias `d` (each backend maps them by position).
@@ -453,6 +453,10 @@ fn moves_forward(new: Option<i64>, current: Option<i64>) -> bool {
     new.is_some_and(|new| current.is_none_or(|current| new >= current))
 }
 
+/// What recording one attempt did, and what it adds to its endpoint's counters (none when
+/// nothing was logged), for the caller to write.
+pub type Recorded = (RecordOutcome, Option<(EndpointRef, CounterBump)>);
+
 /// The counter bumps of a batch of attempts, folded into one per endpoint (first seen first):
 /// a batch then writes each endpoint's counters once instead of once per attempt.
 #[derive(Debug, Default)]
@@ -470,6 +474,14 @@ impl CounterTally {
                 self.bumps.push((endpoint, bump));
             }
         }
+    }
+
+    /// Adds a recorded attempt's bump, if it has one, and gives back its outcome.
+    pub fn take(&mut self, (outcome, bump): Recorded) -> RecordOutcome {
+        if let Some((endpoint, bump)) = bump {
+            self.add(endpoint, bump);
+        }
+        outcome
     }
 
     pub fn into_bumps(self) -> Vec<(EndpointRef, CounterBump)> {

@@ -4,9 +4,9 @@
 //! dispatcher's CPU at 1,000 deliveries/s after a minute of history. The status writer keeps
 //! them per endpoint and recomputes a window only when its copy is older than its refresh
 //! period (spread per endpoint between half of it and all of it, so that endpoints cached in the
-//! same round do not all come due in the same later round), or small enough to be cheap (under [`CHEAP_ATTEMPTS`] attempts: an endpoint with
-//! little traffic always shows exact figures); totals, last times and queue counts are read
-//! fresh every round.
+//! same round do not all come due in the same later round), or small enough to be cheap (under
+//! [`CHEAP_ATTEMPTS`] attempts: an endpoint with little traffic always shows exact figures);
+//! totals, last times and queue counts are read fresh every round.
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ pub const DAY_REFRESH: Duration = Duration::from_secs(600);
 /// A window with fewer attempts than this is recomputed every round.
 pub const CHEAP_ATTEMPTS: u64 = 100;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Kept {
     hour: Option<(Instant, WindowStats)>,
     day: Option<(Instant, WindowStats)>,
@@ -31,8 +31,8 @@ pub struct WindowCache {
     kept: HashMap<EndpointRef, Kept>,
 }
 
-fn stale(kept: &Option<(Instant, WindowStats)>, now: Instant, refresh: Duration) -> bool {
-    kept.as_ref().is_none_or(|(at, window)| {
+fn stale(kept: Option<&(Instant, WindowStats)>, now: Instant, refresh: Duration) -> bool {
+    kept.is_none_or(|(at, window)| {
         window.attempts < CHEAP_ATTEMPTS || now.saturating_duration_since(*at) >= refresh
     })
 }
@@ -47,10 +47,18 @@ impl WindowCache {
     /// The windows to compute for `endpoint` now: those never computed or older than their
     /// refresh period.
     pub fn wanted(&self, endpoint: &EndpointRef, now: Instant) -> StatsWindows {
-        let kept = self.kept.get(endpoint).cloned().unwrap_or_default();
+        let kept = self.kept.get(endpoint);
         StatsWindows {
-            hour: stale(&kept.hour, now, spread(endpoint, HOUR_REFRESH)),
-            day: stale(&kept.day, now, spread(endpoint, DAY_REFRESH)),
+            hour: stale(
+                kept.and_then(|k| k.hour.as_ref()),
+                now,
+                spread(endpoint, HOUR_REFRESH),
+            ),
+            day: stale(
+                kept.and_then(|k| k.day.as_ref()),
+                now,
+                spread(endpoint, DAY_REFRESH),
+            ),
         }
     }
 

@@ -194,31 +194,12 @@ impl PostgresStore {
         let mut outcomes = Vec::with_capacity(results.len());
         let mut tally = CounterTally::default();
         for result in results {
-            if !isolate_each {
-                let (outcome, bump) = writes::record_attempt_locked(&tx, result).await?;
-                if let Some((endpoint, bump)) = bump {
-                    tally.add(endpoint, bump);
-                }
-                outcomes.push(Ok(outcome));
-                continue;
-            }
-            let savepoint = tx.savepoint("record").await.map_err(db("savepoint"))?;
-            match writes::record_attempt_locked(&savepoint, result).await {
-                Ok((outcome, bump)) => {
-                    savepoint.commit().await.map_err(db("release savepoint"))?;
-                    if let Some((endpoint, bump)) = bump {
-                        tally.add(endpoint, bump);
-                    }
-                    outcomes.push(Ok(outcome));
-                }
-                Err(error) => {
-                    savepoint
-                        .rollback()
-                        .await
-                        .map_err(db("roll back to savepoint"))?;
-                    outcomes.push(Err(error));
-                }
-            }
+            let recorded = if isolate_each {
+                writes::record_in_savepoint(&mut tx, result).await?
+            } else {
+                Ok(writes::record_attempt_locked(&tx, result).await?)
+            };
+            outcomes.push(recorded.map(|recorded| tally.take(recorded)));
         }
         // Once per endpoint, not per attempt (one round trip each).
         for (endpoint, bump) in tally.into_bumps() {

@@ -12,7 +12,7 @@ use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COL
 use super::{db, reads};
 use crate::store::common::{
     attempt_outcome, count, counter_bump, distinct_endpoints, millis, resource_columns, sql_limit,
-    transition, CounterBump,
+    transition, CounterBump, Recorded,
 };
 use crate::store::{
     partition_hash, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
@@ -502,7 +502,7 @@ pub async fn record_attempt(tx: &Transaction<'_>, result: &AttemptResult) -> Res
 pub async fn record_attempt_locked(
     tx: &Transaction<'_>,
     result: &AttemptResult,
-) -> Result<(RecordOutcome, Option<(EndpointRef, CounterBump)>)> {
+) -> Result<Recorded> {
     let found = query(
         tx,
         "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, \
@@ -598,6 +598,25 @@ pub async fn record_attempt_locked(
         lanes::advance(tx, &[lane], at).await?;
     }
     Ok((RecordOutcome::Applied, Some((endpoint, bump))))
+}
+
+/// [`record_attempt_locked`] in a savepoint of its own: the inner result is the attempt's
+/// (rolled back when it failed), the outer one the savepoint's.
+pub async fn record_in_savepoint(
+    tx: &mut Transaction<'_>,
+    result: &AttemptResult,
+) -> Result<Result<Recorded>> {
+    let savepoint = tx.savepoint("record").await.map_err(db("savepoint"))?;
+    let recorded = record_attempt_locked(&savepoint, result).await;
+    if recorded.is_ok() {
+        savepoint.commit().await.map_err(db("release savepoint"))?;
+    } else {
+        savepoint
+            .rollback()
+            .await
+            .map_err(db("roll back to savepoint"))?;
+    }
+    Ok(recorded)
 }
 
 /// Adds attempts to the endpoint's totals; "last" values move only forward in time, and a

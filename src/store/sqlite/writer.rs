@@ -226,9 +226,7 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &mut [Box<dyn Job>],
 ) -> std::result::Result<(), String> {
-    let mut tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| format!("begin: {e}"))?;
+    let mut tx = begin(conn)?;
     if batch
         .iter_mut()
         .all(|job| job.run(&mut tx, Isolation::Shared))
@@ -237,13 +235,16 @@ fn commit_batch(
     }
     // A failed statement may have ended the transaction already; either way it is gone.
     let _ = tx.rollback();
-    let mut tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| format!("begin: {e}"))?;
+    let mut tx = begin(conn)?;
     for job in batch.iter_mut() {
         job.run(&mut tx, Isolation::Own);
     }
     tx.commit().map_err(|e| format!("commit: {e}"))
+}
+
+fn begin(conn: &mut Connection) -> std::result::Result<Transaction<'_>, String> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| format!("begin: {e}"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::rows::{self, millis, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS}
 use super::Isolation;
 use crate::store::common::{
     attempt_outcome, count, counter_bump, distinct_endpoints, resource_columns, transition,
-    CounterBump, CounterTally,
+    CounterBump, CounterTally, Recorded,
 };
 use crate::store::{
     partition_hash, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
@@ -488,39 +488,33 @@ pub fn record_attempts(
     let mut tally = CounterTally::default();
     let mut outcomes = Vec::with_capacity(results.len());
     for result in results {
-        if isolation == Isolation::Shared {
-            let (outcome, bump) = record_logged(conn, result)?;
-            if let Some((endpoint, bump)) = bump {
-                tally.add(endpoint, bump);
-            }
-            outcomes.push(Ok(outcome));
-            continue;
-        }
-        // Cached statements: parsing three savepoint statements per attempt showed in profiles.
-        run_cached(conn, "SAVEPOINT record_attempt", "open attempt savepoint")?;
-        match record_logged(conn, result) {
-            Ok((outcome, bump)) => {
-                run_cached(conn, "RELEASE record_attempt", "release attempt savepoint")?;
-                if let Some((endpoint, bump)) = bump {
-                    tally.add(endpoint, bump);
-                }
-                outcomes.push(Ok(outcome));
-            }
-            Err(error) => {
-                run_cached(
-                    conn,
-                    "ROLLBACK TO record_attempt",
-                    "roll back attempt savepoint",
-                )?;
-                run_cached(conn, "RELEASE record_attempt", "release attempt savepoint")?;
-                outcomes.push(Err(error));
-            }
-        }
+        let recorded = match isolation {
+            Isolation::Shared => Ok(record_logged(conn, result)?),
+            Isolation::Own => record_in_savepoint(conn, result)?,
+        };
+        outcomes.push(recorded.map(|recorded| tally.take(recorded)));
     }
     for (endpoint, bump) in tally.into_bumps() {
         bump_counters(conn, &endpoint, &bump)?;
     }
     Ok(outcomes)
+}
+
+/// [`record_logged`] in a savepoint of its own: the inner result is the attempt's (rolled back
+/// when it failed), the outer one the savepoint's.
+fn record_in_savepoint(conn: &Connection, result: &AttemptResult) -> Result<Result<Recorded>> {
+    // Cached statements: parsing three savepoint statements per attempt showed in profiles.
+    run_cached(conn, "SAVEPOINT record_attempt", "open attempt savepoint")?;
+    let recorded = record_logged(conn, result);
+    if recorded.is_err() {
+        run_cached(
+            conn,
+            "ROLLBACK TO record_attempt",
+            "roll back attempt savepoint",
+        )?;
+    }
+    run_cached(conn, "RELEASE record_attempt", "release attempt savepoint")?;
+    Ok(recorded)
 }
 
 /// Runs a statement without parameters through the statement cache.
@@ -542,10 +536,7 @@ pub fn record_attempt(conn: &Connection, result: &AttemptResult) -> Result<Recor
 
 /// Logs an attempt and moves the delivery if the caller still holds its lease; what the
 /// attempt adds to its endpoint's counters is returned, for the caller to write.
-fn record_logged(
-    conn: &Connection,
-    result: &AttemptResult,
-) -> Result<(RecordOutcome, Option<(EndpointRef, CounterBump)>)> {
+fn record_logged(conn: &Connection, result: &AttemptResult) -> Result<Recorded> {
     let found = conn
         .prepare_cached(
             "SELECT d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, d.lane, \
