@@ -67,6 +67,7 @@ pub async fn send_test(
         &policy,
         &event,
         1,
+        None,
     )
     .await?;
     let request = match prepared {

@@ -44,7 +44,16 @@ async fn transforms_reshape_filter_and_fail_alone() {
     let (_dispatcher, listen, metrics) = Process::dispatcher_with(
         &setup.ns.name,
         "d1",
-        &["--store-path", &store_path, "--transform-timeout", "500ms"],
+        // One attempt in flight per endpoint: the deliveries behind it wait, and have their
+        // transforms run ahead while they do (engine/ahead.rs).
+        &[
+            "--store-path",
+            &store_path,
+            "--transform-timeout",
+            "500ms",
+            "--per-endpoint-concurrency",
+            "1",
+        ],
     );
     let http = webhook_operator::runtime::tls::http_client();
     wait_until_ready(&http, &metrics).await;

@@ -6,18 +6,19 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use tracing::{debug, warn};
 
+use super::ahead::{Ahead, Queued};
 use super::recorder::finish_without_attempt;
 use super::{wall_clock, Engine, BUSY_RETRY, NOT_READY_RETRY};
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::circuit::Permit;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Gate;
-use crate::store::{ClaimedDelivery, DeliveryId, EndpointRef};
+use crate::store::{DeliveryId, EndpointRef};
 
 /// What becomes of a claimed delivery.
 pub(super) enum Admission {
     /// Send it now (the gate's permit; the caller finds a slot).
-    Go(Box<ClaimedDelivery>, Arc<EffectivePolicy>, Permit),
+    Go(Box<Queued>, Arc<EffectivePolicy>, Permit),
     /// Waiting behind its endpoint's attempts in flight.
     Waiting,
     /// Give it back to the store, due at this time.
@@ -27,14 +28,11 @@ pub(super) enum Admission {
 }
 
 impl Engine {
-    /// Decides what becomes of a delivery claimed (or waiting) now.
-    pub(super) async fn admit(
-        &self,
-        delivery: ClaimedDelivery,
-        now: Instant,
-        now_ts: Timestamp,
-    ) -> Admission {
+    /// Decides what becomes of a delivery claimed (or waiting) now. One that waits has its
+    /// endpoint's transform run meanwhile ([`Ahead`]).
+    pub(super) async fn admit(&self, queued: Queued, now: Instant, now_ts: Timestamp) -> Admission {
         let deps = &*self.deps;
+        let delivery = &queued.delivery;
         let endpoint = &delivery.delivery.endpoint;
         // Its partition moved to another replica while it waited: give it back, due now, so the
         // new owner (one sender per endpoint) takes it.
@@ -46,7 +44,7 @@ impl Engine {
             Err(NotReady::EndpointGone(_)) => {
                 let reason = "the WebhookEndpoint was deleted".to_string();
                 // Nobody to pause for: the endpoint is gone.
-                finish_without_attempt(deps, &delivery, reason, false).await;
+                finish_without_attempt(deps, delivery, reason, false).await;
                 return Admission::Done;
             }
             Err(other) => {
@@ -78,12 +76,16 @@ impl Engine {
             .gates
             .acquire(endpoint, &policy, now, self.per_endpoint())
         {
-            Gate::Go(permit) => Admission::Go(Box::new(delivery), policy, permit),
+            Gate::Go(permit) => Admission::Go(Box::new(queued), policy, permit),
             Gate::Later(at) => Admission::Defer(wall_clock(at, now, now_ts), delivery.delivery.id),
             Gate::Busy => {
                 let queue = waiting.entry(endpoint.clone()).or_default();
                 if queue.len() < self.per_endpoint() {
-                    queue.push_back(delivery);
+                    let mut queued = queued;
+                    if queued.ahead.is_none() {
+                        queued.ahead = Ahead::start(deps, &queued.delivery, &policy);
+                    }
+                    queue.push_back(queued);
                     Admission::Waiting
                 } else {
                     let at = now_ts.saturating_add(BUSY_RETRY).unwrap_or(Timestamp::MAX);
@@ -98,16 +100,16 @@ impl Engine {
     pub(super) async fn next_waiting(
         &self,
         endpoint: &EndpointRef,
-    ) -> Option<(ClaimedDelivery, Arc<EffectivePolicy>, Permit)> {
+    ) -> Option<(Queued, Arc<EffectivePolicy>, Permit)> {
         loop {
             let (delivery, remaining) = {
                 let mut waiting = self.lock_waiting();
                 let queue = waiting.get_mut(endpoint)?;
-                let Some(delivery) = queue.pop_front() else {
+                let Some(queued) = queue.pop_front() else {
                     waiting.remove(endpoint);
                     return None;
                 };
-                (delivery, queue.len())
+                (queued, queue.len())
             };
             if remaining <= self.per_endpoint() / 2 {
                 // Room behind this endpoint: let the loop claim more.
@@ -126,7 +128,7 @@ impl Engine {
                         // The endpoint's gate is closed until then: the rest waits in the store.
                         let mut waiting = self.lock_waiting();
                         if let Some(queue) = waiting.remove(endpoint) {
-                            ids.extend(queue.into_iter().map(|d| d.delivery.id));
+                            ids.extend(queue.into_iter().map(|q| q.delivery.delivery.id));
                         }
                     }
                     self.defer(ids, at).await;

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::ahead::{stored_parts, webhook_ref, Ahead, Queued};
 use super::lookup::EndpointLookup;
 use super::recorder::{finish_without_attempt, status_event, Recorded, ToRecorder};
 use super::{Deps, Engine, NOT_READY_RETRY};
@@ -17,9 +18,8 @@ use crate::api::policy::EffectivePolicy;
 use crate::api::validation::url_problems;
 use crate::delivery::circuit::Permit;
 use crate::delivery::outcome::{self, HttpResult, Outcome};
-use crate::delivery::payload::WebhookRef;
 use crate::delivery::request::{
-    build_request_with_body, render_body, DeliveryRequest, Destination, EventData, EventParts,
+    build_request_with_body, render_body, DeliveryRequest, Destination, EventParts,
 };
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
@@ -34,12 +34,13 @@ use crate::transform::{Output, TransformError, TransformPool};
 /// as long as they may go.
 pub(super) async fn send_all(
     engine: Arc<Engine>,
-    mut delivery: ClaimedDelivery,
+    mut queued: Queued,
     mut policy: Arc<EffectivePolicy>,
     mut permit: Permit,
     slot: OwnedSemaphorePermit,
 ) {
     loop {
+        let Queued { delivery, ahead } = queued;
         let endpoint = delivery.delivery.endpoint.clone();
         let span = info_span!(
             "delivery",
@@ -50,7 +51,7 @@ pub(super) async fn send_all(
         );
         // A child of the trace the event was published in (when spans are exported).
         trace_context::set_parent(&span, delivery.event.trace_parent.as_deref());
-        attempt(&engine, delivery, &policy, permit)
+        attempt(&engine, delivery, ahead, &policy, permit)
             .instrument(span)
             .await;
         if engine.stopping() {
@@ -58,7 +59,7 @@ pub(super) async fn send_all(
             break;
         }
         match engine.next_waiting(&endpoint).await {
-            Some(next) => (delivery, policy, permit) = next,
+            Some(next) => (queued, policy, permit) = next,
             None => break,
         }
     }
@@ -103,8 +104,9 @@ impl PrepareError {
 }
 
 /// Builds attempt number `attempt` of `event` to `endpoint`: its signing keys and custom headers
-/// from the lookup, the payload through the endpoint's transform if it has one, then the pure
-/// request building, signed now over the bytes sent.
+/// from the lookup, the payload through the endpoint's transform if it has one (its output taken
+/// from `ahead` when it ran ahead with the program the endpoint has now), then the pure request
+/// building, signed now over the bytes sent.
 pub async fn prepare(
     endpoints: &dyn EndpointLookup,
     transforms: &TransformPool,
@@ -112,6 +114,7 @@ pub async fn prepare(
     policy: &EffectivePolicy,
     event: &EventParts<'_>,
     attempt: u32,
+    ahead: Option<Ahead>,
 ) -> Result<Prepared, PrepareError> {
     let keys = endpoints.signing_keys(endpoint, policy)?;
     let custom = endpoints.headers(endpoint, policy)?;
@@ -123,10 +126,7 @@ pub async fn prepare(
             return Err(PrepareError::UrlFrom(problem));
         }
     }
-    let webhook = WebhookRef {
-        id: format!("{}/{}", endpoint.namespace, endpoint.name),
-        name: policy.display_name.clone(),
-    };
+    let webhook = webhook_ref(endpoint, policy);
     let to = Destination {
         url: &url,
         method: policy.method,
@@ -138,7 +138,15 @@ pub async fn prepare(
     };
     let mut body = render_body(&webhook, event)?;
     if let Some(program) = &policy.transform {
-        match transforms.run(program.clone(), body).await? {
+        let ran_ahead = match ahead {
+            Some(ahead) => ahead.output_for(policy).await,
+            None => None,
+        };
+        let output = match ran_ahead {
+            Some(output) => output,
+            None => transforms.run(program.clone(), body).await,
+        };
+        match output? {
             Output::Body(transformed) => body = transformed.into(),
             Output::Filtered => return Ok(Prepared::Filtered),
         }
@@ -173,6 +181,7 @@ struct AttemptContext<'a> {
 async fn attempt(
     engine: &Engine,
     delivery: ClaimedDelivery,
+    ahead: Option<Ahead>,
     policy: &EffectivePolicy,
     permit: Permit,
 ) {
@@ -185,7 +194,7 @@ async fn attempt(
         policy,
         number: delivery.delivery.attempts + 1,
     };
-    let mut request = match prepare_stored(&cx).await {
+    let mut request = match prepare_stored(&cx, ahead).await {
         Ok(Prepared::Send(request)) => request,
         Ok(Prepared::Filtered) => {
             deps.gates.abandon(&endpoint, permit);
@@ -228,22 +237,20 @@ async fn attempt(
 }
 
 /// Stage 1 for a stored delivery: [`prepare`] with the canonical data the store keeps (spliced
-/// into the body, not parsed; unreadable data dead-letters the delivery with its reason).
-async fn prepare_stored(cx: &AttemptContext<'_>) -> Result<Prepared, PrepareError> {
-    let event = &cx.delivery.event;
-    let parts = EventParts {
-        event_id: &event.event_id,
-        event_type: &event.event_type,
-        created_at: event.created_at,
-        data: EventData::Stored(&event.data),
-    };
+/// into the body, not parsed; unreadable data dead-letters the delivery with its reason), and
+/// the transform's output if it ran ahead.
+async fn prepare_stored(
+    cx: &AttemptContext<'_>,
+    ahead: Option<Ahead>,
+) -> Result<Prepared, PrepareError> {
     prepare(
         &*cx.deps.endpoints,
         &cx.deps.transforms,
         cx.endpoint,
         cx.policy,
-        &parts,
+        &stored_parts(cx.delivery),
         cx.number,
+        ahead,
     )
     .await
 }

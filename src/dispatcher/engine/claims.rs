@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::admission::Admission;
+use super::ahead::Queued;
 use super::attempt::send_all;
 use super::recorder::ToRecorder;
 use super::{Drained, Engine, CLAIM_BATCH, FLUSH_TIMEOUT, LEASE, POLL};
@@ -76,7 +77,7 @@ pub(super) async fn drain(engine: &Engine, grace: Duration) -> Drained {
         let mut waiting = engine.lock_waiting();
         waiting
             .drain()
-            .flat_map(|(_, queue)| queue.into_iter().map(|d| d.delivery.id))
+            .flat_map(|(_, queue)| queue.into_iter().map(|q| q.delivery.delivery.id))
             .collect()
     };
     let given_back = ids.len();
@@ -126,9 +127,9 @@ async fn claim_round(
     let now = Instant::now();
     let mut deferred: HashMap<Timestamp, Vec<DeliveryId>> = HashMap::new();
     for delivery in claimed {
-        match engine.admit(delivery, now, now_ts).await {
-            Admission::Go(delivery, policy, permit) => {
-                let endpoint = delivery.delivery.endpoint.clone();
+        match engine.admit(Queued::new(delivery), now, now_ts).await {
+            Admission::Go(queued, policy, permit) => {
+                let endpoint = queued.delivery.delivery.endpoint.clone();
                 // Claimed just before the stop: back to the store, due at once.
                 let slot = if engine.stopping() {
                     None
@@ -140,10 +141,10 @@ async fn claim_round(
                     deferred
                         .entry(now_ts)
                         .or_default()
-                        .push(delivery.delivery.id);
+                        .push(queued.delivery.delivery.id);
                     continue;
                 };
-                tokio::spawn(send_all(engine.clone(), *delivery, policy, permit, slot));
+                tokio::spawn(send_all(engine.clone(), *queued, policy, permit, slot));
             }
             Admission::Defer(at, id) => deferred.entry(at).or_default().push(id),
             Admission::Waiting | Admission::Done => {}

@@ -9,10 +9,12 @@
 //!
 //! - [`claims`]: the claim loop, the caps of a claim, and the drain at shutdown;
 //! - [`admission`]: whether a claimed delivery goes now, waits behind its endpoint, or goes back;
+//! - [`ahead`]: a waiting delivery's transform, run while it waits;
 //! - [`attempt`]: one attempt, as typed stages (prepared, sent, decided);
 //! - [`recorder`]: attempt results written to the store in batches;
 //! - [`deps`] and [`lookup`]: what the engine works with (no Kubernetes client in it).
 mod admission;
+mod ahead;
 mod attempt;
 mod claims;
 mod deps;
@@ -29,12 +31,14 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::warn;
 
+pub use ahead::Ahead;
+use ahead::Queued;
 pub use attempt::{prepare, PrepareError, Prepared};
 pub use claims::claim_caps;
 pub use deps::Deps;
 pub use lookup::{CachedEndpoints, EndpointLookup};
 
-use crate::store::{ClaimedDelivery, DeliveryId, EndpointCaps, EndpointRef};
+use crate::store::{DeliveryId, EndpointCaps, EndpointRef};
 use recorder::ToRecorder;
 
 /// Claims per round at most.
@@ -70,7 +74,7 @@ struct Engine {
     /// They wait under their lease (not in the store) and go on the task of the next attempt to
     /// that endpoint that finishes. At most `per_endpoint_concurrency` per endpoint; only busy
     /// endpoints have any, so at most `concurrency` in all.
-    waiting: Mutex<HashMap<EndpointRef, VecDeque<ClaimedDelivery>>>,
+    waiting: Mutex<HashMap<EndpointRef, VecDeque<Queued>>>,
     /// Attempt results on their way to the store (see [`record_results`]).
     results: mpsc::Sender<ToRecorder>,
     /// Turns true on shutdown: no attempt starts any more (see [`drain`]).
@@ -100,7 +104,7 @@ impl Engine {
         *self.stop.borrow()
     }
 
-    fn lock_waiting(&self) -> MutexGuard<'_, HashMap<EndpointRef, VecDeque<ClaimedDelivery>>> {
+    fn lock_waiting(&self) -> MutexGuard<'_, HashMap<EndpointRef, VecDeque<Queued>>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::admission::Admission;
+use super::ahead::{Ahead, Queued};
 use super::recorder::{record_results, Recorded, ToRecorder};
 use super::{claims, Drained, Engine, BUSY_RETRY, LEASE};
 use crate::dispatcher::fixtures::{Fixture, NAMESPACE, OWNER};
@@ -78,7 +79,7 @@ async fn a_delivery_whose_endpoint_was_deleted_is_dead_lettered_without_an_attem
     let delivery = claimed.remove(0);
     let (at, at_ts) = now();
     assert!(matches!(
-        engine.admit(delivery.clone(), at, at_ts).await,
+        engine.admit(Queued::new(delivery.clone()), at, at_ts).await,
         Admission::Done
     ));
     let (state, reason) = state_of(&fixture, &delivery).await;
@@ -94,7 +95,8 @@ async fn a_suspended_endpoint_holds_its_deliveries_instead_of_sending() {
     let (engine, _queue, _stop) = engine(&fixture);
     let delivery = claimed.remove(0);
     let (at, at_ts) = now();
-    let Admission::Defer(due, id) = engine.admit(delivery.clone(), at, at_ts).await else {
+    let Admission::Defer(due, id) = engine.admit(Queued::new(delivery.clone()), at, at_ts).await
+    else {
         panic!("a suspended endpoint's delivery went on");
     };
     assert_eq!((due, id), (at_ts, delivery.delivery.id));
@@ -112,11 +114,11 @@ async fn a_lease_too_short_for_a_whole_attempt_sends_the_delivery_back() {
     let (engine, _queue, _stop) = engine(&fixture);
     let (at, at_ts) = now();
     assert!(matches!(
-        engine.admit(short[0].clone(), at, at_ts).await,
+        engine.admit(Queued::new(short[0].clone()), at, at_ts).await,
         Admission::Defer(due, _) if due == at_ts
     ));
     assert!(matches!(
-        engine.admit(long[0].clone(), at, at_ts).await,
+        engine.admit(Queued::new(long[0].clone()), at, at_ts).await,
         Admission::Go(..)
     ));
 }
@@ -131,14 +133,22 @@ async fn a_busy_endpoint_queues_as_many_as_it_may_have_in_flight_and_defers_the_
     let claimed = fixture.claimed("crm", 3, LEASE).await;
     let (engine, _queue, _stop) = engine(&fixture);
     let (at, at_ts) = now();
-    let Admission::Go(first, _, permit) = engine.admit(claimed[0].clone(), at, at_ts).await else {
+    let Admission::Go(first, _, permit) = engine
+        .admit(Queued::new(claimed[0].clone()), at, at_ts)
+        .await
+    else {
         panic!("the first delivery to an idle endpoint must go");
     };
     assert!(matches!(
-        engine.admit(claimed[1].clone(), at, at_ts).await,
+        engine
+            .admit(Queued::new(claimed[1].clone()), at, at_ts)
+            .await,
         Admission::Waiting
     ));
-    let Admission::Defer(due, _) = engine.admit(claimed[2].clone(), at, at_ts).await else {
+    let Admission::Defer(due, _) = engine
+        .admit(Queued::new(claimed[2].clone()), at, at_ts)
+        .await
+    else {
         panic!("a full waiting queue must send the delivery back");
     };
     assert_eq!(due, at_ts.checked_add(BUSY_RETRY).unwrap());
@@ -151,8 +161,8 @@ async fn a_busy_endpoint_queues_as_many_as_it_may_have_in_flight_and_defers_the_
         .next_waiting(&endpoint)
         .await
         .expect("the queued delivery");
-    assert_eq!(next.delivery.id, claimed[1].delivery.id);
-    assert_ne!(next.delivery.id, first.delivery.id);
+    assert_eq!(next.delivery.delivery.id, claimed[1].delivery.id);
+    assert_ne!(next.delivery.delivery.id, first.delivery.delivery.id);
     assert!(engine.next_waiting(&endpoint).await.is_none());
     assert!(!engine.lock_waiting().contains_key(&endpoint));
 }
@@ -165,11 +175,16 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
     let (engine, queue, stop) = engine(&fixture);
     tokio::spawn(record_results(fixture.deps(), queue));
     let (at, at_ts) = now();
-    let Admission::Go(sent, _, permit) = engine.admit(claimed[0].clone(), at, at_ts).await else {
+    let Admission::Go(sent, _, permit) = engine
+        .admit(Queued::new(claimed[0].clone()), at, at_ts)
+        .await
+    else {
         panic!("the first delivery must go");
     };
     assert!(matches!(
-        engine.admit(claimed[1].clone(), at, at_ts).await,
+        engine
+            .admit(Queued::new(claimed[1].clone()), at, at_ts)
+            .await,
         Admission::Waiting
     ));
     // The attempt in flight finished and handed its result over just before the stop.
@@ -177,7 +192,7 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
         .shared
         .gates
         .abandon(&EndpointRef::new(NAMESPACE, "crm"), permit);
-    let delivered = first_attempt(&sent, Some(200), NextStep::Delivered);
+    let delivered = first_attempt(&sent.delivery, Some(200), NextStep::Delivered);
     engine
         .results
         .send(ToRecorder::Result(Box::new(delivered)))
@@ -195,7 +210,10 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
         }
     );
     // Committed before the drain returned; the waiting one is due again, unclaimed.
-    assert_eq!(state_of(&fixture, &sent).await.0, DeliveryState::Delivered);
+    assert_eq!(
+        state_of(&fixture, &sent.delivery).await.0,
+        DeliveryState::Delivered
+    );
     let given_back = fixture
         .shared
         .store
@@ -241,4 +259,55 @@ async fn a_flush_is_answered_only_after_what_came_before_it_is_committed() {
         .dirty
         .take_endpoints()
         .contains(&EndpointRef::new(NAMESPACE, "crm")));
+}
+
+#[tokio::test]
+async fn a_waiting_delivery_has_its_transform_run_ahead_and_used_only_with_that_program() {
+    let mut fixture = Fixture::new(&["--per-endpoint-concurrency", "1"]).await;
+    fixture.endpoint("slack", json!({"transform": {"jq": "{text: .event}"}}));
+    let claimed = fixture.claimed("slack", 2, LEASE).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    let (at, at_ts) = now();
+    let Admission::Go(first, policy, _permit) = engine
+        .admit(Queued::new(claimed[0].clone()), at, at_ts)
+        .await
+    else {
+        panic!("the first delivery to an idle endpoint must go");
+    };
+    // Sent at once: its transform runs in its attempt.
+    assert!(first.ahead.is_none());
+    assert!(matches!(
+        engine
+            .admit(Queued::new(claimed[1].clone()), at, at_ts)
+            .await,
+        Admission::Waiting
+    ));
+    let endpoint = EndpointRef::new(NAMESPACE, "slack");
+    let take_ahead = || {
+        let mut waiting = engine.lock_waiting();
+        let queued = waiting.get_mut(&endpoint).unwrap().front_mut().unwrap();
+        queued
+            .ahead
+            .take()
+            .expect("a waiting delivery's transform runs ahead")
+    };
+    // The endpoint's program changed while it waited: the attempt runs the new one.
+    let mut changed = (*policy).clone();
+    changed.transform = Some("{text: .type}".into());
+    assert!(take_ahead().output_for(&changed).await.is_none());
+    // So does a changed display name, which the payload carries.
+    let mut renamed = (*policy).clone();
+    renamed.display_name = "renamed".into();
+    assert!(Ahead::start(&engine.deps, &claimed[1], &policy)
+        .unwrap()
+        .output_for(&renamed)
+        .await
+        .is_none());
+    // Unchanged: the run's answer is the attempt's (whatever the pool answered).
+    let ahead = Ahead::start(&engine.deps, &claimed[1], &policy).unwrap();
+    assert!(ahead.output_for(&policy).await.is_some());
+    // No transform, nothing to run ahead.
+    let mut plain = (*policy).clone();
+    plain.transform = None;
+    assert!(Ahead::start(&engine.deps, &claimed[1], &plain).is_none());
 }
