@@ -200,8 +200,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let window = self.idempotency_window_ms;
+        let rows = requests.iter().map(|r| 1 + r.endpoints.len()).sum();
         self.writer
-            .submit(Admission::FailFast, move |conn| {
+            .submit(Admission::FailFast { rows }, move |conn| {
                 writes::enqueue(conn, &requests, window)
             })
             .await

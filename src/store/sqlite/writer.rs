@@ -1,7 +1,15 @@
 //! Group commit: one dedicated thread owns the write connection. Callers send jobs through a
-//! bounded channel and await a oneshot; the thread takes every job waiting (up to a batch size),
-//! runs them inside one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the batch) and
-//! only then answers the callers.
+//! channel and await a oneshot; the thread takes the jobs waiting (up to a batch size), runs them
+//! inside one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the batch) and only then
+//! answers the callers.
+//!
+//! Two lanes share each transaction ([`plan_batch`]). Work already accepted (claims, attempt
+//! results, give-backs: the delivery side) goes first, all of it. New work (enqueues) takes the
+//! rest, at most [`INTAKE_ROWS_PER_COMMIT`] rows a transaction. Without that, publishers using
+//! `events:batch` filled every transaction with tens of thousands of rows, each claim and record
+//! waited behind them, and deliveries fell to under 900/s while ingest accepted 10,000 events/s
+//! (docs/benchmarks.md, issue 19). New work that waits is bounded in jobs (`queue_capacity`):
+//! beyond it enqueues fail fast with [`StoreError::Saturated`].
 //!
 //! Jobs run optimistically first: straight in the transaction, with no savepoint
 //! ([`Isolation::Shared`]). A savepoint costs a copy of every page a job first changes (SQLite's
@@ -12,25 +20,33 @@
 //! handles many items (attempt results) may, in `Own`, isolate each item in a savepoint too. If
 //! the commit itself fails, every job of the batch gets [`StoreError::Commit`] and nothing of it
 //! is stored.
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::store::{Result, StoreError};
 
 /// Called after each commit with the number of jobs and how long the transaction took.
 pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
-/// How a job enters a full queue.
+/// Rows of new work (events and their deliveries) one transaction takes at most, after the
+/// delivery side's jobs; a single larger job still goes alone. Enough for 64 publishers of one
+/// event each to share one commit, small enough that a transaction stays a few milliseconds.
+pub const INTAKE_ROWS_PER_COMMIT: usize = 512;
+
+/// Which lane a job takes (see the module's documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
-    /// Fail with [`StoreError::Saturated`] (new work: enqueue).
-    FailFast,
-    /// Wait for room (work already accepted: attempt results, claims).
+    /// New work (enqueue) of this many rows: refused with [`StoreError::Saturated`] when the
+    /// queue of new work is full, and rationed per transaction.
+    FailFast { rows: usize },
+    /// Work already accepted (attempt results, claims): never refused, first in every
+    /// transaction.
     Wait,
 }
 
@@ -124,10 +140,23 @@ fn disk_full(error: StoreError) -> StoreError {
     }
 }
 
+/// A job on its way to the writer thread, with its lane.
+struct Queued {
+    job: Box<dyn Job>,
+    /// Rows of new work; `None` for work already accepted.
+    intake_rows: Option<usize>,
+    /// New work's place in the bounded queue, given back once the job is answered.
+    place: Option<OwnedSemaphorePermit>,
+}
+
 /// The handle callers use; cheap to clone. The thread stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Unbounded: new work is bounded by `intake`, and the delivery side by its own callers
+    /// (one claim at a time, the recorder's batches).
+    jobs: mpsc::UnboundedSender<Queued>,
+    /// Places for new work waiting (`queue_capacity`).
+    intake: Arc<Semaphore>,
     capacity: usize,
 }
 
@@ -144,12 +173,20 @@ impl Writer {
     /// Starts the writer thread on `conn`.
     pub fn spawn(conn: Connection, config: WriterConfig) -> Result<(Writer, JoinHandle<()>)> {
         let capacity = config.queue_capacity.max(1);
-        let (jobs, receiver) = mpsc::channel(capacity);
+        let (jobs, receiver) = mpsc::unbounded_channel();
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || run(conn, receiver, config.max_batch.max(1), config.on_commit))
             .map_err(StoreError::backend("spawn the store writer thread"))?;
-        Ok((Writer { jobs, capacity }, handle))
+        let intake = Arc::new(Semaphore::new(capacity));
+        Ok((
+            Writer {
+                jobs,
+                intake,
+                capacity,
+            },
+            handle,
+        ))
     }
 
     /// Runs `work` in the next group commit and returns its result once committed. It may run
@@ -177,45 +214,122 @@ impl Writer {
             result: None,
             reply,
         });
-        match admission {
-            Admission::FailFast => self.jobs.try_send(job).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Saturated {
-                    capacity: self.capacity,
+        let queued =
+            match admission {
+                Admission::FailFast { rows } => {
+                    let place = self.intake.clone().try_acquire_owned().map_err(|_| {
+                        StoreError::Saturated {
+                            capacity: self.capacity,
+                        }
+                    })?;
+                    Queued {
+                        job,
+                        intake_rows: Some(rows.max(1)),
+                        place: Some(place),
+                    }
+                }
+                Admission::Wait => Queued {
+                    job,
+                    intake_rows: None,
+                    place: None,
                 },
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?,
-            Admission::Wait => self.jobs.send(job).await.map_err(|_| StoreError::Closed)?,
-        }
+            };
+        self.jobs.send(queued).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 
+/// The writer thread's waiting jobs, by lane, oldest first.
+struct Lanes<T> {
+    accepted: VecDeque<T>,
+    /// With their rows.
+    intake: VecDeque<(usize, T)>,
+}
+
+impl<T> Default for Lanes<T> {
+    fn default() -> Self {
+        Self {
+            accepted: VecDeque::new(),
+            intake: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Lanes<T> {
+    fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.intake.is_empty()
+    }
+}
+
+/// The next transaction's jobs: every accepted job waiting (up to `max_batch`), then new work
+/// while its rows stay within `intake_rows` (the first one always goes, so a large job is not
+/// stuck). Each lane keeps its order. Pure.
+fn plan_batch<T>(lanes: &mut Lanes<T>, max_batch: usize, intake_rows: usize) -> Vec<T> {
+    let max_batch = max_batch.max(1);
+    let mut batch: Vec<T> = Vec::with_capacity(max_batch.min(lanes.accepted.len() + 64));
+    while batch.len() < max_batch {
+        match lanes.accepted.pop_front() {
+            Some(job) => batch.push(job),
+            None => break,
+        }
+    }
+    let mut rows = 0;
+    while batch.len() < max_batch {
+        match lanes.intake.front() {
+            Some((next, _)) if rows == 0 || rows + next <= intake_rows => {
+                if let Some((next, job)) = lanes.intake.pop_front() {
+                    rows += next;
+                    batch.push(job);
+                }
+            }
+            _ => break,
+        }
+    }
+    batch
+}
+
 fn run(
     mut conn: Connection,
-    mut receiver: mpsc::Receiver<Box<dyn Job>>,
+    mut receiver: mpsc::UnboundedReceiver<Queued>,
     max_batch: usize,
     on_commit: Option<CommitObserver>,
 ) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let mut lanes: Lanes<Queued> = Lanes::default();
+    let sort = |lanes: &mut Lanes<Queued>, queued: Queued| match queued.intake_rows {
+        Some(rows) => lanes.intake.push_back((rows, queued)),
+        None => lanes.accepted.push_back(queued),
+    };
+    loop {
+        if lanes.is_empty() {
+            match receiver.blocking_recv() {
+                Some(queued) => sort(&mut lanes, queued),
+                None => break,
             }
         }
+        // Everything waiting, so that the delivery side's jobs behind new work are seen.
+        while let Ok(queued) = receiver.try_recv() {
+            sort(&mut lanes, queued);
+        }
+        let batch = plan_batch(&mut lanes, max_batch, INTAKE_ROWS_PER_COMMIT);
+        let mut jobs: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
+        let mut places = Vec::with_capacity(batch.len());
+        for queued in batch {
+            jobs.push(queued.job);
+            places.push(queued.place);
+        }
         let started = Instant::now();
-        let commit = commit_batch(&mut conn, &mut batch);
+        let commit = commit_batch(&mut conn, &mut jobs);
         if let Err(message) = &commit {
-            tracing::error!(jobs = batch.len(), error = %message, "store group commit failed");
+            tracing::error!(jobs = jobs.len(), error = %message, "store group commit failed");
         }
         if let Some(observer) = &on_commit {
-            observer(batch.len(), started.elapsed());
+            observer(jobs.len(), started.elapsed());
         }
-        for job in batch.drain(..) {
+        for job in jobs {
             job.finish(commit.clone());
         }
+        // The places of the new work just answered are free for the next.
+        drop(places);
     }
     tracing::debug!("store writer stopped");
 }
@@ -352,5 +466,161 @@ mod tests {
             Err(StoreError::Commit(_))
         ));
         assert!(other_answer.blocking_recv().unwrap().is_ok());
+    }
+
+    fn lanes(accepted: usize, intake: &[usize]) -> Lanes<String> {
+        Lanes {
+            accepted: (0..accepted).map(|i| format!("a{i}")).collect(),
+            intake: intake
+                .iter()
+                .enumerate()
+                .map(|(i, rows)| (*rows, format!("n{i}")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn accepted_work_goes_first_and_new_work_is_rationed_by_rows() {
+        let mut waiting = lanes(3, &[50; 20]);
+        let batch = plan_batch(&mut waiting, 1_000, 512);
+        // 10 jobs of 50 rows fit in 512; the 11th would not.
+        let expected: Vec<String> = ["a0", "a1", "a2"]
+            .into_iter()
+            .map(String::from)
+            .chain((0..10).map(|i| format!("n{i}")))
+            .collect();
+        assert_eq!(batch, expected);
+        assert_eq!(waiting.intake.len(), 10);
+        assert_eq!(plan_batch(&mut waiting, 1_000, 512).len(), 10);
+        assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn new_work_larger_than_the_ration_goes_alone() {
+        let mut waiting = lanes(0, &[5_000, 1]);
+        assert_eq!(plan_batch(&mut waiting, 1_000, 512), ["n0"]);
+        assert_eq!(plan_batch(&mut waiting, 1_000, 512), ["n1"]);
+    }
+
+    proptest::proptest! {
+        /// Nothing is lost or reordered within a lane; accepted work never waits behind new
+        /// work; new work stays within its ration unless one job alone exceeds it; a batch is
+        /// never empty while anything waits.
+        #[test]
+        fn plan_batch_keeps_its_promises(
+            accepted in 0usize..50,
+            intake in proptest::collection::vec(1usize..300, 0..50),
+            max_batch in 1usize..40,
+            ration in 1usize..600,
+        ) {
+            let mut waiting = lanes(accepted, &intake);
+            let mut seen = Vec::new();
+            let mut rounds = 0;
+            while !waiting.is_empty() {
+                let before = waiting.accepted.len();
+                let batch = plan_batch(&mut waiting, max_batch, ration);
+                proptest::prop_assert!(!batch.is_empty() && batch.len() <= max_batch);
+                let taken_accepted = batch.iter().filter(|j| j.starts_with('a')).count();
+                proptest::prop_assert_eq!(taken_accepted, before.min(max_batch));
+                let new: Vec<usize> = batch
+                    .iter()
+                    .filter_map(|j| j.strip_prefix('n'))
+                    .map(|i| intake[i.parse::<usize>().unwrap()])
+                    .collect();
+                proptest::prop_assert!(new.len() <= 1 || new.iter().sum::<usize>() <= ration);
+                seen.extend(batch);
+                rounds += 1;
+                proptest::prop_assert!(rounds <= accepted + intake.len());
+            }
+            let expected_accepted: Vec<String> = (0..accepted).map(|i| format!("a{i}")).collect();
+            let expected_new: Vec<String> = (0..intake.len()).map(|i| format!("n{i}")).collect();
+            let got_accepted: Vec<String> = seen.iter().filter(|j| j.starts_with('a')).cloned().collect();
+            let got_new: Vec<String> = seen.iter().filter(|j| j.starts_with('n')).cloned().collect();
+            proptest::prop_assert_eq!(got_accepted, expected_accepted);
+            proptest::prop_assert_eq!(got_new, expected_new);
+        }
+    }
+
+    /// A writer whose thread is held by a job until the returned sender is dropped.
+    async fn held_writer(capacity: usize) -> (Writer, std::sync::mpsc::Sender<()>) {
+        let (writer, _) = Writer::spawn(
+            table(),
+            WriterConfig {
+                queue_capacity: capacity,
+                max_batch: 1_000,
+                on_commit: None,
+            },
+        )
+        .unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let (started, running) = oneshot::channel();
+        let started = Mutex::new(Some(started));
+        let holder = writer.clone();
+        tokio::spawn(async move {
+            holder
+                .submit(Admission::Wait, move |_| {
+                    if let Some(started) = started.lock().unwrap().take() {
+                        let _ = started.send(());
+                    }
+                    // Until `release` is dropped.
+                    let _ = held.lock().unwrap().recv();
+                    Ok(())
+                })
+                .await
+        });
+        running.await.unwrap();
+        (writer, release)
+    }
+
+    #[tokio::test]
+    async fn the_delivery_side_overtakes_waiting_new_work_which_is_bounded() {
+        let (writer, release) = held_writer(20).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for i in 0..20 {
+            let (order, writer) = (order.clone(), writer.clone());
+            waiting.push(tokio::spawn(async move {
+                writer
+                    .submit(Admission::FailFast { rows: 50 }, move |conn| {
+                        order.lock().unwrap().push(format!("new {i}"));
+                        insert(i)(conn, Isolation::Shared)
+                    })
+                    .await
+            }));
+        }
+        // The queue of new work is full: the next is refused at once, stored nowhere.
+        tokio::task::yield_now().await;
+        let refused = writer
+            .submit(Admission::FailFast { rows: 1 }, |_| Ok(()))
+            .await;
+        assert!(matches!(
+            refused,
+            Err(StoreError::Saturated { capacity: 20 })
+        ));
+        // Work already accepted is never refused, and goes before the new work waiting.
+        let (accepted_order, accepting) = (order.clone(), writer.clone());
+        let accepted = tokio::spawn(async move {
+            accepting
+                .submit(Admission::Wait, move |_| {
+                    accepted_order.lock().unwrap().push("accepted".into());
+                    Ok(())
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(release);
+        accepted.await.unwrap().unwrap();
+        for job in waiting {
+            job.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order.len(), 21);
+        assert_eq!(order[0], "accepted");
+        // And the places free again once answered.
+        assert!(writer
+            .submit(Admission::FailFast { rows: 1 }, |_| Ok(()))
+            .await
+            .is_ok());
     }
 }
