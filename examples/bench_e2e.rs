@@ -1195,6 +1195,9 @@ async fn main() -> Result<()> {
     if !args.replicas.is_empty() {
         scale_out(&args, &client, &receiver, port, &mut figures).await?;
         figures.print();
+        if args.compare.is_some() {
+            figures.print_ratios("[new]", "[base]");
+        }
         return Ok(());
     }
 
@@ -1416,23 +1419,56 @@ async fn scale_out_runs(
 ) -> Result<()> {
     for &replicas in &args.replicas {
         let label = format!("postgres, {replicas} replica(s), {count} endpoints");
-        println!("\n== {label}");
-        let scenario = Scenario::start(
-            args,
-            client,
-            &format!("r{replicas}"),
-            port,
-            &plan(count, false),
-            StoreSetup::Postgres { replicas },
-        )
-        .await?;
-        let publisher = warmed_up_publisher(&scenario, receiver, count, args.batch).await?;
+        let Some(base) = &args.compare else {
+            replica_count(args, client, receiver, port, figures, replicas, &label).await?;
+            continue;
+        };
+        // As for the endpoint counts: run by run, each binary in turn, the first alternating.
+        let pair = [("new", args.binary.clone()), ("base", base.clone())];
         for run in 0..args.runs {
-            println!(" run {}", run + 1);
-            sustained(&scenario, receiver, &publisher, args, figures, &label).await?;
+            for index in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let (tag, binary) = &pair[index];
+                let one = Args {
+                    binary: binary.clone(),
+                    runs: 1,
+                    ..args.clone()
+                };
+                let tagged = format!("{label} [{tag}]");
+                replica_count(&one, client, receiver, port, figures, replicas, &tagged).await?;
+            }
         }
-        scenario.stop(&args.work_dir).await;
     }
+    Ok(())
+}
+
+/// `replicas` dispatchers of `args.binary` on one PostgreSQL schema: `args.runs` windows of
+/// sustained throughput, figures labelled `label`.
+async fn replica_count(
+    args: &Args,
+    client: &Client,
+    receiver: &Receiver,
+    port: u16,
+    figures: &mut Figures,
+    replicas: usize,
+    label: &str,
+) -> Result<()> {
+    let count = args.replica_endpoints;
+    println!("\n== {label}");
+    let scenario = Scenario::start(
+        args,
+        client,
+        &format!("r{replicas}"),
+        port,
+        &plan(count, false),
+        StoreSetup::Postgres { replicas },
+    )
+    .await?;
+    let publisher = warmed_up_publisher(&scenario, receiver, count, args.batch).await?;
+    for run in 0..args.runs {
+        println!(" run {}", run + 1);
+        sustained(&scenario, receiver, &publisher, args, figures, label).await?;
+    }
+    scenario.stop(&args.work_dir).await;
     Ok(())
 }
 
