@@ -637,3 +637,48 @@ async fn one_refused_result_does_not_undo_its_batch() -> Result<()> {
     );
     Ok(())
 }
+
+/// Enqueues that share a group commit go to PostgreSQL together (pipelined). One that PostgreSQL
+/// refuses (a NUL character in a text column) fails alone: the others are stored, including a
+/// duplicate of an event of the same commit, which still sees the event it repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_enqueue_fails_alone_in_a_pipelined_commit() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let store = harness.open().await?;
+    let mut refused = event("evt_bad", "user.created", 0);
+    refused.trace_parent = Some("bad\0trace".into());
+    let mut attempts = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        attempts.push(tokio::spawn(async move {
+            store
+                .enqueue(event(&format!("evt_{i}"), "user.created", 0), names(&["a"]))
+                .await
+        }));
+    }
+    let again = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .enqueue(event("evt_0", "user.created", 0), names(&["a"]))
+                .await
+        })
+    };
+    let bad = {
+        let store = store.clone();
+        tokio::spawn(async move { store.enqueue(refused, names(&["a"])).await })
+    };
+    let mut duplicates = 0;
+    for attempt in attempts {
+        duplicates += usize::from(attempt.await.expect("join")?.duplicate);
+    }
+    duplicates += usize::from(again.await.expect("join")?.duplicate);
+    assert_eq!(duplicates, 1, "evt_0 is stored once, whichever came first");
+    let refusal = bad.await.expect("join");
+    assert!(
+        matches!(refusal, Err(StoreError::Backend { .. })),
+        "the NUL byte is refused: {refusal:?}"
+    );
+    assert_eq!(store.pending_count().await?, 8);
+    Ok(())
+}

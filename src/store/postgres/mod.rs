@@ -45,6 +45,7 @@ use crate::store::{
 };
 
 mod lanes;
+mod pipeline;
 mod reads;
 mod rows;
 pub mod schema;
@@ -138,6 +139,20 @@ fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError
         } else {
             StoreError::backend(context)(e)
         }
+    }
+}
+
+/// Whether `error` is PostgreSQL refusing a statement because an earlier one of the transaction
+/// failed (25P02): the symptom, not the cause, when statements are pipelined.
+fn failed_before(error: &StoreError) -> bool {
+    match error {
+        StoreError::Backend { source, .. } => {
+            source
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code)
+                == Some(&SqlState::IN_FAILED_SQL_TRANSACTION)
+        }
+        _ => false,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::writes;
+use super::{pipeline, writes};
 use crate::store::{EnqueueOutcome, EnqueueRequest, Result, StoreError};
 
 /// Called after each commit with the number of jobs and how long the transaction took.
@@ -135,19 +135,56 @@ async fn run_batch(
     writes::lock_identities(&tx, batch.iter().flat_map(|job| &job.requests))
         .await
         .map_err(|e| whole("lock")(&e))?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for (index, job) in batch.iter().enumerate() {
-        let mut job_outcomes = Vec::with_capacity(job.requests.len());
-        for request in &job.requests {
-            match writes::enqueue_one(&tx, request, window_ms).await {
-                Ok(outcome) => job_outcomes.push(outcome),
-                Err(e) if e.is_transient() => {
-                    return Err(whole("enqueue")(&e));
+    // Every request with the index of its job, in batch order.
+    let requests: Vec<(usize, &EnqueueRequest)> = batch
+        .iter()
+        .enumerate()
+        .flat_map(|(index, job)| job.requests.iter().map(move |r| (index, r)))
+        .collect();
+    let keys: Vec<Vec<String>> = requests
+        .iter()
+        .map(|(_, request)| pipeline::conflict_keys(request))
+        .collect();
+    let mut done: Vec<Option<EnqueueOutcome>> = Vec::new();
+    done.resize_with(requests.len(), || None);
+    for round in pipeline::rounds(&keys) {
+        // Issued together: the connection pipelines them.
+        let answers = futures::future::join_all(
+            round
+                .iter()
+                .map(|&k| writes::enqueue_one(&tx, requests[k].1, window_ms)),
+        )
+        .await;
+        let mut culprit = None;
+        let mut failed = false;
+        for (&k, answer) in round.iter().zip(answers) {
+            match answer {
+                Ok(outcome) => done[k] = Some(outcome),
+                Err(e) if e.is_transient() => return Err(whole("enqueue")(&e)),
+                Err(e) => {
+                    failed = true;
+                    // The others fail only because this one ended the transaction.
+                    if culprit.is_none() && !super::failed_before(&e) {
+                        culprit = Some(Failed::Job(requests[k].0, e));
+                    }
                 }
-                Err(e) => return Err(Failed::Job(index, e)),
             }
         }
-        outcomes.push(job_outcomes);
+        if failed {
+            return Err(culprit.unwrap_or_else(|| {
+                Failed::Batch("enqueue: the transaction failed and no statement says why".into())
+            }));
+        }
+    }
+    let mut outcomes: Vec<Vec<EnqueueOutcome>> = batch
+        .iter()
+        .map(|job| Vec::with_capacity(job.requests.len()))
+        .collect();
+    for ((index, _), outcome) in requests.iter().zip(done) {
+        match outcome {
+            Some(outcome) => outcomes[*index].push(outcome),
+            None => return Err(Failed::Batch("enqueue: a request was not run".into())),
+        }
     }
     tx.commit().await.map_err(|e| whole("commit")(&e))?;
     Ok(outcomes)

@@ -65,13 +65,8 @@ pub async fn lock_identities<'a>(
 ) -> Result<()> {
     let mut locks = Locks::default();
     for request in requests {
-        let event = &request.event;
-        locks.identity(format!("id:{}", event.event_id));
-        if let EventSource::Resource { uid, .. } = &event.source {
-            locks.identity(format!("uid:{uid}"));
-        }
-        if let Some(key) = &event.idempotency_key {
-            locks.identity(format!("key:{}/{key}", event.namespace));
+        for identity in super::pipeline::identities(&request.event) {
+            locks.identity(identity);
         }
         locks.add_enqueue(request);
     }
