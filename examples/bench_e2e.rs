@@ -1209,25 +1209,8 @@ async fn main() -> Result<()> {
         if args.batch > 1 {
             label += &format!(", batches of {}", args.batch);
         }
-        let Some(base) = &args.compare else {
-            endpoint_count(&args, &client, &receiver, port, &mut figures, count, &label).await?;
-            continue;
-        };
-        // Run by run, each binary in turn (which goes first alternates, so a drift in the
-        // machine's speed meets both), each on a scenario of its own and the same receiver.
-        let pair = [("new", args.binary.clone()), ("base", base.clone())];
-        for run in 0..args.runs {
-            for index in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
-                let (tag, binary) = &pair[index];
-                let one = Args {
-                    binary: binary.clone(),
-                    runs: 1,
-                    ..args.clone()
-                };
-                let tagged = format!("{label} [{tag}]");
-                endpoint_count(&one, &client, &receiver, port, &mut figures, count, &tagged)
-                    .await?;
-            }
+        for (one, tagged) in schedule(&args, &label) {
+            endpoint_count(&one, &client, &receiver, port, &mut figures, count, &tagged).await?;
         }
     }
 
@@ -1419,26 +1402,34 @@ async fn scale_out_runs(
 ) -> Result<()> {
     for &replicas in &args.replicas {
         let label = format!("postgres, {replicas} replica(s), {count} endpoints");
-        let Some(base) = &args.compare else {
-            replica_count(args, client, receiver, port, figures, replicas, &label).await?;
-            continue;
-        };
-        // As for the endpoint counts: run by run, each binary in turn, the first alternating.
-        let pair = [("new", args.binary.clone()), ("base", base.clone())];
-        for run in 0..args.runs {
-            for index in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
-                let (tag, binary) = &pair[index];
-                let one = Args {
-                    binary: binary.clone(),
-                    runs: 1,
-                    ..args.clone()
-                };
-                let tagged = format!("{label} [{tag}]");
-                replica_count(&one, client, receiver, port, figures, replicas, &tagged).await?;
-            }
+        for (one, tagged) in schedule(args, &label) {
+            replica_count(&one, client, receiver, port, figures, replicas, &tagged).await?;
         }
     }
     Ok(())
+}
+
+/// The scenarios of one figure's label: `args` as given, or with `--compare` run by run, each
+/// binary in turn (which goes first alternates, so a drift in the machine's speed meets both),
+/// one run each, labelled `[new]` and `[base]`.
+fn schedule(args: &Args, label: &str) -> Vec<(Args, String)> {
+    let Some(base) = &args.compare else {
+        return vec![(args.clone(), label.to_owned())];
+    };
+    let pair = [("new", &args.binary), ("base", base)];
+    let mut runs = Vec::with_capacity(args.runs * 2);
+    for run in 0..args.runs {
+        for index in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let (tag, binary) = pair[index];
+            let one = Args {
+                binary: binary.clone(),
+                runs: 1,
+                ..args.clone()
+            };
+            runs.push((one, format!("{label} [{tag}]")));
+        }
+    }
+    runs
 }
 
 /// `replicas` dispatchers of `args.binary` on one PostgreSQL schema: `args.runs` windows of
