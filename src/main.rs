@@ -4,6 +4,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use webhook_operator::{api, controller, dispatcher, runtime, transform};
 
+/// mimalloc instead of glibc's allocator: a jq run is hundreds of small allocations, and in the
+/// transform workers glibc's malloc took most of the CPU (see docs/benchmarks.md, Transforms).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "webhook-operator",
