@@ -95,7 +95,7 @@ impl Engine {
         }
     }
 
-    /// The next delivery waiting for `endpoint` that may go now. Deliveries that may not go
+    /// The next delivery waiting for `endpoint` that may go now (see [`Queued::ready`]). Deliveries that may not go
     /// (circuit open, rate limit, endpoint suspended or gone) leave the queue for the store.
     pub(super) async fn next_waiting(
         &self,
@@ -105,7 +105,12 @@ impl Engine {
             let (delivery, remaining) = {
                 let mut waiting = self.lock_waiting();
                 let queue = waiting.get_mut(endpoint)?;
-                let Some(queued) = queue.pop_front() else {
+                // The oldest whose transform has finished running ahead goes first: taking one
+                // still running would hold the endpoint's slot while it runs (order among an
+                // endpoint's waiting deliveries is not promised; an ordering lane has at most
+                // one delivery claimed).
+                let next = queue.iter().position(Queued::ready).unwrap_or(0);
+                let Some(queued) = queue.remove(next) else {
                     waiting.remove(endpoint);
                     return None;
                 };

@@ -36,6 +36,12 @@ impl Queued {
             ahead: None,
         }
     }
+
+    /// Whether its attempt can start without waiting for a transform: none runs ahead, or the
+    /// run has finished.
+    pub(super) fn ready(&self) -> bool {
+        self.ahead.as_ref().is_none_or(|a| a.run.is_finished())
+    }
 }
 
 /// A transform running (or run) ahead of its attempt.
@@ -65,6 +71,16 @@ impl Ahead {
             display_name: policy.display_name.clone(),
             run,
         })
+    }
+
+    /// A run that never finishes (tests of what waits for one).
+    #[cfg(test)]
+    pub(super) fn never_finishing(policy: &EffectivePolicy) -> Ahead {
+        Ahead {
+            program: policy.transform.clone().unwrap_or_else(|| "".into()),
+            display_name: policy.display_name.clone(),
+            run: tokio::spawn(std::future::pending()),
+        }
     }
 
     /// The output, if it was run with the program and display name `policy` has now (`None`:

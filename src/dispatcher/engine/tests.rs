@@ -311,3 +311,62 @@ async fn a_waiting_delivery_has_its_transform_run_ahead_and_used_only_with_that_
     plain.transform = None;
     assert!(Ahead::start(&engine.deps, &claimed[1], &plain).is_none());
 }
+
+#[tokio::test]
+async fn a_waiting_delivery_whose_transform_has_finished_goes_before_one_still_running() {
+    let mut fixture = Fixture::new(&["--per-endpoint-concurrency", "2"]).await;
+    fixture.endpoint("slack", json!({"transform": {"jq": "{text: .event}"}}));
+    let claimed = fixture.claimed("slack", 4, LEASE).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    let (at, at_ts) = now();
+    let mut permits = Vec::new();
+    let mut policy = None;
+    for delivery in &claimed[..2] {
+        let Admission::Go(_, p, permit) =
+            engine.admit(Queued::new(delivery.clone()), at, at_ts).await
+        else {
+            panic!("an idle endpoint takes two at once");
+        };
+        permits.push(permit);
+        policy = Some(p);
+    }
+    let policy = policy.unwrap();
+    for delivery in &claimed[2..] {
+        let admitted = engine.admit(Queued::new(delivery.clone()), at, at_ts).await;
+        assert!(matches!(admitted, Admission::Waiting));
+    }
+    let endpoint = EndpointRef::new(NAMESPACE, "slack");
+    // The older waiting delivery's run never finishes; the younger one's does.
+    engine.lock_waiting().get_mut(&endpoint).unwrap()[0].ahead =
+        Some(Ahead::never_finishing(&policy));
+    let younger_ready = || engine.lock_waiting()[&endpoint][1].ready();
+    for _ in 0..500 {
+        if younger_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        younger_ready(),
+        "the younger delivery's transform ran ahead"
+    );
+    assert!(!engine.lock_waiting()[&endpoint][0].ready());
+
+    for permit in permits {
+        fixture.shared.gates.abandon(&endpoint, permit);
+    }
+    let (next, _, _) = engine
+        .next_waiting(&endpoint)
+        .await
+        .expect("a waiting delivery");
+    assert_eq!(
+        next.delivery.delivery.id, claimed[3].delivery.id,
+        "the ready one goes first"
+    );
+    // None ready: the oldest goes (its attempt waits for, or reruns, its transform).
+    let (next, _, _) = engine
+        .next_waiting(&endpoint)
+        .await
+        .expect("a waiting delivery");
+    assert_eq!(next.delivery.delivery.id, claimed[2].delivery.id);
+}
