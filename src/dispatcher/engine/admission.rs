@@ -95,8 +95,9 @@ impl Engine {
         }
     }
 
-    /// The next delivery waiting for `endpoint` that may go now (see [`Queued::ready`]). Deliveries that may not go
-    /// (circuit open, rate limit, endpoint suspended or gone) leave the queue for the store.
+    /// The next delivery waiting for `endpoint` that may go now (see [`Queued::ready`]).
+    /// Deliveries that may not go (circuit open, rate limit, endpoint suspended or gone) leave
+    /// the queue for the store.
     pub(super) async fn next_waiting(
         &self,
         endpoint: &EndpointRef,
