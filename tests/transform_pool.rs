@@ -172,3 +172,34 @@ async fn a_loop_later_in_a_batch_does_not_hold_back_the_answers_before_it() {
     );
     assert_eq!(answers[3], seven);
 }
+
+#[tokio::test]
+async fn runs_ahead_and_a_run_that_is_waited_for_share_a_worker_and_each_get_their_answer() {
+    let pool = pool_of(1, Duration::from_secs(5));
+    assert_eq!(run(&pool, "empty").await, Ok(Output::Filtered));
+    let program = |i: usize| Arc::from(format!("{{n: {i}, id: .data.user.id}}"));
+    let payload = || Bytes::from_static(PAYLOAD.as_bytes());
+    // Runs ahead (they may wait for company), one nobody waits for any more, and runs that
+    // go at once, all queued together.
+    let ahead: Vec<_> = [0, 2, 4]
+        .map(|i| pool.start_ahead(program(i), payload()).unwrap())
+        .into();
+    drop(pool.start_ahead(program(9), payload()));
+    let mut waited_for = Vec::new();
+    for i in [1, 3] {
+        let pool = pool.clone();
+        waited_for.push(tokio::spawn(async move {
+            pool.run(program(i), payload()).await
+        }));
+    }
+    let expected = |i: usize| Ok(Output::Body(format!(r#"{{"n":{i},"id":7}}"#).into_bytes()));
+    for (i, answer) in [0, 2, 4].into_iter().zip(ahead) {
+        assert_eq!(answer.await.unwrap(), expected(i));
+    }
+    for (i, handle) in [1, 3].into_iter().zip(waited_for) {
+        assert_eq!(handle.await.unwrap(), expected(i));
+    }
+    // A lone run ahead is answered too: its batch stops waiting after the linger.
+    let lone = pool.start_ahead(program(5), payload()).unwrap();
+    assert_eq!(lone.await.unwrap(), expected(5));
+}

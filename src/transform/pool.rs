@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::warn;
 
 use super::protocol::{encode_request, parse_response, Inbox, Response};
@@ -70,12 +70,33 @@ impl TransformError {
 struct Job {
     program: Arc<str>,
     payload: bytes::Bytes,
+    /// Run ahead of its attempt: it may wait up to [`LINGER`] for others to share its batch.
+    patient: bool,
     reply: oneshot::Sender<Result<Output, TransformError>>,
 }
+
+impl Job {
+    /// A job and the receiver of its answer.
+    fn new(program: Arc<str>, payload: bytes::Bytes, patient: bool) -> (Job, AheadRun) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            program,
+            payload,
+            patient,
+            reply,
+        };
+        (job, answer)
+    }
+}
+
+/// The answer of a run (see [`TransformPool::start_ahead`]).
+pub type AheadRun = oneshot::Receiver<Result<Output, TransformError>>;
 
 /// Runs transforms in worker processes. Cheap to share; workers start on first use.
 pub struct TransformPool {
     jobs: mpsc::Sender<Job>,
+    /// Ends a batch's wait for company: an attempt is waiting for a run ahead.
+    hurry: Arc<Notify>,
 }
 
 impl TransformPool {
@@ -84,24 +105,25 @@ impl TransformPool {
         let (jobs, queue) = mpsc::channel::<Job>(1024);
         let queue = Arc::new(Mutex::new(queue));
         let config = Arc::new(config);
+        let hurry = Arc::new(Notify::new());
         for _ in 0..config.workers.max(1) {
-            tokio::spawn(serve(config.clone(), queue.clone()));
+            tokio::spawn(serve(config.clone(), queue.clone(), hurry.clone()));
         }
-        Arc::new(TransformPool { jobs })
+        Arc::new(TransformPool { jobs, hurry })
     }
 
-    /// Runs `program` on `payload` in a worker.
+    /// An attempt waits for a run it asked for ahead: a batch waiting for company leaves now.
+    pub fn hurry(&self) {
+        self.hurry.notify_one();
+    }
+
+    /// Runs `program` on `payload` in a worker, as soon as one is free.
     pub async fn run(
         &self,
         program: Arc<str>,
         payload: bytes::Bytes,
     ) -> Result<Output, TransformError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            program,
-            payload,
-            reply,
-        };
+        let (job, answer) = Job::new(program, payload, false);
         self.jobs
             .send(job)
             .await
@@ -110,15 +132,36 @@ impl TransformPool {
             .await
             .unwrap_or_else(|_| Err(TransformError::Unavailable("the worker stopped".into())))
     }
+
+    /// Queues a run for a delivery that waits behind its endpoint's attempts in flight, and
+    /// returns at once: the answer comes on the receiver. The run may wait up to [`LINGER`] for
+    /// other runs to go to the worker with it; dropping the receiver before its batch leaves
+    /// cancels it. `None` when the queue is full or the pool has stopped (the attempt then runs
+    /// the transform itself).
+    pub fn start_ahead(&self, program: Arc<str>, payload: bytes::Bytes) -> Option<AheadRun> {
+        let (job, answer) = Job::new(program, payload, true);
+        self.jobs.try_send(job).ok()?;
+        Some(answer)
+    }
 }
 
 /// Runs a worker takes at once when several wait: one pipe write and one wake-up for all of
 /// them instead of a round trip each. Small, so the other slots get work too.
 const BATCH: usize = 8;
 
+/// How long a batch of runs ahead waits for more runs to join it, unless an attempt waits for
+/// one of them ([`TransformPool::hurry`]). A run ahead has the time its delivery waits behind
+/// the endpoint's attempts in flight (milliseconds when it is busy), and a full batch costs the
+/// worker one wake-up instead of one for every run or two.
+const LINGER: Duration = Duration::from_millis(1);
+
 /// One worker slot: takes the jobs waiting in the shared queue (up to [`BATCH`]) and runs them
 /// in its process, replacing the process when a run kills it or overstays.
-async fn serve(config: Arc<PoolConfig>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn serve(
+    config: Arc<PoolConfig>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    hurry: Arc<Notify>,
+) {
     let mut worker: Option<Worker> = None;
     loop {
         let mut jobs = VecDeque::with_capacity(BATCH);
@@ -134,15 +177,35 @@ async fn serve(config: Arc<PoolConfig>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) 
                     Err(_) => break,
                 }
             }
+            let deadline = tokio::time::sleep(LINGER);
+            tokio::pin!(deadline);
+            while may_linger(&jobs) {
+                tokio::select! {
+                    job = queue.recv() => match job {
+                        Some(job) => jobs.push_back(job),
+                        None => break,
+                    },
+                    _ = hurry.notified() => break,
+                    _ = &mut deadline => break,
+                }
+            }
         }
         run_batch(&config, &mut worker, jobs).await;
     }
+}
+
+/// Whether a batch may wait for more runs: it has room, and every run in it was asked for
+/// ahead of its attempt (an attempt waiting for its run goes at once).
+fn may_linger(jobs: &VecDeque<Job>) -> bool {
+    jobs.len() < BATCH && jobs.iter().all(|job| job.patient)
 }
 
 /// Runs `jobs` in order in the slot's worker. Each run gets the full deadline from the moment
 /// the worker is free for it (the answer before it arrived). The run that overstays or dies
 /// fails alone; the runs after it go to a fresh worker.
 async fn run_batch(config: &PoolConfig, worker: &mut Option<Worker>, mut jobs: VecDeque<Job>) {
+    // Runs ahead whose delivery went back to the store meanwhile: nobody waits for them.
+    jobs.retain(|job| !job.reply.is_closed());
     while !jobs.is_empty() {
         // Taken out for the batch and put back only if it answered every run: a worker that
         // overstayed or died is ours to kill or bury.
@@ -298,5 +361,30 @@ impl Worker {
             Some(signal) => format!("ended by signal {signal}"),
             None => format!("exited with {status}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(patient: &[bool]) -> VecDeque<Job> {
+        patient
+            .iter()
+            .map(|&patient| Job::new(Arc::from("."), bytes::Bytes::new(), patient).0)
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_runs_ahead_waits_for_company_until_it_is_full() {
+        assert!(may_linger(&jobs(&[true])));
+        assert!(may_linger(&jobs(&[true; BATCH - 1])));
+        assert!(!may_linger(&jobs(&[true; BATCH])));
+    }
+
+    #[test]
+    fn a_run_an_attempt_waits_for_goes_at_once() {
+        assert!(!may_linger(&jobs(&[false])));
+        assert!(!may_linger(&jobs(&[true, true, false])));
     }
 }

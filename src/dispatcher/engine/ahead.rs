@@ -9,18 +9,15 @@
 //!
 //! The output is used only if the endpoint's program and display name are still the ones it was
 //! run with when the attempt starts; otherwise the attempt runs the transform again. A delivery
-//! given back to the store drops its run (the task is aborted).
+//! given back to the store drops its run (the pool skips a run nobody waits for).
 use std::sync::Arc;
-
-use tokio::task::JoinHandle;
-use tracing::{debug_span, Instrument};
 
 use super::Deps;
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::payload::WebhookRef;
 use crate::delivery::request::{render_body, EventData, EventParts};
 use crate::store::{ClaimedDelivery, EndpointRef};
-use crate::transform::{Output, TransformError};
+use crate::transform::{AheadRun, Output, TransformError, TransformPool};
 
 /// A claimed delivery that waits behind its endpoint's attempts in flight.
 pub(super) struct Queued {
@@ -40,7 +37,7 @@ impl Queued {
     /// Whether its attempt can start without waiting for a transform: none runs ahead, or the
     /// run has finished.
     pub(super) fn ready(&self) -> bool {
-        self.ahead.as_ref().is_none_or(|a| a.run.is_finished())
+        self.ahead.as_ref().is_none_or(|a| !a.run.is_empty())
     }
 }
 
@@ -48,7 +45,7 @@ impl Queued {
 pub struct Ahead {
     program: Arc<str>,
     display_name: String,
-    run: JoinHandle<Result<Output, TransformError>>,
+    run: AheadRun,
 }
 
 impl Ahead {
@@ -62,10 +59,7 @@ impl Ahead {
         let program = policy.transform.clone()?;
         let endpoint = &delivery.delivery.endpoint;
         let body = render_body(&webhook_ref(endpoint, policy), &stored_parts(delivery)).ok()?;
-        let transforms = deps.transforms.clone();
-        let input = program.clone();
-        let span = debug_span!("transform_ahead", event_id = %delivery.event.event_id);
-        let run = tokio::spawn(async move { transforms.run(input, body).await }.instrument(span));
+        let run = deps.transforms.start_ahead(program.clone(), body)?;
         Some(Ahead {
             program,
             display_name: policy.display_name.clone(),
@@ -76,32 +70,33 @@ impl Ahead {
     /// A run that never finishes (tests of what waits for one).
     #[cfg(test)]
     pub(super) fn never_finishing(policy: &EffectivePolicy) -> Ahead {
+        let (answer, run) = tokio::sync::oneshot::channel();
+        // Never sent and never dropped: the run stays under way.
+        std::mem::forget(answer);
         Ahead {
             program: policy.transform.clone().unwrap_or_else(|| "".into()),
             display_name: policy.display_name.clone(),
-            run: tokio::spawn(std::future::pending()),
+            run,
         }
     }
 
     /// The output, if it was run with the program and display name `policy` has now (`None`:
     /// the endpoint changed meanwhile, run it again).
     pub(super) async fn output_for(
-        mut self,
+        self,
         policy: &EffectivePolicy,
+        transforms: &TransformPool,
     ) -> Option<Result<Output, TransformError>> {
         let current = policy.transform.as_ref()?;
         if *current != self.program || policy.display_name != self.display_name {
             return None;
         }
-        // `None` if the run's task panicked or was aborted: the attempt runs it again.
-        (&mut self.run).await.ok()
-    }
-}
-
-impl Drop for Ahead {
-    fn drop(&mut self) {
-        // Finished: a no-op. Otherwise nobody will read it.
-        self.run.abort();
+        if self.run.is_empty() {
+            // Not answered yet, and this attempt holds a slot while it waits.
+            transforms.hurry();
+        }
+        // `None` if the pool dropped the run (it stopped): the attempt runs it again.
+        self.run.await.ok()
     }
 }
 

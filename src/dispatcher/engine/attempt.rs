@@ -136,21 +136,27 @@ pub async fn prepare(
         custom: &custom,
         timeout: Duration::from_secs(policy.timeout_seconds.into()),
     };
-    let mut body = render_body(&webhook, event)?;
-    if let Some(program) = &policy.transform {
-        let ran_ahead = match ahead {
-            Some(ahead) => ahead.output_for(policy).await,
-            None => None,
-        };
-        let output = match ran_ahead {
-            Some(output) => output,
-            None => transforms.run(program.clone(), body).await,
-        };
-        match output? {
-            Output::Body(transformed) => body = transformed.into(),
-            Output::Filtered => return Ok(Prepared::Filtered),
+    let body = match &policy.transform {
+        None => render_body(&webhook, event)?,
+        Some(program) => {
+            let ran_ahead = match ahead {
+                Some(ahead) => ahead.output_for(policy, transforms).await,
+                None => None,
+            };
+            // The payload is rendered only when the transform has not run ahead on it.
+            let output = match ran_ahead {
+                Some(output) => output,
+                None => {
+                    let payload = render_body(&webhook, event)?;
+                    transforms.run(program.clone(), payload).await
+                }
+            };
+            match output? {
+                Output::Body(transformed) => transformed.into(),
+                Output::Filtered => return Ok(Prepared::Filtered),
+            }
         }
-    }
+    };
     let request = build_request_with_body(&to, event, body, attempt, Timestamp::now())?;
     Ok(Prepared::Send(Box::new(request)))
 }

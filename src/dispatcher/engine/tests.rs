@@ -294,18 +294,24 @@ async fn a_waiting_delivery_has_its_transform_run_ahead_and_used_only_with_that_
     // The endpoint's program changed while it waited: the attempt runs the new one.
     let mut changed = (*policy).clone();
     changed.transform = Some("{text: .type}".into());
-    assert!(take_ahead().output_for(&changed).await.is_none());
+    assert!(take_ahead()
+        .output_for(&changed, &engine.deps.transforms)
+        .await
+        .is_none());
     // So does a changed display name, which the payload carries.
     let mut renamed = (*policy).clone();
     renamed.display_name = "renamed".into();
     assert!(Ahead::start(&engine.deps, &claimed[1], &policy)
         .unwrap()
-        .output_for(&renamed)
+        .output_for(&renamed, &engine.deps.transforms)
         .await
         .is_none());
     // Unchanged: the run's answer is the attempt's (whatever the pool answered).
     let ahead = Ahead::start(&engine.deps, &claimed[1], &policy).unwrap();
-    assert!(ahead.output_for(&policy).await.is_some());
+    assert!(ahead
+        .output_for(&policy, &engine.deps.transforms)
+        .await
+        .is_some());
     // No transform, nothing to run ahead.
     let mut plain = (*policy).clone();
     plain.transform = None;
