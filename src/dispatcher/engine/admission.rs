@@ -80,7 +80,7 @@ impl Engine {
             Gate::Later(at) => Admission::Defer(wall_clock(at, now, now_ts), delivery.delivery.id),
             Gate::Busy => {
                 let queue = waiting.entry(endpoint.clone()).or_default();
-                if queue.len() < self.per_endpoint() {
+                if queue.len() < self.waiting_per_endpoint() {
                     let mut queued = queued;
                     if queued.ahead.is_none() {
                         queued.ahead = Ahead::start(deps, &queued.delivery, &policy);
@@ -117,7 +117,7 @@ impl Engine {
                 };
                 (queued, queue.len())
             };
-            if remaining <= self.per_endpoint() / 2 {
+            if remaining <= self.waiting_per_endpoint() / 2 {
                 // Room behind this endpoint: let the loop claim more.
                 self.deps.wake.notify_one();
             }

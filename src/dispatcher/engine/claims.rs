@@ -12,13 +12,13 @@ use super::admission::Admission;
 use super::ahead::Queued;
 use super::attempt::send_all;
 use super::recorder::ToRecorder;
-use super::{Drained, Engine, CLAIM_BATCH, FLUSH_TIMEOUT, LEASE, POLL};
+use super::{Drained, Engine, CLAIM_BATCH, FLUSH_TIMEOUT, LEASE, POLL, WAITING_PER_SLOT};
 use crate::store::{ClaimRequest, DeliveryId, EndpointCaps, EndpointRef};
 
 /// How many deliveries a claim may take of each busy endpoint: each endpoint may have
-/// `per_endpoint` attempts in flight and as many claimed deliveries waiting behind them, so a
-/// claim takes at most what fills that, and at most `per_endpoint` a round. Only endpoints capped
-/// below `per_endpoint` are named. Pure.
+/// `per_endpoint` attempts in flight and [`WAITING_PER_SLOT`] times as many claimed deliveries
+/// waiting behind them, so a claim takes at most what fills that, and at most `per_endpoint` a
+/// round. Only endpoints capped below `per_endpoint` are named. Pure.
 pub fn claim_caps<'a>(
     in_flight: impl IntoIterator<Item = (&'a EndpointRef, usize)>,
     waiting: impl IntoIterator<Item = (&'a EndpointRef, usize)>,
@@ -28,7 +28,7 @@ pub fn claim_caps<'a>(
     for (endpoint, count) in in_flight.into_iter().chain(waiting) {
         *taken.entry(endpoint).or_default() += count;
     }
-    let room = per_endpoint.saturating_mul(2);
+    let room = per_endpoint.saturating_mul(1 + WAITING_PER_SLOT);
     taken
         .into_iter()
         .map(|(endpoint, taken)| (endpoint, room.saturating_sub(taken).min(per_endpoint)))
@@ -169,14 +169,14 @@ mod tests {
     fn idle_endpoints_are_not_capped() {
         let busy = [(ep(0), 3)];
         let caps = claim_caps(busy.iter().map(|(e, n)| (e, *n)), [], 16);
-        // 3 in flight: room for 29 more, at most 16 a round, so no cap.
+        // 3 in flight: room for 45 more, at most 16 a round, so no cap.
         assert!(caps.is_empty());
     }
 
     #[test]
     fn full_endpoints_get_nothing_and_filling_ones_get_the_rest() {
         let in_flight = [(ep(0), 16), (ep(1), 16), (ep(2), 16)];
-        let waiting = [(ep(0), 16), (ep(1), 10)];
+        let waiting = [(ep(0), 32), (ep(1), 26)];
         let caps = claim_caps(
             in_flight.iter().map(|(e, n)| (e, *n)),
             waiting.iter().map(|(e, n)| (e, *n)),
@@ -190,10 +190,11 @@ mod tests {
 
     proptest! {
         /// Whatever a claim takes within the caps, no endpoint ends up with more than its
-        /// in-flight limit plus as many waiting, and an endpoint with room is never shut out.
+        /// in-flight limit plus `WAITING_PER_SLOT` times as many waiting, and an endpoint with
+        /// room is never shut out.
         #[test]
         fn caps_never_overfill_an_endpoint(
-            counts in proptest::collection::vec((0usize..40, 0usize..40), 0..20),
+            counts in proptest::collection::vec((0usize..40, 0usize..80), 0..20),
             per_endpoint in 1usize..32,
         ) {
             let endpoints: Vec<EndpointRef> = (0..counts.len()).map(ep).collect();
@@ -206,8 +207,9 @@ mod tests {
                 let cap = caps.get(endpoint).copied().unwrap_or(per_endpoint);
                 prop_assert!(cap <= per_endpoint);
                 let taken = in_flight + waiting;
-                if taken < 2 * per_endpoint {
-                    prop_assert_eq!(cap, (2 * per_endpoint - taken).min(per_endpoint));
+                let room = (1 + WAITING_PER_SLOT) * per_endpoint;
+                if taken < room {
+                    prop_assert_eq!(cap, (room - taken).min(per_endpoint));
                 } else {
                     prop_assert_eq!(cap, 0);
                 }

@@ -1,7 +1,7 @@
 //! The delivery loop: claims due deliveries, gates them per endpoint (suspension, circuit
 //! breaker, rate limit, concurrency), sends them without blocking the loop, and records the
 //! outcomes in batches. A claim takes of each endpoint only what its concurrency can take: its
-//! attempts in flight plus as many waiting behind them, in memory under their lease, that go on
+//! attempts in flight plus twice as many waiting behind them, in memory under their lease, that go on
 //! the task of the next attempt to that endpoint that finishes (no store round trip, no fixed
 //! delay). A delivery that may not go for another reason (circuit open, rate limit, suspended)
 //! is given back to the store, due when its gate opens, so no worker waits on a slow or dead
@@ -41,6 +41,12 @@ pub use lookup::{CachedEndpoints, EndpointLookup};
 use crate::store::{DeliveryId, EndpointCaps, EndpointRef};
 use recorder::ToRecorder;
 
+/// Claimed deliveries that may wait behind an endpoint's attempts in flight, per slot
+/// (`--per-endpoint-concurrency`). Two: while the waiting run down, the claim that refills them
+/// is a store round trip, and a waiting delivery's transform runs ahead meanwhile; with one per
+/// slot a busy endpoint's queue ran dry and most attempts ran their transform holding the slot
+/// (docs/benchmarks.md, issue 14, session 13).
+const WAITING_PER_SLOT: usize = 2;
 /// Claims per round at most.
 const CLAIM_BATCH: usize = 512;
 /// How often the loop looks for due retries when nothing wakes it.
@@ -72,8 +78,8 @@ struct Engine {
     slots: Arc<Semaphore>,
     /// Claimed deliveries whose endpoint had its maximum in flight, per endpoint, oldest first.
     /// They wait under their lease (not in the store) and go on the task of the next attempt to
-    /// that endpoint that finishes. At most `per_endpoint_concurrency` per endpoint; only busy
-    /// endpoints have any, so at most `concurrency` in all.
+    /// that endpoint that finishes. At most [`WAITING_PER_SLOT`] × `per_endpoint_concurrency` per
+    /// endpoint; only busy endpoints have any, so at most that many × `concurrency` in all.
     waiting: Mutex<HashMap<EndpointRef, VecDeque<Queued>>>,
     /// Attempt results on their way to the store (see [`record_results`]).
     results: mpsc::Sender<ToRecorder>,
@@ -98,6 +104,11 @@ impl Engine {
 
     fn per_endpoint(&self) -> usize {
         self.deps.per_endpoint_concurrency.max(1)
+    }
+
+    /// How many claimed deliveries may wait for one endpoint.
+    fn waiting_per_endpoint(&self) -> usize {
+        self.per_endpoint().saturating_mul(WAITING_PER_SLOT)
     }
 
     fn stopping(&self) -> bool {

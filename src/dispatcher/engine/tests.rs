@@ -124,13 +124,13 @@ async fn a_lease_too_short_for_a_whole_attempt_sends_the_delivery_back() {
 }
 
 #[tokio::test]
-async fn a_busy_endpoint_queues_as_many_as_it_may_have_in_flight_and_defers_the_rest() {
+async fn a_busy_endpoint_queues_twice_as_many_as_it_may_have_in_flight_and_defers_the_rest() {
     let mut fixture = Fixture::new(&["--per-endpoint-concurrency", "1"]).await;
     fixture.endpoint(
         "crm",
         json!({"rateLimit": {"requestsPerMinute": 6000, "burst": 100}}),
     );
-    let claimed = fixture.claimed("crm", 3, LEASE).await;
+    let claimed = fixture.claimed("crm", 4, LEASE).await;
     let (engine, _queue, _stop) = engine(&fixture);
     let (at, at_ts) = now();
     let Admission::Go(first, _, permit) = engine
@@ -139,30 +139,36 @@ async fn a_busy_endpoint_queues_as_many_as_it_may_have_in_flight_and_defers_the_
     else {
         panic!("the first delivery to an idle endpoint must go");
     };
-    assert!(matches!(
-        engine
-            .admit(Queued::new(claimed[1].clone()), at, at_ts)
-            .await,
-        Admission::Waiting
-    ));
+    for waiting in &claimed[1..3] {
+        assert!(matches!(
+            engine.admit(Queued::new(waiting.clone()), at, at_ts).await,
+            Admission::Waiting
+        ));
+    }
     let Admission::Defer(due, _) = engine
-        .admit(Queued::new(claimed[2].clone()), at, at_ts)
+        .admit(Queued::new(claimed[3].clone()), at, at_ts)
         .await
     else {
         panic!("a full waiting queue must send the delivery back");
     };
     assert_eq!(due, at_ts.checked_add(BUSY_RETRY).unwrap());
     let endpoint = EndpointRef::new(NAMESPACE, "crm");
-    assert_eq!(engine.lock_waiting()[&endpoint].len(), 1);
+    assert_eq!(engine.lock_waiting()[&endpoint].len(), 2);
 
-    // The attempt in flight finishes: the waiting delivery goes next, on the same task.
+    // The attempt in flight finishes: the waiting deliveries go next, in turn, on its task.
     fixture.shared.gates.abandon(&endpoint, permit);
-    let (next, _, _) = engine
+    let (next, _, permit) = engine
         .next_waiting(&endpoint)
         .await
         .expect("the queued delivery");
     assert_eq!(next.delivery.delivery.id, claimed[1].delivery.id);
     assert_ne!(next.delivery.delivery.id, first.delivery.delivery.id);
+    fixture.shared.gates.abandon(&endpoint, permit);
+    let (last, _, _) = engine
+        .next_waiting(&endpoint)
+        .await
+        .expect("the second queued delivery");
+    assert_eq!(last.delivery.delivery.id, claimed[2].delivery.id);
     assert!(engine.next_waiting(&endpoint).await.is_none());
     assert!(!engine.lock_waiting().contains_key(&endpoint));
 }
