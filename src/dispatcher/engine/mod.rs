@@ -1,11 +1,11 @@
 //! The delivery loop: claims due deliveries, gates them per endpoint (suspension, circuit
 //! breaker, rate limit, concurrency), sends them without blocking the loop, and records the
 //! outcomes in batches. A claim takes of each endpoint only what its concurrency can take: its
-//! attempts in flight plus twice as many waiting behind them, in memory under their lease, that go on
-//! the task of the next attempt to that endpoint that finishes (no store round trip, no fixed
-//! delay). A delivery that may not go for another reason (circuit open, rate limit, suspended)
-//! is given back to the store, due when its gate opens, so no worker waits on a slow or dead
-//! endpoint.
+//! attempts in flight plus twice as many waiting behind them, in memory under their lease, that
+//! go on the task of the next attempt to that endpoint that finishes (no store round trip, no
+//! fixed delay). A delivery that may not go for another reason (circuit open, rate limit,
+//! suspended) is given back to the store, due when its gate opens, so no worker waits on a slow
+//! or dead endpoint.
 //!
 //! - [`claims`]: the claim loop, the caps of a claim, and the drain at shutdown;
 //! - [`admission`]: whether a claimed delivery goes now, waits behind its endpoint, or goes back;
@@ -42,10 +42,10 @@ use crate::store::{DeliveryId, EndpointCaps, EndpointRef};
 use recorder::ToRecorder;
 
 /// Claimed deliveries that may wait behind an endpoint's attempts in flight, per slot
-/// (`--per-endpoint-concurrency`). Two: while the waiting run down, the claim that refills them
-/// is a store round trip, and a waiting delivery's transform runs ahead meanwhile; with one per
-/// slot a busy endpoint's queue ran dry and most attempts ran their transform holding the slot
-/// (docs/benchmarks.md, issue 14, session 13).
+/// (`--per-endpoint-concurrency`). Two: while the waiting deliveries run down, the claim that
+/// refills them is a store round trip, and a waiting delivery's transform runs ahead meanwhile;
+/// with one per slot a busy endpoint's queue ran dry and most attempts ran their transform
+/// holding the slot (docs/benchmarks.md, issue 14, session 13).
 const WAITING_PER_SLOT: usize = 2;
 /// Claims per round at most.
 const CLAIM_BATCH: usize = 512;
