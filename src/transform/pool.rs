@@ -177,16 +177,20 @@ async fn serve(
                     Err(_) => break,
                 }
             }
-            let deadline = tokio::time::sleep(LINGER);
-            tokio::pin!(deadline);
-            while may_linger(&jobs) {
-                tokio::select! {
-                    job = queue.recv() => match job {
-                        Some(job) => jobs.push_back(job),
-                        None => break,
-                    },
-                    _ = hurry.notified() => break,
-                    _ = &mut deadline => break,
+            if may_linger(&jobs) {
+                // The timer only for a batch that may wait: a full one, or one an attempt waits
+                // for, leaves without reading the clock.
+                let deadline = tokio::time::sleep(LINGER);
+                tokio::pin!(deadline);
+                while may_linger(&jobs) {
+                    tokio::select! {
+                        job = queue.recv() => match job {
+                            Some(job) => jobs.push_back(job),
+                            None => break,
+                        },
+                        _ = hurry.notified() => break,
+                        _ = &mut deadline => break,
+                    }
                 }
             }
         }
