@@ -1363,6 +1363,19 @@ async fn endpoint_count(
         scenario.dispatcher.peak_rss_mib(),
         commit_sum / commits.max(1.0) * 1000.0
     );
+    if args.transform {
+        // Where the attempts' transform outputs came from (docs/operations.md): run ahead and
+        // answered, waited for holding an endpoint slot, or run in the attempt.
+        let mut sources = Vec::new();
+        for source in ["ready", "waited", "attempt"] {
+            let prefix = format!(
+                "webhook_operator_dispatcher_transform_outputs_total{{source=\"{source}\"}}"
+            );
+            let count = scenario.metric_sum(&http, &prefix).await;
+            sources.push(format!("{source} {count:.0}"));
+        }
+        println!("  transform outputs: {}", sources.join(", "));
+    }
     scenario.stop(&args.work_dir).await;
     Ok(())
 }

@@ -182,9 +182,9 @@ async fn runs_ahead_and_a_run_that_is_waited_for_share_a_worker_and_each_get_the
     // Runs ahead (they may wait for company), one nobody waits for any more, and runs that
     // go at once, all queued together.
     let ahead: Vec<_> = [0, 2, 4]
-        .map(|i| pool.start_ahead(program(i), payload()).unwrap())
+        .map(|i| pool.start_ahead(program(i), payload(), true).unwrap())
         .into();
-    drop(pool.start_ahead(program(9), payload()));
+    drop(pool.start_ahead(program(9), payload(), true));
     let mut waited_for = Vec::new();
     for i in [1, 3] {
         let pool = pool.clone();
@@ -200,6 +200,6 @@ async fn runs_ahead_and_a_run_that_is_waited_for_share_a_worker_and_each_get_the
         assert_eq!(handle.await.unwrap(), expected(i));
     }
     // A lone run ahead is answered too: its batch stops waiting after the linger.
-    let lone = pool.start_ahead(program(5), payload()).unwrap();
+    let lone = pool.start_ahead(program(5), payload(), true).unwrap();
     assert_eq!(lone.await.unwrap(), expected(5));
 }

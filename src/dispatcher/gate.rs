@@ -163,6 +163,14 @@ impl Gates {
         })
     }
 
+    /// Whether `endpoint` has `max_in_flight` attempts in flight (a delivery to it would wait).
+    pub fn is_full(&self, endpoint: &EndpointRef, max_in_flight: usize) -> bool {
+        let gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .get(endpoint)
+            .is_some_and(|gate| gate.in_flight >= max_in_flight)
+    }
+
     /// Attempts in flight per endpoint, for the endpoints that have any.
     pub fn in_flight(&self) -> Vec<(EndpointRef, usize)> {
         let gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -85,6 +85,17 @@ pub struct SecurityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransformOutputLabels {
+    /// Where an attempt's transform output came from: `ready` (run ahead and answered),
+    /// `waited` (run ahead, the attempt waited for the answer holding its slot), `attempt` (run
+    /// by the attempt itself).
+    pub source: &'static str,
+}
+
+/// The `source` label values of `transform_outputs`.
+pub const TRANSFORM_OUTPUT_SOURCES: [&str; 3] = ["ready", "waited", "attempt"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
     /// auth_failure_burst, repeated_refusals, dns_rebinding.
     pub alert: &'static str,
@@ -120,6 +131,8 @@ pub struct Metrics {
     pub security_alerts: Family<AlertLabels, Counter>,
     /// Security log entries dropped because its queue was full.
     pub security_log_dropped: Counter,
+    /// Attempts of deliveries with a transform, by where the output came from.
+    pub transform_outputs: Family<TransformOutputLabels, Counter>,
 }
 
 impl Metrics {
@@ -147,7 +160,13 @@ impl Metrics {
             security_events: Family::default(),
             security_alerts: Family::default(),
             security_log_dropped: Counter::default(),
+            transform_outputs: Family::default(),
         };
+        for source in TRANSFORM_OUTPUT_SOURCES {
+            let _ = metrics
+                .transform_outputs
+                .get_or_create(&TransformOutputLabels { source });
+        }
         // Every series from the start, so alert rules and dashboards find them before the first.
         for kind in crate::security::SecurityKind::ALL {
             let _ = metrics.security_events.get_or_create(&SecurityLabels {
@@ -244,6 +263,11 @@ impl Metrics {
             "security_log_dropped",
             "Security log entries dropped because the log's queue was full",
             metrics.security_log_dropped.clone(),
+        );
+        r.register(
+            "transform_outputs",
+            "Attempts of deliveries with a transform, by where the output came from: ready (run ahead, answered), waited (run ahead, the attempt waited holding its slot), attempt (run in the attempt)",
+            metrics.transform_outputs.clone(),
         );
         metrics
     }

@@ -133,13 +133,18 @@ impl TransformPool {
             .unwrap_or_else(|_| Err(TransformError::Unavailable("the worker stopped".into())))
     }
 
-    /// Queues a run for a delivery that waits behind its endpoint's attempts in flight, and
-    /// returns at once: the answer comes on the receiver. The run may wait up to [`LINGER`] for
-    /// other runs to go to the worker with it; dropping the receiver before its batch leaves
-    /// cancels it. `None` when the queue is full or the pool has stopped (the attempt then runs
-    /// the transform itself).
-    pub fn start_ahead(&self, program: Arc<str>, payload: bytes::Bytes) -> Option<AheadRun> {
-        let (job, answer) = Job::new(program, payload, true);
+    /// Queues a run ahead of a delivery's attempt, and returns at once: the answer comes on the
+    /// receiver. A `patient` run (its delivery waits behind its endpoint's attempts in flight
+    /// anyway) may wait up to [`LINGER`] for other runs to go to the worker with it; dropping
+    /// the receiver before its batch leaves cancels it. `None` when the queue is full or the
+    /// pool has stopped (the attempt then runs the transform itself).
+    pub fn start_ahead(
+        &self,
+        program: Arc<str>,
+        payload: bytes::Bytes,
+        patient: bool,
+    ) -> Option<AheadRun> {
+        let (job, answer) = Job::new(program, payload, patient);
         self.jobs.try_send(job).ok()?;
         Some(answer)
     }

@@ -29,7 +29,7 @@ pub(super) enum Admission {
 
 impl Engine {
     /// Decides what becomes of a delivery claimed (or waiting) now. One that waits has its
-    /// endpoint's transform run meanwhile ([`Ahead`]).
+    /// endpoint's transform run meanwhile ([`Ahead`]) unless it already ran.
     pub(super) async fn admit(&self, queued: Queued, now: Instant, now_ts: Timestamp) -> Admission {
         let deps = &*self.deps;
         let delivery = &queued.delivery;
@@ -83,7 +83,7 @@ impl Engine {
                 if queue.len() < self.waiting_per_endpoint() {
                     let mut queued = queued;
                     if queued.ahead.is_none() {
-                        queued.ahead = Ahead::start(deps, &queued.delivery, &policy);
+                        queued.ahead = Ahead::start(deps, &queued.delivery, &policy, true);
                     }
                     queue.push_back(queued);
                     Admission::Waiting

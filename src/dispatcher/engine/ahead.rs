@@ -1,5 +1,7 @@
-//! Transforms run ahead. A delivery that waits behind its endpoint's attempts in flight has its
-//! endpoint's transform run meanwhile, so the attempt that takes it over sends at once.
+//! Transforms run ahead. A claimed delivery to an endpoint with a transform goes through its
+//! endpoint's gate only once its transform has answered ([`super::transforming`]), and one that
+//! waits behind its endpoint's attempts in flight has it run meanwhile; so the attempt that takes
+//! it sends at once.
 //!
 //! Why: an endpoint's attempts in flight are capped (`--per-endpoint-concurrency`), and a
 //! transform is a round trip to a worker process (two process wake-ups each way). Run inside the
@@ -19,7 +21,7 @@ use crate::delivery::request::{render_body, EventData, EventParts};
 use crate::store::{ClaimedDelivery, EndpointRef};
 use crate::transform::{AheadRun, Output, TransformError, TransformPool};
 
-/// A claimed delivery that waits behind its endpoint's attempts in flight.
+/// A claimed delivery on its way to an attempt.
 pub(super) struct Queued {
     pub(super) delivery: ClaimedDelivery,
     pub(super) ahead: Option<Ahead>,
@@ -37,7 +39,7 @@ impl Queued {
     /// Whether its attempt can start without waiting for a transform: none runs ahead, or the
     /// run has finished.
     pub(super) fn ready(&self) -> bool {
-        self.ahead.as_ref().is_none_or(|a| !a.run.is_empty())
+        self.ahead.as_ref().is_none_or(Ahead::answered)
     }
 }
 
@@ -45,25 +47,35 @@ impl Queued {
 pub struct Ahead {
     program: Arc<str>,
     display_name: String,
-    run: AheadRun,
+    run: Run,
+}
+
+/// A run ahead, before and after its answer was taken off the channel.
+enum Run {
+    Pending(AheadRun),
+    /// `None`: the pool dropped the run (it stopped); the attempt runs it again.
+    Answered(Option<Result<Output, TransformError>>),
 }
 
 impl Ahead {
     /// Starts the endpoint's transform on the delivery's payload; `None` if the endpoint has no
-    /// transform or the payload cannot be rendered (the attempt then reports why).
+    /// transform, the payload cannot be rendered (the attempt then reports why) or the pool's
+    /// queue is full. `patient`: the delivery waits behind its endpoint anyway, so the run may
+    /// wait a little for others to share its worker's wake-up.
     pub(super) fn start(
         deps: &Deps,
         delivery: &ClaimedDelivery,
         policy: &EffectivePolicy,
+        patient: bool,
     ) -> Option<Ahead> {
         let program = policy.transform.clone()?;
         let endpoint = &delivery.delivery.endpoint;
         let body = render_body(&webhook_ref(endpoint, policy), &stored_parts(delivery)).ok()?;
-        let run = deps.transforms.start_ahead(program.clone(), body)?;
+        let run = deps.transforms.start_ahead(program.clone(), body, patient)?;
         Some(Ahead {
             program,
             display_name: policy.display_name.clone(),
-            run,
+            run: Run::Pending(run),
         })
     }
 
@@ -76,8 +88,40 @@ impl Ahead {
         Ahead {
             program: policy.transform.clone().unwrap_or_else(|| "".into()),
             display_name: policy.display_name.clone(),
-            run,
+            run: Run::Pending(run),
         }
+    }
+
+    /// Whether the run has answered.
+    fn answered(&self) -> bool {
+        match &self.run {
+            Run::Pending(run) => !run.is_empty(),
+            Run::Answered(_) => true,
+        }
+    }
+
+    /// Waits for the run's answer and keeps it for the attempt.
+    pub(super) async fn wait(&mut self) {
+        if let Run::Pending(run) = &mut self.run {
+            let answer = run.await.ok();
+            self.run = Run::Answered(answer);
+        }
+    }
+
+    /// Where an attempt with `policy` takes its output from (the `source` label of the
+    /// `transform_outputs` metric): `ready`, `waited` for, or run in the `attempt` (the
+    /// endpoint's program or display name changed since the run).
+    pub(super) fn source(ahead: Option<&Ahead>, policy: &EffectivePolicy) -> &'static str {
+        match ahead {
+            Some(ahead) if ahead.ran_with(policy) && ahead.answered() => "ready",
+            Some(ahead) if ahead.ran_with(policy) => "waited",
+            _ => "attempt",
+        }
+    }
+
+    /// Whether it ran with the program and display name `policy` has now.
+    fn ran_with(&self, policy: &EffectivePolicy) -> bool {
+        policy.transform.as_ref() == Some(&self.program) && policy.display_name == self.display_name
     }
 
     /// The output, if it was run with the program and display name `policy` has now (`None`:
@@ -87,16 +131,20 @@ impl Ahead {
         policy: &EffectivePolicy,
         transforms: &TransformPool,
     ) -> Option<Result<Output, TransformError>> {
-        let current = policy.transform.as_ref()?;
-        if *current != self.program || policy.display_name != self.display_name {
+        if !self.ran_with(policy) {
             return None;
         }
-        if self.run.is_empty() {
-            // Not answered yet, and this attempt holds a slot while it waits.
-            transforms.hurry();
+        match self.run {
+            Run::Answered(answer) => answer,
+            Run::Pending(run) => {
+                if run.is_empty() {
+                    // Not answered yet, and this attempt holds a slot while it waits.
+                    transforms.hurry();
+                }
+                // `None` if the pool dropped the run (it stopped): the attempt runs it again.
+                run.await.ok()
+            }
         }
-        // `None` if the pool dropped the run (it stopped): the attempt runs it again.
-        self.run.await.ok()
     }
 }
 

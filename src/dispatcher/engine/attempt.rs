@@ -24,7 +24,9 @@ use crate::delivery::request::{
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
-use crate::dispatcher::metrics::{EndpointLabels, NamespaceLabels, RateCutLabels};
+use crate::dispatcher::metrics::{
+    EndpointLabels, NamespaceLabels, RateCutLabels, TransformOutputLabels,
+};
 use crate::dispatcher::status::notices::EndpointNotice;
 use crate::runtime::trace_context;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
@@ -200,6 +202,11 @@ async fn attempt(
         policy,
         number: delivery.delivery.attempts + 1,
     };
+    if policy.transform.is_some() {
+        let source = Ahead::source(ahead.as_ref(), policy);
+        let labels = TransformOutputLabels { source };
+        deps.metrics.transform_outputs.get_or_create(&labels).inc();
+    }
     let mut request = match prepare_stored(&cx, ahead).await {
         Ok(Prepared::Send(request)) => request,
         Ok(Prepared::Filtered) => {

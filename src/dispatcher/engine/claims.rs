@@ -1,6 +1,7 @@
 //! Claiming due deliveries: how much a claim may take of each endpoint, the loop that claims
 //! whenever slots are free, and the drain that ends it at shutdown.
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use super::admission::Admission;
 use super::ahead::Queued;
 use super::attempt::send_all;
 use super::recorder::ToRecorder;
+use super::transforming::{transform_first, TransformFirst};
 use super::{Drained, Engine, CLAIM_BATCH, FLUSH_TIMEOUT, LEASE, POLL, WAITING_PER_SLOT};
 use crate::store::{ClaimRequest, DeliveryId, EndpointCaps, EndpointRef};
 
@@ -80,7 +82,8 @@ pub(super) async fn drain(engine: &Engine, grace: Duration) -> Drained {
             .flat_map(|(_, queue)| queue.into_iter().map(|q| q.delivery.delivery.id))
             .collect()
     };
-    let given_back = ids.len();
+    // With those whose transform answered after the stop (they gave themselves back).
+    let given_back = ids.len() + engine.given_back.load(Ordering::Relaxed);
     if !ids.is_empty() {
         engine.defer(ids, Timestamp::now()).await;
     }
@@ -127,16 +130,18 @@ async fn claim_round(
     let now = Instant::now();
     let mut deferred: HashMap<Timestamp, Vec<DeliveryId>> = HashMap::new();
     for delivery in claimed {
-        match engine.admit(Queued::new(delivery), now, now_ts).await {
+        let queued = match transform_first(engine, Queued::new(delivery)) {
+            TransformFirst::Started => continue,
+            TransformFirst::NoSlot(id) => {
+                deferred.entry(now_ts).or_default().push(id);
+                continue;
+            }
+            TransformFirst::NotNeeded(queued) => *queued,
+        };
+        match engine.admit(queued, now, now_ts).await {
             Admission::Go(queued, policy, permit) => {
                 let endpoint = queued.delivery.delivery.endpoint.clone();
-                // Claimed just before the stop: back to the store, due at once.
-                let slot = if engine.stopping() {
-                    None
-                } else {
-                    engine.slots.clone().try_acquire_owned().ok()
-                };
-                let Some(slot) = slot else {
+                let Some(slot) = engine.take_slot() else {
                     deps.gates.abandon(&endpoint, permit);
                     deferred
                         .entry(now_ts)

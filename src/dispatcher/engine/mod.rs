@@ -9,7 +9,8 @@
 //!
 //! - [`claims`]: the claim loop, the caps of a claim, and the drain at shutdown;
 //! - [`admission`]: whether a claimed delivery goes now, waits behind its endpoint, or goes back;
-//! - [`ahead`]: a waiting delivery's transform, run while it waits;
+//! - [`transforming`]: a just-claimed delivery's transform, run before its admission;
+//! - [`ahead`]: a transform run ahead of its attempt (before admission, or while waiting);
 //! - [`attempt`]: one attempt, as typed stages (prepared, sent, decided);
 //! - [`recorder`]: attempt results written to the store in batches;
 //! - [`deps`] and [`lookup`]: what the engine works with (no Kubernetes client in it).
@@ -20,15 +21,17 @@ mod claims;
 mod deps;
 mod lookup;
 mod recorder;
+mod transforming;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 pub use ahead::Ahead;
@@ -81,6 +84,11 @@ struct Engine {
     /// that endpoint that finishes. At most [`WAITING_PER_SLOT`] × `per_endpoint_concurrency` per
     /// endpoint; only busy endpoints have any, so at most that many × `concurrency` in all.
     waiting: Mutex<HashMap<EndpointRef, VecDeque<Queued>>>,
+    /// Just-claimed deliveries whose transform runs before their admission, per endpoint (see
+    /// [`transforming`]); each holds a slot meanwhile.
+    transforming: Mutex<HashMap<EndpointRef, usize>>,
+    /// Deliveries whose transform answered after the stop, given back by their own task.
+    given_back: AtomicUsize,
     /// Attempt results on their way to the store (see [`record_results`]).
     results: mpsc::Sender<ToRecorder>,
     /// Turns true on shutdown: no attempt starts any more (see [`drain`]).
@@ -97,6 +105,8 @@ impl Engine {
             slots: Arc::new(Semaphore::new(deps.concurrency.max(1))),
             deps,
             waiting: Mutex::new(HashMap::new()),
+            transforming: Mutex::new(HashMap::new()),
+            given_back: AtomicUsize::new(0),
             results,
             stop,
         }
@@ -119,15 +129,29 @@ impl Engine {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The caps of the next claim (see [`claim_caps`]).
+    /// The caps of the next claim (see [`claim_caps`]); a delivery whose transform runs before
+    /// its admission counts as waiting.
     fn caps(&self) -> EndpointCaps {
         let in_flight = self.deps.gates.in_flight();
         let waiting = self.lock_waiting();
+        let transforming = self.lock_transforming();
         claim_caps(
             in_flight.iter().map(|(e, n)| (e, *n)),
-            waiting.iter().map(|(e, q)| (e, q.len())),
+            waiting
+                .iter()
+                .map(|(e, q)| (e, q.len()))
+                .chain(transforming.iter().map(|(e, n)| (e, *n))),
             self.per_endpoint(),
         )
+    }
+
+    /// A slot for a delivery to start on, unless stopping (a delivery claimed just before the
+    /// stop goes back to the store, due at once) or none is free.
+    fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if self.stopping() {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
     }
 
     async fn defer(&self, ids: Vec<DeliveryId>, at: Timestamp) {

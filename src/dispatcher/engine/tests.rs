@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::admission::Admission;
 use super::ahead::{Ahead, Queued};
 use super::recorder::{record_results, Recorded, ToRecorder};
+use super::transforming::{transform_first, TransformFirst};
 use super::{claims, Drained, Engine, BUSY_RETRY, LEASE};
 use crate::dispatcher::fixtures::{Fixture, NAMESPACE, OWNER};
 use crate::store::{
@@ -307,13 +308,13 @@ async fn a_waiting_delivery_has_its_transform_run_ahead_and_used_only_with_that_
     // So does a changed display name, which the payload carries.
     let mut renamed = (*policy).clone();
     renamed.display_name = "renamed".into();
-    assert!(Ahead::start(&engine.deps, &claimed[1], &policy)
+    assert!(Ahead::start(&engine.deps, &claimed[1], &policy, false)
         .unwrap()
         .output_for(&renamed, &engine.deps.transforms)
         .await
         .is_none());
     // Unchanged: the run's answer is the attempt's (whatever the pool answered).
-    let ahead = Ahead::start(&engine.deps, &claimed[1], &policy).unwrap();
+    let ahead = Ahead::start(&engine.deps, &claimed[1], &policy, false).unwrap();
     assert!(ahead
         .output_for(&policy, &engine.deps.transforms)
         .await
@@ -321,7 +322,7 @@ async fn a_waiting_delivery_has_its_transform_run_ahead_and_used_only_with_that_
     // No transform, nothing to run ahead.
     let mut plain = (*policy).clone();
     plain.transform = None;
-    assert!(Ahead::start(&engine.deps, &claimed[1], &plain).is_none());
+    assert!(Ahead::start(&engine.deps, &claimed[1], &plain, false).is_none());
 }
 
 #[tokio::test]
@@ -381,4 +382,109 @@ async fn a_waiting_delivery_whose_transform_has_finished_goes_before_one_still_r
         .await
         .expect("a waiting delivery");
     assert_eq!(next.delivery.delivery.id, claimed[2].delivery.id);
+}
+
+/// Polls `done` every 10 ms for up to 5 s.
+async fn eventually(done: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+#[tokio::test]
+async fn a_claimed_delivery_goes_through_its_gate_only_after_its_transform_has_answered() {
+    let mut fixture = Fixture::new(&["--per-endpoint-concurrency", "2"]).await;
+    fixture.endpoint("slack", json!({"transform": {"jq": "{text: .event}"}}));
+    let claimed = fixture.claimed("slack", 5, LEASE).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    let endpoint = EndpointRef::new(NAMESPACE, "slack");
+    let (at, at_ts) = now();
+    let mut permits = Vec::new();
+    for delivery in &claimed[..2] {
+        let Admission::Go(_, _, permit) =
+            engine.admit(Queued::new(delivery.clone()), at, at_ts).await
+        else {
+            panic!("an idle endpoint takes two at once");
+        };
+        permits.push(permit);
+    }
+    let free = engine.slots.available_permits();
+    for delivery in &claimed[2..] {
+        assert!(matches!(
+            transform_first(&engine, Queued::new(delivery.clone())),
+            TransformFirst::Started
+        ));
+    }
+    // Nothing has run yet (this test's runtime has one thread): each holds a slot, none holds
+    // one of the endpoint's, and the claim caps count them as waiting: 2 in flight + 3 of room 6.
+    assert_eq!(engine.slots.available_permits(), free - 3);
+    assert_eq!(engine.lock_transforming().get(&endpoint), Some(&3));
+    assert_eq!(engine.caps().get(&endpoint), Some(&1));
+    assert_eq!(fixture.shared.gates.in_flight(), vec![(endpoint.clone(), 2)]);
+
+    // Once answered, each went through the gate: the endpoint is full, so they wait, ready.
+    let all_waiting_ready = || {
+        engine.lock_transforming().is_empty()
+            && engine
+                .lock_waiting()
+                .get(&endpoint)
+                .is_some_and(|queue| queue.len() == 3 && queue.iter().all(Queued::ready))
+    };
+    assert!(eventually(all_waiting_ready).await, "all three wait, ready");
+    assert_eq!(engine.slots.available_permits(), free);
+    assert_eq!(fixture.shared.gates.in_flight(), vec![(endpoint.clone(), 2)]);
+    // The output waits with them: the attempt uses it without a run of its own.
+    let policy = engine.deps.endpoints.policy(&endpoint).unwrap();
+    let ahead = engine.lock_waiting().get_mut(&endpoint).unwrap()[0]
+        .ahead
+        .take()
+        .expect("the run's answer");
+    // (Whatever the pool answered: unit tests have no worker binary, tests/transform_pool.rs does.)
+    let output = ahead.output_for(&policy, &engine.deps.transforms).await;
+    assert!(output.is_some(), "the run's answer was kept");
+    for permit in permits {
+        fixture.shared.gates.abandon(&endpoint, permit);
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_whose_transform_answers_after_the_stop_goes_back_to_the_store() {
+    let mut fixture = Fixture::new(&[]).await;
+    fixture.endpoint("slack", json!({"transform": {"jq": "{text: .event}"}}));
+    let claimed = fixture.claimed("slack", 1, LEASE).await;
+    let (engine, queue, stop) = engine(&fixture);
+    tokio::spawn(record_results(fixture.deps(), queue));
+    assert!(matches!(
+        transform_first(&engine, Queued::new(claimed[0].clone())),
+        TransformFirst::Started
+    ));
+    stop.send(true).unwrap();
+    let drained = claims::drain(&engine, Duration::from_secs(5)).await;
+    assert_eq!(
+        drained,
+        Drained {
+            attempts_finished: true,
+            given_back: 1,
+            results_committed: true,
+        }
+    );
+    let status = fixture
+        .shared
+        .store
+        .event_status(&claimed[0].event.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.deliveries[0].state, DeliveryState::Pending);
+    assert_eq!(status.deliveries[0].attempts, 0);
+    // And nothing new starts once stopping: a claimed delivery gets no slot.
+    let again = fixture.claimed("slack", 1, LEASE).await;
+    assert!(matches!(
+        transform_first(&engine, Queued::new(again[0].clone())),
+        TransformFirst::NoSlot(id) if id == again[0].delivery.id
+    ));
 }
