@@ -1372,7 +1372,8 @@ async fn endpoint_count(
                 "webhook_operator_dispatcher_transform_outputs_total{{source=\"{source}\"}}"
             );
             let count = scenario.metric_sum(&http, &prefix).await;
-            sources.push(format!("{source} {count:.0}"));
+            // (+ 0.0: the sum of no samples, a build without the metric, is -0.)
+            sources.push(format!("{source} {:.0}", count + 0.0));
         }
         println!("  transform outputs: {}", sources.join(", "));
     }

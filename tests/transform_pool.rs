@@ -94,6 +94,27 @@ async fn a_program_that_loops_forever_is_stopped_and_the_pool_serves_on() {
 }
 
 #[tokio::test]
+async fn a_worker_has_its_whole_memory_budget_beyond_what_it_maps_at_start() {
+    // Recursion 100 and 300 deep in a fresh worker (MiBs of stack in a debug build, under the
+    // 8 MiB stack limit), and about 100 MiB of values: all within the 512 MiB budget. The limit
+    // once counted the allocator's reserved arena (1 GiB) against the budget, so the stack could
+    // not grow, and even 100 deep aborted the worker as a "stack overflow".
+    for depth in [100, 300] {
+        let pool = pool_of(1, Duration::from_secs(20));
+        let program = format!("def f(n): if n == 0 then 0 else 1 + f(n - 1) end; f({depth})");
+        let answer = pool
+            .run(Arc::from(program), Bytes::from_static(PAYLOAD.as_bytes()))
+            .await;
+        assert_eq!(answer, Ok(Output::Body(depth.to_string().into_bytes())), "depth {depth}");
+    }
+    let pool = pool(Duration::from_secs(20));
+    assert_eq!(
+        run(&pool, "[range(4000000)] | length").await,
+        Ok(Output::Body(b"4000000".to_vec()))
+    );
+}
+
+#[tokio::test]
 async fn endless_recursion_and_memory_crash_only_their_worker() {
     let pool = pool(Duration::from_secs(20));
     let recursion = run(&pool, "def f: 1 + f; f").await;

@@ -165,8 +165,8 @@ pub struct DispatcherConfig {
     /// Largest request body a transform may produce, in bytes.
     #[arg(long, env = "TRANSFORM_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024)]
     pub transform_max_output_bytes: usize,
-    /// Address space of each transform worker, in MiB: a program that allocates without bound
-    /// ends its worker, not the dispatcher.
+    /// Address space each transform worker may add to what it maps at start, in MiB: a program
+    /// that allocates without bound ends its worker, not the dispatcher.
     #[arg(long, env = "TRANSFORM_MEMORY_MIB", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(64..=65536))]
     pub transform_memory_mib: u64,

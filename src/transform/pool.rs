@@ -27,7 +27,7 @@ pub struct PoolConfig {
     pub timeout: Duration,
     /// The largest request body a transform may produce.
     pub max_output: usize,
-    /// The address-space limit of each worker process.
+    /// The address space each worker process may add to what it maps at start.
     pub memory_limit: u64,
 }
 
@@ -333,6 +333,10 @@ impl Worker {
             .arg("--memory-limit")
             .arg(config.memory_limit.to_string())
             .env_clear()
+            // mimalloc reserves 1 GiB of address space at start by default; the worker's limit
+            // is counted from what it maps at start, so that reserve would be memory on top of
+            // `memory_limit`. Without it the allocator maps as it goes, within the limit.
+            .env("MIMALLOC_ARENA_RESERVE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -92,9 +92,12 @@ fn end_with_parent() -> io::Result<()> {
     Ok(())
 }
 
-/// Caps the address space (a program building an endless array fails to allocate and the process
-/// aborts) and turns off core dumps.
+/// Caps the address space at what the process has mapped now plus `bytes` (a program building an
+/// endless array fails to allocate and the process aborts) and turns off core dumps. Counted from
+/// what is mapped now (the binary, the allocator's start): a cap below that left no room to grow
+/// even the stack, and a moderately recursive program aborted its worker.
 fn limit_memory(bytes: u64) -> io::Result<()> {
+    let mapped = mapped_bytes()?;
     let set = |resource, value: u64| {
         let limit = libc::rlimit {
             rlim_cur: value,
@@ -108,5 +111,19 @@ fn limit_memory(bytes: u64) -> io::Result<()> {
         }
     };
     set(libc::RLIMIT_CORE, 0)?;
-    set(libc::RLIMIT_AS, bytes)
+    set(libc::RLIMIT_AS, mapped.saturating_add(bytes))
+}
+
+/// The process's address space now, in bytes (the first field of `/proc/self/statm`, in pages).
+fn mapped_bytes() -> io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("unreadable /proc/self/statm: {statm:?}")))?;
+    // SAFETY: sysconf has no preconditions.
+    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .map_err(|_| io::Error::other("the page size is unknown"))?;
+    Ok(pages.saturating_mul(page_size))
 }

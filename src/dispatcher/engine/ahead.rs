@@ -71,7 +71,9 @@ impl Ahead {
         let program = policy.transform.clone()?;
         let endpoint = &delivery.delivery.endpoint;
         let body = render_body(&webhook_ref(endpoint, policy), &stored_parts(delivery)).ok()?;
-        let run = deps.transforms.start_ahead(program.clone(), body, patient)?;
+        let run = deps
+            .transforms
+            .start_ahead(program.clone(), body, patient)?;
         Some(Ahead {
             program,
             display_name: policy.display_name.clone(),

@@ -21,9 +21,9 @@ mod claims;
 mod deps;
 mod lookup;
 mod recorder;
-mod transforming;
 #[cfg(test)]
 mod tests;
+mod transforming;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;

@@ -424,7 +424,10 @@ async fn a_claimed_delivery_goes_through_its_gate_only_after_its_transform_has_a
     assert_eq!(engine.slots.available_permits(), free - 3);
     assert_eq!(engine.lock_transforming().get(&endpoint), Some(&3));
     assert_eq!(engine.caps().get(&endpoint), Some(&1));
-    assert_eq!(fixture.shared.gates.in_flight(), vec![(endpoint.clone(), 2)]);
+    assert_eq!(
+        fixture.shared.gates.in_flight(),
+        vec![(endpoint.clone(), 2)]
+    );
 
     // Once answered, each went through the gate: the endpoint is full, so they wait, ready.
     let all_waiting_ready = || {
@@ -436,9 +439,24 @@ async fn a_claimed_delivery_goes_through_its_gate_only_after_its_transform_has_a
     };
     assert!(eventually(all_waiting_ready).await, "all three wait, ready");
     assert_eq!(engine.slots.available_permits(), free);
-    assert_eq!(fixture.shared.gates.in_flight(), vec![(endpoint.clone(), 2)]);
-    // The output waits with them: the attempt uses it without a run of its own.
+    assert_eq!(
+        fixture.shared.gates.in_flight(),
+        vec![(endpoint.clone(), 2)]
+    );
+    // The output waits with them: the attempt uses it without a run of its own, and the
+    // transform_outputs metric counts it as ready.
     let policy = engine.deps.endpoints.policy(&endpoint).unwrap();
+    {
+        let waiting = engine.lock_waiting();
+        let answered = waiting[&endpoint][0].ahead.as_ref();
+        assert_eq!(Ahead::source(answered, &policy), "ready");
+        let mut changed = (*policy).clone();
+        changed.transform = Some("{text: .type}".into());
+        assert_eq!(Ahead::source(answered, &changed), "attempt");
+    }
+    assert_eq!(Ahead::source(None, &policy), "attempt");
+    let unanswered = Ahead::never_finishing(&policy);
+    assert_eq!(Ahead::source(Some(&unanswered), &policy), "waited");
     let ahead = engine.lock_waiting().get_mut(&endpoint).unwrap()[0]
         .ahead
         .take()

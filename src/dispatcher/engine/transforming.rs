@@ -42,7 +42,12 @@ pub(super) fn transform_first(engine: &Arc<Engine>, mut queued: Queued) -> Trans
         return TransformFirst::NoSlot(queued.delivery.delivery.id);
     };
     let counted = Counted::new(engine.clone(), queued.delivery.delivery.endpoint.clone());
-    tokio::spawn(admit_when_transformed(engine.clone(), queued, slot, counted));
+    tokio::spawn(admit_when_transformed(
+        engine.clone(),
+        queued,
+        slot,
+        counted,
+    ));
     TransformFirst::Started
 }
 
