@@ -105,7 +105,11 @@ async fn a_worker_has_its_whole_memory_budget_beyond_what_it_maps_at_start() {
         let answer = pool
             .run(Arc::from(program), Bytes::from_static(PAYLOAD.as_bytes()))
             .await;
-        assert_eq!(answer, Ok(Output::Body(depth.to_string().into_bytes())), "depth {depth}");
+        assert_eq!(
+            answer,
+            Ok(Output::Body(depth.to_string().into_bytes())),
+            "depth {depth}"
+        );
     }
     let pool = pool(Duration::from_secs(20));
     assert_eq!(
