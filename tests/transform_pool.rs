@@ -102,11 +102,8 @@ async fn a_worker_has_its_whole_memory_budget_beyond_what_it_maps_at_start() {
     for depth in [100, 300] {
         let pool = pool_of(1, Duration::from_secs(20));
         let program = format!("def f(n): if n == 0 then 0 else 1 + f(n - 1) end; f({depth})");
-        let answer = pool
-            .run(Arc::from(program), Bytes::from_static(PAYLOAD.as_bytes()))
-            .await;
         assert_eq!(
-            answer,
+            run(&pool, &program).await,
             Ok(Output::Body(depth.to_string().into_bytes())),
             "depth {depth}"
         );

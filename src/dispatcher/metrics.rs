@@ -86,14 +86,40 @@ pub struct SecurityLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransformOutputLabels {
-    /// Where an attempt's transform output came from: `ready` (run ahead and answered),
-    /// `waited` (run ahead, the attempt waited for the answer holding its slot), `attempt` (run
-    /// by the attempt itself).
+    /// A [`TransformOutputSource`] name (a fixed set).
     pub source: &'static str,
 }
 
-/// The `source` label values of `transform_outputs`.
-pub const TRANSFORM_OUTPUT_SOURCES: [&str; 3] = ["ready", "waited", "attempt"];
+impl TransformOutputLabels {
+    fn of(source: TransformOutputSource) -> Self {
+        Self {
+            source: source.as_str(),
+        }
+    }
+}
+
+/// Where an attempt's transform output came from (the `source` label of `transform_outputs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransformOutputSource {
+    /// Run ahead, and answered before the attempt started.
+    Ready,
+    /// Run ahead; the attempt waited for the answer holding its slot.
+    Waited,
+    /// Run by the attempt itself.
+    Attempt,
+}
+
+impl TransformOutputSource {
+    pub const ALL: [Self; 3] = [Self::Ready, Self::Waited, Self::Attempt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Waited => "waited",
+            Self::Attempt => "attempt",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -162,10 +188,10 @@ impl Metrics {
             security_log_dropped: Counter::default(),
             transform_outputs: Family::default(),
         };
-        for source in TRANSFORM_OUTPUT_SOURCES {
+        for source in TransformOutputSource::ALL {
             let _ = metrics
                 .transform_outputs
-                .get_or_create(&TransformOutputLabels { source });
+                .get_or_create(&TransformOutputLabels::of(source));
         }
         // Every series from the start, so alert rules and dashboards find them before the first.
         for kind in crate::security::SecurityKind::ALL {
@@ -270,6 +296,13 @@ impl Metrics {
             metrics.transform_outputs.clone(),
         );
         metrics
+    }
+
+    /// Counts an attempt's transform output by where it came from.
+    pub fn count_transform_output(&self, source: TransformOutputSource) {
+        self.transform_outputs
+            .get_or_create(&TransformOutputLabels::of(source))
+            .inc();
     }
 
     /// Sets the endpoint's breaker state: its series 1, the other states' 0.

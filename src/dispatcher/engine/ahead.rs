@@ -18,6 +18,7 @@ use super::Deps;
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::payload::WebhookRef;
 use crate::delivery::request::{render_body, EventData, EventParts};
+use crate::dispatcher::metrics::TransformOutputSource;
 use crate::store::{ClaimedDelivery, EndpointRef};
 use crate::transform::{AheadRun, Output, TransformError, TransformPool};
 
@@ -110,14 +111,16 @@ impl Ahead {
         }
     }
 
-    /// Where an attempt with `policy` takes its output from (the `source` label of the
-    /// `transform_outputs` metric): `ready`, `waited` for, or run in the `attempt` (the
-    /// endpoint's program or display name changed since the run).
-    pub(super) fn source(ahead: Option<&Ahead>, policy: &EffectivePolicy) -> &'static str {
+    /// Where an attempt with `policy` takes its output from (the `transform_outputs` metric):
+    /// ready, waited for, or run in the attempt (none ran ahead, or the endpoint's program or
+    /// display name changed since the run).
+    pub(super) fn source(ahead: Option<&Ahead>, policy: &EffectivePolicy) -> TransformOutputSource {
         match ahead {
-            Some(ahead) if ahead.ran_with(policy) && ahead.answered() => "ready",
-            Some(ahead) if ahead.ran_with(policy) => "waited",
-            _ => "attempt",
+            Some(ahead) if ahead.ran_with(policy) && ahead.answered() => {
+                TransformOutputSource::Ready
+            }
+            Some(ahead) if ahead.ran_with(policy) => TransformOutputSource::Waited,
+            _ => TransformOutputSource::Attempt,
         }
     }
 

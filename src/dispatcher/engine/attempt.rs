@@ -24,9 +24,7 @@ use crate::delivery::request::{
 use crate::delivery::retry::RetryPolicy;
 use crate::dispatcher::cache::NotReady;
 use crate::dispatcher::gate::Transition;
-use crate::dispatcher::metrics::{
-    EndpointLabels, NamespaceLabels, RateCutLabels, TransformOutputLabels,
-};
+use crate::dispatcher::metrics::{EndpointLabels, NamespaceLabels, RateCutLabels};
 use crate::dispatcher::status::notices::EndpointNotice;
 use crate::runtime::trace_context;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, NextStep};
@@ -65,9 +63,7 @@ pub(super) async fn send_all(
             None => break,
         }
     }
-    drop(slot);
-    // A slot is free: the loop may claim again.
-    engine.deps.wake.notify_one();
+    engine.release(slot);
 }
 
 /// Stage 1: what the attempt does.
@@ -204,8 +200,7 @@ async fn attempt(
     };
     if policy.transform.is_some() {
         let source = Ahead::source(ahead.as_ref(), policy);
-        let labels = TransformOutputLabels { source };
-        deps.metrics.transform_outputs.get_or_create(&labels).inc();
+        deps.metrics.count_transform_output(source);
     }
     let mut request = match prepare_stored(&cx, ahead).await {
         Ok(Prepared::Send(request)) => request,

@@ -154,6 +154,12 @@ impl Engine {
         self.slots.clone().try_acquire_owned().ok()
     }
 
+    /// Gives a slot back: the loop may claim again.
+    fn release(&self, slot: OwnedSemaphorePermit) {
+        drop(slot);
+        self.deps.wake.notify_one();
+    }
+
     async fn defer(&self, ids: Vec<DeliveryId>, at: Timestamp) {
         let deps = &self.deps;
         if let Err(error) = deps.store.defer(deps.owner.clone(), ids, at).await {

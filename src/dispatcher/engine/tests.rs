@@ -14,8 +14,10 @@ use super::recorder::{record_results, Recorded, ToRecorder};
 use super::transforming::{transform_first, TransformFirst};
 use super::{claims, Drained, Engine, BUSY_RETRY, LEASE};
 use crate::dispatcher::fixtures::{Fixture, NAMESPACE, OWNER};
+use crate::dispatcher::metrics::TransformOutputSource;
 use crate::store::{
-    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryState, EndpointRef, NextStep,
+    AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, DeliveryState, EndpointRef,
+    NextStep,
 };
 
 /// An engine on the fixture's state, its recorder queue (not running unless a test starts it)
@@ -27,10 +29,8 @@ fn engine(fixture: &Fixture) -> (Arc<Engine>, mpsc::Receiver<ToRecorder>, watch:
     (Arc::new(engine), queue, stop)
 }
 
-async fn state_of(
-    fixture: &Fixture,
-    delivery: &ClaimedDelivery,
-) -> (DeliveryState, Option<String>) {
+/// The store's record of the (only) delivery of `delivery`'s event.
+async fn record_of(fixture: &Fixture, delivery: &ClaimedDelivery) -> DeliveryRecord {
     let status = fixture
         .shared
         .store
@@ -38,8 +38,15 @@ async fn state_of(
         .await
         .unwrap()
         .unwrap();
-    let record = &status.deliveries[0];
-    (record.state, record.dead_letter_reason.clone())
+    status.deliveries.into_iter().next().unwrap()
+}
+
+async fn state_of(
+    fixture: &Fixture,
+    delivery: &ClaimedDelivery,
+) -> (DeliveryState, Option<String>) {
+    let record = record_of(fixture, delivery).await;
+    (record.state, record.dead_letter_reason)
 }
 
 /// The result of a first attempt of `delivery` that got `status_code`, for the recorder.
@@ -64,6 +71,13 @@ fn first_attempt(delivery: &ClaimedDelivery, status_code: Option<u16>, next: Nex
         event_id: None,
         wake: false,
     }
+}
+
+/// The delivery is due again in the store, unclaimed and never attempted.
+async fn assert_given_back_unattempted(fixture: &Fixture, delivery: &ClaimedDelivery) {
+    let record = record_of(fixture, delivery).await;
+    assert_eq!(record.state, DeliveryState::Pending);
+    assert_eq!(record.attempts, 0);
 }
 
 fn now() -> (Instant, Timestamp) {
@@ -221,15 +235,7 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
         state_of(&fixture, &sent.delivery).await.0,
         DeliveryState::Delivered
     );
-    let given_back = fixture
-        .shared
-        .store
-        .event_status(&claimed[1].event.event_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(given_back.deliveries[0].state, DeliveryState::Pending);
-    assert_eq!(given_back.deliveries[0].attempts, 0);
+    assert_given_back_unattempted(&fixture, &claimed[1]).await;
 }
 
 #[tokio::test]
@@ -449,14 +455,23 @@ async fn a_claimed_delivery_goes_through_its_gate_only_after_its_transform_has_a
     {
         let waiting = engine.lock_waiting();
         let answered = waiting[&endpoint][0].ahead.as_ref();
-        assert_eq!(Ahead::source(answered, &policy), "ready");
+        assert_eq!(
+            Ahead::source(answered, &policy),
+            TransformOutputSource::Ready
+        );
         let mut changed = (*policy).clone();
         changed.transform = Some("{text: .type}".into());
-        assert_eq!(Ahead::source(answered, &changed), "attempt");
+        assert_eq!(
+            Ahead::source(answered, &changed),
+            TransformOutputSource::Attempt
+        );
     }
-    assert_eq!(Ahead::source(None, &policy), "attempt");
+    assert_eq!(Ahead::source(None, &policy), TransformOutputSource::Attempt);
     let unanswered = Ahead::never_finishing(&policy);
-    assert_eq!(Ahead::source(Some(&unanswered), &policy), "waited");
+    assert_eq!(
+        Ahead::source(Some(&unanswered), &policy),
+        TransformOutputSource::Waited
+    );
     let ahead = engine.lock_waiting().get_mut(&endpoint).unwrap()[0]
         .ahead
         .take()
@@ -490,15 +505,7 @@ async fn a_delivery_whose_transform_answers_after_the_stop_goes_back_to_the_stor
             results_committed: true,
         }
     );
-    let status = fixture
-        .shared
-        .store
-        .event_status(&claimed[0].event.event_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.deliveries[0].state, DeliveryState::Pending);
-    assert_eq!(status.deliveries[0].attempts, 0);
+    assert_given_back_unattempted(&fixture, &claimed[0]).await;
     // And nothing new starts once stopping: a claimed delivery gets no slot.
     let again = fixture.claimed("slack", 1, LEASE).await;
     assert!(matches!(

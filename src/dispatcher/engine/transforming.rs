@@ -101,9 +101,7 @@ async fn admit_when_transformed(
             Admission::Waiting | Admission::Done => {}
         }
     }
-    drop(slot);
-    // A slot is free: the loop may claim again.
-    engine.deps.wake.notify_one();
+    engine.release(slot);
 }
 
 /// A delivery whose transform runs before admission, counted for the claim caps while it lives
