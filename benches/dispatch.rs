@@ -245,6 +245,7 @@ fn claim(c: &mut Criterion) {
                         },
                         endpoints: vec![format!("ep-{}", (chunk * 1000 + i) % 100)],
                         lanes: Default::default(),
+                        claim: None,
                     })
                     .collect();
                 store.enqueue_batch(requests).await.expect("enqueue");

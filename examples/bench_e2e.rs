@@ -1377,6 +1377,15 @@ async fn endpoint_count(
         }
         println!("  transform outputs: {}", sources.join(", "));
     }
+    // How the dispatcher took its deliveries (docs/operations.md): created claimed by its ingest
+    // and started at once, or claimed from the store.
+    let mut paths = Vec::new();
+    for path in ["insert", "store"] {
+        let prefix = format!("webhook_operator_dispatcher_claims_total{{path=\"{path}\"}}");
+        let count = scenario.metric_sum(&http, &prefix).await;
+        paths.push(format!("{path} {:.0}", count + 0.0));
+    }
+    println!("  claims: {}", paths.join(", "));
     scenario.stop(&args.work_dir).await;
     Ok(())
 }

@@ -459,6 +459,7 @@ fn laned(id: &str, endpoint: &str, lane: &str) -> EnqueueRequest {
         lanes: [(endpoint.to_owned(), lane.to_owned())]
             .into_iter()
             .collect(),
+        claim: None,
     }
 }
 

@@ -111,6 +111,7 @@ impl Fixture {
             ownership: Arc::new(Ownership::All),
             notices,
             security,
+            handoff: Default::default(),
         });
         Self {
             shared,

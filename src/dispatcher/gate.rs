@@ -171,6 +171,12 @@ impl Gates {
             .is_some_and(|gate| gate.in_flight >= max_in_flight)
     }
 
+    /// Attempts in flight to `endpoint`.
+    pub fn in_flight_of(&self, endpoint: &EndpointRef) -> usize {
+        let gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        gates.get(endpoint).map_or(0, |gate| gate.in_flight)
+    }
+
     /// Attempts in flight per endpoint, for the endpoints that have any.
     pub fn in_flight(&self) -> Vec<(EndpointRef, usize)> {
         let gates = self.inner.lock().unwrap_or_else(|e| e.into_inner());

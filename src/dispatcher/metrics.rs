@@ -85,6 +85,32 @@ pub struct SecurityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClaimLabels {
+    /// A [`ClaimPath`] name (a fixed set).
+    pub path: &'static str,
+}
+
+/// How this replica came to hold a delivery (the `path` label of `claims`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimPath {
+    /// Created claimed by this replica's ingest and started at once (deliver from memory).
+    Insert,
+    /// Claimed from the store (new deliveries it could not start at once, retries, recovery).
+    Store,
+}
+
+impl ClaimPath {
+    pub const ALL: [Self; 2] = [Self::Insert, Self::Store];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "insert",
+            Self::Store => "store",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransformOutputLabels {
     /// A [`TransformOutputSource`] name (a fixed set).
     pub source: &'static str,
@@ -159,6 +185,8 @@ pub struct Metrics {
     pub security_log_dropped: Counter,
     /// Attempts of deliveries with a transform, by where the output came from.
     pub transform_outputs: Family<TransformOutputLabels, Counter>,
+    /// Deliveries this replica took, by how (see [`ClaimPath`]).
+    pub claims: Family<ClaimLabels, Counter>,
 }
 
 impl Metrics {
@@ -187,7 +215,13 @@ impl Metrics {
             security_alerts: Family::default(),
             security_log_dropped: Counter::default(),
             transform_outputs: Family::default(),
+            claims: Family::default(),
         };
+        for path in ClaimPath::ALL {
+            let _ = metrics.claims.get_or_create(&ClaimLabels {
+                path: path.as_str(),
+            });
+        }
         for source in TransformOutputSource::ALL {
             let _ = metrics
                 .transform_outputs
@@ -295,7 +329,21 @@ impl Metrics {
             "Attempts of deliveries with a transform, by where the output came from: ready (run ahead, answered), waited (run ahead, the attempt waited holding its slot), attempt (run in the attempt)",
             metrics.transform_outputs.clone(),
         );
+        r.register(
+            "claims",
+            "Deliveries this replica took, by path: insert (created claimed by its ingest and started at once), store (claimed from the store: deliveries not started at once, retries, recovery)",
+            metrics.claims.clone(),
+        );
         metrics
+    }
+
+    /// Counts deliveries this replica took by `path`.
+    pub fn count_claims(&self, path: ClaimPath, count: usize) {
+        self.claims
+            .get_or_create(&ClaimLabels {
+                path: path.as_str(),
+            })
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
     /// Counts an attempt's transform output by where it came from.

@@ -62,6 +62,8 @@ pub struct Shared {
     pub notices: status::notices::Notices,
     /// The security log: refused destinations, 401/403s, user actions, alerts.
     pub security: security_log::SecurityLog,
+    /// Where publishing hands the deliveries it creates claimed to the engine.
+    pub handoff: Arc<engine::Handoff>,
 }
 
 impl Shared {
@@ -83,6 +85,7 @@ impl Shared {
             ownership: self.ownership.clone(),
             concurrency: self.config.concurrency,
             per_endpoint_concurrency: self.config.per_endpoint_concurrency,
+            handoff: self.handoff.clone(),
         }
     }
 }

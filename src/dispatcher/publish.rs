@@ -5,10 +5,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::cache::Cache;
+use super::engine::Reserved;
 use super::Shared;
 use crate::api::event_types;
 use crate::delivery::{ordering, payload};
-use crate::store::{EnqueueRequest, EventSource, NewEvent, StoreError};
+use crate::store::{EnqueueOutcome, EnqueueRequest, EventSource, NewEvent, Store, StoreError};
 
 /// An event to publish.
 #[derive(Clone, Debug)]
@@ -112,10 +113,15 @@ pub async fn publish_batch(
     caches_synced(&shared.cache, CACHE_WAIT).await?;
     let now = Timestamp::now();
     let mut enqueue = Vec::with_capacity(requests.len());
+    let mut reserved = Vec::with_capacity(requests.len());
     for request in requests {
         let event_id = payload::new_event_id(now, &mut rand::rng());
         let endpoints = shared.cache.route(&request.namespace, &request.event_type);
         let lanes = lanes(&shared.cache, &request, &endpoints);
+        // Room for the deliveries this replica can start as soon as they are stored.
+        let reservation = shared
+            .handoff
+            .reserve(&request.namespace, &endpoints, &lanes, now);
         // Checked and rendered once: what every attempt sends (see `payload::canonical_data`).
         let data =
             payload::canonical_data(&request.event_type, &request.data).map_err(|e| match e {
@@ -137,17 +143,31 @@ pub async fn publish_batch(
             },
             endpoints,
             lanes,
+            claim: reservation.as_ref().map(Reserved::claim),
         });
+        reserved.push(reservation);
     }
-    let outcomes = shared
-        .store
-        .enqueue_batch(enqueue)
-        .await
-        .map_err(|e| match e {
-            StoreError::Saturated { .. } => PublishError::Saturated,
-            other => PublishError::Store(other),
-        })?;
-    shared.wake.notify_one();
+    let (outcomes, all_started) = if reserved.iter().any(Option::is_some) {
+        // On a task of its own: once the store has created deliveries claimed, only their start
+        // releases them before their lease expires, so a request dropped mid-commit (the client
+        // went away) must not cancel it.
+        let store = shared.store.clone();
+        tokio::spawn(async move { store_and_start(&*store, enqueue, reserved).await })
+            .await
+            .map_err(|e| {
+                PublishError::Store(StoreError::Commit(format!("the enqueue task failed: {e}")))
+            })?
+    } else {
+        store_and_start(&*shared.store, enqueue, reserved).await
+    }
+    .map_err(|e| match e {
+        StoreError::Saturated { .. } => PublishError::Saturated,
+        other => PublishError::Store(other),
+    })?;
+    if !all_started {
+        // Stored Pending: the claim loop takes them.
+        shared.wake.notify_one();
+    }
     Ok(outcomes
         .into_iter()
         .map(|o| Published {
@@ -156,6 +176,23 @@ pub async fn publish_batch(
             duplicate: o.duplicate,
         })
         .collect())
+}
+
+/// Stores the events and starts the deliveries created claimed for their reservations (on
+/// failure the reservations are dropped: given back). True when every new delivery was started.
+async fn store_and_start(
+    store: &dyn Store,
+    enqueue: Vec<EnqueueRequest>,
+    reserved: Vec<Option<Reserved>>,
+) -> Result<(Vec<EnqueueOutcome>, bool), StoreError> {
+    let mut outcomes = store.enqueue_batch(enqueue).await?;
+    let mut all_started = true;
+    for (outcome, reservation) in outcomes.iter_mut().zip(reserved) {
+        let claimed = std::mem::take(&mut outcome.claimed);
+        let started = reservation.map_or(0, |r| r.start(claimed));
+        all_started &= outcome.duplicate || started == outcome.deliveries.len();
+    }
+    Ok((outcomes, all_started))
 }
 
 /// Publishes one event.

@@ -4,9 +4,10 @@
 use jiff::Timestamp;
 
 use crate::store::{
-    AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, DeliveryState, EndpointRef,
-    EndpointStats, EnqueueRequest, EventRecord, EventSource, EventTypePattern, NextStep, Page,
-    PageRequest, RecordOutcome, ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
+    AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, ClaimOnInsert, ClaimedDelivery,
+    DeliveryId, DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EnqueueRequest,
+    EventRecord, EventSource, EventTypePattern, NextStep, Page, PageRequest, RecordOutcome,
+    ReplayFilter, ReplayProgress, Result, StoreError, WindowStats,
 };
 
 /// Columns of a delivery row, from alias `d` (each backend maps them by position).
@@ -91,6 +92,50 @@ pub fn distinct_endpoints(request: &EnqueueRequest) -> Vec<&str> {
         .map(String::as_str)
         .filter(|name| seen.insert(*name))
         .collect()
+}
+
+/// The claim under which the delivery of `request` to endpoint `name` is created, if it asks for
+/// one ([`EnqueueRequest::claim`]). A delivery with a lane is never claimed at insert: whether it
+/// may go depends on the lane's earlier deliveries.
+pub fn claim_on_insert<'a>(request: &'a EnqueueRequest, name: &str) -> Option<&'a ClaimOnInsert> {
+    request
+        .claim
+        .as_ref()
+        .filter(|claim| claim.endpoints.contains(name) && !request.lanes.contains_key(name))
+}
+
+/// A delivery just created claimed, as a claim of it would read it back (times in the store's
+/// milliseconds).
+pub fn claimed_at_insert(
+    request: &EnqueueRequest,
+    endpoint: EndpointRef,
+    id: DeliveryId,
+    lease_expires_at: Timestamp,
+) -> ClaimedDelivery {
+    let event = &request.event;
+    let created_at =
+        Timestamp::from_millisecond(millis(event.created_at)).unwrap_or(event.created_at);
+    ClaimedDelivery {
+        delivery: DeliveryRecord::new(
+            id,
+            event.event_id.clone(),
+            endpoint,
+            DeliveryState::InFlight,
+            created_at,
+        ),
+        event: EventRecord {
+            event_id: event.event_id.clone(),
+            namespace: event.namespace.clone(),
+            event_type: event.event_type.clone(),
+            data: event.data.clone(),
+            created_at,
+            source: event.source.clone(),
+            idempotency_key: event.idempotency_key.clone(),
+            trace_parent: event.trace_parent.clone(),
+        },
+        lease_expires_at: Timestamp::from_millisecond(millis(lease_expires_at))
+            .unwrap_or(lease_expires_at),
+    }
 }
 
 /// A keyset page cursor: the sort time and row id of the last item returned.

@@ -75,17 +75,33 @@ pub struct EnqueueRequest {
     /// name. A delivery in a lane waits (Queued) until every earlier delivery of the lane is
     /// finished. Endpoints not named here are delivered unordered.
     pub lanes: std::collections::BTreeMap<String, String>,
+    /// Deliveries to create already claimed, for the caller to start at once (deliver from
+    /// memory, no claim round trip). `None`: every delivery waits in the store for a claim.
+    pub claim: Option<ClaimOnInsert>,
 }
 
 impl EnqueueRequest {
-    /// An event to `endpoints`, none of them ordered.
+    /// An event to `endpoints`, none of them ordered, none claimed at insert.
     pub fn unordered(event: NewEvent, endpoints: Vec<String>) -> Self {
         Self {
             event,
             endpoints,
             lanes: Default::default(),
+            claim: None,
         }
     }
+}
+
+/// Which of an enqueue's deliveries are created InFlight under a lease, as if claimed by
+/// `owner` in the same transaction ([`EnqueueOutcome::claimed`]). Only a delivery that would
+/// otherwise be Pending is claimed: one Queued behind its lane or Held by its suspended endpoint
+/// is created as usual, and a duplicate event creates none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimOnInsert {
+    pub owner: String,
+    pub lease_expires_at: Timestamp,
+    /// Endpoint names of the request.
+    pub endpoints: std::collections::BTreeSet<String>,
 }
 
 /// Identifies one delivery (one event to one endpoint, or one replay of it).
@@ -93,7 +109,7 @@ impl EnqueueRequest {
 pub struct DeliveryId(pub i64);
 
 /// What `enqueue` did. Returned only once the data is durably committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EnqueueOutcome {
     /// The stored event's id: the caller's, or the earlier event's when `duplicate`.
     pub event_id: String,
@@ -102,6 +118,8 @@ pub struct EnqueueOutcome {
     /// True when an earlier event matched (same id, resource UID, or idempotency key in the
     /// window); nothing new was stored.
     pub duplicate: bool,
+    /// The deliveries created claimed ([`EnqueueRequest::claim`]), as a claim returns them.
+    pub claimed: Vec<ClaimedDelivery>,
 }
 
 /// Where a delivery is.
@@ -197,6 +215,35 @@ pub struct DeliveryRecord {
     pub created_at: Timestamp,
     /// The ordering lane, for a delivery to an ordered endpoint (see [`EnqueueRequest::lanes`]).
     pub lane: Option<String>,
+}
+
+impl DeliveryRecord {
+    /// A delivery just created (never attempted), due at its creation.
+    pub fn new(
+        id: DeliveryId,
+        event_id: String,
+        endpoint: EndpointRef,
+        state: DeliveryState,
+        created_at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            event_id,
+            endpoint,
+            state,
+            attempts: 0,
+            next_attempt_at: Some(created_at),
+            last_attempt_at: None,
+            last_status_code: None,
+            last_error: None,
+            delivered_at: None,
+            dead_letter_reason: None,
+            finished_at: None,
+            replay_id: None,
+            created_at,
+            lane: None,
+        }
+    }
 }
 
 /// Which deliveries a claimer may take. The SQLite backend has one process, so `All`; with several

@@ -15,6 +15,7 @@ use super::attempt::send_all;
 use super::recorder::ToRecorder;
 use super::transforming::{transform_first, TransformFirst};
 use super::{Drained, Engine, CLAIM_BATCH, FLUSH_TIMEOUT, LEASE, POLL, WAITING_PER_SLOT};
+use crate::dispatcher::metrics::ClaimPath;
 use crate::store::{ClaimRequest, DeliveryId, EndpointCaps, EndpointRef};
 
 /// How many deliveries a claim may take of each busy endpoint: each endpoint may have
@@ -127,6 +128,7 @@ async fn claim_round(
         )
         .await?;
     let count = claimed.len();
+    deps.metrics.count_claims(ClaimPath::Store, count);
     let now = Instant::now();
     let mut deferred: HashMap<Timestamp, Vec<DeliveryId>> = HashMap::new();
     for delivery in claimed {

@@ -42,4 +42,6 @@ pub struct Deps {
     pub concurrency: usize,
     /// Attempts in flight at most per endpoint (`--per-endpoint-concurrency`).
     pub per_endpoint_concurrency: usize,
+    /// Where ingest hands over the deliveries it creates claimed (the engine attaches itself).
+    pub handoff: Arc<super::Handoff>,
 }

@@ -10,6 +10,7 @@
 //! - [`claims`]: the claim loop, the caps of a claim, and the drain at shutdown;
 //! - [`admission`]: whether a claimed delivery goes now, waits behind its endpoint, or goes back;
 //! - [`transforming`]: a just-claimed delivery's transform, run before its admission;
+//! - [`handoff`]: deliveries ingest creates already claimed, started without a claim;
 //! - [`ahead`]: a transform run ahead of its attempt (before admission, or while waiting);
 //! - [`attempt`]: one attempt, as typed stages (prepared, sent, decided);
 //! - [`recorder`]: attempt results written to the store in batches;
@@ -19,6 +20,7 @@ mod ahead;
 mod attempt;
 mod claims;
 mod deps;
+mod handoff;
 mod lookup;
 mod recorder;
 #[cfg(test)]
@@ -39,6 +41,7 @@ use ahead::Queued;
 pub use attempt::{prepare, PrepareError, Prepared};
 pub use claims::claim_caps;
 pub use deps::Deps;
+pub use handoff::{Handoff, Reserved};
 pub use lookup::{CachedEndpoints, EndpointLookup};
 
 use crate::store::{DeliveryId, EndpointCaps, EndpointRef};
@@ -84,9 +87,10 @@ struct Engine {
     /// that endpoint that finishes. At most [`WAITING_PER_SLOT`] × `per_endpoint_concurrency` per
     /// endpoint; only busy endpoints have any, so at most that many × `concurrency` in all.
     waiting: Mutex<HashMap<EndpointRef, VecDeque<Queued>>>,
-    /// Just-claimed deliveries whose transform runs before their admission, per endpoint (see
-    /// [`transforming`]); each holds a slot meanwhile.
-    transforming: Mutex<HashMap<EndpointRef, usize>>,
+    /// Claimed deliveries not admitted yet, per endpoint: their transform runs before their
+    /// admission ([`transforming`]), or ingest reserved room for them ([`handoff`]). Each holds
+    /// a slot meanwhile.
+    starting: Mutex<HashMap<EndpointRef, usize>>,
     /// Deliveries whose transform answered after the stop, given back by their own task.
     given_back: AtomicUsize,
     /// Attempt results on their way to the store (see [`record_results`]).
@@ -105,7 +109,7 @@ impl Engine {
             slots: Arc::new(Semaphore::new(deps.concurrency.max(1))),
             deps,
             waiting: Mutex::new(HashMap::new()),
-            transforming: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashMap::new()),
             given_back: AtomicUsize::new(0),
             results,
             stop,
@@ -134,15 +138,25 @@ impl Engine {
     fn caps(&self) -> EndpointCaps {
         let in_flight = self.deps.gates.in_flight();
         let waiting = self.lock_waiting();
-        let transforming = self.lock_transforming();
+        let starting = self.lock_starting();
         claim_caps(
             in_flight.iter().map(|(e, n)| (e, *n)),
             waiting
                 .iter()
                 .map(|(e, q)| (e, q.len()))
-                .chain(transforming.iter().map(|(e, n)| (e, *n))),
+                .chain(starting.iter().map(|(e, n)| (e, *n))),
             self.per_endpoint(),
         )
+    }
+
+    /// Whether `endpoint` has room for one more claimed delivery: its attempts in flight, the
+    /// deliveries waiting behind them and those not admitted yet stay under what a claim may
+    /// fill ([`claim_caps`]).
+    fn has_room(&self, endpoint: &EndpointRef) -> bool {
+        let taken = self.deps.gates.in_flight_of(endpoint)
+            + self.lock_waiting().get(endpoint).map_or(0, VecDeque::len)
+            + self.lock_starting().get(endpoint).copied().unwrap_or(0);
+        taken < self.per_endpoint().saturating_mul(1 + WAITING_PER_SLOT)
     }
 
     /// A slot for a delivery to start on, unless stopping (a delivery claimed just before the
@@ -210,6 +224,7 @@ pub async fn run(
     let deps = Arc::new(deps);
     tokio::spawn(recorder::record_results(deps.clone(), queue));
     let engine = Arc::new(Engine::new(deps, results, stop));
+    engine.deps.handoff.attach(&engine);
     claims::claim_loop(&engine).await;
     claims::drain(&engine, grace).await
 }

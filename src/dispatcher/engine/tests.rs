@@ -12,7 +12,7 @@ use super::admission::Admission;
 use super::ahead::{Ahead, Queued};
 use super::recorder::{record_results, Recorded, ToRecorder};
 use super::transforming::{transform_first, TransformFirst};
-use super::{claims, Drained, Engine, BUSY_RETRY, LEASE};
+use super::{claims, Drained, Engine, Reserved, BUSY_RETRY, LEASE};
 use crate::dispatcher::fixtures::{Fixture, NAMESPACE, OWNER};
 use crate::dispatcher::metrics::TransformOutputSource;
 use crate::store::{
@@ -79,6 +79,14 @@ async fn assert_given_back_unattempted(fixture: &Fixture, delivery: &ClaimedDeli
     assert_eq!(record.state, DeliveryState::Pending);
     assert_eq!(record.attempts, 0);
 }
+
+/// A drain in which every attempt finished, one delivery went back, and every result was
+/// committed.
+const CLEAN_DRAIN_OF_ONE: Drained = Drained {
+    attempts_finished: true,
+    given_back: 1,
+    results_committed: true,
+};
 
 fn now() -> (Instant, Timestamp) {
     (Instant::now(), Timestamp::now())
@@ -222,14 +230,7 @@ async fn the_drain_gives_waiting_deliveries_back_and_waits_for_the_recorder() {
     stop.send(true).unwrap();
 
     let drained = claims::drain(&engine, Duration::from_secs(5)).await;
-    assert_eq!(
-        drained,
-        Drained {
-            attempts_finished: true,
-            given_back: 1,
-            results_committed: true,
-        }
-    );
+    assert_eq!(drained, CLEAN_DRAIN_OF_ONE);
     // Committed before the drain returned; the waiting one is due again, unclaimed.
     assert_eq!(
         state_of(&fixture, &sent.delivery).await.0,
@@ -428,7 +429,7 @@ async fn a_claimed_delivery_goes_through_its_gate_only_after_its_transform_has_a
     // Nothing has run yet (this test's runtime has one thread): each holds a slot, none holds
     // one of the endpoint's, and the claim caps count them as waiting: 2 in flight + 3 of room 6.
     assert_eq!(engine.slots.available_permits(), free - 3);
-    assert_eq!(engine.lock_transforming().get(&endpoint), Some(&3));
+    assert_eq!(engine.lock_starting().get(&endpoint), Some(&3));
     assert_eq!(engine.caps().get(&endpoint), Some(&1));
     assert_eq!(
         fixture.shared.gates.in_flight(),
@@ -437,7 +438,7 @@ async fn a_claimed_delivery_goes_through_its_gate_only_after_its_transform_has_a
 
     // Once answered, each went through the gate: the endpoint is full, so they wait, ready.
     let all_waiting_ready = || {
-        engine.lock_transforming().is_empty()
+        engine.lock_starting().is_empty()
             && engine
                 .lock_waiting()
                 .get(&endpoint)
@@ -497,14 +498,7 @@ async fn a_delivery_whose_transform_answers_after_the_stop_goes_back_to_the_stor
     ));
     stop.send(true).unwrap();
     let drained = claims::drain(&engine, Duration::from_secs(5)).await;
-    assert_eq!(
-        drained,
-        Drained {
-            attempts_finished: true,
-            given_back: 1,
-            results_committed: true,
-        }
-    );
+    assert_eq!(drained, CLEAN_DRAIN_OF_ONE);
     assert_given_back_unattempted(&fixture, &claimed[0]).await;
     // And nothing new starts once stopping: a claimed delivery gets no slot.
     let again = fixture.claimed("slack", 1, LEASE).await;
@@ -512,4 +506,150 @@ async fn a_delivery_whose_transform_answers_after_the_stop_goes_back_to_the_stor
         transform_first(&engine, Queued::new(again[0].clone())),
         TransformFirst::NoSlot(id) if id == again[0].delivery.id
     ));
+}
+
+/// An event for `endpoints` of the fixture's namespace, claiming at insert what `reserved` holds.
+fn insert_claiming(
+    id: &str,
+    endpoints: &[&str],
+    reserved: Option<&Reserved>,
+) -> crate::store::EnqueueRequest {
+    let event = crate::store::NewEvent {
+        event_id: format!("evt_{id}_{}", ulid::Ulid::new()),
+        namespace: NAMESPACE.into(),
+        event_type: "user.created".into(),
+        data: bytes::Bytes::from_static(br#"{"user":{"id":1}}"#),
+        created_at: Timestamp::now(),
+        source: crate::store::EventSource::Ingest,
+        idempotency_key: None,
+        trace_parent: None,
+    };
+    let mut request = crate::store::EnqueueRequest::unordered(
+        event,
+        endpoints.iter().map(|e| (*e).to_owned()).collect(),
+    );
+    request.claim = reserved.map(Reserved::claim);
+    request
+}
+
+#[tokio::test]
+async fn ingest_reserves_room_only_for_deliveries_this_engine_can_start() {
+    let mut fixture =
+        Fixture::new(&["--per-endpoint-concurrency", "1", "--concurrency", "8"]).await;
+    fixture.endpoint("crm", json!({}));
+    fixture.endpoint("paused", json!({"suspend": true}));
+    let names = |list: &[&str]| list.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>();
+    let handoff = fixture.shared.handoff.clone();
+    let lanes = std::collections::BTreeMap::new();
+    let now_ts = Timestamp::now();
+    assert!(
+        handoff
+            .reserve(NAMESPACE, &names(&["crm"]), &lanes, now_ts)
+            .is_none(),
+        "no engine runs yet: every delivery waits for a claim"
+    );
+    let (engine, _queue, stop) = engine(&fixture);
+    handoff.attach(&engine);
+
+    // Suspended, unknown and ordered endpoints are stored Pending; one endpoint's room is its
+    // in-flight limit plus WAITING_PER_SLOT times as many (3 at 1 slot).
+    let ordered = std::collections::BTreeMap::from([("crm".to_owned(), "lane".to_owned())]);
+    assert!(handoff
+        .reserve(NAMESPACE, &names(&["crm"]), &ordered, now_ts)
+        .is_none());
+    let reserved: Vec<Reserved> = (0..3)
+        .map(|_| {
+            handoff
+                .reserve(
+                    NAMESPACE,
+                    &names(&["crm", "paused", "ghost", "crm"]),
+                    &lanes,
+                    now_ts,
+                )
+                .expect("room for crm")
+        })
+        .collect();
+    for each in &reserved {
+        let claim = each.claim();
+        assert_eq!(claim.endpoints, ["crm".to_owned()].into_iter().collect());
+        assert_eq!(claim.owner, OWNER);
+        assert_eq!(claim.lease_expires_at, now_ts.checked_add(LEASE).unwrap());
+    }
+    assert!(
+        handoff
+            .reserve(NAMESPACE, &names(&["crm"]), &lanes, now_ts)
+            .is_none(),
+        "the endpoint's room is full"
+    );
+    let endpoint = EndpointRef::new(NAMESPACE, "crm");
+    assert_eq!(engine.lock_starting().get(&endpoint), Some(&3));
+    assert_eq!(engine.slots.available_permits(), 5);
+    assert_eq!(
+        engine.caps().get(&endpoint),
+        Some(&0),
+        "a claim takes nothing more of it"
+    );
+
+    // Unused reservations (a duplicate, a failed insert) are given back.
+    drop(reserved);
+    assert!(engine.lock_starting().is_empty());
+    assert_eq!(engine.slots.available_permits(), 8);
+
+    stop.send(true).unwrap();
+    assert!(
+        handoff
+            .reserve(NAMESPACE, &names(&["crm"]), &lanes, now_ts)
+            .is_none(),
+        "a stopping engine takes nothing new"
+    );
+}
+
+#[tokio::test]
+async fn deliveries_created_claimed_start_on_the_reserved_slot_and_go_back_at_a_stop() {
+    let mut fixture = Fixture::new(&["--concurrency", "4"]).await;
+    fixture.endpoint("crm", json!({}));
+    let (engine, queue, stop) = engine(&fixture);
+    tokio::spawn(record_results(fixture.deps(), queue));
+    let handoff = fixture.shared.handoff.clone();
+    handoff.attach(&engine);
+    let reserved = handoff
+        .reserve(
+            NAMESPACE,
+            &["crm".to_owned(), "other".to_owned()],
+            &Default::default(),
+            Timestamp::now(),
+        )
+        .expect("room for crm");
+    let mut outcomes = fixture
+        .shared
+        .store
+        .enqueue_batch(vec![insert_claiming(
+            "1",
+            &["crm", "other"],
+            Some(&reserved),
+        )])
+        .await
+        .unwrap();
+    let outcome = outcomes.pop().unwrap();
+    assert_eq!(outcome.deliveries.len(), 2);
+    assert_eq!(
+        outcome.claimed.len(),
+        1,
+        "only the reserved delivery is claimed"
+    );
+    let claimed = outcome.claimed[0].clone();
+    assert_eq!(claimed.delivery.endpoint.name, "crm");
+    assert_eq!(
+        record_of(&fixture, &claimed).await.state,
+        DeliveryState::InFlight
+    );
+
+    // Stopped between the insert and the start: the delivery goes back, due now, and the
+    // drain counts it.
+    stop.send(true).unwrap();
+    assert_eq!(reserved.start(outcome.claimed), 1);
+    let drained = claims::drain(&engine, Duration::from_secs(5)).await;
+    assert_eq!(drained, CLEAN_DRAIN_OF_ONE);
+    assert_given_back_unattempted(&fixture, &claimed).await;
+    assert!(engine.lock_starting().is_empty());
 }

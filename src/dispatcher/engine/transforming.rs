@@ -55,7 +55,7 @@ impl Engine {
     /// Starts the transform of a just-claimed delivery ahead of its admission; false when there
     /// is nothing to run first (no transform, the endpoint not ready, or the pool's queue full),
     /// and admission goes on as for any delivery.
-    fn start_transform(&self, queued: &mut Queued) -> bool {
+    pub(super) fn start_transform(&self, queued: &mut Queued) -> bool {
         let deps = &*self.deps;
         let endpoint = &queued.delivery.delivery.endpoint;
         let Ok(policy) = deps.endpoints.policy(endpoint) else {
@@ -68,15 +68,14 @@ impl Engine {
         queued.ahead.is_some()
     }
 
-    pub(super) fn lock_transforming(&self) -> MutexGuard<'_, HashMap<EndpointRef, usize>> {
-        self.transforming.lock().unwrap_or_else(|e| e.into_inner())
+    pub(super) fn lock_starting(&self) -> MutexGuard<'_, HashMap<EndpointRef, usize>> {
+        self.starting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Waits for the transform of a delivery started by [`Engine::start_transform`], then admits
-/// it: it goes on this task with `slot`, waits behind its endpoint (its output kept for its
-/// attempt), or goes back to the store. On shutdown it goes back, due at once.
-async fn admit_when_transformed(
+/// Waits for the transform of a delivery started by [`Engine::start_transform`] (if one was),
+/// then admits it (see [`admit_holding`]).
+pub(super) async fn admit_when_transformed(
     engine: Arc<Engine>,
     mut queued: Queued,
     slot: OwnedSemaphorePermit,
@@ -85,6 +84,18 @@ async fn admit_when_transformed(
     if let Some(ahead) = queued.ahead.as_mut() {
         ahead.wait().await;
     }
+    admit_holding(engine, queued, slot, counted).await;
+}
+
+/// Admits a delivery that holds `slot`: it goes on this task with the slot, waits behind its
+/// endpoint (its transform's output, if any, kept for its attempt), or goes back to the store.
+/// On shutdown it goes back, due at once.
+async fn admit_holding(
+    engine: Arc<Engine>,
+    queued: Queued,
+    slot: OwnedSemaphorePermit,
+    counted: Counted,
+) {
     drop(counted);
     if engine.stopping() {
         engine.given_back.fetch_add(1, Ordering::Relaxed);
@@ -104,26 +115,24 @@ async fn admit_when_transformed(
     engine.release(slot);
 }
 
-/// A delivery whose transform runs before admission, counted for the claim caps while it lives
-/// (from its claim, so the next claim sees it).
-struct Counted {
+/// A claimed delivery not yet admitted (its transform runs first, or ingest has reserved room
+/// for it: see [`super::handoff`]), counted for the claim caps while it lives (from its claim,
+/// so the next claim sees it).
+pub(super) struct Counted {
     engine: Arc<Engine>,
     endpoint: EndpointRef,
 }
 
 impl Counted {
-    fn new(engine: Arc<Engine>, endpoint: EndpointRef) -> Self {
-        *engine
-            .lock_transforming()
-            .entry(endpoint.clone())
-            .or_default() += 1;
+    pub(super) fn new(engine: Arc<Engine>, endpoint: EndpointRef) -> Self {
+        *engine.lock_starting().entry(endpoint.clone()).or_default() += 1;
         Self { engine, endpoint }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut transforming = self.engine.lock_transforming();
+        let mut transforming = self.engine.lock_starting();
         if let Some(count) = transforming.get_mut(&self.endpoint) {
             *count = count.saturating_sub(1);
             if *count == 0 {

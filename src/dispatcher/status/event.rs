@@ -229,21 +229,15 @@ mod tests {
 
     fn delivery(state: DeliveryState) -> DeliveryRecord {
         DeliveryRecord {
-            id: DeliveryId(1),
-            event_id: "evt_1".into(),
-            endpoint: EndpointRef::new("ns", "e"),
-            state,
             attempts: 1,
             next_attempt_at: None,
-            last_attempt_at: None,
-            last_status_code: None,
-            last_error: None,
-            delivered_at: None,
-            dead_letter_reason: None,
-            finished_at: None,
-            replay_id: None,
-            created_at: Timestamp::UNIX_EPOCH,
-            lane: None,
+            ..DeliveryRecord::new(
+                DeliveryId(1),
+                "evt_1".into(),
+                EndpointRef::new("ns", "e"),
+                state,
+                Timestamp::UNIX_EPOCH,
+            )
         }
     }
 

@@ -22,6 +22,7 @@ use super::{
 mod batches;
 mod filtered;
 mod flow;
+mod insert_claims;
 mod load;
 mod ordering;
 mod queries;
@@ -32,6 +33,7 @@ mod security;
 pub use batches::{batched_counters, batched_records, capped_claims};
 pub use filtered::filtered_deliveries_finish_without_failing;
 pub use flow::{claim_scopes, enqueue_claim_record, held_endpoints, idempotency};
+pub use insert_claims::deliveries_claimed_at_insert;
 pub use load::{
     concurrent_enqueues_are_durable, concurrent_enqueues_share_commits,
     saturation_refuses_without_loss, CommitCounter,
@@ -90,7 +92,8 @@ macro_rules! store_contract_tests {
             filtered_deliveries_finish_without_failing,
             security_log,
             event_search,
-            filtered_heads_advance_their_lanes
+            filtered_heads_advance_their_lanes,
+            deliveries_claimed_at_insert
         );
     };
     (@each $harness:expr; $($name:ident),* $(,)?) => {

@@ -17,6 +17,7 @@ fn to_lanes(event: NewEvent, endpoints: &[&str], lanes: &[(&str, &str)]) -> Enqu
             .iter()
             .map(|(e, l)| ((*e).to_owned(), (*l).to_owned()))
             .collect::<BTreeMap<_, _>>(),
+        claim: None,
     }
 }
 

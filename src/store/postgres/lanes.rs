@@ -475,6 +475,7 @@ mod tests {
                 .iter()
                 .map(|(e, l)| ((*e).to_owned(), (*l).to_owned()))
                 .collect(),
+            claim: None,
         }
     }
 

@@ -11,13 +11,14 @@ use super::lanes::{self, Lane, Locks};
 use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use super::{db, reads};
 use crate::store::common::{
-    attempt_outcome, count, counter_bump, distinct_endpoints, millis, resource_columns, sql_limit,
-    transition, CounterBump, Recorded,
+    attempt_outcome, claim_on_insert, claimed_at_insert, count, counter_bump, distinct_endpoints,
+    millis, resource_columns, sql_limit, transition, CounterBump, Recorded,
 };
 use crate::store::{
-    partition_hash, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
-    DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource,
-    NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult, Result, StoreError,
+    partition_hash, AttemptResult, ClaimOnInsert, ClaimRequest, ClaimScope, ClaimedDelivery,
+    DeliveryId, DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest,
+    EventSource, NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult,
+    Result, StoreError,
 };
 
 /// Runs `sql` (prepared once per connection) and returns its rows.
@@ -96,6 +97,7 @@ pub async fn enqueue_one(
             event_id: existing,
             deliveries,
             duplicate: true,
+            claimed: Vec::new(),
         });
     }
     let (resource_name, resource_uid) = resource_columns(&event.source);
@@ -123,7 +125,11 @@ pub async fn enqueue_one(
         .iter()
         .map(|name| request.lanes.get(*name).map(String::as_str))
         .collect();
-    let deliveries = insert_deliveries(
+    let claims: Vec<bool> = names
+        .iter()
+        .map(|name| claim_on_insert(request, name).is_some())
+        .collect();
+    let inserted = insert_deliveries(
         tx,
         &event.event_id,
         &event.namespace,
@@ -131,11 +137,30 @@ pub async fn enqueue_one(
         &delivery_lanes,
         "",
         created_at,
+        request
+            .claim
+            .as_ref()
+            .map(|claim| (claim, claims.as_slice())),
     )
     .await?;
+    let mut claimed = Vec::new();
+    if let Some(claim) = &request.claim {
+        for (name, (id, state)) in names.iter().zip(&inserted) {
+            if *state == DeliveryState::InFlight {
+                let endpoint = EndpointRef::new(event.namespace.clone(), *name);
+                claimed.push(claimed_at_insert(
+                    request,
+                    endpoint,
+                    *id,
+                    claim.lease_expires_at,
+                ));
+            }
+        }
+    }
     Ok(EnqueueOutcome {
         event_id: event.event_id.clone(),
-        deliveries,
+        deliveries: inserted.into_iter().map(|(id, _)| id).collect(),
+        claimed,
         duplicate: false,
     })
 }
@@ -175,9 +200,11 @@ async fn find_duplicate(
 
 /// Inserts one delivery per name (distinct), in one statement, due at `due_ms`: Queued where it
 /// has a lane (`lanes[i]` for `names[i]`) that must wait ([`lanes::must_queue_sql`]), else Held
-/// where the endpoint is held, else Pending. Returns their ids in `names` order (the existing id
-/// where `(event, endpoint, replay)` exists). The caller holds the locks of the lanes given
+/// where the endpoint is held, else InFlight under `claim`'s lease where `claims[i]`, else
+/// Pending. Returns their ids and states in `names` order (the existing delivery's where
+/// `(event, endpoint, replay)` exists). The caller holds the locks of the lanes given
 /// ([`Locks::lane`]); each endpoint is named once, so no two rows of the statement share a lane.
+#[allow(clippy::too_many_arguments)]
 async fn insert_deliveries(
     tx: &Transaction<'_>,
     event_id: &str,
@@ -186,10 +213,17 @@ async fn insert_deliveries(
     lanes: &[Option<&str>],
     replay_id: &str,
     due_ms: i64,
-) -> Result<Vec<DeliveryId>> {
+    claim: Option<(&ClaimOnInsert, &[bool])>,
+) -> Result<Vec<(DeliveryId, DeliveryState)>> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
+    let owner = claim.map(|(claim, _)| claim.owner.as_str());
+    let expires = claim.map(|(claim, _)| millis(claim.lease_expires_at));
+    let claims: Vec<bool> = match claim {
+        Some((_, claims)) => claims.to_vec(),
+        None => vec![false; names.len()],
+    };
     let hashes: Vec<i64> = names
         .iter()
         .map(|name| i64::from(partition_hash(namespace, name)))
@@ -198,35 +232,42 @@ async fn insert_deliveries(
         tx,
         &format!(
             "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, \
-             next_attempt_at, created_at, lane) \
-             SELECT $1::text, $2::text, t.name, t.hash, $3::text, \
+             next_attempt_at, created_at, lane, lease_owner, lease_expires_at) \
+             SELECT $1::text, $2::text, s.name, s.hash, $3::text, s.state, $4::bigint, $4::bigint, s.lane, \
+               CASE WHEN s.state = 'in_flight' THEN $8::text END, \
+               CASE WHEN s.state = 'in_flight' THEN $9::bigint END \
+             FROM (SELECT t.name, t.hash, t.lane, t.ord, \
                CASE WHEN (CASE WHEN t.lane IS NULL THEN false ELSE {} END) THEN 'queued' \
                WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = $2::text \
-                 AND h.endpoint = t.name) THEN 'held' ELSE 'pending' END, \
-               $4::bigint, $4::bigint, t.lane \
-             FROM unnest($5::text[], $6::bigint[], $7::text[]) WITH ORDINALITY AS t(name, hash, lane, ord) \
-             ORDER BY t.ord \
+                 AND h.endpoint = t.name) THEN 'held' \
+               WHEN t.claim THEN 'in_flight' ELSE 'pending' END AS state \
+             FROM unnest($5::text[], $6::bigint[], $7::text[], $10::bool[]) \
+               WITH ORDINALITY AS t(name, hash, lane, claim, ord)) s \
+             ORDER BY s.ord \
              ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET state = deliveries.state \
-             RETURNING endpoint, id",
+             RETURNING endpoint, id, state",
             lanes::must_queue_sql("$2::text", "t.name", "t.lane"),
         ),
         &[
-            &event_id, &namespace, &replay_id, &due_ms, &names, &hashes, &lanes,
+            &event_id, &namespace, &replay_id, &due_ms, &names, &hashes, &lanes, &owner, &expires,
+            &claims,
         ],
         "insert deliveries",
     )
     .await?;
-    let ids: HashMap<String, i64> = rows
+    let ids: HashMap<String, (i64, String)> = rows
         .iter()
-        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .map(|row| Ok((get(row, 0)?, (get(row, 1)?, get(row, 2)?))))
         .collect::<Result<_>>()?;
     names
         .iter()
         .map(|name| {
-            ids.get(*name)
-                .copied()
-                .map(DeliveryId)
-                .ok_or_else(|| StoreError::Commit(format!("no delivery id for endpoint {name}")))
+            let (id, state) = ids
+                .get(*name)
+                .ok_or_else(|| StoreError::Commit(format!("no delivery id for endpoint {name}")))?;
+            let state = DeliveryState::parse(state)
+                .ok_or_else(|| StoreError::Commit(format!("unknown delivery state {state:?}")))?;
+            Ok((DeliveryId(*id), state))
         })
         .collect()
 }
@@ -766,6 +807,7 @@ pub async fn replay(tx: &Transaction<'_>, request: &ReplayRequest) -> Result<Rep
             &[candidate.lane.as_deref()],
             &request.replay_id,
             now,
+            None,
         )
         .await?;
         requeued += 1;

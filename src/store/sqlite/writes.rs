@@ -9,13 +9,14 @@ use super::queries;
 use super::rows::{self, millis, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use super::Isolation;
 use crate::store::common::{
-    attempt_outcome, count, counter_bump, distinct_endpoints, resource_columns, transition,
-    CounterBump, CounterTally, Recorded,
+    attempt_outcome, claim_on_insert, claimed_at_insert, count, counter_bump, distinct_endpoints,
+    resource_columns, transition, CounterBump, CounterTally, Recorded,
 };
 use crate::store::{
-    partition_hash, AttemptResult, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
-    DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource,
-    NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult, Result, StoreError,
+    partition_hash, AttemptResult, ClaimOnInsert, ClaimRequest, ClaimScope, ClaimedDelivery,
+    DeliveryId, DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest,
+    EventSource, NewEvent, NextStep, PurgeStats, RecordOutcome, ReplayRequest, ReplayResult,
+    Result, StoreError,
 };
 
 fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -51,6 +52,7 @@ fn enqueue_one(
             event_id: existing,
             deliveries,
             duplicate: true,
+            claimed: Vec::new(),
         });
     }
     let (resource_name, resource_uid) = resource_columns(&event.source);
@@ -74,22 +76,35 @@ fn enqueue_one(
     })
     .map_err(db("insert event"))?;
     let mut deliveries = Vec::with_capacity(request.endpoints.len());
+    let mut claimed = Vec::new();
     for name in distinct_endpoints(request) {
         let endpoint = EndpointRef::new(event.namespace.clone(), name);
         let lane = request.lanes.get(&endpoint.name).map(String::as_str);
-        deliveries.push(insert_delivery(
+        let claim = claim_on_insert(request, name);
+        let (id, state) = insert_delivery(
             conn,
             &event.event_id,
             &endpoint,
             "",
             lane,
             created_at,
-        )?);
+            claim,
+        )?;
+        deliveries.push(id);
+        if let (Some(claim), DeliveryState::InFlight) = (claim, state) {
+            claimed.push(claimed_at_insert(
+                request,
+                endpoint,
+                id,
+                claim.lease_expires_at,
+            ));
+        }
     }
     Ok(EnqueueOutcome {
         event_id: event.event_id.clone(),
         deliveries,
         duplicate: false,
+        claimed,
     })
 }
 
@@ -143,9 +158,10 @@ fn is_held(conn: &Connection, endpoint: &EndpointRef) -> Result<bool> {
         .map_err(db("look up held endpoint"))
 }
 
-/// Inserts a delivery due at `due_ms` (Queued behind its lane, else Held if the endpoint is
-/// held); `None` replay id is `''`. Returns the new id, or the existing one's when
-/// `(event, endpoint, replay)` exists.
+/// Inserts a delivery due at `due_ms`: Queued behind its lane, else Held if the endpoint is
+/// held, else InFlight under `claim`'s lease when given, else Pending; `None` replay id is `''`.
+/// Returns the new id and state, or the existing delivery's when `(event, endpoint, replay)`
+/// exists.
 fn insert_delivery(
     conn: &Connection,
     event_id: &str,
@@ -153,7 +169,8 @@ fn insert_delivery(
     replay_id: &str,
     lane: Option<&str>,
     due_ms: i64,
-) -> Result<DeliveryId> {
+    claim: Option<&ClaimOnInsert>,
+) -> Result<(DeliveryId, DeliveryState)> {
     let queued = match lane {
         Some(lane) => lanes::must_queue(conn, endpoint, lane)?,
         None => false,
@@ -162,13 +179,22 @@ fn insert_delivery(
         DeliveryState::Queued
     } else if is_held(conn, endpoint)? {
         DeliveryState::Held
+    } else if claim.is_some() {
+        DeliveryState::InFlight
     } else {
         DeliveryState::Pending
     };
+    let (owner, expires) = match (state, claim) {
+        (DeliveryState::InFlight, Some(claim)) => (
+            Some(claim.owner.as_str()),
+            Some(millis(claim.lease_expires_at)),
+        ),
+        _ => (None, None),
+    };
     conn.prepare_cached(
         "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, next_attempt_at, \
-         created_at, lane) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8) \
-         ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET id = id RETURNING id",
+         created_at, lane, lease_owner, lease_expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET id = id RETURNING id, state",
     )
     .and_then(|mut s| {
         s.query_row(
@@ -181,11 +207,18 @@ fn insert_delivery(
                 state.as_str(),
                 due_ms,
                 lane,
+                owner,
+                expires,
             ],
-            |r| r.get(0).map(DeliveryId),
+            |r| Ok((r.get(0).map(DeliveryId)?, r.get::<_, String>(1)?)),
         )
     })
     .map_err(db("insert delivery"))
+    .and_then(|(id, stored)| {
+        DeliveryState::parse(&stored)
+            .map(|state| (id, state))
+            .ok_or_else(|| StoreError::Commit(format!("unknown delivery state {stored:?}")))
+    })
 }
 
 /// The scope as an SQL condition on alias `d` and its parameters; `None` when it selects nothing.
@@ -746,6 +779,7 @@ pub fn replay(conn: &Connection, request: &ReplayRequest) -> Result<ReplayResult
                 &request.replay_id,
                 candidate.lane.as_deref(),
                 now,
+                None,
             )?;
             requeued += 1;
         }
