@@ -111,7 +111,7 @@ impl Fixture {
             ownership: Arc::new(Ownership::All),
             notices,
             security,
-            handoff: Default::default(),
+            handoff: Arc::new(crate::dispatcher::engine::Handoff::new(true)),
         });
         Self {
             shared,

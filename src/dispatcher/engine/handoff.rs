@@ -22,10 +22,12 @@ use super::{Engine, LEASE};
 use crate::dispatcher::metrics::ClaimPath;
 use crate::store::{ClaimOnInsert, ClaimedDelivery, EndpointRef};
 
-/// Where ingest finds the engine of this replica (none until it runs: then every delivery is
-/// stored Pending).
+/// Where ingest finds the engine of this replica (none until it runs, or when disabled: then
+/// every delivery is stored Pending).
 #[derive(Default)]
 pub struct Handoff {
+    /// `--deliver-from-memory`.
+    enabled: bool,
     engine: OnceLock<Weak<Engine>>,
 }
 
@@ -44,7 +46,18 @@ pub struct Reserved {
 }
 
 impl Handoff {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// Lets ingest hand deliveries to `engine` (when enabled).
     pub(super) fn attach(&self, engine: &Arc<Engine>) {
+        if !self.enabled {
+            return;
+        }
         if self.engine.set(Arc::downgrade(engine)).is_err() {
             warn!("a second delivery engine started; ingest keeps handing over to the first");
         }
