@@ -104,18 +104,24 @@ pub fn claim_on_insert<'a>(request: &'a EnqueueRequest, name: &str) -> Option<&'
         .filter(|claim| claim.endpoints.contains(name) && !request.lanes.contains_key(name))
 }
 
-/// A delivery just created claimed, as a claim of it would read it back (times in the store's
-/// milliseconds).
+/// The delivery of `request` to `endpoint` just inserted as `id` in `state`, as a claim of it
+/// would read it back (times in the store's milliseconds), if the insert claimed it: the request
+/// asked for a claim and the delivery is InFlight.
 pub fn claimed_at_insert(
     request: &EnqueueRequest,
     endpoint: EndpointRef,
     id: DeliveryId,
-    lease_expires_at: Timestamp,
-) -> ClaimedDelivery {
+    state: DeliveryState,
+) -> Option<ClaimedDelivery> {
+    let claim = request.claim.as_ref()?;
+    if state != DeliveryState::InFlight {
+        return None;
+    }
+    let lease_expires_at = claim.lease_expires_at;
     let event = &request.event;
     let created_at =
         Timestamp::from_millisecond(millis(event.created_at)).unwrap_or(event.created_at);
-    ClaimedDelivery {
+    Some(ClaimedDelivery {
         delivery: DeliveryRecord::new(
             id,
             event.event_id.clone(),
@@ -135,7 +141,7 @@ pub fn claimed_at_insert(
         },
         lease_expires_at: Timestamp::from_millisecond(millis(lease_expires_at))
             .unwrap_or(lease_expires_at),
-    }
+    })
 }
 
 /// A keyset page cursor: the sort time and row id of the last item returned.

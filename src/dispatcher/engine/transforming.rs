@@ -132,11 +132,11 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut transforming = self.engine.lock_starting();
-        if let Some(count) = transforming.get_mut(&self.endpoint) {
+        let mut starting = self.engine.lock_starting();
+        if let Some(count) = starting.get_mut(&self.endpoint) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                transforming.remove(&self.endpoint);
+                starting.remove(&self.endpoint);
             }
         }
     }

@@ -143,20 +143,14 @@ pub async fn enqueue_one(
             .map(|claim| (claim, claims.as_slice())),
     )
     .await?;
-    let mut claimed = Vec::new();
-    if let Some(claim) = &request.claim {
-        for (name, (id, state)) in names.iter().zip(&inserted) {
-            if *state == DeliveryState::InFlight {
-                let endpoint = EndpointRef::new(event.namespace.clone(), *name);
-                claimed.push(claimed_at_insert(
-                    request,
-                    endpoint,
-                    *id,
-                    claim.lease_expires_at,
-                ));
-            }
-        }
-    }
+    let claimed = names
+        .iter()
+        .zip(&inserted)
+        .filter_map(|(name, (id, state))| {
+            let endpoint = EndpointRef::new(event.namespace.clone(), *name);
+            claimed_at_insert(request, endpoint, *id, *state)
+        })
+        .collect();
     Ok(EnqueueOutcome {
         event_id: event.event_id.clone(),
         deliveries: inserted.into_iter().map(|(id, _)| id).collect(),

@@ -91,14 +91,7 @@ fn enqueue_one(
             claim,
         )?;
         deliveries.push(id);
-        if let (Some(claim), DeliveryState::InFlight) = (claim, state) {
-            claimed.push(claimed_at_insert(
-                request,
-                endpoint,
-                id,
-                claim.lease_expires_at,
-            ));
-        }
+        claimed.extend(claimed_at_insert(request, endpoint, id, state));
     }
     Ok(EnqueueOutcome {
         event_id: event.event_id.clone(),
