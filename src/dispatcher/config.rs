@@ -76,11 +76,11 @@ pub struct DispatcherConfig {
     /// keep delivering what the store holds: for migrating to another store.
     #[arg(long, env = "DRAIN")]
     pub drain: bool,
-    /// Experimental: create the deliveries this replica can start at once already claimed, in
-    /// the transaction that stores their event, and start them when it commits, without a claim
-    /// round trip (docs/architecture.md, "Deliver from memory"). Off by default until a benchmark
-    /// anomaly is explained (docs/benchmarks.md, issue 19, session 15).
-    #[arg(long, env = "DELIVER_FROM_MEMORY", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Create the deliveries this replica can start at once already claimed, in the transaction
+    /// that stores their event, and start them when it commits, without a claim round trip
+    /// (docs/architecture.md, "Deliver from memory"). `false` stores every delivery Pending for
+    /// the claim loop to take (docs/benchmarks.md, issue 19, sessions 15–16).
+    #[arg(long, env = "DELIVER_FROM_MEMORY", default_value_t = true, action = clap::ArgAction::Set)]
     pub deliver_from_memory: bool,
     /// Watch only this namespace; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]

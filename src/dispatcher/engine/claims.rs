@@ -56,6 +56,14 @@ pub(super) async fn claim_loop(engine: &Arc<Engine>) {
             }
         }
         if claimed_count == 0 || engine.slots.available_permits() == 0 {
+            if engine.slots.available_permits() == 0 {
+                // Said before looking again, so a slot given back in between is not missed
+                // (`Engine::slots_returned` wakes the loop only when this is set).
+                engine.slot_wanted.store(true, Ordering::SeqCst);
+                if engine.slots.available_permits() > 0 {
+                    continue;
+                }
+            }
             tokio::select! {
                 _ = engine.deps.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
@@ -140,17 +148,18 @@ async fn claim_round(
             }
             TransformFirst::NotNeeded(queued) => *queued,
         };
+        // The slot is taken before admission: a delivery admitted to go must go. (Giving its
+        // gate permit back for want of a slot could leave one that another admission put to
+        // wait behind it with no attempt to take it on; ingest's hand-over admits concurrently.)
+        let Some(slot) = engine.take_slot() else {
+            deferred
+                .entry(now_ts)
+                .or_default()
+                .push(queued.delivery.delivery.id);
+            continue;
+        };
         match engine.admit(queued, now, now_ts).await {
             Admission::Go(queued, policy, permit) => {
-                let endpoint = queued.delivery.delivery.endpoint.clone();
-                let Some(slot) = engine.take_slot() else {
-                    deps.gates.abandon(&endpoint, permit);
-                    deferred
-                        .entry(now_ts)
-                        .or_default()
-                        .push(queued.delivery.delivery.id);
-                    continue;
-                };
                 tokio::spawn(send_all(engine.clone(), *queued, policy, permit, slot));
             }
             Admission::Defer(at, id) => deferred.entry(at).or_default().push(id),

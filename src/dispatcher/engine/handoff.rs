@@ -164,7 +164,7 @@ impl Drop for Reserved {
         if !self.reservations.is_empty() {
             self.reservations.clear();
             // Slots came free: the claim loop may be waiting for one.
-            self.engine.deps.wake.notify_one();
+            self.engine.slots_returned();
         }
     }
 }

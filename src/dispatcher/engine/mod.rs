@@ -28,7 +28,7 @@ mod tests;
 mod transforming;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,8 @@ struct Engine {
     starting: Mutex<HashMap<EndpointRef, usize>>,
     /// Deliveries whose transform answered after the stop, given back by their own task.
     given_back: AtomicUsize,
+    /// The claim loop found no slot free and waits for one (see [`Engine::slots_returned`]).
+    slot_wanted: AtomicBool,
     /// Attempt results on their way to the store (see [`record_results`]).
     results: mpsc::Sender<ToRecorder>,
     /// Turns true on shutdown: no attempt starts any more (see [`drain`]).
@@ -111,6 +113,7 @@ impl Engine {
             waiting: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashMap::new()),
             given_back: AtomicUsize::new(0),
+            slot_wanted: AtomicBool::new(false),
             results,
             stop,
         }
@@ -168,10 +171,27 @@ impl Engine {
         self.slots.clone().try_acquire_owned().ok()
     }
 
-    /// Gives a slot back: the loop may claim again.
+    /// Gives back the slot of an attempt that finished: its endpoint has room again, so the
+    /// loop may claim again.
     fn release(&self, slot: OwnedSemaphorePermit) {
         drop(slot);
         self.deps.wake.notify_one();
+    }
+
+    /// Gives back a slot that started no attempt (its delivery waits behind its endpoint, went
+    /// back to the store, or was never created): no endpoint gained room, so the loop is woken
+    /// only if it waits for a slot. Waking it for each such slot ran a claim for every delivery
+    /// ingest handed over to a busy endpoint.
+    fn return_slot(&self, slot: OwnedSemaphorePermit) {
+        drop(slot);
+        self.slots_returned();
+    }
+
+    /// Slots were given back without an attempt (see [`Engine::return_slot`]).
+    fn slots_returned(&self) {
+        if self.slot_wanted.swap(false, Ordering::SeqCst) {
+            self.deps.wake.notify_one();
+        }
     }
 
     async fn defer(&self, ids: Vec<DeliveryId>, at: Timestamp) {

@@ -653,3 +653,32 @@ async fn deliveries_created_claimed_start_on_the_reserved_slot_and_go_back_at_a_
     assert_given_back_unattempted(&fixture, &claimed).await;
     assert!(engine.lock_starting().is_empty());
 }
+
+/// Whether the claim loop's wake-up is pending (it consumes it).
+async fn woken(engine: &Engine) -> bool {
+    tokio::time::timeout(Duration::from_millis(50), engine.deps.wake.notified())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_slot_given_back_without_an_attempt_wakes_the_loop_only_when_it_waits_for_one() {
+    let fixture = Fixture::new(&[]).await;
+    let (engine, _queue, _stop) = engine(&fixture);
+    woken(&engine).await;
+    // The delivery went to wait behind its endpoint: no endpoint gained room.
+    engine.return_slot(engine.take_slot().unwrap());
+    assert!(!woken(&engine).await);
+    // The loop found no slot free and said so: the slot given back is what it waits for.
+    engine
+        .slot_wanted
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    engine.return_slot(engine.take_slot().unwrap());
+    assert!(woken(&engine).await);
+    // Said once: the next one does not wake it again.
+    engine.return_slot(engine.take_slot().unwrap());
+    assert!(!woken(&engine).await);
+    // A finished attempt's slot always does (its endpoint has room again).
+    engine.release(engine.take_slot().unwrap());
+    assert!(woken(&engine).await);
+}

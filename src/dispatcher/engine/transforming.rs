@@ -112,7 +112,7 @@ async fn admit_holding(
             Admission::Waiting | Admission::Done => {}
         }
     }
-    engine.release(slot);
+    engine.return_slot(slot);
 }
 
 /// A claimed delivery not yet admitted (its transform runs first, or ingest has reserved room
