@@ -87,6 +87,12 @@ struct Args {
     /// medians' ratios (new ÷ base) closes the output.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// With `--compare`: one unmeasured run of the first endpoint count first (`--binary`, its
+    /// figures discarded). The first run of an invocation was an outlier in every compare of
+    /// docs/benchmarks.md's issue 19, session 16 (p99 3–10× the others), and `--compare` always
+    /// gave it to `[new]`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    warm_up: bool,
     /// Hostile clients on the ingest port during the fixed-rate runs: half hold idle
     /// connections, half send their headers a byte a second (slowloris), each reconnecting
     /// when cut off; one more sends oversized headers ten times a second.
@@ -1210,6 +1216,16 @@ async fn main() -> Result<()> {
             figures.print_ratios("[new]", "[base]");
         }
         return Ok(());
+    }
+
+    if let (true, Some(_), Some(&count)) = (args.warm_up, &args.compare, args.endpoints.first()) {
+        let one = Args {
+            runs: 1,
+            compare: None,
+            ..args.clone()
+        };
+        let mut discarded = Figures::default();
+        endpoint_count(&one, &client, &receiver, port, &mut discarded, count, "warm-up").await?;
     }
 
     for &count in &args.endpoints {
