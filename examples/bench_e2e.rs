@@ -1225,7 +1225,16 @@ async fn main() -> Result<()> {
             ..args.clone()
         };
         let mut discarded = Figures::default();
-        endpoint_count(&one, &client, &receiver, port, &mut discarded, count, "warm-up").await?;
+        endpoint_count(
+            &one,
+            &client,
+            &receiver,
+            port,
+            &mut discarded,
+            count,
+            "warm-up",
+        )
+        .await?;
     }
 
     for &count in &args.endpoints {
