@@ -78,10 +78,11 @@ pub struct DispatcherConfig {
     pub drain: bool,
     /// Create the deliveries this replica can start at once already claimed, in the transaction
     /// that stores their event, and start them when it commits, without a claim round trip
-    /// (docs/architecture.md, "Deliver from memory"). `false` stores every delivery Pending for
-    /// the claim loop to take (docs/benchmarks.md, issue 19, sessions 15–16).
-    #[arg(long, env = "DELIVER_FROM_MEMORY", default_value_t = true, action = clap::ArgAction::Set)]
-    pub deliver_from_memory: bool,
+    /// (docs/architecture.md, "Deliver from memory"); `false` stores every delivery Pending for
+    /// the claim loop to take. Unset: on with SQLite, off with PostgreSQL, where it measured
+    /// slower (docs/benchmarks.md, issue 19, session 16).
+    #[arg(long, env = "DELIVER_FROM_MEMORY", action = clap::ArgAction::Set)]
+    pub deliver_from_memory: Option<bool>,
     /// Watch only this namespace; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -220,6 +221,14 @@ pub enum StoreKind {
     Postgres,
 }
 
+impl DispatcherConfig {
+    /// Whether ingest hands deliveries over (`--deliver-from-memory`, or the store's default).
+    pub fn delivers_from_memory(&self) -> bool {
+        self.deliver_from_memory
+            .unwrap_or(matches!(self.store, StoreKind::Sqlite))
+    }
+}
+
 /// An idempotency window: a humantime duration (`24h`, `1h 30m`, `3600s`), from 1 s to 365 days.
 fn window(value: &str) -> Result<Duration, String> {
     let parsed = humantime::parse_duration(value.trim())
@@ -302,5 +311,32 @@ mod tests {
             Cli::try_parse_from(["dispatcher", "--retention", "1d", "--retention-days", "2"])
                 .is_err()
         );
+    }
+
+    /// Deliver from memory is the store's default unless set: on with SQLite, off with
+    /// PostgreSQL (where it measured slower), and either way when asked.
+    #[test]
+    fn delivering_from_memory_defaults_by_store() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: DispatcherConfig,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["dispatcher"].iter().chain(args))
+                .unwrap()
+                .config
+                .delivers_from_memory()
+        };
+        assert!(parse(&[]));
+        assert!(!parse(&["--store", "postgres"]));
+        assert!(parse(&[
+            "--store",
+            "postgres",
+            "--deliver-from-memory",
+            "true"
+        ]));
+        assert!(!parse(&["--deliver-from-memory", "false"]));
     }
 }
