@@ -79,8 +79,8 @@ pub struct DispatcherConfig {
     /// Create the deliveries this replica can start at once already claimed, in the transaction
     /// that stores their event, and start them when it commits, without a claim round trip
     /// (docs/architecture.md, "Deliver from memory"); `false` stores every delivery Pending for
-    /// the claim loop to take. Unset: on with SQLite, off with PostgreSQL, where it measured
-    /// slower (docs/benchmarks.md, issue 19, session 16).
+    /// the claim loop to take. Unset: on with SQLite, off with PostgreSQL until a compare there
+    /// favours it (docs/benchmarks.md, issue 19, session 16).
     #[arg(long, env = "DELIVER_FROM_MEMORY", action = clap::ArgAction::Set)]
     pub deliver_from_memory: Option<bool>,
     /// Watch only this namespace; all namespaces when unset.
@@ -314,7 +314,7 @@ mod tests {
     }
 
     /// Deliver from memory is the store's default unless set: on with SQLite, off with
-    /// PostgreSQL (where it measured slower), and either way when asked.
+    /// PostgreSQL (not yet measured there), and either way when asked.
     #[test]
     fn delivering_from_memory_defaults_by_store() {
         use clap::Parser;

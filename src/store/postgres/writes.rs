@@ -222,6 +222,9 @@ async fn insert_deliveries(
         .iter()
         .map(|name| i64::from(partition_hash(namespace, name)))
         .collect();
+    // `OFFSET 0` keeps the subquery from being pulled up into the outer SELECT: pulled up, its
+    // `state` (lane check and `held_endpoints` probe) was evaluated for each of its three uses,
+    // and ingest on PostgreSQL fell to 0.66× (docs/benchmarks.md, issue 19, session 16).
     let rows = query(
         tx,
         &format!(
@@ -236,7 +239,7 @@ async fn insert_deliveries(
                  AND h.endpoint = t.name) THEN 'held' \
                WHEN t.claim THEN 'in_flight' ELSE 'pending' END AS state \
              FROM unnest($5::text[], $6::bigint[], $7::text[], $10::bool[]) \
-               WITH ORDINALITY AS t(name, hash, lane, claim, ord)) s \
+               WITH ORDINALITY AS t(name, hash, lane, claim, ord) OFFSET 0) s \
              ORDER BY s.ord \
              ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET state = deliveries.state \
              RETURNING endpoint, id, state",
