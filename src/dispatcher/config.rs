@@ -281,14 +281,16 @@ mod tests {
         }
     }
 
+    /// The dispatcher's flags as a command line parses them.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: DispatcherConfig,
+    }
+
     #[test]
     fn defaults() {
         use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: DispatcherConfig,
-        }
         let cli = Cli::try_parse_from(["dispatcher"]).unwrap();
         assert_eq!(cli.config.idempotency_window, Duration::from_secs(86_400));
         assert_eq!(cli.config.shutdown_timeout_seconds, 30);
@@ -318,11 +320,6 @@ mod tests {
     #[test]
     fn delivering_from_memory_defaults_by_store() {
         use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: DispatcherConfig,
-        }
         let parse = |args: &[&str]| {
             Cli::try_parse_from(["dispatcher"].iter().chain(args))
                 .unwrap()
