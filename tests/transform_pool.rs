@@ -225,3 +225,79 @@ async fn runs_ahead_and_a_run_that_is_waited_for_share_a_worker_and_each_get_the
     let lone = pool.start_ahead(program(5), payload(), true).unwrap();
     assert_eq!(lone.await.unwrap(), expected(5));
 }
+
+/// Polls until the pool has checked `program`'s bound (`transform/bounds.rs`).
+async fn verdict(pool: &TransformPool, program: &str) -> bool {
+    for _ in 0..500 {
+        if let Some(here) = pool.runs_in_process(program) {
+            return here;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{program:?} was not checked within 5 s");
+}
+
+#[tokio::test]
+async fn a_bounded_program_runs_in_the_dispatcher_with_the_answers_a_worker_gives() {
+    // No worker can start in this pool: whatever it answers once a program is checked, it
+    // answered in process.
+    let mut config = PoolConfig::new(PathBuf::from("/nonexistent/webhook-operator"));
+    config.workers = 1;
+    let here = TransformPool::start(config);
+    let workers = pool(Duration::from_secs(5));
+    let programs = [
+        r#"{text: "New \(.data.event_type) event", id: .data.user.id, at: .timestamp}"#,
+        r#"select(.data.event_type == "user.deleted")"#,
+        r#"error("bad \(.data.user.id)")"#,
+        r#".data.user.id + 0.1"#,
+        r#"{a: .data} | tojson"#,
+        r#".data.user.id, .data.user.id"#,
+        r#"@uri "https://example.com/\(.data.event_type)""#,
+    ];
+    for program in programs {
+        // The first run is checked meanwhile and goes to a worker: none here.
+        assert!(
+            matches!(
+                run(&here, program).await,
+                Err(TransformError::Unavailable(_))
+            ),
+            "{program}"
+        );
+        assert!(
+            verdict(&here, program).await,
+            "{program} should run in process"
+        );
+        // A program's first run in a pool always goes to a worker.
+        let in_worker = run(&workers, program).await;
+        assert_eq!(run(&here, program).await, in_worker, "{program}");
+    }
+
+    // A program with no bound stays in the workers, where it is stopped.
+    for unbounded in ["def f: f; f", "[range(1e9)]", "[.[]]"] {
+        let _ = run(&here, unbounded).await;
+        assert!(!verdict(&here, unbounded).await, "{unbounded}");
+        assert!(matches!(
+            run(&here, unbounded).await,
+            Err(TransformError::Unavailable(_))
+        ));
+    }
+
+    // A bounded program on a payload too large for its budget goes to a worker too.
+    let program = Arc::<str>::from("{id: .data.user.id}");
+    let _ = here
+        .run(program.clone(), Bytes::from_static(PAYLOAD.as_bytes()))
+        .await;
+    assert!(verdict(&here, &program).await);
+    let large = PAYLOAD.replace(
+        r#""id":7"#,
+        &format!(r#""id":7,"bio":"{}""#, "x".repeat(4 << 20)),
+    );
+    assert!(matches!(
+        here.run(program.clone(), Bytes::from(large.clone())).await,
+        Err(TransformError::Unavailable(_))
+    ));
+    assert_eq!(
+        workers.run(program, Bytes::from(large)).await,
+        Ok(Output::Body(br#"{"id":7}"#.to_vec()))
+    );
+}

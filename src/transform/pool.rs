@@ -1,4 +1,5 @@
-//! The dispatcher's side of transforms: a few worker processes (`worker.rs`), started when the
+//! The dispatcher's side of transforms. Programs proved bounded run in process (`in_process.rs`);
+//! the others go to a few worker processes (`worker.rs`), started when the
 //! first transform runs, each serving one request at a time from a shared queue. A run that
 //! passes its deadline kills its worker, and a worker that dies (stack overflow, memory limit)
 //! is replaced; either way only that run fails, and the other workers keep serving, so a hostile
@@ -14,6 +15,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::warn;
 
+use super::in_process::InProcess;
 use super::protocol::{encode_request, parse_response, Inbox, Response};
 use super::Output;
 
@@ -92,11 +94,14 @@ impl Job {
 /// The answer of a run (see [`TransformPool::start_ahead`]).
 pub type AheadRun = oneshot::Receiver<Result<Output, TransformError>>;
 
-/// Runs transforms in worker processes. Cheap to share; workers start on first use.
+/// Runs transforms: in the dispatcher when the program is proved cheap (`in_process.rs`), else
+/// in worker processes. Cheap to share; workers start on first use.
 pub struct TransformPool {
     jobs: mpsc::Sender<Job>,
     /// Ends a batch's wait for company: an attempt is waiting for a run ahead.
     hurry: Arc<Notify>,
+    /// Programs proved cheap run here, without a worker (`in_process.rs`).
+    in_process: InProcess,
 }
 
 impl TransformPool {
@@ -109,7 +114,12 @@ impl TransformPool {
         for _ in 0..config.workers.max(1) {
             tokio::spawn(serve(config.clone(), queue.clone(), hurry.clone()));
         }
-        Arc::new(TransformPool { jobs, hurry })
+        let in_process = InProcess::new(config.max_output);
+        Arc::new(TransformPool {
+            jobs,
+            hurry,
+            in_process,
+        })
     }
 
     /// An attempt waits for a run it asked for ahead: a batch waiting for company leaves now.
@@ -117,12 +127,21 @@ impl TransformPool {
         self.hurry.notify_one();
     }
 
-    /// Runs `program` on `payload` in a worker, as soon as one is free.
+    /// Whether `program` runs in the dispatcher: `None` until its first run has been checked.
+    pub fn runs_in_process(&self, program: &str) -> Option<bool> {
+        self.in_process.runs_here(program)
+    }
+
+    /// Runs `program` on `payload`: here when its cost is bounded and small, else in a worker
+    /// as soon as one is free.
     pub async fn run(
         &self,
         program: Arc<str>,
         payload: bytes::Bytes,
     ) -> Result<Output, TransformError> {
+        if let Some(answer) = self.in_process.try_run(&program, &payload) {
+            return answer;
+        }
         let (job, answer) = Job::new(program, payload, false);
         self.jobs
             .send(job)
@@ -144,6 +163,11 @@ impl TransformPool {
         payload: bytes::Bytes,
         patient: bool,
     ) -> Option<AheadRun> {
+        if let Some(output) = self.in_process.try_run(&program, &payload) {
+            let (reply, answer) = oneshot::channel();
+            let _ = reply.send(output);
+            return Some(answer);
+        }
         let (job, answer) = Job::new(program, payload, patient);
         self.jobs.try_send(job).ok()?;
         Some(answer)
