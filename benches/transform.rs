@@ -1,7 +1,7 @@
 //! Cost of a transform per delivery: the three integration templates of `examples/30–32` run on
 //! a `user.created` / `user.verified` payload, in process (the pure `Program::run`: parse the
 //! payload, run the program, serialize and check the output) and through the pool, as a delivery
-//! pays it: Slack's and Mailchimp's templates are proved bounded (`transform/bounds.rs`) and run
+//! pays it: Slack's and Mailchimp's templates are proved bounded (`transform/bounds/`) and run
 //! in the dispatcher once checked, HubSpot's (it recurses) makes the round trip to a worker
 //! process over its pipes. And 16 runs at once through the pool, as a busy endpoint's
 //! deliveries ask for them (the workers take the waiting runs together), for Slack (in process)

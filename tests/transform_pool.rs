@@ -226,7 +226,7 @@ async fn runs_ahead_and_a_run_that_is_waited_for_share_a_worker_and_each_get_the
     assert_eq!(lone.await.unwrap(), expected(5));
 }
 
-/// Polls until the pool has checked `program`'s bound (`transform/bounds.rs`).
+/// Polls until the pool has checked `program`'s bound (`transform/bounds/`).
 async fn verdict(pool: &TransformPool, program: &str) -> bool {
     for _ in 0..500 {
         if let Some(here) = pool.runs_in_process(program) {

@@ -3,8 +3,6 @@
 //! `worker` is the process that runs programs, `protocol` its frames, and `pool` the
 //! dispatcher's side that keeps workers and bounds every run in time, memory and output size.
 pub mod bounds;
-#[cfg(test)]
-mod bounds_tests;
 pub mod in_process;
 pub mod pool;
 pub mod program;

@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use serde::Deserialize;
 
-use super::bounds::{cost, nesting_within, Cost};
-use super::program::{Output, Program};
+use super::{cost, nesting_within, Cost};
+use crate::transform::program::{Output, Program};
 
 /// The `spec.transform.jq` of the WebhookEndpoint in an example file.
 fn example(file: &str) -> String {

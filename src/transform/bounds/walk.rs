@@ -1,158 +1,11 @@
-//! Which programs are safe to run inside the dispatcher: a static bound on what a run can cost.
-//!
-//! jaq has no step budget and no recursion limit, so a program that loops cannot be stopped and
-//! one that recurses deeply aborts its process: programs run in worker processes (`pool.rs`).
-//! Most integration templates are straight-line code (paths, object and string construction,
-//! `if`, `select`, comparisons), whose cost is bounded by their own size and the payload's. This
-//! module proves such a bound, in the spirit of a verifier: it walks the parsed program, refuses
-//! anything that can loop or iterate (recursion, `reduce`, `.[]`, `..`, `label`, any builtin
-//! not on a short list), and for the rest bounds the number of outputs, the size of every value
-//! and the total work as `per_byte × payload bytes + fixed`. Pure: no I/O.
-//!
-//! The bounds are deliberately loose (sizes count a value as its JSON text with every escape
-//! expanded); what matters is that they are upper bounds. A program this module refuses is not
-//! wrong: it runs in a worker, as every program did before.
+//! The walk over a parsed program that bounds each term's outputs, sizes and work, or refuses.
 use jaq_core::load::lex::StrPart;
 use jaq_core::load::parse::{BinaryOp, Def, Pattern, Term};
 use jaq_core::ops::Math;
 use jaq_core::path::Part;
 
-/// `per_byte × payload bytes + fixed`, in bytes of value or units of work.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Linear {
-    pub per_byte: f64,
-    pub fixed: f64,
-}
-
-impl Linear {
-    const ZERO: Linear = Linear::fixed(0.0);
-    const INPUT: Linear = Linear {
-        per_byte: 1.0,
-        fixed: 0.0,
-    };
-
-    const fn fixed(fixed: f64) -> Linear {
-        Linear {
-            per_byte: 0.0,
-            fixed,
-        }
-    }
-
-    /// The bound for a payload of `bytes`.
-    pub fn at(self, bytes: usize) -> f64 {
-        self.per_byte * bytes as f64 + self.fixed
-    }
-
-    fn plus(self, other: Linear) -> Linear {
-        Linear {
-            per_byte: self.per_byte + other.per_byte,
-            fixed: self.fixed + other.fixed,
-        }
-    }
-
-    fn max(self, other: Linear) -> Linear {
-        Linear {
-            per_byte: self.per_byte.max(other.per_byte),
-            fixed: self.fixed.max(other.fixed),
-        }
-    }
-
-    fn times(self, factor: f64) -> Linear {
-        Linear {
-            per_byte: self.per_byte * factor,
-            fixed: self.fixed * factor,
-        }
-    }
-}
-
-/// What one run of a program can cost on a payload of N bytes, at most.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Cost {
-    /// Values the program outputs.
-    pub outputs: f64,
-    /// The size of the largest value it builds, an output or not.
-    pub peak: Linear,
-    /// Work: bytes built, copied, compared or converted, summed over the run.
-    pub work: Linear,
-}
-
-/// Why a program has no bound here (it then runs in a worker process).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unbounded(pub String);
-
-/// The bound of `code`, or why there is none. Recursion on the program's nesting: call it on a
-/// thread with a large stack (a program of [`super::MAX_PROGRAM_BYTES`] may nest deeply).
-pub fn cost(code: &str) -> Result<Cost, Unbounded> {
-    let term = jaq_core::load::parse(code, |p| p.term())
-        .ok_or_else(|| Unbounded("the program does not parse as one term".into()))?;
-    let mut walk = Walk {
-        steps: 0,
-        depth: 0,
-        calling: Vec::new(),
-    };
-    let bound = walk.term(&term, Scope::Root, Linear::INPUT)?;
-    // Reading the payload, and an uncaught error's message, which may quote any value built.
-    let work = bound
-        .work
-        .plus(Linear::INPUT)
-        .plus(bound.peak.max(Linear::INPUT).times(TEXT_GROWTH));
-    Ok(Cost {
-        outputs: bound.count,
-        peak: bound.peak.max(Linear::INPUT),
-        work,
-    })
-}
-
-/// The most work a run in the dispatcher may cost (about a millisecond or two of CPU); a
-/// larger payload for the same program goes to a worker.
-pub const IN_PROCESS_WORK: f64 = (4 << 20) as f64;
-/// The largest value a run in the dispatcher may build, in bytes of JSON text.
-pub const IN_PROCESS_PEAK: f64 = (1 << 20) as f64;
-
-/// The deepest payload a run in the dispatcher may read: reading, comparing and writing values
-/// recurse on their nesting. (Payloads are rendered from data parsed with serde_json's limit of
-/// 128, so this only guards against a path that skipped it.)
-pub const IN_PROCESS_NESTING: usize = 160;
-
-impl Cost {
-    /// Whether a run on `payload` is cheap enough to run in the dispatcher.
-    pub fn fits_in_process(&self, payload: &[u8]) -> bool {
-        let bytes = payload.len();
-        self.work.at(bytes) <= IN_PROCESS_WORK
-            && self.peak.at(bytes) <= IN_PROCESS_PEAK
-            && nesting_within(payload, IN_PROCESS_NESTING)
-    }
-}
-
-/// Whether the JSON text `json` nests arrays and objects at most `limit` deep (brackets inside
-/// strings do not count).
-pub fn nesting_within(json: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
-}
+use super::scope::{Entry, Found, Frame, Scope};
+use super::{Linear, Unbounded};
 
 /// Nodes visited at most (defs are walked again at each call): bounds the walk itself.
 const MAX_STEPS: usize = 20_000;
@@ -160,12 +13,12 @@ const MAX_STEPS: usize = 20_000;
 const MAX_DEPTH: usize = 96;
 /// How much a value's text can grow when converted to a string (`tostring`, interpolation):
 /// JSON escapes a control character as six bytes.
-const TEXT_GROWTH: f64 = 6.0;
+pub(super) const TEXT_GROWTH: f64 = 6.0;
 /// A `@format` string: a value converted to text, then escaped (`@html` turns `"` into five
 /// bytes, `@uri` any byte into three).
 const FORMAT_GROWTH: f64 = 36.0;
 /// A number, a boolean, a type name: small values.
-const SMALL: f64 = 32.0;
+pub(super) const SMALL: f64 = 32.0;
 
 /// Formats a string may use (`@base64 "…\(.x)"`); the others (`@sh`, `@csv`, decoding) are
 /// left to the worker.
@@ -173,18 +26,18 @@ const FORMATS: &[&str] = &["@text", "@json", "@html", "@uri", "@base64"];
 
 /// One term's bound, for an input of a given size.
 #[derive(Clone, Copy, Debug)]
-struct Bound {
+pub(super) struct Bound {
     /// Outputs at most.
-    count: f64,
+    pub(super) count: f64,
     /// The size of each output at most.
-    size: Linear,
+    pub(super) size: Linear,
     /// The largest value built anywhere in the term (its outputs included).
-    peak: Linear,
-    work: Linear,
+    pub(super) peak: Linear,
+    pub(super) work: Linear,
 }
 
 impl Bound {
-    fn one(size: Linear, work: Linear) -> Bound {
+    pub(super) fn one(size: Linear, work: Linear) -> Bound {
         Bound {
             count: 1.0,
             size,
@@ -193,7 +46,7 @@ impl Bound {
         }
     }
 
-    fn nothing(work: Linear) -> Bound {
+    pub(super) fn nothing(work: Linear) -> Bound {
         Bound {
             count: 0.0,
             size: Linear::ZERO,
@@ -203,80 +56,22 @@ impl Bound {
     }
 }
 
-/// A binding in scope, innermost first.
-#[derive(Clone, Copy)]
-enum Scope<'a, 's> {
-    Root,
-    Frame(&'a Frame<'a, 's>),
-}
-
-struct Frame<'a, 's> {
-    entry: Entry<'a, 's>,
-    parent: Scope<'a, 's>,
-}
-
-#[derive(Clone, Copy)]
-enum Entry<'a, 's> {
-    /// `$x`, bound to a value of this size.
-    Var(&'s str, Linear),
-    /// A filter parameter: the argument's term, walked in the caller's scope when called.
-    Param(&'s str, &'a Term<&'s str>, Scope<'a, 's>),
-    /// A definition; its body sees this frame (itself and the defs before it).
-    Def(&'a Def<&'s str, Term<&'s str>>),
-}
-
-enum Found<'a, 's> {
-    Param(&'a Term<&'s str>, Scope<'a, 's>),
-    Def(&'a Def<&'s str, Term<&'s str>>, Scope<'a, 's>),
-}
-
-impl<'a, 's> Scope<'a, 's> {
-    fn var(self, name: &str) -> Option<Linear> {
-        let mut scope = self;
-        while let Scope::Frame(frame) = scope {
-            if let Entry::Var(bound, size) = frame.entry {
-                if bound == name {
-                    return Some(size);
-                }
-            }
-            scope = frame.parent;
-        }
-        None
-    }
-
-    fn call(self, name: &str, arity: usize) -> Option<Found<'a, 's>> {
-        let mut scope = self;
-        while let Scope::Frame(frame) = scope {
-            match frame.entry {
-                Entry::Param(param, term, at) if param == name && arity == 0 => {
-                    return Some(Found::Param(term, at))
-                }
-                Entry::Def(def) if def.name == name && def.args.len() == arity => {
-                    return Some(Found::Def(def, scope))
-                }
-                _ => {}
-            }
-            scope = frame.parent;
-        }
-        None
-    }
-}
-
-struct Walk {
+#[derive(Default)]
+pub(super) struct Walk {
     steps: usize,
     depth: usize,
     /// Definitions being walked (by address): calling one of them again is recursion.
     calling: Vec<*const ()>,
 }
 
-fn refuse<T>(why: impl Into<String>) -> Result<T, Unbounded> {
+pub(super) fn refuse<T>(why: impl Into<String>) -> Result<T, Unbounded> {
     Err(Unbounded(why.into()))
 }
 
-type Ast<'s> = Term<&'s str>;
+pub(super) type Ast<'s> = Term<&'s str>;
 
 impl Walk {
-    fn term<'a, 's>(
+    pub(super) fn term<'a, 's>(
         &mut self,
         term: &'a Ast<'s>,
         scope: Scope<'a, 's>,
@@ -722,78 +517,6 @@ impl Walk {
                 })
             }
             None => self.builtin(name, args, scope, input),
-        }
-    }
-
-    /// The builtins bounded here: constant-size or linear in their input, none iterating.
-    fn builtin<'a, 's>(
-        &mut self,
-        name: &'s str,
-        args: &'a [Ast<'s>],
-        scope: Scope<'a, 's>,
-        input: Linear,
-    ) -> Result<Bound, Unbounded> {
-        let small = Linear::fixed(SMALL);
-        let unit = Linear::fixed(1.0);
-        match (name, args) {
-            ("empty", []) => Ok(Bound::nothing(unit)),
-            // Raises its input.
-            ("error", []) => Ok(Bound::nothing(input)),
-            ("error", [message]) => {
-                let message = self.term(message, scope, input)?;
-                Ok(Bound {
-                    count: 0.0,
-                    size: Linear::ZERO,
-                    peak: message.peak,
-                    work: message.work,
-                })
-            }
-            ("null" | "true" | "false", []) => Ok(Bound::one(small, unit)),
-            (
-                "not" | "type" | "length" | "utf8bytelength" | "floor" | "ceil" | "round" | "fabs"
-                | "sqrt",
-                [],
-            ) => Ok(Bound::one(small, input)),
-            // A number parsed from a string keeps at most the string's digits.
-            ("tonumber", []) => Ok(Bound::one(input.max(small), input)),
-            ("tostring" | "tojson", []) => {
-                let text = input.times(TEXT_GROWTH).plus(Linear::fixed(2.0));
-                Ok(Bound::one(text, text))
-            }
-            ("ascii_downcase" | "ascii_upcase", []) => Ok(Bound::one(input, input)),
-            // Type selectors: the input or nothing.
-            (
-                "values" | "nulls" | "booleans" | "numbers" | "strings" | "arrays" | "objects"
-                | "iterables" | "scalars",
-                [],
-            ) => Ok(Bound::one(input, unit)),
-            ("select", [condition]) => {
-                let condition = self.term(condition, scope, input)?;
-                Ok(Bound {
-                    count: condition.count,
-                    size: input,
-                    peak: condition.peak.max(input),
-                    work: condition.work,
-                })
-            }
-            ("has" | "startswith" | "endswith" | "ltrimstr" | "rtrimstr", [arg]) => {
-                let arg = self.term(arg, scope, input)?;
-                let size = if name.ends_with("trimstr") {
-                    input
-                } else {
-                    small
-                };
-                Ok(Bound {
-                    count: arg.count,
-                    size,
-                    peak: arg.peak.max(size),
-                    work: arg.work.plus(input.plus(arg.size).times(arg.count)),
-                })
-            }
-            _ => refuse(format!(
-                "`{name}/{}` is not among the builtins bounded here",
-                args.len()
-            )),
         }
     }
 }
