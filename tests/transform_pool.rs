@@ -243,6 +243,7 @@ async fn a_bounded_program_runs_in_the_dispatcher_with_the_answers_a_worker_give
     // answered in process.
     let mut config = PoolConfig::new(PathBuf::from("/nonexistent/webhook-operator"));
     config.workers = 1;
+    let runs = config.runs.clone();
     let here = TransformPool::start(config);
     let workers = pool(Duration::from_secs(5));
     let programs = [
@@ -271,6 +272,9 @@ async fn a_bounded_program_runs_in_the_dispatcher_with_the_answers_a_worker_give
         let in_worker = run(&workers, program).await;
         assert_eq!(run(&here, program).await, in_worker, "{program}");
     }
+    // Each program: its first run sent to a worker, its second run here.
+    assert_eq!(runs.in_worker.get(), programs.len() as u64);
+    assert_eq!(runs.in_process.get(), programs.len() as u64);
 
     // A program with no bound stays in the workers, where it is stopped.
     for unbounded in ["def f: f; f", "[range(1e9)]", "[.[]]"] {

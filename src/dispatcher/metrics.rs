@@ -85,6 +85,12 @@ pub struct SecurityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransformRunLabels {
+    /// `dispatcher` (a program proved bounded, run in process) or `worker`.
+    pub place: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClaimLabels {
     /// A [`ClaimPath`] name (a fixed set).
     pub path: &'static str,
@@ -187,6 +193,8 @@ pub struct Metrics {
     pub transform_outputs: Family<TransformOutputLabels, Counter>,
     /// Deliveries this replica took, by how (see [`ClaimPath`]).
     pub claims: Family<ClaimLabels, Counter>,
+    /// Transform runs by where they ran.
+    pub transform_runs: Family<TransformRunLabels, Counter>,
 }
 
 impl Metrics {
@@ -216,7 +224,13 @@ impl Metrics {
             security_log_dropped: Counter::default(),
             transform_outputs: Family::default(),
             claims: Family::default(),
+            transform_runs: Family::default(),
         };
+        for place in ["dispatcher", "worker"] {
+            let _ = metrics
+                .transform_runs
+                .get_or_create(&TransformRunLabels { place });
+        }
         for path in ClaimPath::ALL {
             let _ = metrics.claims.get_or_create(&ClaimLabels {
                 path: path.as_str(),
@@ -330,6 +344,11 @@ impl Metrics {
             metrics.transform_outputs.clone(),
         );
         r.register(
+            "transform_runs",
+            "Transform runs by place: dispatcher (the program is proved bounded and its payload fits the budget, run in process) or worker (a transform worker process)",
+            metrics.transform_runs.clone(),
+        );
+        r.register(
             "claims",
             "Deliveries this replica took, by path: insert (created claimed by its ingest and started at once), store (claimed from the store: deliveries not started at once, retries, recovery)",
             metrics.claims.clone(),
@@ -344,6 +363,19 @@ impl Metrics {
                 path: path.as_str(),
             })
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// The transform pool's counters of runs by place (shared with these series).
+    pub fn transform_run_counters(&self) -> crate::transform::RunCounters {
+        let counter = |place| {
+            self.transform_runs
+                .get_or_create(&TransformRunLabels { place })
+                .clone()
+        };
+        crate::transform::RunCounters {
+            in_process: counter("dispatcher"),
+            in_worker: counter("worker"),
+        }
     }
 
     /// Counts an attempt's transform output by where it came from.

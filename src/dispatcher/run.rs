@@ -191,11 +191,11 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     };
     let (notices, notice_queue) = status::notices::Notices::channel();
     let (security, security_queue) = super::security_log::SecurityLog::channel(metrics.clone());
-    let transforms = TransformPool::start(
-        config
-            .transform_pool()
-            .context("finding this binary to run transform workers")?,
-    );
+    let mut transform_pool = config
+        .transform_pool()
+        .context("finding this binary to run transform workers")?;
+    transform_pool.runs = metrics.transform_run_counters();
+    let transforms = TransformPool::start(transform_pool);
     let shared = Arc::new(Shared {
         store,
         cache: cache.clone(),

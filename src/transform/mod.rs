@@ -9,7 +9,7 @@ pub mod program;
 pub mod protocol;
 pub mod worker;
 
-pub use pool::{AheadRun, PoolConfig, TransformError, TransformPool};
+pub use pool::{AheadRun, PoolConfig, RunCounters, TransformError, TransformPool};
 pub use program::{check, CompileError, Output, Program, RunError, MAX_PROGRAM_BYTES};
 
 /// Compiles `code` on a thread with a large stack, so a deeply nested program (bounded by

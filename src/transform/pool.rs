@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
@@ -18,6 +19,16 @@ use tracing::warn;
 use super::in_process::InProcess;
 use super::protocol::{encode_request, parse_response, Inbox, Response};
 use super::Output;
+
+/// Runs counted by where they ran (the dispatcher's `transform_runs` metric; unregistered
+/// counters by default).
+#[derive(Clone, Debug, Default)]
+pub struct RunCounters {
+    /// Programs proved bounded, run in the dispatcher.
+    pub in_process: Counter,
+    /// Runs sent to a worker process.
+    pub in_worker: Counter,
+}
 
 /// How transforms are run and bounded.
 #[derive(Clone, Debug)]
@@ -31,6 +42,7 @@ pub struct PoolConfig {
     pub max_output: usize,
     /// The address space each worker process may add to what it maps at start.
     pub memory_limit: u64,
+    pub runs: RunCounters,
 }
 
 impl PoolConfig {
@@ -42,6 +54,7 @@ impl PoolConfig {
             timeout: Duration::from_secs(1),
             max_output: 1 << 20,
             memory_limit: 1 << 30,
+            runs: RunCounters::default(),
         }
     }
 }
@@ -102,6 +115,7 @@ pub struct TransformPool {
     hurry: Arc<Notify>,
     /// Programs proved cheap run here, without a worker (`in_process.rs`).
     in_process: InProcess,
+    runs: RunCounters,
 }
 
 impl TransformPool {
@@ -119,6 +133,7 @@ impl TransformPool {
             jobs,
             hurry,
             in_process,
+            runs: config.runs.clone(),
         })
     }
 
@@ -140,8 +155,10 @@ impl TransformPool {
         payload: bytes::Bytes,
     ) -> Result<Output, TransformError> {
         if let Some(answer) = self.in_process.try_run(&program, &payload) {
+            self.runs.in_process.inc();
             return answer;
         }
+        self.runs.in_worker.inc();
         let (job, answer) = Job::new(program, payload, false);
         self.jobs
             .send(job)
@@ -164,12 +181,14 @@ impl TransformPool {
         patient: bool,
     ) -> Option<AheadRun> {
         if let Some(output) = self.in_process.try_run(&program, &payload) {
+            self.runs.in_process.inc();
             let (reply, answer) = oneshot::channel();
             let _ = reply.send(output);
             return Some(answer);
         }
         let (job, answer) = Job::new(program, payload, patient);
         self.jobs.try_send(job).ok()?;
+        self.runs.in_worker.inc();
         Some(answer)
     }
 }
