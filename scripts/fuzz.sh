@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ingest signing verify parsers transform)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ingest signing verify parsers transform bound)
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz.sh: the nightly toolchain is missing (libFuzzer's instrumentation needs it):" \
     "rustup toolchain install nightly" >&2

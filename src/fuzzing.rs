@@ -15,12 +15,13 @@ use crate::delivery::verify;
 pub type Target = (&'static str, fn(&[u8]));
 
 /// The targets.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("ingest", ingest),
     ("signing", sign_then_verify),
     ("verify", verify),
     ("parsers", parsers),
     ("transform", transform_compile),
+    ("bound", transform_bound),
 ];
 
 fn now() -> Timestamp {
@@ -202,5 +203,59 @@ pub fn transform_compile(input: &[u8]) {
     assert!(
         matches!(checked, Ok(Ok(_))),
         "checking a program never panics"
+    );
+}
+
+/// Payloads a bounded program runs on in `transform_bound`: the shapes it may meet.
+const BOUND_PAYLOADS: [&str; 4] = [
+    r#"{"event_id":"evt_1","timestamp":"2024-01-15T10:30:00Z","webhook":{"id":"ns/ep","name":"ep"},"data":{"event_type":"user.created","user":{"id":7,"email":"a@b.c","tags":["x",null,1.5]}}}"#,
+    r#"{"a":"\u0000\"<>&","b":[[],{},0.1,-2e300,true],"c":{"d":{"e":"ê"}}}"#,
+    "[1,2,3]",
+    "\"just a string\"",
+];
+
+/// A program (the bytes, lossy UTF-8) through the bound the dispatcher uses to run programs in
+/// process (`transform/bounds/`), on a large-stack thread as the dispatcher checks it. When it
+/// is bounded and compiles, it runs on payloads on a thread with a tokio worker's stack (2 MiB),
+/// as it would in the dispatcher, and every output must be within the bound. A program the
+/// bound accepts that loops shows up as libFuzzer's timeout, one that recurses as a crash.
+pub fn transform_bound(input: &[u8]) {
+    use crate::transform::bounds;
+    use crate::transform::{Output, Program};
+    let code = String::from_utf8_lossy(input).into_owned();
+    let checked = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let cost = bounds::cost(&code).ok()?;
+            Some((cost, Program::compile(&code).ok()?))
+        })
+        .map(|thread| thread.join());
+    let Ok(Ok(checked)) = checked else {
+        panic!("checking a program's bound never panics");
+    };
+    let Some((cost, program)) = checked else {
+        return;
+    };
+    let ran = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            for payload in BOUND_PAYLOADS {
+                if !cost.fits_in_process(payload.as_bytes()) {
+                    continue;
+                }
+                if let Ok(Output::Body(body)) = program.run(payload.as_bytes(), usize::MAX) {
+                    let bound = cost.peak.at(payload.len());
+                    assert!(
+                        body.len() as f64 <= bound,
+                        "an output of {} bytes passed its bound of {bound}",
+                        body.len()
+                    );
+                }
+            }
+        })
+        .map(|thread| thread.join());
+    assert!(
+        matches!(ran, Ok(Ok(()))),
+        "a bounded program runs within its bound"
     );
 }

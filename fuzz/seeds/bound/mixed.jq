@@ -1,0 +1,1 @@
+. as $v | {a: ("x\(.a)" + tostring), b: [$v, $v], c: (try error(.) catch .)}

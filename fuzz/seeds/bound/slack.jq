@@ -1,0 +1,1 @@
+{text: "\(.data.event_type): \(.data.user.email // "?")", attachments: [{color: "good"}]}
