@@ -197,7 +197,7 @@ pub fn parsers(input: &[u8]) {
 pub fn transform_compile(input: &[u8]) {
     let code = String::from_utf8_lossy(input).into_owned();
     let checked = std::thread::Builder::new()
-        .stack_size(256 << 20)
+        .stack_size(crate::transform::CHECK_STACK)
         .spawn(move || crate::transform::check(&code))
         .map(|thread| thread.join());
     assert!(
@@ -224,7 +224,7 @@ pub fn transform_bound(input: &[u8]) {
     use crate::transform::{Output, Program};
     let code = String::from_utf8_lossy(input).into_owned();
     let checked = std::thread::Builder::new()
-        .stack_size(256 << 20)
+        .stack_size(crate::transform::CHECK_STACK)
         .spawn(move || {
             let cost = bounds::cost(&code).ok()?;
             Some((cost, Program::compile(&code).ok()?))

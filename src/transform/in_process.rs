@@ -12,14 +12,11 @@ use tracing::debug;
 use super::bounds::{self, Cost};
 use super::pool::TransformError;
 use super::program::{Output, Program};
+use super::CHECK_STACK;
 
 /// Programs whose verdict is kept; past that the verdicts start over (endpoints' programs
 /// change rarely, so this only bounds what old programs cost).
 const KEPT_VERDICTS: usize = 1024;
-
-/// The stack of the thread that checks a program: a program of `MAX_PROGRAM_BYTES` may nest
-/// thousands deep, and both the parser and the bound recurse on it.
-const CHECK_STACK: usize = 256 << 20;
 
 enum Verdict {
     /// Being checked: meanwhile its runs go to a worker.

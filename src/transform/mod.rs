@@ -12,14 +12,17 @@ pub mod worker;
 pub use pool::{AheadRun, PoolConfig, RunCounters, TransformError, TransformPool};
 pub use program::{check, CompileError, Output, Program, RunError, MAX_PROGRAM_BYTES};
 
+/// The stack of a thread that parses a program: one of [`MAX_PROGRAM_BYTES`] may nest thousands
+/// deep, and the parser (and the bound, `bounds/`) recurse on its nesting.
+pub const CHECK_STACK: usize = 256 << 20;
+
 /// Compiles `code` on a thread with a large stack, so a deeply nested program (bounded by
 /// [`MAX_PROGRAM_BYTES`]) cannot overflow the caller's: for the controller, which only checks.
 pub async fn check_isolated(code: String) -> Option<String> {
-    const STACK: usize = 256 << 20;
     let (done, result) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("transform-check".into())
-        .stack_size(STACK)
+        .stack_size(CHECK_STACK)
         .spawn(move || {
             let _ = done.send(check(&code));
         });

@@ -154,8 +154,7 @@ impl TransformPool {
         program: Arc<str>,
         payload: bytes::Bytes,
     ) -> Result<Output, TransformError> {
-        if let Some(answer) = self.in_process.try_run(&program, &payload) {
-            self.runs.in_process.inc();
+        if let Some(answer) = self.run_here(&program, &payload) {
             return answer;
         }
         self.runs.in_worker.inc();
@@ -180,8 +179,7 @@ impl TransformPool {
         payload: bytes::Bytes,
         patient: bool,
     ) -> Option<AheadRun> {
-        if let Some(output) = self.in_process.try_run(&program, &payload) {
-            self.runs.in_process.inc();
+        if let Some(output) = self.run_here(&program, &payload) {
             let (reply, answer) = oneshot::channel();
             let _ = reply.send(output);
             return Some(answer);
@@ -189,6 +187,17 @@ impl TransformPool {
         let (job, answer) = Job::new(program, payload, patient);
         self.jobs.try_send(job).ok()?;
         self.runs.in_worker.inc();
+        Some(answer)
+    }
+
+    /// The answer when `program` may run in the dispatcher for this payload, counted.
+    fn run_here(
+        &self,
+        program: &Arc<str>,
+        payload: &[u8],
+    ) -> Option<Result<Output, TransformError>> {
+        let answer = self.in_process.try_run(program, payload)?;
+        self.runs.in_process.inc();
         Some(answer)
     }
 }
