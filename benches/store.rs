@@ -2,8 +2,9 @@
 //! event. `store_enqueue`: N enqueues committed either as N concurrent `enqueue` calls (group
 //! commit) or as one `enqueue_batch`. `store_claim_record`: a batch of N due deliveries claimed
 //! in one `claim_due`, then their N attempt results written in one `record_attempts`, as the
-//! engine's claim loop and recorder do (enqueueing them is outside the timed part). Run with
-//! `cargo bench --bench store`; criterion reports the median time per N.
+//! engine's claim loop and recorder do (enqueueing them is outside the timed part).
+//! `store_endpoint_stats`: an endpoint's status figures with two hours of history at 10 attempts
+//! a second. Run with `cargo bench --bench store`; criterion reports the median time per N.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,5 +173,96 @@ fn claims_and_records(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, enqueues, claims_and_records);
+/// Attempts an endpoint had over the last two hours at 10 a second: what a busy endpoint's
+/// status round reads its windowed statistics from.
+const HISTORY_ATTEMPTS: u64 = 72_000;
+
+/// Fills the store with [`HISTORY_ATTEMPTS`] attempts of endpoint `a`, spread evenly over the two
+/// hours before now, with latencies of 1–300 ms and one failure in ten.
+fn seed_history(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) {
+    let data = Bytes::from_static(br#"{"n":1}"#);
+    let now = jiff::Timestamp::now();
+    let chunk = 1_000u64;
+    runtime.block_on(async {
+        for start in (0..HISTORY_ATTEMPTS).step_by(chunk as usize) {
+            let requests = (start..start + chunk)
+                .map(|id| EnqueueRequest::unordered(new_event(id, &data), vec!["a".into()]))
+                .collect();
+            store.enqueue_batch(requests).await.expect("enqueue batch");
+            let claimed = store
+                .claim_due(ClaimRequest {
+                    now,
+                    limit: chunk as usize,
+                    per_endpoint_limit: None,
+                    owner: "bench".into(),
+                    lease: Duration::from_secs(3_600),
+                    scope: ClaimScope::All,
+                })
+                .await
+                .expect("claim");
+            let results = claimed
+                .iter()
+                .zip(start..)
+                .map(|(claimed, i)| {
+                    let ago = jiff::SignedDuration::from_millis(
+                        (7_200_000 * (HISTORY_ATTEMPTS - i) / HISTORY_ATTEMPTS) as i64,
+                    );
+                    let failed = i % 10 == 0;
+                    AttemptResult {
+                        delivery_id: claimed.delivery.id,
+                        owner: "bench".into(),
+                        record: AttemptRecord {
+                            at: now - ago,
+                            attempt: 1,
+                            status_code: Some(if failed { 503 } else { 200 }),
+                            latency_ms: Some(1 + (i * 7919) % 300),
+                            error: None,
+                            response_snippet: None,
+                        },
+                        next: if failed {
+                            NextStep::DeadLetter {
+                                reason: "HTTP 503".into(),
+                            }
+                        } else {
+                            NextStep::Delivered
+                        },
+                        pause_on_dead_letter: false,
+                    }
+                })
+                .collect();
+            for outcome in store.record_attempts(results).await.expect("record") {
+                outcome.expect("recorded");
+            }
+        }
+    });
+}
+
+/// `store_endpoint_stats`: one endpoint's status figures (totals, queue counts, the last hour's
+/// and the last day's windows) as a status round reads them, with two hours of history.
+fn endpoint_stats(c: &mut Criterion) {
+    let (runtime, store, _dir) = open_store();
+    seed_history(&runtime, &store);
+    let endpoint = webhook_operator::store::EndpointRef::new("bench", "a");
+    let check = runtime
+        .block_on(store.endpoint_stats(&endpoint, jiff::Timestamp::now()))
+        .expect("stats");
+    assert_eq!(
+        check.last_day.attempts, HISTORY_ATTEMPTS,
+        "every attempt is in the day"
+    );
+    let mut group = c.benchmark_group("store_endpoint_stats");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("two_hours_at_10_per_s", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(store.endpoint_stats(&endpoint, jiff::Timestamp::now()))
+                .expect("stats")
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, enqueues, claims_and_records, endpoint_stats);
 criterion_main!(benches);

@@ -1514,6 +1514,9 @@ async fn replica_count(
     )
     .await?;
     let publisher = warmed_up_publisher(&scenario, receiver, count, args.batch).await?;
+    if let Some((url, schema)) = &scenario.postgres {
+        analyze_schema(url, schema).await?;
+    }
     for run in 0..args.runs {
         println!(" run {}", run + 1);
         sustained(&scenario, receiver, &publisher, args, figures, label).await?;
@@ -1581,6 +1584,30 @@ async fn set_fsync(url: &str, on: bool) -> Result<()> {
     client.batch_execute("SELECT pg_reload_conf()").await?;
     // The reload is asynchronous: give the server a moment to apply it.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// Gives the fresh schema's tables planner statistics, as autovacuum's first ANALYZE does within
+/// a minute of a deployment's first traffic. Without them PostgreSQL plans blind, and the
+/// status writer's attempt scans took the namespace's index and filtered every other endpoint's
+/// rows (15× slower; docs/benchmarks.md, issue 19, session 18): every window measured the
+/// first minute of an install instead of a running one.
+async fn analyze_schema(url: &str, schema: &str) -> Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let tables = client
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .await?;
+    for row in tables {
+        let table: String = row.get(0);
+        client
+            .batch_execute(&format!("ANALYZE {schema}.{table}"))
+            .await?;
+    }
+    println!("  analyzed the schema's tables after the warm-up");
     Ok(())
 }
 

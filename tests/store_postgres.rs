@@ -142,6 +142,7 @@ async fn a_version_2_schema_gains_the_filtered_total() -> Result<()> {
              DROP INDEX {schema}.events_namespace_created; \
              DROP INDEX {schema}.attempts_namespace_at; \
              ALTER TABLE {schema}.events DROP COLUMN traceparent; \
+             DROP TABLE {schema}.attempt_minutes; \
              UPDATE {schema}.schema_version SET version = 2; \
              INSERT INTO {schema}.endpoint_counters (namespace, endpoint, delivered) \
              VALUES ('ns', 'a', 7)"

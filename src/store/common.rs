@@ -3,6 +3,7 @@
 //! differs between backends; what the contract checks about these is decided here, once.
 use jiff::Timestamp;
 
+use crate::store::minutes::{is_available, AttemptSample};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptOutcome, AttemptResult, ClaimOnInsert, ClaimedDelivery,
     DeliveryId, DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EnqueueRequest,
@@ -473,6 +474,9 @@ pub struct CounterBump {
     pub last_failure_at: Option<i64>,
     pub last_status_code: Option<u16>,
     pub last_error: Option<String>,
+    /// The attempts the endpoint's per-minute rollups add up ([`crate::store::minutes`]); none
+    /// for a filtered attempt.
+    pub samples: Vec<AttemptSample>,
 }
 
 impl CounterBump {
@@ -496,6 +500,7 @@ impl CounterBump {
             self.last_failure_at = later.last_failure_at;
             self.last_error = later.last_error;
         }
+        self.samples.extend(later.samples);
     }
 }
 
@@ -508,8 +513,8 @@ fn moves_forward(new: Option<i64>, current: Option<i64>) -> bool {
 /// nothing was logged), for the caller to write.
 pub type Recorded = (RecordOutcome, Option<(EndpointRef, CounterBump)>);
 
-/// The counter bumps of a batch of attempts, folded into one per endpoint (first seen first):
-/// a batch then writes each endpoint's counters once instead of once per attempt.
+/// The counter bumps of a batch of attempts, folded into one per endpoint: a batch then writes
+/// each endpoint's counters (and minute rollups) once instead of once per attempt.
 #[derive(Debug, Default)]
 pub struct CounterTally {
     bumps: Vec<(EndpointRef, CounterBump)>,
@@ -535,7 +540,12 @@ impl CounterTally {
         outcome
     }
 
-    pub fn into_bumps(self) -> Vec<(EndpointRef, CounterBump)> {
+    /// The bumps in endpoint order: two batches that write the same endpoints' rows lock them
+    /// in the same order (on PostgreSQL, two replicas' batches cannot deadlock on them).
+    pub fn into_bumps(mut self) -> Vec<(EndpointRef, CounterBump)> {
+        self.bumps.sort_by(|(a, _), (b, _)| {
+            (a.namespace.as_str(), a.name.as_str()).cmp(&(b.namespace.as_str(), b.name.as_str()))
+        });
         self.bumps
     }
 }
@@ -556,6 +566,18 @@ pub fn counter_bump(result: &AttemptResult, outcome: AttemptOutcome, success: bo
         last_failure_at: failed.then_some(at),
         last_status_code: result.record.status_code.filter(|_| counted),
         last_error: failure_text(result, success),
+        samples: counted
+            .then(|| AttemptSample {
+                at,
+                success,
+                available: is_available(result.record.status_code.map(i64::from)),
+                latency_ms: result
+                    .record
+                    .latency_ms
+                    .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            })
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -623,6 +645,7 @@ mod tests {
                     last_failure_at: failure,
                     last_status_code: code,
                     last_error: error,
+                    samples: Vec::new(),
                 },
             )
     }
@@ -709,6 +732,7 @@ mod tests {
                 last_failure_at: None,
                 last_status_code: None,
                 last_error: None,
+                samples: Vec::new(),
             }
         );
         // A failed attempt without a status still counts as one.

@@ -50,6 +50,7 @@ mod common;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod error;
+mod minutes;
 pub mod postgres;
 pub mod sqlite;
 mod types;

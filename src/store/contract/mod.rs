@@ -42,7 +42,9 @@ pub use ordering::{
     filtered_heads_advance_their_lanes, ordered_lanes,
     ordered_lanes_survive_crashes_suspension_and_replays, paused_endpoints_resume,
 };
-pub use queries::{analytics_and_endpoint_stats, attempt_scopes, pagination};
+pub use queries::{
+    analytics_and_endpoint_stats, attempt_scopes, pagination, windows_from_minute_rollups,
+};
 pub use recovery::{
     crash_recovery_and_leases, purge_keeps_totals_and_replays, records_retried_after_their_commit,
 };
@@ -81,6 +83,7 @@ macro_rules! store_contract_tests {
             pagination,
             attempt_scopes,
             analytics_and_endpoint_stats,
+            windows_from_minute_rollups,
             saturation_refuses_without_loss,
             concurrent_enqueues_are_durable,
             capped_claims,

@@ -354,3 +354,146 @@ pub async fn attempt_scopes<H: Harness>(harness: &H) -> Result<()> {
         .is_none());
     Ok(())
 }
+
+/// The windows read whole minutes from their rollups and the partial minutes at their edges
+/// from the attempts: their figures are those of the attempts in the window, for attempts
+/// recorded out of time order, in batches, two endpoints sharing minutes, and a retry.
+pub async fn windows_from_minute_rollups<H: Harness>(harness: &H) -> Result<()> {
+    let store = harness.open().await?;
+    let count = 150i64;
+    for i in 0..count {
+        store
+            .enqueue(
+                event(&format!("evt_{i:03}"), "user.created", 0),
+                names(&["a", "b"]),
+            )
+            .await?;
+    }
+    let claimed = store.claim_due(claim_all("w", 0)).await?;
+    // Attempt i of endpoint "a" at 91·i s plus a bit, wrapped at half the span (spread over two
+    // hours, two per 91 s, so several per
+    // minute), its status and latency from i; "b" answers every attempt at once.
+    let plan = |i: i64| -> (i64, u16, u64) {
+        let seconds = (i * 91) % (count * 91 / 2) + i % 3;
+        let status = match i % 7 {
+            0 => 503,
+            1 => 404,
+            _ => 200,
+        };
+        (seconds, status, ((i * 37) % 400) as u64)
+    };
+    let mut results = Vec::new();
+    let mut expected = Vec::new();
+    for (n, c) in (0i64..).zip(&claimed) {
+        let i = n / 2;
+        if c.delivery.endpoint.name == "b" {
+            results.push(result(
+                c.delivery.id,
+                "w",
+                1,
+                plan(i).0,
+                Some(200),
+                1,
+                NextStep::Delivered,
+            ));
+            continue;
+        }
+        let (seconds, status, latency) = plan(i);
+        let next = if status == 200 {
+            NextStep::Delivered
+        } else {
+            NextStep::Retry { at: at(30_000) }
+        };
+        results.push(result(
+            c.delivery.id,
+            "w",
+            1,
+            seconds,
+            Some(status),
+            latency,
+            next,
+        ));
+        expected.push((seconds, status, latency));
+    }
+    // Out of time order, in batches of 16: a later minute's attempts land before earlier ones.
+    results.reverse();
+    for batch in results.chunks(16) {
+        for outcome in store.record_attempts(batch.to_vec()).await? {
+            outcome?;
+        }
+    }
+    // A retry of the first 503, recorded after everything else, in an early minute.
+    let first_retry = claimed
+        .iter()
+        .find(|c| c.delivery.endpoint.name == "a")
+        .map(|c| c.delivery.id)
+        .ok_or_else(|| StoreError::Commit("no delivery of a".into()))?;
+    let retried = store.claim_due(claim_all("w", 30_000)).await?;
+    assert!(retried.iter().any(|c| c.delivery.id == first_retry));
+    for c in &retried {
+        store
+            .record_attempt(result(
+                c.delivery.id,
+                "w",
+                2,
+                5,
+                Some(200),
+                7,
+                NextStep::Delivered,
+            ))
+            .await?;
+        expected.push((5, 200, 7));
+    }
+
+    // The hour starts at 5,380 s, 9 s after two attempts (5,371 s) of the same minute.
+    let now_seconds = 5_380 + 3600;
+    let reference = |since_seconds: i64| {
+        let mut latencies: Vec<u64> = Vec::new();
+        let (mut attempts, mut successes, mut available) = (0u64, 0u64, 0u64);
+        let since_ms = at(since_seconds).as_millisecond();
+        let now_ms = at(now_seconds).as_millisecond();
+        for (seconds, status, latency) in &expected {
+            let ms = at(*seconds).as_millisecond();
+            if ms > since_ms && ms <= now_ms {
+                attempts += 1;
+                successes += u64::from(*status == 200);
+                available += u64::from(*status < 500);
+                latencies.push(*latency);
+            }
+        }
+        latencies.sort_unstable();
+        let rank = (latencies.len() * 95).div_ceil(100);
+        let p95 = rank.checked_sub(1).map(|i| latencies[i]);
+        let avg = (!latencies.is_empty())
+            .then(|| latencies.iter().sum::<u64>() as f64 / latencies.len() as f64);
+        (attempts, successes, available, avg, p95)
+    };
+    let stats = store
+        .endpoint_stats(&endpoint("a"), at(now_seconds))
+        .await?;
+    for (window, since) in [
+        (&stats.last_hour, now_seconds - 3600),
+        (&stats.last_day, now_seconds - 86_400),
+    ] {
+        let figures = (
+            window.attempts,
+            window.successes,
+            window.available,
+            window.avg_latency_ms,
+            window.p95_latency_ms,
+        );
+        assert_eq!(figures, reference(since), "the window since {since} s");
+    }
+    assert!(
+        stats.last_hour.attempts > 0 && stats.last_hour.attempts < stats.last_day.attempts,
+        "the hour is part of the day: {} of {}",
+        stats.last_hour.attempts,
+        stats.last_day.attempts
+    );
+    let other = store
+        .endpoint_stats(&endpoint("b"), at(now_seconds))
+        .await?;
+    assert_eq!(other.last_day.attempts, count as u64);
+    assert_eq!(other.last_day.p95_latency_ms, Some(1));
+    Ok(())
+}

@@ -12,9 +12,10 @@ use super::rows::{
 };
 use super::writes::query;
 use crate::store::common::{
-    add_endpoint_count, add_replay_count, empty_buckets, fill_bucket, millis, p95_offset,
-    page_bounds, page_of, replay_states, sql_limit, unsigned, window_stats,
+    add_endpoint_count, add_replay_count, empty_buckets, fill_bucket, millis, page_bounds, page_of,
+    replay_states, sql_limit, unsigned,
 };
+use crate::store::minutes::{is_available, AttemptSample, WindowPlan, WindowTotals};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptScope, DeadLetter, DeliveryId,
     DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventStatus, Page, PageRequest,
@@ -264,59 +265,53 @@ pub async fn analytics(
 }
 
 /// Attempts of an endpoint with `since < at <= now`; filtered ones (no request was sent) are
-/// left out.
+/// left out. Whole minutes come from their rollups, the partial ones at the edges from the
+/// attempts ([`WindowPlan`]).
 async fn window(
     tx: &Transaction<'_>,
     endpoint: &EndpointRef,
     since: i64,
     now: i64,
 ) -> Result<WindowStats> {
-    let params: [&(dyn ToSql + Sync); 4] = [&endpoint.namespace, &endpoint.name, &since, &now];
-    let rows = query(
-        tx,
-        "SELECT count(*), count(*) FILTER (WHERE success), \
-         count(*) FILTER (WHERE status_code < 500 AND status_code <> 408), \
-         avg(latency_ms)::float8, count(latency_ms) FROM attempts WHERE namespace = $1 AND endpoint = $2 \
-         AND at > $3 AND at <= $4 AND outcome <> 'filtered'",
-        &params,
-        "read window stats",
-    )
-    .await?;
-    let row = rows.first().ok_or(crate::store::StoreError::Commit(
-        "window stats returned no row".into(),
-    ))?;
-    let (attempts, successes, available, avg, with_latency): (i64, i64, i64, Option<f64>, i64) = (
-        get(row, 0)?,
-        get(row, 1)?,
-        get(row, 2)?,
-        get(row, 3)?,
-        get(row, 4)?,
-    );
-    let p95 = if with_latency > 0 {
-        let offset = p95_offset(with_latency);
-        let found = query(
+    let plan = WindowPlan::new(since, now);
+    let mut totals = WindowTotals::default();
+    for (lo, hi) in plan.raw {
+        let rows = query(
             tx,
-            "SELECT latency_ms FROM attempts WHERE namespace = $1 AND endpoint = $2 AND at > $3 \
-             AND at <= $4 AND latency_ms IS NOT NULL AND outcome <> 'filtered' \
-             ORDER BY latency_ms LIMIT 1 OFFSET $5",
-            &[params[0], params[1], params[2], params[3], &offset],
-            "read p95 latency",
+            "SELECT at, success, status_code, latency_ms FROM attempts WHERE namespace = $1 \
+             AND endpoint = $2 AND at > $3 AND at <= $4 AND outcome <> 'filtered'",
+            &[&endpoint.namespace, &endpoint.name, &lo, &hi],
+            "read window attempts",
         )
         .await?;
-        found
-            .first()
-            .map(|row| get::<i64>(row, 0).map(unsigned))
-            .transpose()?
-    } else {
-        None
-    };
-    Ok(window_stats(
-        unsigned(attempts),
-        unsigned(successes),
-        unsigned(available),
-        avg,
-        p95,
-    ))
+        for row in &rows {
+            totals.add(&AttemptSample {
+                at: get(row, 0)?,
+                success: get(row, 1)?,
+                available: is_available(get::<Option<i32>>(row, 2)?.map(i64::from)),
+                latency_ms: get(row, 3)?,
+            });
+        }
+    }
+    if let Some((first, last)) = plan.minutes {
+        let rows = query(
+            tx,
+            "SELECT attempts, successes, available, latencies::text FROM attempt_minutes \
+             WHERE namespace = $1 AND endpoint = $2 AND minute >= $3 AND minute <= $4",
+            &[&endpoint.namespace, &endpoint.name, &first, &last],
+            "read window rollups",
+        )
+        .await?;
+        for row in &rows {
+            totals.merge(WindowTotals::from_row(
+                get(row, 0)?,
+                get(row, 1)?,
+                get(row, 2)?,
+                &get::<String>(row, 3)?,
+            )?);
+        }
+    }
+    Ok(totals.into_stats())
 }
 
 /// Totals, the `windows` asked for and queue counts of one endpoint.

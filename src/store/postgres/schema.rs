@@ -161,6 +161,31 @@ CREATE INDEX attempts_namespace_at ON attempts (namespace, at, id);
     r#"
 ALTER TABLE events ADD COLUMN traceparent TEXT;
 "#,
+    // Per-minute rollups of each endpoint's attempts (store/minutes.rs): the windowed
+    // statistics read these instead of scanning every attempt of the last hour and day.
+    // `latencies` maps each latency in milliseconds to its count. Filled from the attempts
+    // already logged.
+    r#"
+CREATE TABLE attempt_minutes (
+    namespace TEXT NOT NULL,
+    endpoint  TEXT NOT NULL,
+    minute    BIGINT NOT NULL,  -- at / 60000
+    attempts  BIGINT NOT NULL,
+    successes BIGINT NOT NULL,
+    available BIGINT NOT NULL,
+    latencies JSONB NOT NULL,
+    PRIMARY KEY (namespace, endpoint, minute)
+);
+CREATE INDEX attempt_minutes_minute ON attempt_minutes (minute);
+INSERT INTO attempt_minutes (namespace, endpoint, minute, attempts, successes, available, latencies)
+SELECT namespace, endpoint, minute, sum(n), sum(s), sum(a),
+       COALESCE(jsonb_object_agg(latency_ms::text, n) FILTER (WHERE latency_ms IS NOT NULL), '{}')
+FROM (SELECT namespace, endpoint, at / 60000 AS minute, latency_ms, count(*) AS n,
+             count(*) FILTER (WHERE success) AS s,
+             count(*) FILTER (WHERE status_code < 500 AND status_code <> 408) AS a
+      FROM attempts WHERE outcome <> 'filtered' GROUP BY 1, 2, 3, 4) per_latency
+GROUP BY 1, 2, 3;
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -237,7 +262,11 @@ async fn migrate_in(tx: &Transaction<'_>, schema: Option<&str>) -> Result<()> {
     }
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql).await.map_err(|e| {
-            StoreError::Schema(format!("migration to version {}: {e}", version + 1))
+            // The server's own message says what failed; the error's Display says "db error".
+            let why = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |db| db.to_string());
+            StoreError::Schema(format!("migration to version {}: {why}", version + 1))
         })?;
     }
     if current < SCHEMA_VERSION {

@@ -14,6 +14,7 @@ use crate::store::common::{
     attempt_outcome, claim_on_insert, claimed_at_insert, count, counter_bump, distinct_endpoints,
     millis, resource_columns, sql_limit, transition, CounterBump, Recorded,
 };
+use crate::store::minutes::{by_minute, AttemptSample, ROLLUP_KEPT_MINUTES};
 use crate::store::{
     partition_hash, AttemptResult, ClaimOnInsert, ClaimRequest, ClaimScope, ClaimedDelivery,
     DeliveryId, DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest,
@@ -695,6 +696,44 @@ pub async fn bump_counters(
         "update endpoint counters",
     )
     .await?;
+    add_to_minutes(tx, endpoint, &bump.samples).await
+}
+
+/// Adds attempts to their minutes' rollups ([`crate::store::minutes`]), counts and latency
+/// counts summed in the upsert (replicas may add to the same minute at once).
+async fn add_to_minutes(
+    tx: &Transaction<'_>,
+    endpoint: &EndpointRef,
+    samples: &[AttemptSample],
+) -> Result<()> {
+    for (minute, totals) in by_minute(samples) {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        execute(
+            tx,
+            "INSERT INTO attempt_minutes AS m (namespace, endpoint, minute, attempts, successes, \
+             available, latencies) VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) \
+             ON CONFLICT (namespace, endpoint, minute) DO UPDATE SET \
+               attempts = m.attempts + EXCLUDED.attempts, \
+               successes = m.successes + EXCLUDED.successes, \
+               available = m.available + EXCLUDED.available, \
+               latencies = (SELECT COALESCE(jsonb_object_agg(l.ms, l.n), '{}') FROM \
+                 (SELECT ms, sum(n::bigint) AS n FROM \
+                   (SELECT * FROM jsonb_each_text(m.latencies) \
+                    UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.latencies)) AS both_(ms, n) \
+                  GROUP BY ms) AS l)",
+            &[
+                &endpoint.namespace,
+                &endpoint.name,
+                &minute,
+                &signed(totals.attempts),
+                &signed(totals.successes),
+                &signed(totals.available),
+                &totals.latencies_json(),
+            ],
+            "add to minute rollup",
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -857,6 +896,15 @@ pub async fn purge_chunk(
         .first()
         .ok_or(StoreError::Commit("purge returned no row".into()))?;
     let (deliveries, attempts): (i64, i64) = (get(row, 0)?, get(row, 1)?);
+    // Rollups serve windows of a day at most, and go with the attempts they add up before that.
+    execute(
+        tx,
+        "DELETE FROM attempt_minutes WHERE minute < GREATEST($1::bigint / 60000, \
+         (SELECT COALESCE(max(minute), 0) FROM attempt_minutes) - $2::bigint)",
+        &[&older_than_ms, &ROLLUP_KEPT_MINUTES],
+        "purge minute rollups",
+    )
+    .await?;
     let events = execute(
         tx,
         "DELETE FROM events WHERE event_id IN (SELECT e.event_id FROM events e WHERE e.created_at < $1 \

@@ -6,9 +6,10 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use super::rows::{self, millis, ATTEMPT_COLUMNS, DELIVERY_COLUMNS};
 use super::rows::{DELIVERY_WIDTH, EVENT_COLUMNS};
 use crate::store::common::{
-    add_endpoint_count, add_replay_count, empty_buckets, fill_bucket, p95_offset, page_bounds,
-    page_of, replay_states, unsigned, window_stats,
+    add_endpoint_count, add_replay_count, empty_buckets, fill_bucket, page_bounds, page_of,
+    replay_states, unsigned,
 };
+use crate::store::minutes::{is_available, AttemptSample, WindowPlan, WindowTotals};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptScope, DeadLetter, DeliveryId,
     DeliveryRecord, DeliveryState, EndpointRef, EndpointStats, EventStatus, Page, PageRequest,
@@ -249,48 +250,54 @@ pub fn analytics(conn: &Connection, query: &AnalyticsQuery) -> Result<Vec<Analyt
 }
 
 /// Attempts of an endpoint with `since < at <= now`; filtered ones (no request was sent) are
-/// left out.
+/// left out. Whole minutes come from their rollups, the partial ones at the edges from the
+/// attempts ([`WindowPlan`]).
 fn window(conn: &Connection, endpoint: &EndpointRef, since: i64, now: i64) -> Result<WindowStats> {
-    let (attempts, successes, available, avg_latency_ms, with_latency) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(success), 0), \
-             COALESCE(SUM(status_code IS NOT NULL AND status_code < 500 AND status_code <> 408), 0), \
-             AVG(latency_ms), COUNT(latency_ms) FROM attempts \
-             WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4 AND outcome <> 'filtered'",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![endpoint.namespace, endpoint.name, since, now], |r| {
-                Ok((
-                    unsigned(r.get(0)?),
-                    unsigned(r.get(1)?),
-                    unsigned(r.get(2)?),
-                    r.get::<_, Option<f64>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
+    let plan = WindowPlan::new(since, now);
+    let mut totals = WindowTotals::default();
+    for (lo, hi) in plan.raw {
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT at, success, status_code, latency_ms FROM attempts \
+                 WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4 AND outcome <> 'filtered'",
+            )
+            .map_err(db("read window attempts"))?;
+        let samples = statement
+            .query_map(params![endpoint.namespace, endpoint.name, lo, hi], |r| {
+                Ok(AttemptSample {
+                    at: r.get(0)?,
+                    success: r.get(1)?,
+                    available: is_available(r.get(2)?),
+                    latency_ms: r.get(3)?,
+                })
             })
-        })
-        .map_err(db("read window stats"))?;
-    let p95_latency_ms = if with_latency > 0 {
-        conn.prepare_cached(
-            "SELECT latency_ms FROM attempts WHERE namespace = ?1 AND endpoint = ?2 AND at > ?3 AND at <= ?4 \
-             AND latency_ms IS NOT NULL AND outcome <> 'filtered' ORDER BY latency_ms LIMIT 1 OFFSET ?5",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![endpoint.namespace, endpoint.name, since, now, p95_offset(with_latency)], |r| r.get::<_, i64>(0))
-                .optional()
-        })
-        .map_err(db("read p95 latency"))?
-        .map(unsigned)
-    } else {
-        None
-    };
-    Ok(window_stats(
-        attempts,
-        successes,
-        available,
-        avg_latency_ms,
-        p95_latency_ms,
-    ))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db("read window attempts"))?;
+        for sample in &samples {
+            totals.add(sample);
+        }
+    }
+    if let Some((first, last)) = plan.minutes {
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT attempts, successes, available, latencies FROM attempt_minutes \
+                 WHERE namespace = ?1 AND endpoint = ?2 AND minute >= ?3 AND minute <= ?4",
+            )
+            .map_err(db("read window rollups"))?;
+        let rows = statement
+            .query_map(
+                params![endpoint.namespace, endpoint.name, first, last],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)),
+            )
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db("read window rollups"))?;
+        for (attempts, successes, available, latencies) in rows {
+            totals.merge(WindowTotals::from_row(
+                attempts, successes, available, &latencies,
+            )?);
+        }
+    }
+    Ok(totals.into_stats())
 }
 
 /// Totals, the `windows` asked for and queue counts of one endpoint.

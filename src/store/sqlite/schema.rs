@@ -162,6 +162,29 @@ CREATE INDEX attempts_namespace_at ON attempts (namespace, at, id);
     r#"
 ALTER TABLE events ADD COLUMN traceparent TEXT;
 "#,
+    // Per-minute rollups of each endpoint's attempts (store/minutes.rs): the windowed
+    // statistics read these instead of scanning every attempt of the last hour and day.
+    // `latencies` is a JSON object {"<ms>": <count>}. Filled from the attempts already logged.
+    r#"
+CREATE TABLE attempt_minutes (
+    namespace TEXT NOT NULL,
+    endpoint  TEXT NOT NULL,
+    minute    INTEGER NOT NULL,  -- at / 60000
+    attempts  INTEGER NOT NULL,
+    successes INTEGER NOT NULL,
+    available INTEGER NOT NULL,
+    latencies TEXT NOT NULL,
+    PRIMARY KEY (namespace, endpoint, minute)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX attempt_minutes_minute ON attempt_minutes (minute);
+INSERT INTO attempt_minutes (namespace, endpoint, minute, attempts, successes, available, latencies)
+SELECT namespace, endpoint, minute, SUM(n), SUM(s), SUM(a),
+       COALESCE(json_group_object(CAST(latency_ms AS TEXT), n) FILTER (WHERE latency_ms IS NOT NULL), '{}')
+FROM (SELECT namespace, endpoint, at / 60000 AS minute, latency_ms, COUNT(*) AS n, SUM(success) AS s,
+             SUM(status_code IS NOT NULL AND status_code < 500 AND status_code <> 408) AS a
+      FROM attempts WHERE outcome <> 'filtered' GROUP BY 1, 2, 3, 4)
+GROUP BY 1, 2, 3;
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -231,5 +254,46 @@ mod tests {
             )
             .unwrap();
         assert_eq!((delivered, filtered), (7, 0));
+    }
+
+    #[test]
+    fn version_7_attempts_are_rolled_up_by_minute() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        let attempts = [
+            (60_000, Some(200), Some(12), true, "delivered"),
+            (119_999, Some(503), Some(30), false, "retry"),
+            (100_000, Some(404), None, false, "dead_lettered"),
+            (110_000, None, None, false, "filtered"),
+            (120_000, Some(200), Some(12), true, "delivered"),
+        ];
+        for (at, status, latency, success, outcome) in attempts {
+            conn.execute(
+                "INSERT INTO attempts (delivery_id, event_id, event_type, namespace, endpoint, attempt, \
+                 at, status_code, latency_ms, success, outcome) \
+                 VALUES (1, 'e', 't', 'ns', 'a', 1, ?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![at, status, latency, success, outcome],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, i64, i64, i64, String)> = conn
+            .prepare("SELECT minute, attempts, successes, available, latencies FROM attempt_minutes ORDER BY minute")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, 3, 1, 2, r#"{"12":1,"30":1}"#.to_owned()),
+                (2, 1, 1, 1, r#"{"12":1}"#.to_owned()),
+            ],
+            "the filtered attempt is left out; the 404 is available, the 503 is not"
+        );
     }
 }

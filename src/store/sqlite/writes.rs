@@ -12,6 +12,7 @@ use crate::store::common::{
     attempt_outcome, claim_on_insert, claimed_at_insert, count, counter_bump, distinct_endpoints,
     resource_columns, transition, CounterBump, CounterTally, Recorded,
 };
+use crate::store::minutes::{by_minute, AttemptSample, WindowTotals, ROLLUP_KEPT_MINUTES};
 use crate::store::{
     partition_hash, AttemptResult, ClaimOnInsert, ClaimRequest, ClaimScope, ClaimedDelivery,
     DeliveryId, DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest,
@@ -702,6 +703,51 @@ fn bump_counters(conn: &Connection, endpoint: &EndpointRef, bump: &CounterBump) 
         ])
     })
     .map_err(db("update endpoint counters"))?;
+    add_to_minutes(conn, endpoint, &bump.samples)
+}
+
+/// Adds attempts to their minutes' rollups ([`crate::store::minutes`]). Read, merged and written
+/// back: the store writer is the only writer, and this runs in its transaction.
+fn add_to_minutes(
+    conn: &Connection,
+    endpoint: &EndpointRef,
+    samples: &[AttemptSample],
+) -> Result<()> {
+    for (minute, mut totals) in by_minute(samples) {
+        let kept = conn
+            .prepare_cached(
+                "SELECT attempts, successes, available, latencies FROM attempt_minutes \
+                 WHERE namespace = ?1 AND endpoint = ?2 AND minute = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![endpoint.namespace, endpoint.name, minute], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+                })
+                .optional()
+            })
+            .map_err(db("read minute rollup"))?;
+        if let Some((attempts, successes, available, latencies)) = kept {
+            totals.merge(WindowTotals::from_row(
+                attempts, successes, available, &latencies,
+            )?);
+        }
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO attempt_minutes (namespace, endpoint, minute, attempts, successes, \
+             available, latencies) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                endpoint.namespace,
+                endpoint.name,
+                minute,
+                i64::try_from(totals.attempts).unwrap_or(i64::MAX),
+                i64::try_from(totals.successes).unwrap_or(i64::MAX),
+                i64::try_from(totals.available).unwrap_or(i64::MAX),
+                totals.latencies_json(),
+            ])
+        })
+        .map_err(db("write minute rollup"))?;
+    }
     Ok(())
 }
 
@@ -823,6 +869,13 @@ pub fn purge_chunk(conn: &Connection, older_than_ms: i64, chunk: usize) -> Resul
             [],
         )
         .map_err(db("purge deliveries"))?;
+    // Rollups serve windows of a day at most, and go with the attempts they add up before that.
+    conn.execute(
+        "DELETE FROM attempt_minutes WHERE minute < MAX(?1 / 60000, \
+         (SELECT COALESCE(MAX(minute), 0) FROM attempt_minutes) - ?2)",
+        params![older_than_ms, ROLLUP_KEPT_MINUTES],
+    )
+    .map_err(db("purge minute rollups"))?;
     let events = conn
         .execute(
             "DELETE FROM events WHERE event_id IN (SELECT e.event_id FROM events e WHERE e.created_at < ?1 \
