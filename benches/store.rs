@@ -191,7 +191,7 @@ fn seed_history(runtime: &tokio::runtime::Runtime, store: &Arc<dyn Store>) {
             store.enqueue_batch(requests).await.expect("enqueue batch");
             let claimed = store
                 .claim_due(ClaimRequest {
-                    now,
+                    now: jiff::Timestamp::now(),
                     limit: chunk as usize,
                     per_endpoint_limit: None,
                     owner: "bench".into(),
