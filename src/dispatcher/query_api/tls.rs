@@ -143,8 +143,9 @@ mod tests {
 
     #[test]
     fn a_ca_without_certificates_is_refused_by_name() {
-        let dir = std::env::temp_dir().join(format!("wo-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends (a directory per process id was left behind every run).
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec!["svc".to_owned()])
             .unwrap()
