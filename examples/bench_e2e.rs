@@ -7,7 +7,7 @@
 //! Run it with `scripts/bench-e2e.sh` (builds, starts or reuses the control plane, installs
 //! `wrk`); `scripts/bench-e2e.sh --help` lists the options. Prints one line per measured window
 //! and a summary (median, min, max over `--runs`).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -324,6 +324,56 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     };
     (ticks(14) + ticks(15)) / clock_ticks()
 }
+
+/// utime + stime of every process whose command (`/proc/<pid>/comm`) is one of `names`, by
+/// pid, in seconds.
+fn named_cpu_seconds(names: &[&str]) -> HashMap<u32, f64> {
+    let mut found = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if names.contains(&comm.trim()) {
+            found.insert(pid, process_cpu_seconds(pid));
+        }
+    }
+    found
+}
+
+/// The CPU the processes named `names` spent between two [`named_cpu_seconds`] samples: each
+/// process's growth, all of a process started in between; a process that ended in between is
+/// not counted (PostgreSQL's pooled backends, the API server and etcd live through a window).
+fn cpu_between(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, cpu)| (cpu - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
+}
+
+/// The whole machine's busy CPU (every state but idle and iowait) in seconds, from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (ticks.iter().take(8).sum::<f64>() - idle) / clock_ticks()
+}
+
+/// The processes whose CPU a window reports beside the dispatchers'.
+const STORE_PROCESSES: &[&str] = &["postgres"];
+const CONTROL_PLANE_PROCESSES: &[&str] = &["kube-apiserver", "etcd"];
 
 fn clock_ticks() -> f64 {
     Command::new("getconf")
@@ -1018,12 +1068,20 @@ async fn sustained(
     let d0 = receiver.delivered.load(Ordering::Relaxed);
     let a0 = publisher.accepted.load(Ordering::Relaxed);
     let cpu0 = scenario.dispatcher_cpu_seconds();
+    let (store0, control0) = (
+        named_cpu_seconds(STORE_PROCESSES),
+        named_cpu_seconds(CONTROL_PLANE_PROCESSES),
+    );
+    let machine0 = machine_busy_seconds();
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.window)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let d1 = receiver.delivered.load(Ordering::Relaxed);
     let a1 = publisher.accepted.load(Ordering::Relaxed);
     let cpu1 = scenario.dispatcher_cpu_seconds();
+    let machine = machine_busy_seconds() - machine0;
+    let store_cpu = cpu_between(&store0, &named_cpu_seconds(STORE_PROCESSES));
+    let control_cpu = cpu_between(&control0, &named_cpu_seconds(CONTROL_PLANE_PROCESSES));
     stop.store(true, Ordering::Relaxed);
     futures::future::join_all(tasks).await;
     let deliveries = (d1 - d0) as f64;
@@ -1043,6 +1101,23 @@ async fn sustained(
     figures.add(
         format!("{label}: dispatcher CPU s / 1000 deliveries"),
         cpu_per_1000,
+    );
+    // Where the rest of the machine's CPU went, per delivery: with several replicas on one
+    // machine, this says whether the shared store, the control plane or the replicas grew.
+    let per_1000 = |seconds: f64| seconds / deliveries.max(1.0) * 1000.0;
+    if scenario.postgres.is_some() {
+        figures.add(
+            format!("{label}: PostgreSQL CPU s / 1000 deliveries"),
+            per_1000(store_cpu),
+        );
+    }
+    figures.add(
+        format!("{label}: API server + etcd CPU s / 1000 deliveries"),
+        per_1000(control_cpu),
+    );
+    figures.add(
+        format!("{label}: machine busy CPU s / 1000 deliveries"),
+        per_1000(machine),
     );
     // Deliver the backlog before the next window.
     wait_idle(&receiver.delivered).await;
