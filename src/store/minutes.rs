@@ -13,7 +13,7 @@
 //! Pure; the backends hold the SQL.
 use std::collections::BTreeMap;
 
-use crate::store::common::{p95_offset, window_stats};
+use crate::store::common::{p95_offset, unsigned, window_stats};
 use crate::store::{StoreError, WindowStats};
 
 /// A minute in milliseconds; rollups are keyed by `at.div_euclid(MINUTE_MS)`.
@@ -87,7 +87,6 @@ impl WindowTotals {
     ) -> Result<WindowTotals, StoreError> {
         let latencies = serde_json::from_str(latencies)
             .map_err(|e| StoreError::Commit(format!("an attempt_minutes row's latencies: {e}")))?;
-        let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(WindowTotals {
             attempts: unsigned(attempts),
             successes: unsigned(successes),
