@@ -108,6 +108,88 @@ pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
     assert_eq!(state(1), Some(DeliveryState::InFlight));
     assert_eq!(state(2), Some(DeliveryState::Pending));
     assert!(store.record_attempts(Vec::new()).await?.is_empty());
+
+    // A batch naming one delivery twice: each result sees the one before it. The same attempt
+    // again is already recorded; the next attempt applies on top.
+    let again = store.claim_due(claim_all("w", 60)).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.id, id(2));
+    let outcomes = store
+        .record_attempts(vec![
+            result(
+                id(2),
+                "w",
+                2,
+                62,
+                Some(500),
+                5,
+                NextStep::Retry { at: at(90) },
+            ),
+            result(
+                id(2),
+                "w",
+                2,
+                62,
+                Some(500),
+                5,
+                NextStep::Retry { at: at(90) },
+            ),
+            delivered(id(0), "w"),
+        ])
+        .await?;
+    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Applied,
+            RecordOutcome::AlreadyRecorded,
+            RecordOutcome::AlreadyRecorded
+        ]
+    );
+    // The retry is due at its time; the second delivery's lease (taken at 1 s) expired at 61 s.
+    let mut retried: Vec<DeliveryId> = store
+        .claim_due(claim_all("w", 91))
+        .await?
+        .iter()
+        .map(|c| c.delivery.id)
+        .collect();
+    retried.sort();
+    assert_eq!(retried, [id(1), id(2)]);
+    let outcomes = store
+        .record_attempts(vec![
+            result(
+                id(2),
+                "w",
+                3,
+                92,
+                Some(500),
+                5,
+                NextStep::Retry { at: at(120) },
+            ),
+            delivered(id(1), "w"),
+            result(id(2), "w", 4, 92, Some(200), 5, NextStep::Delivered),
+        ])
+        .await?;
+    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Applied,
+            RecordOutcome::Applied,
+            RecordOutcome::LeaseLost
+        ],
+        "once the first moved it, the delivery is no longer in flight under the lease"
+    );
+    let status = store.event_status("evt_1").await?.expect("event stored");
+    let third = status
+        .deliveries
+        .iter()
+        .find(|d| d.id == id(2))
+        .expect("third delivery");
+    assert_eq!(third.state, DeliveryState::Pending);
+    assert_eq!(third.attempts, 3);
+    let second = status.deliveries.iter().find(|d| d.id == id(1));
+    assert_eq!(second.map(|d| d.state), Some(DeliveryState::Delivered));
     Ok(())
 }
 

@@ -47,6 +47,7 @@ use crate::store::{
 mod lanes;
 mod pipeline;
 mod reads;
+mod record;
 mod rows;
 pub mod schema;
 mod security;
@@ -205,21 +206,27 @@ impl PostgresStore {
     ) -> Result<Vec<Result<RecordOutcome>>> {
         let mut client = self.client().await?;
         let mut tx = client.transaction().await.map_err(db("begin"))?;
-        writes::lock_finishing_lanes(&tx, results).await?;
-        let mut outcomes = Vec::with_capacity(results.len());
+        record::lock_finishing_lanes(&tx, results).await?;
+        let recorded = if isolate_each {
+            let mut each = Vec::with_capacity(results.len());
+            for result in results {
+                each.push(record::record_in_savepoint(&mut tx, result).await?);
+            }
+            each
+        } else {
+            record::record_locked(&tx, results)
+                .await?
+                .into_iter()
+                .map(Ok)
+                .collect()
+        };
         let mut tally = CounterTally::default();
-        for result in results {
-            let recorded = if isolate_each {
-                writes::record_in_savepoint(&mut tx, result).await?
-            } else {
-                Ok(writes::record_attempt_locked(&tx, result).await?)
-            };
-            outcomes.push(recorded.map(|recorded| tally.take(recorded)));
-        }
-        // Once per endpoint, not per attempt (one round trip each).
-        for (endpoint, bump) in tally.into_bumps() {
-            writes::bump_counters(&tx, &endpoint, &bump).await?;
-        }
+        let outcomes = recorded
+            .into_iter()
+            .map(|recorded| recorded.map(|recorded| tally.take(recorded)))
+            .collect();
+        // Once per batch: every endpoint's counters in one statement.
+        record::bump_counters(&tx, &tally.into_bumps()).await?;
         tx.commit().await.map_err(db("commit"))?;
         Ok(outcomes)
     }
@@ -390,7 +397,15 @@ impl Store for PostgresStore {
     }
 
     async fn record_attempt(&self, result: AttemptResult) -> Result<RecordOutcome> {
-        in_transaction!(self, |tx| writes::record_attempt(&tx, &result).await?)
+        let outcomes = self
+            .record_batch(std::slice::from_ref(&result), false)
+            .await?;
+        outcomes.into_iter().next().unwrap_or_else(|| {
+            Err(StoreError::Backend {
+                context: "record an attempt",
+                source: "no outcome for the attempt".into(),
+            })
+        })
     }
 
     /// One transaction (one commit, one WAL flush) for the batch. Tried first with no savepoint

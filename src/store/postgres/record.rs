@@ -1,0 +1,583 @@
+//! Recording attempt results, set-based: a batch's deliveries are read and locked by one
+//! statement, its attempts logged by one and its deliveries moved by one, and its endpoints'
+//! counters and minute rollups written by one each, whatever the batch's size. (One statement per
+//! attempt made three round trips and three statement executions for each, the most PostgreSQL
+//! did per delivery after the claims: docs/benchmarks.md, issue 19, session 19.)
+//!
+//! What each result does is decided in Rust ([`plan`], from what the read found), the same for a
+//! batch and for a single result in a savepoint of its own.
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Transaction;
+
+use super::lanes::{self, Lane};
+use super::rows::get;
+use super::writes::{execute, query};
+use crate::store::common::{
+    attempt_outcome, counter_bump, millis, transition, CounterBump, Recorded,
+};
+use crate::store::minutes::by_minute;
+use crate::store::{
+    AttemptResult, DeliveryId, DeliveryState, EndpointRef, NextStep, RecordOutcome, Result,
+};
+
+/// A delivery being recorded, as the read found (and locked) it.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub state: String,
+    pub lease_owner: Option<String>,
+    pub endpoint: EndpointRef,
+    pub event_id: String,
+    pub event_type: String,
+    /// Its endpoint is held.
+    pub held: bool,
+    pub lane: Option<String>,
+    pub attempts: i32,
+}
+
+/// The attempts a batch logs, column by column (the `unnest` of one insert).
+#[derive(Debug, Default)]
+pub struct AttemptRows<'a> {
+    delivery_id: Vec<i64>,
+    event_id: Vec<String>,
+    event_type: Vec<String>,
+    namespace: Vec<String>,
+    endpoint: Vec<String>,
+    attempt: Vec<i32>,
+    at: Vec<i64>,
+    status_code: Vec<Option<i32>>,
+    latency_ms: Vec<Option<i64>>,
+    error: Vec<Option<&'a str>>,
+    response_snippet: Vec<Option<&'a str>>,
+    success: Vec<bool>,
+    outcome: Vec<&'static str>,
+}
+
+/// The deliveries a batch moves, column by column (the `unnest` of one update).
+#[derive(Debug, Default)]
+pub struct Moves<'a> {
+    id: Vec<i64>,
+    state: Vec<&'static str>,
+    next_attempt_at: Vec<Option<i64>>,
+    at: Vec<i64>,
+    status_code: Vec<Option<i32>>,
+    error: Vec<Option<&'a str>>,
+    delivered_at: Vec<Option<i64>>,
+    dead_letter_reason: Vec<Option<&'a str>>,
+    finished_at: Vec<Option<i64>>,
+}
+
+/// A laned delivery that finished: its lane moves on, after its endpoint is paused if it
+/// dead-lettered with `pause_on_dead_letter`.
+#[derive(Debug)]
+pub struct LaneStep<'a> {
+    lane: Lane,
+    at: i64,
+    pause: Option<(DeliveryId, String, &'a str)>,
+}
+
+/// Everything a batch writes, in the order its results came.
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    pub attempts: AttemptRows<'a>,
+    pub moves: Moves<'a>,
+    pub lanes: Vec<LaneStep<'a>>,
+}
+
+/// Decides what `result` does to its delivery as `found` (None: no such delivery), adds the rows
+/// it writes to `writes` and returns its outcome with what it adds to its endpoint's counters.
+/// Pure.
+pub fn plan<'a>(
+    found: Option<&Found>,
+    result: &'a AttemptResult,
+    writes: &mut Writes<'a>,
+) -> Recorded {
+    let Some(found) = found else {
+        return (RecordOutcome::NotFound, None);
+    };
+    let record = &result.record;
+    if i64::from(found.attempts) >= i64::from(record.attempt) {
+        return (RecordOutcome::AlreadyRecorded, None);
+    }
+    let at = millis(record.at);
+    let success = matches!(result.next, NextStep::Delivered);
+    let holds_lease = found.state == DeliveryState::InFlight.as_str()
+        && found.lease_owner.as_deref() == Some(&result.owner);
+    let outcome = attempt_outcome(&result.next, holds_lease && found.held);
+    let status_code = record.status_code.map(i32::from);
+    let rows = &mut writes.attempts;
+    rows.delivery_id.push(result.delivery_id.0);
+    rows.event_id.push(found.event_id.clone());
+    rows.event_type.push(found.event_type.clone());
+    rows.namespace.push(found.endpoint.namespace.clone());
+    rows.endpoint.push(found.endpoint.name.clone());
+    rows.attempt
+        .push(i32::try_from(record.attempt).unwrap_or(i32::MAX));
+    rows.at.push(at);
+    rows.status_code.push(status_code);
+    rows.latency_ms.push(
+        record
+            .latency_ms
+            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+    );
+    rows.error.push(record.error.as_deref());
+    rows.response_snippet
+        .push(record.response_snippet.as_deref());
+    rows.success.push(success);
+    rows.outcome.push(outcome.as_str());
+    let bump = Some((
+        found.endpoint.clone(),
+        counter_bump(result, outcome, success),
+    ));
+    if !holds_lease {
+        return (RecordOutcome::LeaseLost, bump);
+    }
+    let next = transition(result, outcome);
+    let moves = &mut writes.moves;
+    moves.id.push(result.delivery_id.0);
+    moves.state.push(next.state.as_str());
+    moves.next_attempt_at.push(next.next_attempt_at);
+    moves.at.push(at);
+    moves.status_code.push(status_code);
+    moves.error.push(record.error.as_deref());
+    moves.delivered_at.push(next.delivered_at);
+    moves.dead_letter_reason.push(next.dead_letter_reason);
+    moves.finished_at.push(next.finished_at);
+    if let Some(lane) = found.lane.as_ref().filter(|_| next.state.is_finished()) {
+        let pause = match (&result.next, result.pause_on_dead_letter) {
+            (NextStep::DeadLetter { reason }, true) => {
+                Some((result.delivery_id, found.event_id.clone(), reason.as_str()))
+            }
+            _ => None,
+        };
+        writes.lanes.push(LaneStep {
+            lane: Lane {
+                namespace: found.endpoint.namespace.clone(),
+                endpoint: found.endpoint.name.clone(),
+                lane: lane.clone(),
+            },
+            at,
+            pause,
+        });
+    }
+    (RecordOutcome::Applied, bump)
+}
+
+/// Reads and locks the deliveries `ids` (in id order, so two batches never deadlock on them),
+/// with what recording needs of their events and endpoints.
+async fn read_locked(tx: &Transaction<'_>, ids: &[i64]) -> Result<HashMap<i64, Found>> {
+    let rows = query(
+        tx,
+        "SELECT d.id, d.state, d.lease_owner, d.namespace, d.endpoint, d.event_id, e.event_type, \
+         EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = d.namespace AND h.endpoint = d.endpoint), \
+         d.lane, d.attempts FROM deliveries d JOIN events e ON e.event_id = d.event_id \
+         WHERE d.id = ANY($1) ORDER BY d.id FOR UPDATE OF d",
+        &[&ids],
+        "read deliveries",
+    )
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                get(row, 0)?,
+                Found {
+                    state: get(row, 1)?,
+                    lease_owner: get(row, 2)?,
+                    endpoint: EndpointRef {
+                        namespace: get(row, 3)?,
+                        name: get(row, 4)?,
+                    },
+                    event_id: get(row, 5)?,
+                    event_type: get(row, 6)?,
+                    held: get(row, 7)?,
+                    lane: get(row, 8)?,
+                    attempts: get(row, 9)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Writes what [`plan`] decided: the attempts, the moves, then each finished lane's step.
+async fn write(tx: &Transaction<'_>, writes: &Writes<'_>) -> Result<()> {
+    let a = &writes.attempts;
+    if !a.delivery_id.is_empty() {
+        execute(
+            tx,
+            "INSERT INTO attempts (delivery_id, event_id, event_type, namespace, endpoint, attempt, \
+             at, status_code, latency_ms, error, response_snippet, success, outcome) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::integer[], $7::bigint[], $8::integer[], $9::bigint[], $10::text[], $11::text[], \
+             $12::boolean[], $13::text[])",
+            &[
+                &a.delivery_id,
+                &a.event_id,
+                &a.event_type,
+                &a.namespace,
+                &a.endpoint,
+                &a.attempt,
+                &a.at,
+                &a.status_code,
+                &a.latency_ms,
+                &a.error,
+                &a.response_snippet,
+                &a.success,
+                &a.outcome,
+            ],
+            "log attempts",
+        )
+        .await?;
+    }
+    let m = &writes.moves;
+    if !m.id.is_empty() {
+        execute(
+            tx,
+            "UPDATE deliveries d SET state = v.state, attempts = d.attempts + 1, \
+             next_attempt_at = v.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL, \
+             last_attempt_at = v.at, last_status_code = v.status_code, last_error = v.error, \
+             delivered_at = v.delivered_at, dead_letter_reason = v.reason, finished_at = v.finished_at \
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[], \
+             $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
+             AS v(id, state, next_attempt_at, at, status_code, error, delivered_at, reason, finished_at) \
+             WHERE d.id = v.id",
+            &[
+                &m.id,
+                &m.state,
+                &m.next_attempt_at,
+                &m.at,
+                &m.status_code,
+                &m.error,
+                &m.delivered_at,
+                &m.dead_letter_reason,
+                &m.finished_at,
+            ],
+            "move deliveries",
+        )
+        .await?;
+    }
+    for step in &writes.lanes {
+        if let Some((delivery_id, event_id, reason)) = &step.pause {
+            let endpoint = EndpointRef {
+                namespace: step.lane.namespace.clone(),
+                name: step.lane.endpoint.clone(),
+            };
+            lanes::pause(tx, &endpoint, *delivery_id, event_id, reason, step.at).await?;
+        }
+        lanes::advance(tx, std::slice::from_ref(&step.lane), step.at).await?;
+    }
+    Ok(())
+}
+
+/// Logs each attempt of `results` and moves its delivery if the caller still holds its lease
+/// (fencing: the deliveries are locked first, so a concurrent claim or recovery cannot move one
+/// in between). The caller holds the lane locks of those that may finish
+/// ([`lock_finishing_lanes`]) and writes the counters returned ([`bump_counters`]).
+///
+/// A batch naming one delivery twice is recorded one result after the other, each seeing the
+/// one before.
+pub async fn record_locked(
+    tx: &Transaction<'_>,
+    results: &[AttemptResult],
+) -> Result<Vec<Recorded>> {
+    let ids: Vec<i64> = results.iter().map(|r| r.delivery_id.0).collect();
+    if ids.iter().collect::<HashSet<_>>().len() < ids.len() {
+        let mut recorded = Vec::with_capacity(results.len());
+        for result in results {
+            recorded.extend(Box::pin(record_locked(tx, std::slice::from_ref(result))).await?);
+        }
+        return Ok(recorded);
+    }
+    let found = read_locked(tx, &ids).await?;
+    let mut writes = Writes::default();
+    let recorded = results
+        .iter()
+        .map(|result| plan(found.get(&result.delivery_id.0), result, &mut writes))
+        .collect();
+    write(tx, &writes).await?;
+    Ok(recorded)
+}
+
+/// Whether `result` finishes its delivery (if applied): then its lane moves on.
+fn finishes(result: &AttemptResult) -> bool {
+    matches!(
+        result.next,
+        NextStep::Delivered | NextStep::DeadLetter { .. } | NextStep::Filtered
+    )
+}
+
+/// Takes the locks (endpoint shared, lane) every result of `results` that finishes a laned
+/// delivery needs, all at once (sorted), before any delivery row is locked: see [`lanes`].
+pub async fn lock_finishing_lanes(tx: &Transaction<'_>, results: &[AttemptResult]) -> Result<()> {
+    let finishing: Vec<i64> = results
+        .iter()
+        .filter(|r| finishes(r))
+        .map(|r| r.delivery_id.0)
+        .collect();
+    lanes::lock_lanes_of(tx, &finishing).await
+}
+
+/// [`record_locked`] for one result in a savepoint of its own: the inner result is the
+/// attempt's (rolled back when it failed), the outer one the savepoint's.
+pub async fn record_in_savepoint(
+    tx: &mut Transaction<'_>,
+    result: &AttemptResult,
+) -> Result<Result<Recorded>> {
+    let savepoint = tx
+        .savepoint("record")
+        .await
+        .map_err(super::db("savepoint"))?;
+    let recorded = record_locked(&savepoint, std::slice::from_ref(result))
+        .await
+        .and_then(|mut recorded| {
+            recorded
+                .pop()
+                .ok_or_else(|| crate::store::StoreError::Backend {
+                    context: "record an attempt",
+                    source: "no outcome for the attempt".into(),
+                })
+        });
+    if recorded.is_ok() {
+        savepoint
+            .commit()
+            .await
+            .map_err(super::db("release savepoint"))?;
+    } else {
+        savepoint
+            .rollback()
+            .await
+            .map_err(super::db("roll back to savepoint"))?;
+    }
+    Ok(recorded)
+}
+
+/// Adds each endpoint's attempts to its totals, in one statement; "last" values move only
+/// forward in time, and a `NULL` (a filtered attempt has no last attempt, status, success or
+/// failure) leaves one as is. Then the attempts' minute rollups. `bumps` name each endpoint
+/// once, in endpoint order ([`crate::store::common::CounterTally::into_bumps`]): rows are locked
+/// in that order, so two replicas' batches cannot deadlock on them.
+pub async fn bump_counters(
+    tx: &Transaction<'_>,
+    bumps: &[(EndpointRef, CounterBump)],
+) -> Result<()> {
+    if bumps.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&CounterBump) -> i64| bumps.iter().map(|(_, b)| f(b)).collect::<Vec<_>>();
+    let at =
+        |f: fn(&CounterBump) -> Option<i64>| bumps.iter().map(|(_, b)| f(b)).collect::<Vec<_>>();
+    let namespaces: Vec<&str> = bumps.iter().map(|(e, _)| e.namespace.as_str()).collect();
+    let names: Vec<&str> = bumps.iter().map(|(e, _)| e.name.as_str()).collect();
+    let status: Vec<Option<i32>> = bumps
+        .iter()
+        .map(|(_, b)| b.last_status_code.map(i32::from))
+        .collect();
+    let errors: Vec<Option<&str>> = bumps.iter().map(|(_, b)| b.last_error.as_deref()).collect();
+    execute(
+        tx,
+        "INSERT INTO endpoint_counters AS c (namespace, endpoint, delivered, failed_attempts, \
+         dead_lettered, retries, filtered, last_attempt_at, last_success_at, last_failure_at, \
+         last_status_code, last_error) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
+         $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
+         $10::bigint[], $11::integer[], $12::text[]) \
+         ON CONFLICT (namespace, endpoint) DO UPDATE SET \
+           delivered = c.delivered + EXCLUDED.delivered, \
+           failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts, \
+           dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered, \
+           retries = c.retries + EXCLUDED.retries, \
+           filtered = c.filtered + EXCLUDED.filtered, \
+           last_status_code = CASE WHEN EXCLUDED.last_attempt_at IS NOT NULL AND (c.last_attempt_at IS NULL \
+             OR EXCLUDED.last_attempt_at >= c.last_attempt_at) \
+             THEN EXCLUDED.last_status_code ELSE c.last_status_code END, \
+           last_attempt_at = GREATEST(c.last_attempt_at, EXCLUDED.last_attempt_at), \
+           last_success_at = GREATEST(c.last_success_at, EXCLUDED.last_success_at), \
+           last_error = CASE WHEN EXCLUDED.last_failure_at IS NOT NULL AND (c.last_failure_at IS NULL \
+             OR EXCLUDED.last_failure_at >= c.last_failure_at) THEN EXCLUDED.last_error ELSE c.last_error END, \
+           last_failure_at = GREATEST(c.last_failure_at, EXCLUDED.last_failure_at)",
+        &[
+            &namespaces,
+            &names,
+            &column(|b| b.delivered),
+            &column(|b| b.failed_attempts),
+            &column(|b| b.dead_lettered),
+            &column(|b| b.retries),
+            &column(|b| b.filtered),
+            &at(|b| b.last_attempt_at),
+            &at(|b| b.last_success_at),
+            &at(|b| b.last_failure_at),
+            &status,
+            &errors,
+        ],
+        "update endpoint counters",
+    )
+    .await?;
+    add_to_minutes(tx, bumps).await
+}
+
+/// Adds the bumps' attempts to their minutes' rollups ([`crate::store::minutes`]) in one
+/// statement, counts and latency counts summed in the upsert (replicas may add to the same
+/// minute at once). Each (endpoint, minute) appears once, endpoints in order.
+async fn add_to_minutes(tx: &Transaction<'_>, bumps: &[(EndpointRef, CounterBump)]) -> Result<()> {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut rows = MinuteRows::default();
+    for (endpoint, bump) in bumps {
+        for (minute, totals) in by_minute(&bump.samples) {
+            rows.namespace.push(endpoint.namespace.as_str());
+            rows.endpoint.push(endpoint.name.as_str());
+            rows.minute.push(minute);
+            rows.attempts.push(signed(totals.attempts));
+            rows.successes.push(signed(totals.successes));
+            rows.available.push(signed(totals.available));
+            rows.latencies.push(totals.latencies_json());
+        }
+    }
+    if rows.minute.is_empty() {
+        return Ok(());
+    }
+    execute(
+        tx,
+        "INSERT INTO attempt_minutes AS m (namespace, endpoint, minute, attempts, successes, \
+         available, latencies) SELECT t.namespace, t.endpoint, t.minute, t.attempts, t.successes, \
+         t.available, t.latencies::jsonb FROM unnest($1::text[], $2::text[], $3::bigint[], \
+         $4::bigint[], $5::bigint[], $6::bigint[], $7::text[]) \
+         AS t(namespace, endpoint, minute, attempts, successes, available, latencies) \
+         ON CONFLICT (namespace, endpoint, minute) DO UPDATE SET \
+           attempts = m.attempts + EXCLUDED.attempts, \
+           successes = m.successes + EXCLUDED.successes, \
+           available = m.available + EXCLUDED.available, \
+           latencies = (SELECT COALESCE(jsonb_object_agg(l.ms, l.n), '{}') FROM \
+             (SELECT ms, sum(n::bigint) AS n FROM \
+               (SELECT * FROM jsonb_each_text(m.latencies) \
+                UNION ALL SELECT * FROM jsonb_each_text(EXCLUDED.latencies)) AS both_(ms, n) \
+              GROUP BY ms) AS l)",
+        &[
+            &rows.namespace,
+            &rows.endpoint,
+            &rows.minute,
+            &rows.attempts,
+            &rows.successes,
+            &rows.available,
+            &rows.latencies,
+        ],
+        "add to minute rollups",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The minute rollups a batch adds to, column by column.
+#[derive(Default)]
+struct MinuteRows<'a> {
+    namespace: Vec<&'a str>,
+    endpoint: Vec<&'a str>,
+    minute: Vec<i64>,
+    attempts: Vec<i64>,
+    successes: Vec<i64>,
+    available: Vec<i64>,
+    latencies: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AttemptRecord;
+    use jiff::Timestamp;
+
+    fn found(state: DeliveryState, owner: &str, lane: Option<&str>) -> Found {
+        Found {
+            state: state.as_str().to_owned(),
+            lease_owner: Some(owner.to_owned()),
+            endpoint: EndpointRef {
+                namespace: "ns".into(),
+                name: "crm".into(),
+            },
+            event_id: "evt_1".into(),
+            event_type: "user.created".into(),
+            held: false,
+            lane: lane.map(str::to_owned),
+            attempts: 0,
+        }
+    }
+
+    fn result(next: NextStep, pause_on_dead_letter: bool) -> AttemptResult {
+        AttemptResult {
+            delivery_id: DeliveryId(7),
+            owner: "w".into(),
+            record: AttemptRecord {
+                at: Timestamp::from_second(1_800_000_000).expect("in range"),
+                attempt: 1,
+                status_code: Some(500),
+                latency_ms: Some(12),
+                error: Some("HTTP 500".into()),
+                response_snippet: None,
+            },
+            next,
+            pause_on_dead_letter,
+        }
+    }
+
+    #[test]
+    fn a_lost_lease_logs_the_attempt_but_moves_nothing() {
+        let mut writes = Writes::default();
+        let result = result(NextStep::Delivered, false);
+        let (outcome, bump) = plan(
+            Some(&found(DeliveryState::InFlight, "other", None)),
+            &result,
+            &mut writes,
+        );
+        assert_eq!(outcome, RecordOutcome::LeaseLost);
+        assert!(bump.is_some(), "the attempt was made: it counts");
+        assert_eq!(writes.attempts.delivery_id, [7]);
+        assert!(writes.moves.id.is_empty());
+    }
+
+    #[test]
+    fn a_dead_letter_in_a_pausing_lane_pauses_then_moves_the_lane_on() {
+        let mut writes = Writes::default();
+        let result = result(
+            NextStep::DeadLetter {
+                reason: "gone".into(),
+            },
+            true,
+        );
+        let lane = found(DeliveryState::InFlight, "w", Some("user-1"));
+        assert_eq!(
+            plan(Some(&lane), &result, &mut writes).0,
+            RecordOutcome::Applied
+        );
+        assert_eq!(writes.moves.state, ["dead_lettered"]);
+        assert_eq!(writes.lanes.len(), 1);
+        assert_eq!(writes.lanes[0].lane.lane, "user-1");
+        assert!(matches!(
+            writes.lanes[0].pause,
+            Some((DeliveryId(7), _, "gone"))
+        ));
+    }
+
+    #[test]
+    fn a_retry_in_a_lane_keeps_the_lane_and_a_recorded_attempt_writes_nothing() {
+        let mut writes = Writes::default();
+        let retry = result(
+            NextStep::Retry {
+                at: Timestamp::from_second(1_800_000_060).expect("in range"),
+            },
+            true,
+        );
+        let lane = found(DeliveryState::InFlight, "w", Some("user-1"));
+        assert_eq!(
+            plan(Some(&lane), &retry, &mut writes).0,
+            RecordOutcome::Applied
+        );
+        assert!(writes.lanes.is_empty());
+        let recorded = Found {
+            attempts: 1,
+            ..lane
+        };
+        let mut none = Writes::default();
+        assert_eq!(
+            plan(Some(&recorded), &retry, &mut none),
+            (RecordOutcome::AlreadyRecorded, None)
+        );
+        assert!(none.attempts.delivery_id.is_empty() && none.moves.id.is_empty());
+        assert_eq!(plan(None, &retry, &mut none).0, RecordOutcome::NotFound);
+    }
+}
