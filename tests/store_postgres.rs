@@ -684,3 +684,122 @@ async fn a_refused_enqueue_fails_alone_in_a_pipelined_commit() -> Result<()> {
     assert_eq!(store.pending_count().await?, 8);
     Ok(())
 }
+
+/// A purge and a replay never run at once (there is no foreign key from deliveries to events to
+/// stop a replay from inserting a delivery for an event a purge deletes): each waits for the
+/// other's lock, taken here on a connection of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_and_a_replay_wait_for_each_other() -> Result<()> {
+    use webhook_operator::store::{FinalOutcome, ReplayFilter, ReplayRequest};
+    let harness = PostgresHarness::new();
+    let store = harness.open().await?;
+    store
+        .enqueue(event("evt_1", "user.created", 0), names(&["a"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", 1)).await?;
+    let dead = NextStep::DeadLetter {
+        reason: "gone".into(),
+    };
+    store
+        .record_attempt(result(
+            claimed[0].delivery.id,
+            "w",
+            1,
+            2,
+            Some(410),
+            5,
+            dead,
+        ))
+        .await?;
+    let (mut client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .map_err(StoreError::backend("connect"))?;
+    tokio::spawn(connection);
+    // A replay holds the lock: a purge waits for it.
+    let replay_holding = hold_purge_lock(&mut client, false).await?;
+    let purge = tokio::spawn({
+        let store = store.clone();
+        async move { store.purge_finished(at(100)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!purge.is_finished(), "the purge ran beside a replay");
+    replay_holding
+        .commit()
+        .await
+        .map_err(StoreError::backend("commit"))?;
+    let purged = purge
+        .await
+        .map_err(|e| StoreError::Commit(e.to_string()))??;
+    assert_eq!((purged.deliveries, purged.events), (1, 1));
+
+    // A purge holds it: a replay waits for it.
+    store
+        .enqueue(event("evt_2", "user.created", 200), names(&["a"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", 201)).await?;
+    let dead = NextStep::DeadLetter {
+        reason: "gone".into(),
+    };
+    store
+        .record_attempt(result(
+            claimed[0].delivery.id,
+            "w",
+            1,
+            202,
+            Some(410),
+            5,
+            dead,
+        ))
+        .await?;
+    let purge_holding = hold_purge_lock(&mut client, true).await?;
+    let replay = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .replay(ReplayRequest {
+                    replay_id: "r1".into(),
+                    filter: ReplayFilter {
+                        endpoint: endpoint("a"),
+                        from: at(0),
+                        to: at(1000),
+                        event_types: Vec::new(),
+                        outcomes: vec![FinalOutcome::DeadLettered],
+                    },
+                    now: at(300),
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!replay.is_finished(), "the replay ran beside a purge");
+    purge_holding
+        .commit()
+        .await
+        .map_err(StoreError::backend("commit"))?;
+    let replayed = replay
+        .await
+        .map_err(|e| StoreError::Commit(e.to_string()))??;
+    assert_eq!(replayed.requeued, 1);
+    Ok(())
+}
+
+/// Takes the purge lock (exclusive as a purge does, else shared as a replay does) in a
+/// transaction of `client`'s that holds it until committed.
+async fn hold_purge_lock(
+    client: &mut tokio_postgres::Client,
+    exclusive: bool,
+) -> Result<tokio_postgres::Transaction<'_>> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StoreError::backend("begin"))?;
+    let lock = if exclusive {
+        "SELECT pg_advisory_xact_lock($1)"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared($1)"
+    };
+    tx.execute(lock, &[&webhook_operator::store::postgres::PURGE_LOCK])
+        .await
+        .map_err(StoreError::backend("lock"))?;
+    Ok(tx)
+}

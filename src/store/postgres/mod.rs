@@ -55,6 +55,8 @@ pub mod tls;
 pub mod writer;
 mod writes;
 
+pub use writes::PURGE_LOCK;
+
 use tls::TlsSettings;
 pub use writer::CommitObserver;
 use writer::{Writer, WriterConfig};
