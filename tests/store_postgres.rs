@@ -693,24 +693,7 @@ async fn a_purge_and_a_replay_wait_for_each_other() -> Result<()> {
     use webhook_operator::store::{FinalOutcome, ReplayFilter, ReplayRequest};
     let harness = PostgresHarness::new();
     let store = harness.open().await?;
-    store
-        .enqueue(event("evt_1", "user.created", 0), names(&["a"]))
-        .await?;
-    let claimed = store.claim_due(claim_all("w", 1)).await?;
-    let dead = NextStep::DeadLetter {
-        reason: "gone".into(),
-    };
-    store
-        .record_attempt(result(
-            claimed[0].delivery.id,
-            "w",
-            1,
-            2,
-            Some(410),
-            5,
-            dead,
-        ))
-        .await?;
+    dead_letter(store.as_ref(), "evt_1", 0).await?;
     let (mut client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
         .await
         .map_err(StoreError::backend("connect"))?;
@@ -733,24 +716,7 @@ async fn a_purge_and_a_replay_wait_for_each_other() -> Result<()> {
     assert_eq!((purged.deliveries, purged.events), (1, 1));
 
     // A purge holds it: a replay waits for it.
-    store
-        .enqueue(event("evt_2", "user.created", 200), names(&["a"]))
-        .await?;
-    let claimed = store.claim_due(claim_all("w", 201)).await?;
-    let dead = NextStep::DeadLetter {
-        reason: "gone".into(),
-    };
-    store
-        .record_attempt(result(
-            claimed[0].delivery.id,
-            "w",
-            1,
-            202,
-            Some(410),
-            5,
-            dead,
-        ))
-        .await?;
+    dead_letter(store.as_ref(), "evt_2", 200).await?;
     let purge_holding = hold_purge_lock(&mut client, true).await?;
     let replay = tokio::spawn({
         let store = store.clone();
@@ -802,4 +768,21 @@ async fn hold_purge_lock(
         .await
         .map_err(StoreError::backend("lock"))?;
     Ok(tx)
+}
+
+/// Enqueues `event_id` to endpoint `a` at `seconds` and dead-letters it at its first attempt.
+async fn dead_letter(store: &dyn Store, event_id: &str, seconds: i64) -> Result<()> {
+    store
+        .enqueue(event(event_id, "user.created", seconds), names(&["a"]))
+        .await?;
+    let claimed = store.claim_due(claim_all("w", seconds + 1)).await?;
+    let dead = NextStep::DeadLetter {
+        reason: "gone".into(),
+    };
+    let id = claimed.first().map(|c| c.delivery.id);
+    let id = id.ok_or_else(|| StoreError::Commit(format!("{event_id} was not claimed")))?;
+    store
+        .record_attempt(result(id, "w", 1, seconds + 2, Some(410), 5, dead))
+        .await?;
+    Ok(())
 }
