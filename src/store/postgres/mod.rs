@@ -26,6 +26,7 @@
 //! one after the other ([`lanes`] explains why and in which order). Which replica claims which
 //! endpoints is the caller's choice, through [`ClaimScope`](crate::store::ClaimScope)
 //! (`Partitions` filters on the stored `partition_hash`).
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,7 +35,7 @@ use jiff::Timestamp;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::store::common::{millis, validate_enqueue, CounterTally};
+use crate::store::common::{millis, validate_enqueue};
 use crate::store::{
     AnalyticsBucket, AnalyticsQuery, AttemptLogEntry, AttemptResult, AttemptScope, ClaimRequest,
     ClaimedDelivery, DeadLetter, DeliveryId, DeliveryRecord, EndpointCaps, EndpointRef,
@@ -159,12 +160,29 @@ fn failed_before(error: &StoreError) -> bool {
     }
 }
 
+/// How often a store makes expired leases due again, at most (claim time): a lease is 330 s, so a
+/// second more is nothing, and every claim sweeping cost a statement and a round trip each.
+const LEASE_SWEEP_MS: i64 = 1_000;
+
+/// Whether a claim at `now_ms` sweeps expired leases, given the last sweep (updated when it
+/// does). Time going back (another clock, a test) sweeps.
+fn lease_sweep_due(last: &AtomicI64, now_ms: i64) -> bool {
+    let since = now_ms.saturating_sub(last.load(Ordering::Relaxed));
+    if (0..LEASE_SWEEP_MS).contains(&since) {
+        return false;
+    }
+    last.store(now_ms, Ordering::Relaxed);
+    true
+}
+
 /// The PostgreSQL store. Dropping the last handle stops the writer once it has committed what was
 /// queued.
 pub struct PostgresStore {
     pool: Pool,
     writer: Writer,
     purge_chunk: usize,
+    /// When (claim time, ms) this store last made expired leases due again.
+    last_lease_sweep: AtomicI64,
     /// To explain a connection that fails TLS later.
     tls: TlsSettings,
 }
@@ -209,26 +227,21 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let mut tx = client.transaction().await.map_err(db("begin"))?;
         record::lock_finishing_lanes(&tx, results).await?;
-        let recorded = if isolate_each {
+        let outcomes = if isolate_each {
             let mut each = Vec::with_capacity(results.len());
             for result in results {
                 each.push(record::record_in_savepoint(&mut tx, result).await?);
             }
-            each
+            let (outcomes, bumps) = record::tally(each);
+            record::write_all(&tx, &record::Writes::default(), &bumps).await?;
+            outcomes
         } else {
-            record::record_locked(&tx, results)
+            record::record_all(&tx, results)
                 .await?
                 .into_iter()
                 .map(Ok)
                 .collect()
         };
-        let mut tally = CounterTally::default();
-        let outcomes = recorded
-            .into_iter()
-            .map(|recorded| recorded.map(|recorded| tally.take(recorded)))
-            .collect();
-        // Once per batch: every endpoint's counters in one statement.
-        record::bump_counters(&tx, &tally.into_bumps()).await?;
         tx.commit().await.map_err(db("commit"))?;
         Ok(outcomes)
     }
@@ -298,6 +311,7 @@ impl PostgresStore {
             pool,
             writer,
             purge_chunk: config.purge_chunk,
+            last_lease_sweep: AtomicI64::new(i64::MIN),
             tls,
         })
     }
@@ -350,7 +364,13 @@ impl Store for PostgresStore {
         request: ClaimRequest,
         caps: EndpointCaps,
     ) -> Result<Vec<ClaimedDelivery>> {
-        in_transaction!(self, |tx| writes::claim(&tx, &request, &caps).await?)
+        // Two statements of their own, no transaction: one round trip a claim, not four.
+        let client = self.client().await?;
+        let now = millis(request.now);
+        if lease_sweep_due(&self.last_lease_sweep, now) {
+            writes::expire_leases(&client, now).await?;
+        }
+        writes::claim(&client, &request, &caps).await
     }
 
     async fn defer(&self, owner: String, ids: Vec<DeliveryId>, until: Timestamp) -> Result<u64> {
@@ -584,5 +604,22 @@ impl Store for PostgresStore {
 
     async fn queue_counts(&self) -> Result<QueueCounts> {
         in_snapshot!(self, |tx| reads::queue_counts(&tx).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_swept_at_most_once_a_second_of_claim_time() {
+        let last = AtomicI64::new(i64::MIN);
+        assert!(lease_sweep_due(&last, 10_000), "the first claim sweeps");
+        assert!(!lease_sweep_due(&last, 10_000));
+        assert!(!lease_sweep_due(&last, 10_999));
+        assert!(lease_sweep_due(&last, 11_000));
+        assert!(!lease_sweep_due(&last, 11_500));
+        assert!(lease_sweep_due(&last, 5_000), "time going back sweeps");
+        assert!(lease_sweep_due(&last, i64::MAX));
     }
 }

@@ -1,6 +1,7 @@
 //! Recording attempt results, set-based: a batch's deliveries are read and locked by one
 //! statement, its attempts logged by one and its deliveries moved by one, and its endpoints'
-//! counters and minute rollups written by one each, whatever the batch's size. (One statement per
+//! counters and minute rollups written by one each, whatever the batch's size; the four writes
+//! go in one flight, so a batch is two round trips after its lane locks. (One statement per
 //! attempt made three round trips and three statement executions for each, the most PostgreSQL
 //! did per delivery after the claims: docs/benchmarks.md, issue 19, session 19.)
 //!
@@ -9,12 +10,13 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use super::lanes::{self, Lane};
 use super::rows::get;
-use super::writes::{execute, query};
+use super::writes::query;
 use crate::store::common::{
-    attempt_outcome, counter_bump, millis, transition, CounterBump, Recorded,
+    attempt_outcome, counter_bump, millis, transition, CounterBump, CounterTally, Recorded,
 };
 use crate::store::minutes::by_minute;
 use crate::store::{
@@ -198,18 +200,105 @@ async fn read_locked(tx: &Transaction<'_>, ids: &[i64]) -> Result<HashMap<i64, F
         .collect()
 }
 
-/// Writes what [`plan`] decided: the attempts, the moves, then each finished lane's step.
-async fn write(tx: &Transaction<'_>, writes: &Writes<'_>) -> Result<()> {
-    let a = &writes.attempts;
+const LOG_ATTEMPTS: &str =
+    "INSERT INTO attempts (delivery_id, event_id, event_type, namespace, endpoint, attempt, \
+     at, status_code, latency_ms, error, response_snippet, success, outcome) \
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::integer[], $7::bigint[], $8::integer[], $9::bigint[], $10::text[], $11::text[], \
+     $12::boolean[], $13::text[])";
+
+const MOVE_DELIVERIES: &str =
+    "UPDATE deliveries d SET state = v.state, attempts = d.attempts + 1, \
+     next_attempt_at = v.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL, \
+     last_attempt_at = v.at, last_status_code = v.status_code, last_error = v.error, \
+     delivered_at = v.delivered_at, dead_letter_reason = v.reason, finished_at = v.finished_at \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[], \
+     $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
+     AS v(id, state, next_attempt_at, at, status_code, error, delivered_at, reason, finished_at) \
+     WHERE d.id = v.id";
+
+/// Each endpoint's attempts added to its totals; "last" values move only forward in time, and a
+/// `NULL` (a filtered attempt has no last attempt, status, success or failure) leaves one as is.
+const ADD_TO_COUNTERS: &str =
+    "INSERT INTO endpoint_counters AS c (namespace, endpoint, delivered, failed_attempts, \
+     dead_lettered, retries, filtered, last_attempt_at, last_success_at, last_failure_at, \
+     last_status_code, last_error) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
+     $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
+     $10::bigint[], $11::integer[], $12::text[]) \
+     ON CONFLICT (namespace, endpoint) DO UPDATE SET \
+       delivered = c.delivered + EXCLUDED.delivered, \
+       failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts, \
+       dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered, \
+       retries = c.retries + EXCLUDED.retries, \
+       filtered = c.filtered + EXCLUDED.filtered, \
+       last_status_code = CASE WHEN EXCLUDED.last_attempt_at IS NOT NULL AND (c.last_attempt_at IS NULL \
+         OR EXCLUDED.last_attempt_at >= c.last_attempt_at) \
+         THEN EXCLUDED.last_status_code ELSE c.last_status_code END, \
+       last_attempt_at = GREATEST(c.last_attempt_at, EXCLUDED.last_attempt_at), \
+       last_success_at = GREATEST(c.last_success_at, EXCLUDED.last_success_at), \
+       last_error = CASE WHEN EXCLUDED.last_failure_at IS NOT NULL AND (c.last_failure_at IS NULL \
+         OR EXCLUDED.last_failure_at >= c.last_failure_at) THEN EXCLUDED.last_error ELSE c.last_error END, \
+       last_failure_at = GREATEST(c.last_failure_at, EXCLUDED.last_failure_at)";
+
+/// The attempts added to their minutes' rollups ([`crate::store::minutes`]), counts and latency
+/// counts summed in the upsert (replicas may add to the same minute at once). Only the batch's
+/// few latencies are walked, each looked up in the stored map, which `||` then overwrites them
+/// in: unpacking and regrouping the whole stored map (hundreds of latencies a minute) made this
+/// the record path's costliest statement.
+const ADD_TO_MINUTES: &str =
+    "INSERT INTO attempt_minutes AS m (namespace, endpoint, minute, attempts, successes, \
+     available, latencies) SELECT t.namespace, t.endpoint, t.minute, t.attempts, t.successes, \
+     t.available, t.latencies::jsonb FROM unnest($1::text[], $2::text[], $3::bigint[], \
+     $4::bigint[], $5::bigint[], $6::bigint[], $7::text[]) \
+     AS t(namespace, endpoint, minute, attempts, successes, available, latencies) \
+     ON CONFLICT (namespace, endpoint, minute) DO UPDATE SET \
+       attempts = m.attempts + EXCLUDED.attempts, \
+       successes = m.successes + EXCLUDED.successes, \
+       available = m.available + EXCLUDED.available, \
+       latencies = m.latencies || COALESCE((SELECT jsonb_object_agg(e.ms, \
+         COALESCE((m.latencies ->> e.ms)::bigint, 0) + e.n::bigint) \
+         FROM jsonb_each_text(EXCLUDED.latencies) AS e(ms, n)), '{}')";
+
+/// A statement of a flight: its SQL, parameters and what it does (for errors).
+type Statement<'p> = (&'static str, Vec<&'p (dyn ToSql + Sync)>, &'static str);
+
+/// Runs `statements` in one flight: prepared first (cached per connection, so usually no round
+/// trip), then sent together and answered together, reaching the server in this order.
+async fn fly(tx: &Transaction<'_>, statements: &[Statement<'_>]) -> Result<()> {
+    let mut prepared = Vec::with_capacity(statements.len());
+    for (sql, _, context) in statements {
+        prepared.push(tx.prepare_cached(sql).await.map_err(super::db(context))?);
+    }
+    // Each execution is sent when first polled, and `try_join_all` polls them in order.
+    futures::future::try_join_all(prepared.iter().zip(statements).map(
+        |(statement, (_, params, context))| async move {
+            tx.execute(statement, params)
+                .await
+                .map_err(super::db(context))
+        },
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Writes what [`plan`] decided and what the recorded attempts add to their endpoints' counters
+/// and minute rollups, in one flight of at most four statements (one each, whatever the batch's
+/// size), then each finished lane's step. `bumps` name each endpoint once, in endpoint order
+/// ([`crate::store::common::CounterTally::into_bumps`]): rows are locked in that order, so two
+/// replicas' batches cannot deadlock on them.
+pub async fn write_all(
+    tx: &Transaction<'_>,
+    writes: &Writes<'_>,
+    bumps: &[(EndpointRef, CounterBump)],
+) -> Result<()> {
+    let (a, m) = (&writes.attempts, &writes.moves);
+    let counters = CounterColumns::of(bumps);
+    let minutes = MinuteRows::of(bumps);
+    let mut flight: Vec<Statement<'_>> = Vec::with_capacity(4);
     if !a.delivery_id.is_empty() {
-        execute(
-            tx,
-            "INSERT INTO attempts (delivery_id, event_id, event_type, namespace, endpoint, attempt, \
-             at, status_code, latency_ms, error, response_snippet, success, outcome) \
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::integer[], $7::bigint[], $8::integer[], $9::bigint[], $10::text[], $11::text[], \
-             $12::boolean[], $13::text[])",
-            &[
+        flight.push((
+            LOG_ATTEMPTS,
+            vec![
                 &a.delivery_id,
                 &a.event_id,
                 &a.event_type,
@@ -225,22 +314,12 @@ async fn write(tx: &Transaction<'_>, writes: &Writes<'_>) -> Result<()> {
                 &a.outcome,
             ],
             "log attempts",
-        )
-        .await?;
+        ));
     }
-    let m = &writes.moves;
     if !m.id.is_empty() {
-        execute(
-            tx,
-            "UPDATE deliveries d SET state = v.state, attempts = d.attempts + 1, \
-             next_attempt_at = v.next_attempt_at, lease_owner = NULL, lease_expires_at = NULL, \
-             last_attempt_at = v.at, last_status_code = v.status_code, last_error = v.error, \
-             delivered_at = v.delivered_at, dead_letter_reason = v.reason, finished_at = v.finished_at \
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::integer[], \
-             $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
-             AS v(id, state, next_attempt_at, at, status_code, error, delivered_at, reason, finished_at) \
-             WHERE d.id = v.id",
-            &[
+        flight.push((
+            MOVE_DELIVERIES,
+            vec![
                 &m.id,
                 &m.state,
                 &m.next_attempt_at,
@@ -252,9 +331,19 @@ async fn write(tx: &Transaction<'_>, writes: &Writes<'_>) -> Result<()> {
                 &m.finished_at,
             ],
             "move deliveries",
-        )
-        .await?;
+        ));
     }
+    if !bumps.is_empty() {
+        flight.push((
+            ADD_TO_COUNTERS,
+            counters.params(),
+            "update endpoint counters",
+        ));
+    }
+    if !minutes.minute.is_empty() {
+        flight.push((ADD_TO_MINUTES, minutes.params(), "add to minute rollups"));
+    }
+    fly(tx, &flight).await?;
     for step in &writes.lanes {
         if let Some((delivery_id, event_id, reason)) = &step.pause {
             let endpoint = EndpointRef {
@@ -271,7 +360,7 @@ async fn write(tx: &Transaction<'_>, writes: &Writes<'_>) -> Result<()> {
 /// Logs each attempt of `results` and moves its delivery if the caller still holds its lease
 /// (fencing: the deliveries are locked first, so a concurrent claim or recovery cannot move one
 /// in between). The caller holds the lane locks of those that may finish
-/// ([`lock_finishing_lanes`]) and writes the counters returned ([`bump_counters`]).
+/// ([`lock_finishing_lanes`]) and writes the counters returned ([`write_all`], or [`record_all`] does both).
 ///
 /// A batch naming one delivery twice is recorded one result after the other, each seeing the
 /// one before.
@@ -293,8 +382,46 @@ pub async fn record_locked(
         .iter()
         .map(|result| plan(found.get(&result.delivery_id.0), result, &mut writes))
         .collect();
-    write(tx, &writes).await?;
+    write_all(tx, &writes, &[]).await?;
     Ok(recorded)
+}
+
+/// Records `results` and what they add to their endpoints' counters, each answered as
+/// [`record_locked`] would. The caller holds their lanes' locks ([`lock_finishing_lanes`]).
+/// Unless the batch names a delivery twice, that is two round trips: the read, then one flight
+/// of every write ([`write_all`]).
+pub async fn record_all(
+    tx: &Transaction<'_>,
+    results: &[AttemptResult],
+) -> Result<Vec<RecordOutcome>> {
+    let ids: Vec<i64> = results.iter().map(|r| r.delivery_id.0).collect();
+    if ids.iter().collect::<HashSet<_>>().len() < ids.len() {
+        let recorded = record_locked(tx, results).await?;
+        let (outcomes, bumps) = tally(recorded.into_iter().map(Ok));
+        write_all(tx, &Writes::default(), &bumps).await?;
+        return outcomes.into_iter().collect();
+    }
+    let found = read_locked(tx, &ids).await?;
+    let mut writes = Writes::default();
+    let recorded = results
+        .iter()
+        .map(|result| Ok(plan(found.get(&result.delivery_id.0), result, &mut writes)));
+    let (outcomes, bumps) = tally(recorded);
+    write_all(tx, &writes, &bumps).await?;
+    outcomes.into_iter().collect()
+}
+
+/// The outcomes of recorded attempts, and what they add to each endpoint's counters, folded
+/// into one bump per endpoint, in endpoint order.
+pub fn tally(
+    recorded: impl IntoIterator<Item = Result<Recorded>>,
+) -> (Vec<Result<RecordOutcome>>, Vec<(EndpointRef, CounterBump)>) {
+    let mut counters = CounterTally::default();
+    let outcomes = recorded
+        .into_iter()
+        .map(|recorded| recorded.map(|recorded| counters.take(recorded)))
+        .collect();
+    (outcomes, counters.into_bumps())
 }
 
 /// Whether `result` finishes its delivery (if applied): then its lane moves on.
@@ -350,122 +477,65 @@ pub async fn record_in_savepoint(
     Ok(recorded)
 }
 
-/// Adds each endpoint's attempts to its totals, in one statement; "last" values move only
-/// forward in time, and a `NULL` (a filtered attempt has no last attempt, status, success or
-/// failure) leaves one as is. Then the attempts' minute rollups. `bumps` name each endpoint
-/// once, in endpoint order ([`crate::store::common::CounterTally::into_bumps`]): rows are locked
-/// in that order, so two replicas' batches cannot deadlock on them.
-pub async fn bump_counters(
-    tx: &Transaction<'_>,
-    bumps: &[(EndpointRef, CounterBump)],
-) -> Result<()> {
-    if bumps.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&CounterBump) -> i64| bumps.iter().map(|(_, b)| f(b)).collect::<Vec<_>>();
-    let at =
-        |f: fn(&CounterBump) -> Option<i64>| bumps.iter().map(|(_, b)| f(b)).collect::<Vec<_>>();
-    let namespaces: Vec<&str> = bumps.iter().map(|(e, _)| e.namespace.as_str()).collect();
-    let names: Vec<&str> = bumps.iter().map(|(e, _)| e.name.as_str()).collect();
-    let status: Vec<Option<i32>> = bumps
-        .iter()
-        .map(|(_, b)| b.last_status_code.map(i32::from))
-        .collect();
-    let errors: Vec<Option<&str>> = bumps.iter().map(|(_, b)| b.last_error.as_deref()).collect();
-    execute(
-        tx,
-        "INSERT INTO endpoint_counters AS c (namespace, endpoint, delivered, failed_attempts, \
-         dead_lettered, retries, filtered, last_attempt_at, last_success_at, last_failure_at, \
-         last_status_code, last_error) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], \
-         $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
-         $10::bigint[], $11::integer[], $12::text[]) \
-         ON CONFLICT (namespace, endpoint) DO UPDATE SET \
-           delivered = c.delivered + EXCLUDED.delivered, \
-           failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts, \
-           dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered, \
-           retries = c.retries + EXCLUDED.retries, \
-           filtered = c.filtered + EXCLUDED.filtered, \
-           last_status_code = CASE WHEN EXCLUDED.last_attempt_at IS NOT NULL AND (c.last_attempt_at IS NULL \
-             OR EXCLUDED.last_attempt_at >= c.last_attempt_at) \
-             THEN EXCLUDED.last_status_code ELSE c.last_status_code END, \
-           last_attempt_at = GREATEST(c.last_attempt_at, EXCLUDED.last_attempt_at), \
-           last_success_at = GREATEST(c.last_success_at, EXCLUDED.last_success_at), \
-           last_error = CASE WHEN EXCLUDED.last_failure_at IS NOT NULL AND (c.last_failure_at IS NULL \
-             OR EXCLUDED.last_failure_at >= c.last_failure_at) THEN EXCLUDED.last_error ELSE c.last_error END, \
-           last_failure_at = GREATEST(c.last_failure_at, EXCLUDED.last_failure_at)",
-        &[
-            &namespaces,
-            &names,
-            &column(|b| b.delivered),
-            &column(|b| b.failed_attempts),
-            &column(|b| b.dead_lettered),
-            &column(|b| b.retries),
-            &column(|b| b.filtered),
-            &at(|b| b.last_attempt_at),
-            &at(|b| b.last_success_at),
-            &at(|b| b.last_failure_at),
-            &status,
-            &errors,
-        ],
-        "update endpoint counters",
-    )
-    .await?;
-    add_to_minutes(tx, bumps).await
+/// The counter bumps of a batch, column by column (the `unnest` of [`ADD_TO_COUNTERS`]).
+struct CounterColumns<'a> {
+    namespace: Vec<&'a str>,
+    endpoint: Vec<&'a str>,
+    delivered: Vec<i64>,
+    failed_attempts: Vec<i64>,
+    dead_lettered: Vec<i64>,
+    retries: Vec<i64>,
+    filtered: Vec<i64>,
+    last_attempt_at: Vec<Option<i64>>,
+    last_success_at: Vec<Option<i64>>,
+    last_failure_at: Vec<Option<i64>>,
+    last_status_code: Vec<Option<i32>>,
+    last_error: Vec<Option<&'a str>>,
 }
 
-/// Adds the bumps' attempts to their minutes' rollups ([`crate::store::minutes`]) in one
-/// statement, counts and latency counts summed in the upsert (replicas may add to the same
-/// minute at once). Each (endpoint, minute) appears once, endpoints in order. Only the batch's
-/// few latencies are walked, each looked up in the stored map, which `||` then overwrites them
-/// in: unpacking and regrouping the whole stored map (hundreds of latencies a minute) made this
-/// the record path's costliest statement.
-async fn add_to_minutes(tx: &Transaction<'_>, bumps: &[(EndpointRef, CounterBump)]) -> Result<()> {
-    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let mut rows = MinuteRows::default();
-    for (endpoint, bump) in bumps {
-        for (minute, totals) in by_minute(&bump.samples) {
-            rows.namespace.push(endpoint.namespace.as_str());
-            rows.endpoint.push(endpoint.name.as_str());
-            rows.minute.push(minute);
-            rows.attempts.push(signed(totals.attempts));
-            rows.successes.push(signed(totals.successes));
-            rows.available.push(signed(totals.available));
-            rows.latencies.push(totals.latencies_json());
+impl<'a> CounterColumns<'a> {
+    fn of(bumps: &'a [(EndpointRef, CounterBump)]) -> Self {
+        let column = |f: fn(&CounterBump) -> i64| bumps.iter().map(|(_, b)| f(b)).collect();
+        let at = |f: fn(&CounterBump) -> Option<i64>| bumps.iter().map(|(_, b)| f(b)).collect();
+        Self {
+            namespace: bumps.iter().map(|(e, _)| e.namespace.as_str()).collect(),
+            endpoint: bumps.iter().map(|(e, _)| e.name.as_str()).collect(),
+            delivered: column(|b| b.delivered),
+            failed_attempts: column(|b| b.failed_attempts),
+            dead_lettered: column(|b| b.dead_lettered),
+            retries: column(|b| b.retries),
+            filtered: column(|b| b.filtered),
+            last_attempt_at: at(|b| b.last_attempt_at),
+            last_success_at: at(|b| b.last_success_at),
+            last_failure_at: at(|b| b.last_failure_at),
+            last_status_code: bumps
+                .iter()
+                .map(|(_, b)| b.last_status_code.map(i32::from))
+                .collect(),
+            last_error: bumps.iter().map(|(_, b)| b.last_error.as_deref()).collect(),
         }
     }
-    if rows.minute.is_empty() {
-        return Ok(());
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.namespace,
+            &self.endpoint,
+            &self.delivered,
+            &self.failed_attempts,
+            &self.dead_lettered,
+            &self.retries,
+            &self.filtered,
+            &self.last_attempt_at,
+            &self.last_success_at,
+            &self.last_failure_at,
+            &self.last_status_code,
+            &self.last_error,
+        ]
     }
-    execute(
-        tx,
-        "INSERT INTO attempt_minutes AS m (namespace, endpoint, minute, attempts, successes, \
-         available, latencies) SELECT t.namespace, t.endpoint, t.minute, t.attempts, t.successes, \
-         t.available, t.latencies::jsonb FROM unnest($1::text[], $2::text[], $3::bigint[], \
-         $4::bigint[], $5::bigint[], $6::bigint[], $7::text[]) \
-         AS t(namespace, endpoint, minute, attempts, successes, available, latencies) \
-         ON CONFLICT (namespace, endpoint, minute) DO UPDATE SET \
-           attempts = m.attempts + EXCLUDED.attempts, \
-           successes = m.successes + EXCLUDED.successes, \
-           available = m.available + EXCLUDED.available, \
-           latencies = m.latencies || COALESCE((SELECT jsonb_object_agg(e.ms, \
-             COALESCE((m.latencies ->> e.ms)::bigint, 0) + e.n::bigint) \
-             FROM jsonb_each_text(EXCLUDED.latencies) AS e(ms, n)), '{}')",
-        &[
-            &rows.namespace,
-            &rows.endpoint,
-            &rows.minute,
-            &rows.attempts,
-            &rows.successes,
-            &rows.available,
-            &rows.latencies,
-        ],
-        "add to minute rollups",
-    )
-    .await?;
-    Ok(())
 }
 
-/// The minute rollups a batch adds to, column by column.
+/// The minute rollups a batch adds to, column by column (the `unnest` of [`ADD_TO_MINUTES`]):
+/// each (endpoint, minute) once, endpoints in order.
 #[derive(Default)]
 struct MinuteRows<'a> {
     namespace: Vec<&'a str>,
@@ -475,6 +545,37 @@ struct MinuteRows<'a> {
     successes: Vec<i64>,
     available: Vec<i64>,
     latencies: Vec<String>,
+}
+
+impl<'a> MinuteRows<'a> {
+    fn of(bumps: &'a [(EndpointRef, CounterBump)]) -> Self {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut rows = Self::default();
+        for (endpoint, bump) in bumps {
+            for (minute, totals) in by_minute(&bump.samples) {
+                rows.namespace.push(endpoint.namespace.as_str());
+                rows.endpoint.push(endpoint.name.as_str());
+                rows.minute.push(minute);
+                rows.attempts.push(signed(totals.attempts));
+                rows.successes.push(signed(totals.successes));
+                rows.available.push(signed(totals.available));
+                rows.latencies.push(totals.latencies_json());
+            }
+        }
+        rows
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.namespace,
+            &self.endpoint,
+            &self.minute,
+            &self.attempts,
+            &self.successes,
+            &self.available,
+            &self.latencies,
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! replicas may race for are taken with `FOR UPDATE` (claims with `SKIP LOCKED`).
 use std::collections::{HashMap, HashSet};
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -21,26 +21,30 @@ use crate::store::{
     NewEvent, PurgeStats, ReplayRequest, ReplayResult, Result, StoreError,
 };
 
-/// Runs `sql` (prepared once per connection) and returns its rows.
-pub async fn query(
-    tx: &Transaction<'_>,
+/// Runs `sql` (prepared once per connection) in a transaction or, on a pooled connection, as a
+/// statement of its own, and returns its rows.
+pub async fn query<C: GenericClient>(
+    client: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     context: &'static str,
 ) -> Result<Vec<Row>> {
-    let statement = tx.prepare_cached(sql).await.map_err(db(context))?;
-    tx.query(&statement, params).await.map_err(db(context))
+    let statement = client.prepare_cached(sql).await.map_err(db(context))?;
+    client.query(&statement, params).await.map_err(db(context))
 }
 
 /// Runs `sql` (prepared once per connection) and returns how many rows it changed.
-pub async fn execute(
-    tx: &Transaction<'_>,
+pub async fn execute<C: GenericClient>(
+    client: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     context: &'static str,
 ) -> Result<u64> {
-    let statement = tx.prepare_cached(sql).await.map_err(db(context))?;
-    tx.execute(&statement, params).await.map_err(db(context))
+    let statement = client.prepare_cached(sql).await.map_err(db(context))?;
+    client
+        .execute(&statement, params)
+        .await
+        .map_err(db(context))
 }
 
 /// The state an in-flight delivery (alias `d`) returns to: Held if its endpoint is held.
@@ -195,9 +199,11 @@ async fn find_duplicate(
 /// Inserts one delivery per name (distinct), in one statement, due at `due_ms`: Queued where it
 /// has a lane (`lanes[i]` for `names[i]`) that must wait ([`lanes::must_queue_sql`]), else Held
 /// where the endpoint is held, else InFlight under `claim`'s lease where `claims[i]`, else
-/// Pending. Returns their ids and states in `names` order (the existing delivery's where
-/// `(event, endpoint, replay)` exists). The caller holds the locks of the lanes given
-/// ([`Locks::lane`]); each endpoint is named once, so no two rows of the statement share a lane.
+/// Pending. Returns their ids and states in `names` order. The caller holds the locks of the
+/// lanes given ([`Locks::lane`]); each endpoint is named once, so no two rows of the statement
+/// share a lane. No `(event, endpoint, replay)` exists yet: an enqueue's event is new (a
+/// duplicate was answered before, under its identity locks) and a replay's id runs once, each
+/// event once; a plain insert skips the speculative insertion `ON CONFLICT` costs every row.
 #[allow(clippy::too_many_arguments)]
 async fn insert_deliveries(
     tx: &Transaction<'_>,
@@ -241,7 +247,6 @@ async fn insert_deliveries(
              FROM unnest($5::text[], $6::bigint[], $7::text[], $10::bool[]) \
                WITH ORDINALITY AS t(name, hash, lane, claim, ord) OFFSET 0) s \
              ORDER BY s.ord \
-             ON CONFLICT (event_id, namespace, endpoint, replay_id) DO UPDATE SET state = deliveries.state \
              RETURNING endpoint, id, state",
             lanes::must_queue_sql("$2::text", "t.name", "t.lane"),
         ),
@@ -322,16 +327,33 @@ fn scope(scope: &ClaimScope, params: &mut Params) -> Result<Option<Scope>> {
     }
 }
 
-/// Claims due deliveries under a lease.
+/// Makes every delivery whose lease expired by `now_ms` due again (as of its expiry), whatever
+/// the claimer's scope: it is due for any claimer. Rows another transaction holds are left to
+/// the next sweep.
+pub async fn expire_leases<C: GenericClient>(client: &C, now_ms: i64) -> Result<u64> {
+    execute(
+        client,
+        &format!(
+            "UPDATE deliveries d SET state = {UNLESS_HELD}, next_attempt_at = d.lease_expires_at, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE d.id IN (SELECT c.id FROM deliveries c \
+             WHERE c.state = 'in_flight' AND c.lease_expires_at <= $1 FOR UPDATE SKIP LOCKED)"
+        ),
+        &[&now_ms],
+        "expire leases",
+    )
+    .await
+}
+
+/// Claims due deliveries under a lease, in one statement (atomic on its own: the caller needs no
+/// transaction). (Expired leases come back through [`expire_leases`] first.)
 ///
-/// First expired leases become due again (as of their expiry). Then one statement
-/// picks the due deliveries, locks them with `FOR UPDATE SKIP LOCKED` (rows another replica is
+/// One statement picks the due deliveries, locks them with `FOR UPDATE SKIP LOCKED` (rows another replica is
 /// claiming or recording right now are passed over, never waited for nor taken twice) and marks
 /// them in flight, returning them with their events. With a per-endpoint limit the candidates
 /// come from a loose index scan over the endpoints with pending work (or the scope's endpoint
 /// list) and each endpoint's earliest due rows, so a round does not grow with the backlog.
-pub async fn claim(
-    tx: &Transaction<'_>,
+pub async fn claim<C: GenericClient>(
+    client: &C,
     request: &ClaimRequest,
     caps: &EndpointCaps,
 ) -> Result<Vec<ClaimedDelivery>> {
@@ -343,21 +365,6 @@ pub async fn claim(
     let expires = now.saturating_add(lease_ms);
     let expires_at = jiff::Timestamp::from_millisecond(expires)
         .map_err(|e| StoreError::InvalidArgument(format!("lease expiry out of range: {e}")))?;
-
-    // Every expired lease, whatever the scope: a delivery whose lease expired is due again for
-    // any claimer (rows another transaction holds are left to the next round).
-    execute(
-        tx,
-        &format!(
-            "UPDATE deliveries d SET state = {UNLESS_HELD}, next_attempt_at = d.lease_expires_at, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE d.id IN (SELECT c.id FROM deliveries c \
-             WHERE c.state = 'in_flight' AND c.lease_expires_at <= $1 FOR UPDATE SKIP LOCKED)"
-        ),
-        &[&now],
-        "expire leases",
-    )
-    .await?;
-
     let mut params = Params::default();
     let Some(scope) = scope(&request.scope, &mut params)? else {
         return Ok(Vec::new());
@@ -416,7 +423,7 @@ pub async fn claim(
     };
     let (owner, until) = (params.push(request.owner.clone()), params.push(expires));
     let rows = query(
-        tx,
+        client,
         &format!(
             "{due} UPDATE deliveries d SET state = 'in_flight', lease_owner = {owner}, \
              lease_expires_at = {until} FROM due, events e WHERE d.id = due.id AND e.event_id = d.event_id \
