@@ -83,6 +83,13 @@ pub struct DispatcherConfig {
     /// favours it (docs/benchmarks.md, issue 19, session 16).
     #[arg(long, env = "DELIVER_FROM_MEMORY", action = clap::ArgAction::Set)]
     pub deliver_from_memory: Option<bool>,
+    /// After a claim that took fewer deliveries than it asked for (nothing more was due), the
+    /// next claim waits until this many milliseconds after it started: claims then take what
+    /// arrived meanwhile together instead of one or two rows each. Unset: 0 with SQLite (claims
+    /// are local), 10 with PostgreSQL (each claim is a statement on the shared server;
+    /// docs/benchmarks.md, issue 19, session 19).
+    #[arg(long, env = "CLAIM_INTERVAL_MS")]
+    pub claim_interval_ms: Option<u64>,
     /// Watch only this namespace; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -196,6 +203,16 @@ pub struct DispatcherConfig {
 }
 
 impl DispatcherConfig {
+    /// The shortest time between a partial claim and the next (`--claim-interval-ms`, or the
+    /// store's default).
+    pub fn claim_interval(&self) -> Duration {
+        let default = match self.store {
+            StoreKind::Sqlite => 0,
+            StoreKind::Postgres => 10,
+        };
+        Duration::from_millis(self.claim_interval_ms.unwrap_or(default))
+    }
+
     /// How long finished deliveries are kept: `--retention-days` when given, else `--retention`.
     pub fn delivery_retention(&self) -> Duration {
         self.retention_days.map_or(self.retention, |days| {
@@ -336,5 +353,26 @@ mod tests {
             "true"
         ]));
         assert!(!parse(&["--deliver-from-memory", "false"]));
+    }
+
+    /// The claim interval is the store's default unless set: none with SQLite, 10 ms with
+    /// PostgreSQL.
+    #[test]
+    fn the_claim_interval_defaults_by_store() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["dispatcher"].iter().chain(args))
+                .unwrap()
+                .config
+                .claim_interval()
+        };
+        assert_eq!(parse(&[]), Duration::ZERO);
+        assert_eq!(parse(&["--store", "postgres"]), Duration::from_millis(10));
+        let set = ["--store", "postgres", "--claim-interval-ms", "0"];
+        assert_eq!(parse(&set), Duration::ZERO);
+        assert_eq!(
+            parse(&["--claim-interval-ms", "25"]),
+            Duration::from_millis(25)
+        );
     }
 }

@@ -85,6 +85,7 @@ impl Shared {
             ownership: self.ownership.clone(),
             concurrency: self.config.concurrency,
             per_endpoint_concurrency: self.config.per_endpoint_concurrency,
+            claim_interval: self.config.claim_interval(),
             handoff: self.handoff.clone(),
         }
     }

@@ -40,15 +40,41 @@ pub fn claim_caps<'a>(
         .collect()
 }
 
+/// When the claim after one that started at `started` and took `claimed` of `asked` may start:
+/// a partial claim (the store had nothing more due) holds the next back until `interval` after
+/// it, so it takes what arrived meanwhile together; a full one, or one that took nothing (the
+/// loop then waits for a wake-up), holds nothing back. Pure.
+pub fn next_claim_after(
+    started: Instant,
+    claimed: usize,
+    asked: usize,
+    interval: Duration,
+) -> Option<Instant> {
+    (claimed > 0 && claimed < asked && !interval.is_zero()).then(|| started + interval)
+}
+
 /// Claims and starts due deliveries until the stop signal.
 pub(super) async fn claim_loop(engine: &Arc<Engine>) {
     let mut stop = engine.stop.clone();
+    // Set after a partial claim: the next one waits for it (`--claim-interval-ms`).
+    let mut not_before: Option<Instant> = None;
     while !engine.stopping() {
+        if let Some(at) = not_before.take() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = stop.changed() => continue,
+            }
+        }
         let free = engine.slots.available_permits();
         let mut claimed_count = 0;
         if free > 0 {
-            match claim_round(engine, free.min(CLAIM_BATCH)).await {
-                Ok(count) => claimed_count = count,
+            let (started, asked) = (Instant::now(), free.min(CLAIM_BATCH));
+            match claim_round(engine, asked).await {
+                Ok(count) => {
+                    claimed_count = count;
+                    not_before =
+                        next_claim_after(started, count, asked, engine.deps.claim_interval);
+                }
                 Err(error) => {
                     warn!(%error, "claiming due deliveries failed");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -179,6 +205,18 @@ mod tests {
 
     fn ep(i: usize) -> EndpointRef {
         EndpointRef::new("ns", format!("ep-{i}"))
+    }
+
+    #[test]
+    fn only_a_partial_claim_holds_the_next_back() {
+        let (started, interval) = (Instant::now(), Duration::from_millis(10));
+        assert_eq!(
+            next_claim_after(started, 3, 512, interval),
+            Some(started + interval)
+        );
+        assert_eq!(next_claim_after(started, 512, 512, interval), None, "full");
+        assert_eq!(next_claim_after(started, 0, 512, interval), None, "empty");
+        assert_eq!(next_claim_after(started, 3, 512, Duration::ZERO), None);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Deps {
     pub concurrency: usize,
     /// Attempts in flight at most per endpoint (`--per-endpoint-concurrency`).
     pub per_endpoint_concurrency: usize,
+    /// The shortest time from a claim that took less than it asked for to the next claim
+    /// (`--claim-interval-ms`).
+    pub claim_interval: std::time::Duration,
     /// Where ingest hands over the deliveries it creates claimed (the engine attaches itself).
     pub handoff: Arc<super::Handoff>,
 }
