@@ -368,22 +368,38 @@ pub async fn record_locked(
     tx: &Transaction<'_>,
     results: &[AttemptResult],
 ) -> Result<Vec<Recorded>> {
-    let ids: Vec<i64> = results.iter().map(|r| r.delivery_id.0).collect();
-    if ids.iter().collect::<HashSet<_>>().len() < ids.len() {
+    if names_a_delivery_twice(results) {
         let mut recorded = Vec::with_capacity(results.len());
         for result in results {
             recorded.extend(Box::pin(record_locked(tx, std::slice::from_ref(result))).await?);
         }
         return Ok(recorded);
     }
+    let (recorded, writes) = read_and_plan(tx, results).await?;
+    write_all(tx, &writes, &[]).await?;
+    Ok(recorded)
+}
+
+/// Whether `results` name one delivery more than once (then each must see the one before).
+fn names_a_delivery_twice(results: &[AttemptResult]) -> bool {
+    let mut seen = HashSet::with_capacity(results.len());
+    !results.iter().all(|r| seen.insert(r.delivery_id))
+}
+
+/// Reads and locks the deliveries of `results` (each named once), and plans what each result
+/// does to its delivery: the outcomes, and the rows to write.
+async fn read_and_plan<'a>(
+    tx: &Transaction<'_>,
+    results: &'a [AttemptResult],
+) -> Result<(Vec<Recorded>, Writes<'a>)> {
+    let ids: Vec<i64> = results.iter().map(|r| r.delivery_id.0).collect();
     let found = read_locked(tx, &ids).await?;
     let mut writes = Writes::default();
     let recorded = results
         .iter()
         .map(|result| plan(found.get(&result.delivery_id.0), result, &mut writes))
         .collect();
-    write_all(tx, &writes, &[]).await?;
-    Ok(recorded)
+    Ok((recorded, writes))
 }
 
 /// Records `results` and what they add to their endpoints' counters, each answered as
@@ -394,19 +410,13 @@ pub async fn record_all(
     tx: &Transaction<'_>,
     results: &[AttemptResult],
 ) -> Result<Vec<RecordOutcome>> {
-    let ids: Vec<i64> = results.iter().map(|r| r.delivery_id.0).collect();
-    if ids.iter().collect::<HashSet<_>>().len() < ids.len() {
-        let recorded = record_locked(tx, results).await?;
-        let (outcomes, bumps) = tally(recorded.into_iter().map(Ok));
-        write_all(tx, &Writes::default(), &bumps).await?;
-        return outcomes.into_iter().collect();
-    }
-    let found = read_locked(tx, &ids).await?;
-    let mut writes = Writes::default();
-    let recorded = results
-        .iter()
-        .map(|result| Ok(plan(found.get(&result.delivery_id.0), result, &mut writes)));
-    let (outcomes, bumps) = tally(recorded);
+    let (recorded, writes) = if names_a_delivery_twice(results) {
+        // Written result by result; only the counters are left.
+        (record_locked(tx, results).await?, Writes::default())
+    } else {
+        read_and_plan(tx, results).await?
+    };
+    let (outcomes, bumps) = tally(recorded.into_iter().map(Ok));
     write_all(tx, &writes, &bumps).await?;
     outcomes.into_iter().collect()
 }
