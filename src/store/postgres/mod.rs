@@ -232,9 +232,7 @@ impl PostgresStore {
             for result in results {
                 each.push(record::record_in_savepoint(&mut tx, result).await?);
             }
-            let (outcomes, bumps) = record::tally(each);
-            record::write_all(&tx, &record::Writes::default(), &bumps).await?;
-            outcomes
+            record::write_counted(&tx, each, &record::Writes::default()).await?
         } else {
             record::record_all(&tx, results)
                 .await?
@@ -422,12 +420,7 @@ impl Store for PostgresStore {
         let outcomes = self
             .record_batch(std::slice::from_ref(&result), false)
             .await?;
-        outcomes.into_iter().next().unwrap_or_else(|| {
-            Err(StoreError::Backend {
-                context: "record an attempt",
-                source: "no outcome for the attempt".into(),
-            })
-        })
+        record::the_only(outcomes)?
     }
 
     /// One transaction (one commit, one WAL flush) for the batch. Tried first with no savepoint

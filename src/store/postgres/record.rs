@@ -21,6 +21,7 @@ use crate::store::common::{
 use crate::store::minutes::by_minute;
 use crate::store::{
     AttemptResult, DeliveryId, DeliveryState, EndpointRef, NextStep, RecordOutcome, Result,
+    StoreError,
 };
 
 /// A delivery being recorded, as the read found (and locked) it.
@@ -416,22 +417,37 @@ pub async fn record_all(
     } else {
         read_and_plan(tx, results).await?
     };
-    let (outcomes, bumps) = tally(recorded.into_iter().map(Ok));
-    write_all(tx, &writes, &bumps).await?;
-    outcomes.into_iter().collect()
+    write_counted(tx, recorded.into_iter().map(Ok), &writes)
+        .await?
+        .into_iter()
+        .collect()
 }
 
-/// The outcomes of recorded attempts, and what they add to each endpoint's counters, folded
-/// into one bump per endpoint, in endpoint order.
-pub fn tally(
+/// Writes `writes` ([`write_all`]) with what the recorded attempts add to their endpoints'
+/// counters, folded into one bump per endpoint, in endpoint order; returns their outcomes.
+pub async fn write_counted(
+    tx: &Transaction<'_>,
     recorded: impl IntoIterator<Item = Result<Recorded>>,
-) -> (Vec<Result<RecordOutcome>>, Vec<(EndpointRef, CounterBump)>) {
+    writes: &Writes<'_>,
+) -> Result<Vec<Result<RecordOutcome>>> {
     let mut counters = CounterTally::default();
     let outcomes = recorded
         .into_iter()
         .map(|recorded| recorded.map(|recorded| counters.take(recorded)))
         .collect();
-    (outcomes, counters.into_bumps())
+    write_all(tx, writes, &counters.into_bumps()).await?;
+    Ok(outcomes)
+}
+
+/// The one answer of a job that recorded one attempt.
+pub fn the_only<T>(mut answers: Vec<T>) -> Result<T> {
+    match (answers.pop(), answers.is_empty()) {
+        (Some(answer), true) => Ok(answer),
+        _ => Err(StoreError::Backend {
+            context: "record an attempt",
+            source: "not one outcome for the attempt".into(),
+        }),
+    }
 }
 
 /// Whether `result` finishes its delivery (if applied): then its lane moves on.
@@ -465,14 +481,7 @@ pub async fn record_in_savepoint(
         .map_err(super::db("savepoint"))?;
     let recorded = record_locked(&savepoint, std::slice::from_ref(result))
         .await
-        .and_then(|mut recorded| {
-            recorded
-                .pop()
-                .ok_or_else(|| crate::store::StoreError::Backend {
-                    context: "record an attempt",
-                    source: "no outcome for the attempt".into(),
-                })
-        });
+        .and_then(the_only);
     if recorded.is_ok() {
         savepoint
             .commit()
