@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::{at, claim_all, endpoint, event, names, result, Harness};
 use crate::store::{
-    ClaimRequest, ClaimScope, DeliveryId, DeliveryState, EndpointCaps, NextStep, RecordOutcome,
-    Result,
+    AttemptResult, ClaimRequest, ClaimScope, DeliveryId, DeliveryState, EndpointCaps, NextStep,
+    RecordOutcome, Result, Store,
 };
 
 /// `claim_due_capped`: an endpoint named in the caps gets at most its cap (0: none), the others
@@ -59,6 +59,11 @@ pub async fn capped_claims(harness: &dyn Harness) -> Result<()> {
     Ok(())
 }
 
+/// The outcomes of recording `results` as one batch (each must have been answered).
+async fn outcomes_of(store: &dyn Store, results: Vec<AttemptResult>) -> Result<Vec<RecordOutcome>> {
+    store.record_attempts(results).await?.into_iter().collect()
+}
+
 /// `record_attempts` answers each result as `record_attempt` would (applied, lease lost, not
 /// found), in input order, and applies the ones it may.
 pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
@@ -70,8 +75,9 @@ pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
     assert_eq!(claimed.len(), 3);
     let id = |i: usize| claimed[i].delivery.id;
     let delivered = |id, owner| result(id, owner, 1, 2, Some(200), 5, NextStep::Delivered);
-    let outcomes = store
-        .record_attempts(vec![
+    let outcomes = outcomes_of(
+        store.as_ref(),
+        vec![
             delivered(id(0), "w"),
             delivered(id(1), "someone-else"),
             delivered(DeliveryId(999_999), "w"),
@@ -84,9 +90,9 @@ pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
                 5,
                 NextStep::Retry { at: at(60) },
             ),
-        ])
-        .await?;
-    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+        ],
+    )
+    .await?;
     assert_eq!(
         outcomes,
         [
@@ -111,33 +117,19 @@ pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
 
     // A batch naming one delivery twice: each result sees the one before it. The same attempt
     // again is already recorded; the next attempt applies on top.
+    // The third delivery's attempt `attempt` at `seconds` fails with a 500, due again at `next`.
+    let failed = |attempt, seconds, next| {
+        let retry = NextStep::Retry { at: at(next) };
+        result(id(2), "w", attempt, seconds, Some(500), 5, retry)
+    };
     let again = store.claim_due(claim_all("w", 60)).await?;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.id, id(2));
-    let outcomes = store
-        .record_attempts(vec![
-            result(
-                id(2),
-                "w",
-                2,
-                62,
-                Some(500),
-                5,
-                NextStep::Retry { at: at(90) },
-            ),
-            result(
-                id(2),
-                "w",
-                2,
-                62,
-                Some(500),
-                5,
-                NextStep::Retry { at: at(90) },
-            ),
-            delivered(id(0), "w"),
-        ])
-        .await?;
-    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+    let outcomes = outcomes_of(
+        store.as_ref(),
+        vec![failed(2, 62, 90), failed(2, 62, 90), delivered(id(0), "w")],
+    )
+    .await?;
     assert_eq!(
         outcomes,
         [
@@ -155,22 +147,15 @@ pub async fn batched_records(harness: &dyn Harness) -> Result<()> {
         .collect();
     retried.sort();
     assert_eq!(retried, [id(1), id(2)]);
-    let outcomes = store
-        .record_attempts(vec![
-            result(
-                id(2),
-                "w",
-                3,
-                92,
-                Some(500),
-                5,
-                NextStep::Retry { at: at(120) },
-            ),
+    let outcomes = outcomes_of(
+        store.as_ref(),
+        vec![
+            failed(3, 92, 120),
             delivered(id(1), "w"),
             result(id(2), "w", 4, 92, Some(200), 5, NextStep::Delivered),
-        ])
-        .await?;
-    let outcomes: Vec<RecordOutcome> = outcomes.into_iter().collect::<Result<_>>()?;
+        ],
+    )
+    .await?;
     assert_eq!(
         outcomes,
         [
