@@ -685,6 +685,42 @@ async fn a_refused_enqueue_fails_alone_in_a_pipelined_commit() -> Result<()> {
     Ok(())
 }
 
+/// A group commit's round of enqueues is a few set-based statements. When PostgreSQL refuses
+/// one of its events (a NUL character in a text column), the whole statement fails; the writer
+/// then runs the batch again an enqueue a round to find the job, refuses that job alone and
+/// stores the others. On one thread the three jobs are queued before the writer runs, so they
+/// share one batch (the counter checks it) and, sharing no key, one round.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_event_in_a_set_based_round_fails_alone() -> Result<()> {
+    let harness = PostgresHarness::new();
+    let counter = CommitCounter::default();
+    let config = PostgresConfig {
+        on_commit: Some(counter.observer()),
+        ..harness.config()
+    };
+    let store = PostgresStore::open(config).await?;
+    let mut refused = event("evt_bad", "user.created", 0);
+    refused.trace_parent = Some("bad\0trace".into());
+    let (first, bad, last) = futures::join!(
+        store.enqueue(event("evt_1", "user.created", 0), names(&["a", "b"])),
+        store.enqueue(refused, names(&["a"])),
+        store.enqueue(event("evt_2", "user.created", 0), names(&["b"])),
+    );
+    assert_eq!(counter.largest(), 3, "the three jobs shared one batch");
+    assert!(
+        matches!(bad, Err(StoreError::Backend { .. })),
+        "the NUL byte is refused: {bad:?}"
+    );
+    let (first, last) = (first?, last?);
+    assert_eq!((first.deliveries.len(), last.deliveries.len()), (2, 1));
+    assert!(
+        first.deliveries[0] < first.deliveries[1],
+        "ids follow the endpoints' order"
+    );
+    assert_eq!(store.pending_count().await?, 3);
+    Ok(())
+}
+
 /// A purge and a replay never run at once (there is no foreign key from deliveries to events to
 /// stop a replay from inserting a delivery for an event a purge deletes): each waits for the
 /// other's lock, taken here on a connection of the test's own.

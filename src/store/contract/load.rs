@@ -116,6 +116,11 @@ impl CommitCounter {
             largest.fetch_max(jobs, Ordering::Relaxed);
         })
     }
+
+    /// The most jobs one commit has held so far.
+    pub fn largest(&self) -> usize {
+        self.largest.load(Ordering::Relaxed)
+    }
 }
 
 /// 200 concurrent enqueues on a store opened with `counter`'s observer share commits.

@@ -45,6 +45,7 @@ use crate::store::{
     Store, StoreError,
 };
 
+mod enqueue;
 mod lanes;
 mod pipeline;
 mod reads;

@@ -3,8 +3,11 @@
 //! task takes every job waiting (up to a batch size) and runs them all in one transaction, so one
 //! commit (one WAL flush on the server) covers them all, then answers each caller.
 //!
-//! A job that fails (an SQL error of its own) is answered with its error and the transaction is
-//! run again without it, so the other jobs still commit. If the connection or the commit fails,
+//! Each round of the batch's enqueues ([`pipeline::rounds`]) is a few set-based statements
+//! ([`enqueue::enqueue_round`]). When one fails with an error of its own (not the connection's),
+//! the transaction is run again with each enqueue as a round of its own, pipelined, to find the
+//! job it came from: that job is answered with its error and the transaction is run again
+//! without it, so the other jobs still commit. If the connection or the commit fails,
 //! every job of the batch gets [`StoreError::Commit`] (transient: nothing of it may be assumed
 //! stored, and retrying it is safe because enqueues are idempotent).
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{pipeline, writes};
+use super::{enqueue, pipeline, writes};
 use crate::store::{EnqueueOutcome, EnqueueRequest, Result, StoreError};
 
 /// Called after each commit with the number of jobs and how long the transaction took.
@@ -97,20 +100,25 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Job>, config: WriterConfig
 enum Failed {
     /// Job `index` failed by itself; the others may be run again without it.
     Job(usize, StoreError),
+    /// A round of several enqueues failed by itself: run the batch one enqueue a round to find
+    /// which.
+    Round,
     /// The connection or the transaction failed: every job fails.
     Batch(String),
 }
 
 /// Commits the batch (without the jobs that fail by themselves) and answers every job.
 async fn commit(pool: &Pool, batch: &mut Vec<Job>, window_ms: i64) {
+    let mut one_by_one = false;
     while !batch.is_empty() {
-        match run_batch(pool, batch, window_ms).await {
+        match run_batch(pool, batch, window_ms, one_by_one).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     job.answer(Ok(outcome));
                 }
             }
             Err(Failed::Job(index, error)) => batch.remove(index).answer(Err(error)),
+            Err(Failed::Round) => one_by_one = true,
             Err(Failed::Batch(message)) => {
                 tracing::error!(jobs = batch.len(), error = %message, "postgres group commit failed");
                 for job in batch.drain(..) {
@@ -125,6 +133,7 @@ async fn run_batch(
     pool: &Pool,
     batch: &[Job],
     window_ms: i64,
+    one_by_one: bool,
 ) -> std::result::Result<Vec<Vec<EnqueueOutcome>>, Failed> {
     let whole = |what: &str| {
         let what = what.to_owned();
@@ -148,24 +157,39 @@ async fn run_batch(
     let mut done: Vec<Option<EnqueueOutcome>> = Vec::new();
     done.resize_with(requests.len(), || None);
     for round in pipeline::rounds(&keys) {
+        let (sets, pieces);
+        let parts: &[Vec<usize>] = if one_by_one {
+            pieces = round.iter().map(|&k| vec![k]).collect::<Vec<_>>();
+            &pieces
+        } else {
+            sets = [round];
+            &sets
+        };
         // Issued together: the connection pipelines them.
-        let answers = futures::future::join_all(
-            round
-                .iter()
-                .map(|&k| writes::enqueue_one(&tx, requests[k].1, window_ms)),
-        )
+        let tx = &tx;
+        let answers = futures::future::join_all(parts.iter().map(|part| {
+            let part: Vec<&EnqueueRequest> = part.iter().map(|&k| requests[k].1).collect();
+            async move { enqueue::enqueue_round(tx, &part, window_ms).await }
+        }))
         .await;
         let mut culprit = None;
         let mut failed = false;
-        for (&k, answer) in round.iter().zip(answers) {
+        for (part, answer) in parts.iter().zip(answers) {
             match answer {
-                Ok(outcome) => done[k] = Some(outcome),
+                Ok(outcomes) => {
+                    for (&k, outcome) in part.iter().zip(outcomes) {
+                        done[k] = Some(outcome);
+                    }
+                }
                 Err(e) if e.is_transient() => return Err(whole("enqueue")(&e)),
                 Err(e) => {
                     failed = true;
                     // The others fail only because this one ended the transaction.
                     if culprit.is_none() && !super::failed_before(&e) {
-                        culprit = Some(Failed::Job(requests[k].0, e));
+                        culprit = Some(match part[..] {
+                            [k] => Failed::Job(requests[k].0, e),
+                            _ => Failed::Round,
+                        });
                     }
                 }
             }

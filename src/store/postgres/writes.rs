@@ -1,24 +1,21 @@
 //! The write operations, each inside a transaction the caller opens and commits (enqueues inside
 //! a group commit, see [`super::writer`]). Transactions run at READ COMMITTED; rows that several
 //! replicas may race for are taken with `FOR UPDATE` (claims with `SKIP LOCKED`).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::enqueue::{insert_deliveries, NewDeliveries};
 use super::lanes::{self, Locks};
 use super::rows::{self, get, Params, DELIVERY_COLUMNS, DELIVERY_WIDTH, EVENT_COLUMNS};
 use super::{db, reads};
-use crate::store::common::{
-    claim_on_insert, claimed_at_insert, count, distinct_endpoints, millis, resource_columns,
-    sql_limit,
-};
+use crate::store::common::{count, millis, sql_limit};
 use crate::store::minutes::ROLLUP_KEPT_MINUTES;
 use crate::store::{
-    partition_hash, ClaimOnInsert, ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId,
-    DeliveryState, EndpointCaps, EndpointRef, EnqueueOutcome, EnqueueRequest, EventSource,
-    NewEvent, PurgeStats, ReplayRequest, ReplayResult, Result, StoreError,
+    ClaimRequest, ClaimScope, ClaimedDelivery, DeliveryId, EndpointCaps, EndpointRef,
+    EnqueueRequest, PurgeStats, ReplayRequest, ReplayResult, Result, StoreError,
 };
 
 /// Runs `sql` (prepared once per connection) in a transaction or, on a pooled connection, as a
@@ -62,8 +59,8 @@ const NOT_HELD: &str =
 /// batch of enqueues dedupes on (event id, resource UID, idempotency key), then those its laned
 /// deliveries need (their endpoints shared, their lanes: see [`lanes`]). Replicas enqueueing
 /// the same event at once then run one after the other, and the second sees the first's event;
-/// the fixed order means two batches never deadlock on each other. [`enqueue_one`] relies on
-/// these locks being held.
+/// the fixed order means two batches never deadlock on each other.
+/// [`super::enqueue::enqueue_round`] relies on these locks being held.
 pub async fn lock_identities<'a>(
     tx: &Transaction<'_>,
     requests: impl Iterator<Item = &'a EnqueueRequest>,
@@ -76,202 +73,6 @@ pub async fn lock_identities<'a>(
         locks.add_enqueue(request);
     }
     lanes::take(tx, &locks).await
-}
-
-/// Persists one event and its deliveries; a duplicate returns the earlier event. The caller
-/// holds [`lock_identities`]'s locks for the request.
-pub async fn enqueue_one(
-    tx: &Transaction<'_>,
-    request: &EnqueueRequest,
-    window_ms: i64,
-) -> Result<EnqueueOutcome> {
-    let event = &request.event;
-    if let Some(existing) = find_duplicate(tx, event, window_ms).await? {
-        let deliveries = query(
-            tx,
-            "SELECT id FROM deliveries WHERE event_id = $1 AND replay_id = '' ORDER BY id",
-            &[&existing],
-            "read deliveries of event",
-        )
-        .await?
-        .iter()
-        .map(|row| get(row, 0).map(DeliveryId))
-        .collect::<Result<_>>()?;
-        return Ok(EnqueueOutcome {
-            event_id: existing,
-            deliveries,
-            duplicate: true,
-            claimed: Vec::new(),
-        });
-    }
-    let (resource_name, resource_uid) = resource_columns(&event.source);
-    let created_at = millis(event.created_at);
-    execute(
-        tx,
-        "INSERT INTO events (event_id, namespace, event_type, data, created_at, resource_name, \
-         resource_uid, idempotency_key, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &event.event_id,
-            &event.namespace,
-            &event.event_type,
-            &&event.data[..],
-            &created_at,
-            &resource_name,
-            &resource_uid,
-            &event.idempotency_key,
-            &event.trace_parent,
-        ],
-        "insert event",
-    )
-    .await?;
-    let names = distinct_endpoints(request);
-    let delivery_lanes: Vec<Option<&str>> = names
-        .iter()
-        .map(|name| request.lanes.get(*name).map(String::as_str))
-        .collect();
-    let claims: Vec<bool> = names
-        .iter()
-        .map(|name| claim_on_insert(request, name).is_some())
-        .collect();
-    let inserted = insert_deliveries(
-        tx,
-        &event.event_id,
-        &event.namespace,
-        &names,
-        &delivery_lanes,
-        "",
-        created_at,
-        request
-            .claim
-            .as_ref()
-            .map(|claim| (claim, claims.as_slice())),
-    )
-    .await?;
-    let claimed = names
-        .iter()
-        .zip(&inserted)
-        .filter_map(|(name, (id, state))| {
-            let endpoint = EndpointRef::new(event.namespace.clone(), *name);
-            claimed_at_insert(request, endpoint, *id, *state)
-        })
-        .collect();
-    Ok(EnqueueOutcome {
-        event_id: event.event_id.clone(),
-        deliveries: inserted.into_iter().map(|(id, _)| id).collect(),
-        claimed,
-        duplicate: false,
-    })
-}
-
-/// The earlier event this one repeats: same id, same resource UID, or same idempotency key
-/// within the window (in that order of precedence).
-async fn find_duplicate(
-    tx: &Transaction<'_>,
-    event: &NewEvent,
-    window_ms: i64,
-) -> Result<Option<String>> {
-    let uid = match &event.source {
-        EventSource::Resource { uid, .. } => Some(uid.as_str()),
-        EventSource::Ingest => None,
-    };
-    let since = millis(event.created_at).saturating_sub(window_ms);
-    let found = query(
-        tx,
-        "SELECT event_id FROM ( \
-           SELECT 1 AS rank, event_id FROM events WHERE event_id = $1 \
-           UNION ALL SELECT 2, event_id FROM events WHERE resource_uid = $2 \
-           UNION ALL (SELECT 3, event_id FROM events WHERE namespace = $3 AND idempotency_key = $4 \
-             AND created_at >= $5 ORDER BY created_at DESC LIMIT 1) \
-         ) found ORDER BY rank LIMIT 1",
-        &[
-            &event.event_id,
-            &uid,
-            &event.namespace,
-            &event.idempotency_key,
-            &since,
-        ],
-        "look up duplicate event",
-    )
-    .await?;
-    found.first().map(|row| get(row, 0)).transpose()
-}
-
-/// Inserts one delivery per name (distinct), in one statement, due at `due_ms`: Queued where it
-/// has a lane (`lanes[i]` for `names[i]`) that must wait ([`lanes::must_queue_sql`]), else Held
-/// where the endpoint is held, else InFlight under `claim`'s lease where `claims[i]`, else
-/// Pending. Returns their ids and states in `names` order. The caller holds the locks of the
-/// lanes given ([`Locks::lane`]); each endpoint is named once, so no two rows of the statement
-/// share a lane. No `(event, endpoint, replay)` exists yet: an enqueue's event is new (a
-/// duplicate was answered before, under its identity locks) and a replay's id runs once, each
-/// event once; a plain insert skips the speculative insertion `ON CONFLICT` costs every row.
-#[allow(clippy::too_many_arguments)]
-async fn insert_deliveries(
-    tx: &Transaction<'_>,
-    event_id: &str,
-    namespace: &str,
-    names: &[&str],
-    lanes: &[Option<&str>],
-    replay_id: &str,
-    due_ms: i64,
-    claim: Option<(&ClaimOnInsert, &[bool])>,
-) -> Result<Vec<(DeliveryId, DeliveryState)>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let owner = claim.map(|(claim, _)| claim.owner.as_str());
-    let expires = claim.map(|(claim, _)| millis(claim.lease_expires_at));
-    let claims: Vec<bool> = match claim {
-        Some((_, claims)) => claims.to_vec(),
-        None => vec![false; names.len()],
-    };
-    let hashes: Vec<i64> = names
-        .iter()
-        .map(|name| i64::from(partition_hash(namespace, name)))
-        .collect();
-    // `OFFSET 0` keeps the subquery from being pulled up into the outer SELECT: pulled up, its
-    // `state` (lane check and `held_endpoints` probe) was evaluated for each of its three uses,
-    // and ingest on PostgreSQL fell to 0.66× (docs/benchmarks.md, issue 19, session 16).
-    let rows = query(
-        tx,
-        &format!(
-            "INSERT INTO deliveries (event_id, namespace, endpoint, partition_hash, replay_id, state, \
-             next_attempt_at, created_at, lane, lease_owner, lease_expires_at) \
-             SELECT $1::text, $2::text, s.name, s.hash, $3::text, s.state, $4::bigint, $4::bigint, s.lane, \
-               CASE WHEN s.state = 'in_flight' THEN $8::text END, \
-               CASE WHEN s.state = 'in_flight' THEN $9::bigint END \
-             FROM (SELECT t.name, t.hash, t.lane, t.ord, \
-               CASE WHEN (CASE WHEN t.lane IS NULL THEN false ELSE {} END) THEN 'queued' \
-               WHEN EXISTS (SELECT 1 FROM held_endpoints h WHERE h.namespace = $2::text \
-                 AND h.endpoint = t.name) THEN 'held' \
-               WHEN t.claim THEN 'in_flight' ELSE 'pending' END AS state \
-             FROM unnest($5::text[], $6::bigint[], $7::text[], $10::bool[]) \
-               WITH ORDINALITY AS t(name, hash, lane, claim, ord) OFFSET 0) s \
-             ORDER BY s.ord \
-             RETURNING endpoint, id, state",
-            lanes::must_queue_sql("$2::text", "t.name", "t.lane"),
-        ),
-        &[
-            &event_id, &namespace, &replay_id, &due_ms, &names, &hashes, &lanes, &owner, &expires,
-            &claims,
-        ],
-        "insert deliveries",
-    )
-    .await?;
-    let ids: HashMap<String, (i64, String)> = rows
-        .iter()
-        .map(|row| Ok((get(row, 0)?, (get(row, 1)?, get(row, 2)?))))
-        .collect::<Result<_>>()?;
-    names
-        .iter()
-        .map(|name| {
-            let (id, state) = ids
-                .get(*name)
-                .ok_or_else(|| StoreError::Commit(format!("no delivery id for endpoint {name}")))?;
-            let state = DeliveryState::parse(state)
-                .ok_or_else(|| StoreError::Commit(format!("unknown delivery state {state:?}")))?;
-            Ok((DeliveryId(*id), state))
-        })
-        .collect()
 }
 
 /// A claim scope as SQL on alias `c`: a condition, and for an endpoint list the endpoints as a
@@ -614,17 +415,17 @@ pub async fn replay(tx: &Transaction<'_>, request: &ReplayRequest) -> Result<Rep
     // One insert per candidate, in candidate order (oldest event first): each sees the ones
     // before it, so a lane's replayed deliveries queue in the original order.
     for candidate in &candidates {
-        insert_deliveries(
-            tx,
+        let mut delivery = NewDeliveries::default();
+        let lane = candidate.lane.as_deref();
+        delivery.push(
             &candidate.event_id,
             &endpoint.namespace,
-            &[endpoint.name.as_str()],
-            &[candidate.lane.as_deref()],
-            &request.replay_id,
-            now,
+            &endpoint.name,
+            lane,
             None,
-        )
-        .await?;
+            now,
+        );
+        insert_deliveries(tx, &delivery, &request.replay_id).await?;
         requeued += 1;
     }
     let matched = count(events.len());
