@@ -79,10 +79,10 @@ pub struct DispatcherConfig {
     /// Create the deliveries this replica can start at once already claimed, in the transaction
     /// that stores their event, and start them when it commits, without a claim round trip
     /// (docs/architecture.md, "Deliver from memory"); `false` stores every delivery Pending for
-    /// the claim loop to take. Unset: on with SQLite, off with PostgreSQL until a compare there
-    /// favours it (docs/benchmarks.md, issue 19, session 16).
-    #[arg(long, env = "DELIVER_FROM_MEMORY", action = clap::ArgAction::Set)]
-    pub deliver_from_memory: Option<bool>,
+    /// the claim loop to take. On with either store (PostgreSQL since its enqueue went
+    /// set-based: docs/benchmarks.md, issue 19, session 20).
+    #[arg(long, env = "DELIVER_FROM_MEMORY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub deliver_from_memory: bool,
     /// After a claim that took fewer deliveries than it asked for (nothing more was due), the
     /// next claim waits until this many milliseconds after it started: claims then take what
     /// arrived meanwhile together instead of one or two rows each. Unset: 0 with SQLite (claims
@@ -90,6 +90,14 @@ pub struct DispatcherConfig {
     /// docs/benchmarks.md, issue 19, session 19).
     #[arg(long, env = "CLAIM_INTERVAL_MS")]
     pub claim_interval_ms: Option<u64>,
+    /// After recording fewer attempt results than a batch may hold (nothing more was waiting),
+    /// the next record batch waits until this many milliseconds after it: results are written
+    /// in fewer, larger transactions. Attempts are not held back (their slot is free before
+    /// their result is recorded); a retry or an ordering lane's next delivery becomes due up to
+    /// this much later. Unset: 0 with SQLite (its group commit batches already), 10 with
+    /// PostgreSQL (docs/benchmarks.md, issue 19, session 20).
+    #[arg(long, env = "RECORD_INTERVAL_MS")]
+    pub record_interval_ms: Option<u64>,
     /// Watch only this namespace; all namespaces when unset.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -206,11 +214,23 @@ impl DispatcherConfig {
     /// The shortest time between a partial claim and the next (`--claim-interval-ms`, or the
     /// store's default).
     pub fn claim_interval(&self) -> Duration {
+        self.store_round_interval(self.claim_interval_ms)
+    }
+
+    /// The shortest time between a partial record batch and the next (`--record-interval-ms`,
+    /// or the store's default).
+    pub fn record_interval(&self) -> Duration {
+        self.store_round_interval(self.record_interval_ms)
+    }
+
+    /// `set`, or the store's default pace for claims and records: none with SQLite (local and
+    /// group-committed), 10 ms with PostgreSQL (each round is a statement on the shared server).
+    fn store_round_interval(&self, set: Option<u64>) -> Duration {
         let default = match self.store {
             StoreKind::Sqlite => 0,
             StoreKind::Postgres => 10,
         };
-        Duration::from_millis(self.claim_interval_ms.unwrap_or(default))
+        Duration::from_millis(set.unwrap_or(default))
     }
 
     /// How long finished deliveries are kept: `--retention-days` when given, else `--retention`.
@@ -236,14 +256,6 @@ impl DispatcherConfig {
 pub enum StoreKind {
     Sqlite,
     Postgres,
-}
-
-impl DispatcherConfig {
-    /// Whether ingest hands deliveries over (`--deliver-from-memory`, or the store's default).
-    pub fn delivers_from_memory(&self) -> bool {
-        self.deliver_from_memory
-            .unwrap_or(matches!(self.store, StoreKind::Sqlite))
-    }
 }
 
 /// An idempotency window: a humantime duration (`24h`, `1h 30m`, `3600s`), from 1 s to 365 days.
@@ -332,47 +344,59 @@ mod tests {
         );
     }
 
-    /// Deliver from memory is the store's default unless set: on with SQLite, off with
-    /// PostgreSQL (where ingest, not the claim, bounds throughput: measured no faster with it
-    /// on), and either way when asked.
+    /// Deliver from memory is on with either store unless set off.
     #[test]
-    fn delivering_from_memory_defaults_by_store() {
+    fn delivering_from_memory_is_on_unless_set_off() {
         use clap::Parser;
         let parse = |args: &[&str]| {
             Cli::try_parse_from(["dispatcher"].iter().chain(args))
                 .unwrap()
                 .config
-                .delivers_from_memory()
+                .deliver_from_memory
         };
         assert!(parse(&[]));
-        assert!(!parse(&["--store", "postgres"]));
-        assert!(parse(&[
+        assert!(parse(&["--store", "postgres"]));
+        assert!(!parse(&[
             "--store",
             "postgres",
             "--deliver-from-memory",
-            "true"
+            "false"
         ]));
         assert!(!parse(&["--deliver-from-memory", "false"]));
     }
 
-    /// The claim interval is the store's default unless set: none with SQLite, 10 ms with
-    /// PostgreSQL.
+    /// The claim and record intervals are the store's default unless set: none with SQLite,
+    /// 10 ms with PostgreSQL; each flag sets its own.
     #[test]
-    fn the_claim_interval_defaults_by_store() {
+    fn the_store_round_intervals_default_by_store() {
         use clap::Parser;
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(["dispatcher"].iter().chain(args))
-                .unwrap()
-                .config
-                .claim_interval()
-        };
-        assert_eq!(parse(&[]), Duration::ZERO);
-        assert_eq!(parse(&["--store", "postgres"]), Duration::from_millis(10));
-        let set = ["--store", "postgres", "--claim-interval-ms", "0"];
-        assert_eq!(parse(&set), Duration::ZERO);
-        assert_eq!(
-            parse(&["--claim-interval-ms", "25"]),
-            Duration::from_millis(25)
-        );
+        type Interval = fn(&DispatcherConfig) -> Duration;
+        let cases: [(&str, Interval); 2] = [
+            ("--claim-interval-ms", DispatcherConfig::claim_interval),
+            ("--record-interval-ms", DispatcherConfig::record_interval),
+        ];
+        for (flag, interval) in cases {
+            let parse = |args: &[&str]| {
+                interval(
+                    &Cli::try_parse_from(["dispatcher"].iter().chain(args))
+                        .unwrap()
+                        .config,
+                )
+            };
+            assert_eq!(parse(&[]), Duration::ZERO, "{flag}");
+            assert_eq!(parse(&["--store", "postgres"]), Duration::from_millis(10));
+            assert_eq!(parse(&["--store", "postgres", flag, "0"]), Duration::ZERO);
+            assert_eq!(parse(&[flag, "25"]), Duration::from_millis(25), "{flag}");
+            let other = if flag == "--claim-interval-ms" {
+                "--record-interval-ms"
+            } else {
+                "--claim-interval-ms"
+            };
+            assert_eq!(
+                parse(&[other, "25"]),
+                Duration::ZERO,
+                "{other} sets only its own"
+            );
+        }
     }
 }

@@ -86,6 +86,7 @@ impl Shared {
             concurrency: self.config.concurrency,
             per_endpoint_concurrency: self.config.per_endpoint_concurrency,
             claim_interval: self.config.claim_interval(),
+            record_interval: self.config.record_interval(),
             handoff: self.handoff.clone(),
         }
     }

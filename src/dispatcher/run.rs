@@ -213,7 +213,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         ownership: Arc::new(ownership),
         notices,
         security,
-        handoff: Arc::new(engine::Handoff::new(config.delivers_from_memory())),
+        handoff: Arc::new(engine::Handoff::new(config.deliver_from_memory)),
     });
     tokio::spawn(status::notices::raise(shared.clone(), notice_queue));
     tokio::spawn(super::security_log::run(shared.clone(), security_queue));

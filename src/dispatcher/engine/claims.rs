@@ -12,6 +12,7 @@ use tracing::warn;
 use super::admission::Admission;
 use super::ahead::Queued;
 use super::attempt::send_all;
+use super::pacing::next_round_after;
 use super::recorder::ToRecorder;
 use super::transforming::{transform_first, TransformFirst};
 use super::{Drained, Engine, CLAIM_BATCH, FLUSH_TIMEOUT, LEASE, POLL, WAITING_PER_SLOT};
@@ -40,19 +41,6 @@ pub fn claim_caps<'a>(
         .collect()
 }
 
-/// When the claim after one that started at `started` and took `claimed` of `asked` may start:
-/// a partial claim (the store had nothing more due) holds the next back until `interval` after
-/// it, so it takes what arrived meanwhile together; a full one, or one that took nothing (the
-/// loop then waits for a wake-up), holds nothing back. Pure.
-pub fn next_claim_after(
-    started: Instant,
-    claimed: usize,
-    asked: usize,
-    interval: Duration,
-) -> Option<Instant> {
-    (claimed > 0 && claimed < asked && !interval.is_zero()).then(|| started + interval)
-}
-
 /// Claims and starts due deliveries until the stop signal.
 pub(super) async fn claim_loop(engine: &Arc<Engine>) {
     let mut stop = engine.stop.clone();
@@ -73,7 +61,7 @@ pub(super) async fn claim_loop(engine: &Arc<Engine>) {
                 Ok(count) => {
                     claimed_count = count;
                     not_before =
-                        next_claim_after(started, count, asked, engine.deps.claim_interval);
+                        next_round_after(started, count, asked, engine.deps.claim_interval);
                 }
                 Err(error) => {
                     warn!(%error, "claiming due deliveries failed");
@@ -205,18 +193,6 @@ mod tests {
 
     fn ep(i: usize) -> EndpointRef {
         EndpointRef::new("ns", format!("ep-{i}"))
-    }
-
-    #[test]
-    fn only_a_partial_claim_holds_the_next_back() {
-        let (started, interval) = (Instant::now(), Duration::from_millis(10));
-        assert_eq!(
-            next_claim_after(started, 3, 512, interval),
-            Some(started + interval)
-        );
-        assert_eq!(next_claim_after(started, 512, 512, interval), None, "full");
-        assert_eq!(next_claim_after(started, 0, 512, interval), None, "empty");
-        assert_eq!(next_claim_after(started, 3, 512, Duration::ZERO), None);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Deps {
     /// The shortest time from a claim that took less than it asked for to the next claim
     /// (`--claim-interval-ms`).
     pub claim_interval: std::time::Duration,
+    /// The shortest time from a record batch smaller than the largest to the next
+    /// (`--record-interval-ms`).
+    pub record_interval: std::time::Duration,
     /// Where ingest hands over the deliveries it creates claimed (the engine attaches itself).
     pub handoff: Arc<super::Handoff>,
 }

@@ -22,6 +22,7 @@ mod claims;
 mod deps;
 mod handoff;
 mod lookup;
+mod pacing;
 mod recorder;
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,13 @@
 //! The recorder: attempt results go to the store in batches (one store job for all that wait),
 //! then their endpoints and events are marked for status and the loop is woken for retries.
 use std::sync::Arc;
+use std::time::Instant;
 
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::pacing::next_round_after;
 use super::Deps;
 use super::RECORD_BATCH;
 use crate::store::{
@@ -42,9 +44,22 @@ pub(super) fn status_event(delivery: &ClaimedDelivery) -> Option<&str> {
 /// savepoint each in one group commit), then marks their endpoints and events for status and
 /// wakes the loop for retries. Until a result is recorded its delivery stays in flight under its
 /// lease, so a crash before that makes the attempt again (at least once).
+///
+/// After a batch smaller than [`RECORD_BATCH`] the next waits until `--record-interval-ms` after
+/// it was taken, so a replica with a trickle of results writes them in fewer, larger batches.
+/// Slots are given back before results reach the recorder, so the wait holds no attempt back.
 pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<ToRecorder>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while queue.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+    let mut not_before: Option<Instant> = None;
+    loop {
+        if let Some(at) = not_before.take() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let received = queue.recv_many(&mut batch, RECORD_BATCH).await;
+        if received == 0 {
+            break;
+        }
+        not_before = next_round_after(Instant::now(), received, RECORD_BATCH, deps.record_interval);
         let mut marks = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
         let mut wake = false;
