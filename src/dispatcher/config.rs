@@ -91,11 +91,12 @@ pub struct DispatcherConfig {
     #[arg(long, env = "CLAIM_INTERVAL_MS")]
     pub claim_interval_ms: Option<u64>,
     /// After recording fewer attempt results than a batch may hold (nothing more was waiting),
-    /// the next record batch waits until this many milliseconds after it: results are written
-    /// in fewer, larger transactions. Attempts are not held back (their slot is free before
-    /// their result is recorded); a retry or an ordering lane's next delivery becomes due up to
-    /// this much later. Unset: 0 with SQLite (its group commit batches already), 10 with
-    /// PostgreSQL (docs/benchmarks.md, issue 19, session 20).
+    /// the next record batch gathers results until this many milliseconds after it: results are
+    /// written in fewer, larger transactions. Attempts are not held back (their slot is free
+    /// before their result is recorded), and a result something waits for (an ordering lane's
+    /// next delivery, a retry to schedule, a shutdown's flush) is written at once with what was
+    /// gathered. Unset: 0 with SQLite (its group commit batches already), 25 with PostgreSQL
+    /// (docs/benchmarks.md, issue 19, session 20).
     #[arg(long, env = "RECORD_INTERVAL_MS")]
     pub record_interval_ms: Option<u64>,
     /// Watch only this namespace; all namespaces when unset.
@@ -214,21 +215,21 @@ impl DispatcherConfig {
     /// The shortest time between a partial claim and the next (`--claim-interval-ms`, or the
     /// store's default).
     pub fn claim_interval(&self) -> Duration {
-        self.store_round_interval(self.claim_interval_ms)
+        self.store_round_interval(self.claim_interval_ms, 10)
     }
 
-    /// The shortest time between a partial record batch and the next (`--record-interval-ms`,
-    /// or the store's default).
+    /// How long a record batch after a partial one gathers results (`--record-interval-ms`, or
+    /// the store's default).
     pub fn record_interval(&self) -> Duration {
-        self.store_round_interval(self.record_interval_ms)
+        self.store_round_interval(self.record_interval_ms, 25)
     }
 
-    /// `set`, or the store's default pace for claims and records: none with SQLite (local and
-    /// group-committed), 10 ms with PostgreSQL (each round is a statement on the shared server).
-    fn store_round_interval(&self, set: Option<u64>) -> Duration {
+    /// `set`, or the store's default pace: none with SQLite (local and group-committed),
+    /// `postgres_ms` with PostgreSQL (each round is a statement on the shared server).
+    fn store_round_interval(&self, set: Option<u64>, postgres_ms: u64) -> Duration {
         let default = match self.store {
             StoreKind::Sqlite => 0,
-            StoreKind::Postgres => 10,
+            StoreKind::Postgres => postgres_ms,
         };
         Duration::from_millis(set.unwrap_or(default))
     }
@@ -366,16 +367,20 @@ mod tests {
     }
 
     /// The claim and record intervals are the store's default unless set: none with SQLite,
-    /// 10 ms with PostgreSQL; each flag sets its own.
+    /// 10 and 25 ms with PostgreSQL; each flag sets its own.
     #[test]
     fn the_store_round_intervals_default_by_store() {
         use clap::Parser;
         type Interval = fn(&DispatcherConfig) -> Duration;
-        let cases: [(&str, Interval); 2] = [
-            ("--claim-interval-ms", DispatcherConfig::claim_interval),
-            ("--record-interval-ms", DispatcherConfig::record_interval),
+        let cases: [(&str, Interval, u64); 2] = [
+            ("--claim-interval-ms", DispatcherConfig::claim_interval, 10),
+            (
+                "--record-interval-ms",
+                DispatcherConfig::record_interval,
+                25,
+            ),
         ];
-        for (flag, interval) in cases {
+        for (flag, interval, postgres_ms) in cases {
             let parse = |args: &[&str]| {
                 interval(
                     &Cli::try_parse_from(["dispatcher"].iter().chain(args))
@@ -384,7 +389,8 @@ mod tests {
                 )
             };
             assert_eq!(parse(&[]), Duration::ZERO, "{flag}");
-            assert_eq!(parse(&["--store", "postgres"]), Duration::from_millis(10));
+            let postgres = Duration::from_millis(postgres_ms);
+            assert_eq!(parse(&["--store", "postgres"]), postgres, "{flag}");
             assert_eq!(parse(&["--store", "postgres", flag, "0"]), Duration::ZERO);
             assert_eq!(parse(&[flag, "25"]), Duration::from_millis(25), "{flag}");
             let other = if flag == "--claim-interval-ms" {

@@ -45,7 +45,7 @@ pub struct Deps {
     /// The shortest time from a claim that took less than it asked for to the next claim
     /// (`--claim-interval-ms`).
     pub claim_interval: std::time::Duration,
-    /// The shortest time from a record batch smaller than the largest to the next
+    /// How long the record batch after one smaller than the largest gathers results
     /// (`--record-interval-ms`).
     pub record_interval: std::time::Duration,
     /// Where ingest hands over the deliveries it creates claimed (the engine attaches itself).

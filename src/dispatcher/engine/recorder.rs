@@ -45,21 +45,23 @@ pub(super) fn status_event(delivery: &ClaimedDelivery) -> Option<&str> {
 /// wakes the loop for retries. Until a result is recorded its delivery stays in flight under its
 /// lease, so a crash before that makes the attempt again (at least once).
 ///
-/// After a batch smaller than [`RECORD_BATCH`] the next waits until `--record-interval-ms` after
-/// it was taken, so a replica with a trickle of results writes them in fewer, larger batches.
-/// Slots are given back before results reach the recorder, so the wait holds no attempt back.
+/// After a job smaller than [`RECORD_BATCH`], the next gathers results until
+/// `--record-interval-ms` after it was taken, so a replica with a trickle of results writes them
+/// in fewer, larger transactions. Slots are given back before results reach the recorder, so
+/// that holds no attempt back; a result something waits for (a flush, a lane's successor or a
+/// retry to schedule: [`waited_for`]) ends the gathering at once.
 pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<ToRecorder>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
-    let mut not_before: Option<Instant> = None;
+    let mut gather_until: Option<Instant> = None;
     loop {
-        if let Some(at) = not_before.take() {
-            tokio::time::sleep_until(at.into()).await;
-        }
-        let received = queue.recv_many(&mut batch, RECORD_BATCH).await;
-        if received == 0 {
+        if queue.recv_many(&mut batch, RECORD_BATCH).await == 0 {
             break;
         }
-        not_before = next_round_after(Instant::now(), received, RECORD_BATCH, deps.record_interval);
+        if let Some(until) = gather_until.take() {
+            gather(&mut queue, &mut batch, until).await;
+        }
+        let taken = Instant::now();
+        gather_until = next_round_after(taken, batch.len(), RECORD_BATCH, deps.record_interval);
         let mut marks = Vec::with_capacity(batch.len());
         let mut flushes = Vec::new();
         let mut wake = false;
@@ -102,6 +104,38 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
         }
         // Everything received before a flush was in this batch or an earlier one.
         answer_flushes(flushes);
+    }
+}
+
+/// Whether something waits for this to be recorded: a flush, or a result that wakes the loop.
+fn waited_for(message: &ToRecorder) -> bool {
+    match message {
+        ToRecorder::Result(recorded) => recorded.wake,
+        ToRecorder::Flush(_) => true,
+    }
+}
+
+/// Receives more into `batch` until `until`, until it is full, or until something waits for
+/// what it holds ([`waited_for`]).
+async fn gather(
+    queue: &mut mpsc::Receiver<ToRecorder>,
+    batch: &mut Vec<ToRecorder>,
+    until: Instant,
+) {
+    let deadline = tokio::time::sleep_until(until.into());
+    tokio::pin!(deadline);
+    let mut looked_at = 0;
+    loop {
+        if batch[looked_at..].iter().any(waited_for) || batch.len() >= RECORD_BATCH {
+            return;
+        }
+        looked_at = batch.len();
+        let room = RECORD_BATCH - batch.len();
+        tokio::select! {
+            _ = &mut deadline => return,
+            // Cancel-safe: nothing is lost when the deadline wins.
+            received = queue.recv_many(batch, room) => if received == 0 { return },
+        }
     }
 }
 
@@ -178,5 +212,71 @@ pub(super) async fn finish_without_attempt(
     if delivery.delivery.lane.is_some() {
         // Its lane's next delivery is due now.
         deps.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DeliveryId;
+    use std::time::Duration;
+
+    fn result(id: i64, wake: bool) -> ToRecorder {
+        ToRecorder::Result(Box::new(Recorded {
+            result: AttemptResult {
+                delivery_id: DeliveryId(id),
+                owner: "replica-0".into(),
+                record: AttemptRecord {
+                    at: Timestamp::UNIX_EPOCH,
+                    attempt: 1,
+                    status_code: Some(200),
+                    latency_ms: Some(1),
+                    error: None,
+                    response_snippet: None,
+                },
+                next: NextStep::Delivered,
+                pause_on_dead_letter: false,
+            },
+            endpoint: EndpointRef::new("ns", "ep"),
+            event_id: None,
+            wake,
+        }))
+    }
+
+    /// Results nobody waits for are gathered until the deadline, whenever they arrive.
+    #[tokio::test(start_paused = true)]
+    async fn gathering_takes_what_arrives_until_the_deadline() {
+        let (sender, mut queue) = mpsc::channel(16);
+        let start = tokio::time::Instant::now();
+        let until = Instant::now() + Duration::from_millis(25);
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sender.send(result(2, false)).await.ok();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            sender.send(result(3, false)).await.ok();
+        });
+        let mut batch = vec![result(1, false)];
+        gather(&mut queue, &mut batch, until).await;
+        assert_eq!(batch.len(), 2, "the one sent after the deadline waits");
+        assert!(start.elapsed() >= Duration::from_millis(25));
+        late.await.unwrap();
+    }
+
+    /// A result that wakes the loop (a lane's successor, a retry), or a flush, ends it at once.
+    #[tokio::test(start_paused = true)]
+    async fn gathering_ends_when_something_waits() {
+        let until = Instant::now() + Duration::from_secs(60);
+        let (sender, mut queue) = mpsc::channel(16);
+        let start = tokio::time::Instant::now();
+        let mut batch = vec![result(1, true)];
+        gather(&mut queue, &mut batch, until).await;
+        assert_eq!((batch.len(), start.elapsed()), (1, Duration::ZERO));
+
+        let (done, _answer) = tokio::sync::oneshot::channel();
+        sender.send(result(2, false)).await.unwrap();
+        sender.send(ToRecorder::Flush(done)).await.unwrap();
+        let mut batch = vec![result(1, false)];
+        gather(&mut queue, &mut batch, until).await;
+        assert_eq!((batch.len(), start.elapsed()), (3, Duration::ZERO));
     }
 }
