@@ -218,25 +218,20 @@ pub(super) async fn finish_without_attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DeliveryId;
+    use crate::store::{contract, DeliveryId};
     use std::time::Duration;
 
     fn result(id: i64, wake: bool) -> ToRecorder {
         ToRecorder::Result(Box::new(Recorded {
-            result: AttemptResult {
-                delivery_id: DeliveryId(id),
-                owner: "replica-0".into(),
-                record: AttemptRecord {
-                    at: Timestamp::UNIX_EPOCH,
-                    attempt: 1,
-                    status_code: Some(200),
-                    latency_ms: Some(1),
-                    error: None,
-                    response_snippet: None,
-                },
-                next: NextStep::Delivered,
-                pause_on_dead_letter: false,
-            },
+            result: contract::result(
+                DeliveryId(id),
+                "replica-0",
+                1,
+                0,
+                Some(200),
+                1,
+                NextStep::Delivered,
+            ),
             endpoint: EndpointRef::new("ns", "ep"),
             event_id: None,
             wake,

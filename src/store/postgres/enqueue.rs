@@ -16,7 +16,7 @@ use crate::store::common::{
 };
 use crate::store::{
     partition_hash, ClaimOnInsert, DeliveryId, DeliveryState, EndpointRef, EnqueueOutcome,
-    EnqueueRequest, EventSource, Result, StoreError,
+    EnqueueRequest, Result, StoreError,
 };
 
 /// Persists a round's events and their deliveries; a duplicate gets the earlier event's outcome.
@@ -35,10 +35,12 @@ pub async fn enqueue_round(
         .filter(|(_, earlier)| earlier.is_none())
         .map(|(request, _)| *request)
         .collect();
+    // Each fresh request's endpoints, once, in order: its deliveries' rows and its outcome.
+    let names: Vec<Vec<&str>> = fresh.iter().map(|r| distinct_endpoints(r)).collect();
     let mut deliveries = NewDeliveries::default();
-    for request in &fresh {
+    for (request, names) in fresh.iter().zip(&names) {
         let event = &request.event;
-        for name in distinct_endpoints(request) {
+        for &name in names {
             let lane = request.lanes.get(name).map(String::as_str);
             let claim = claim_on_insert(request, name);
             let due = millis(event.created_at);
@@ -52,6 +54,7 @@ pub async fn enqueue_round(
         insert_deliveries(tx, &deliveries, ""),
     )?;
     let mut inserted = inserted.into_iter();
+    let mut fresh_names = names.iter();
     let mut outcomes = Vec::with_capacity(requests.len());
     for (request, earlier) in requests.iter().zip(earlier) {
         if let Some(existing) = earlier {
@@ -70,7 +73,7 @@ pub async fn enqueue_round(
         let event = &request.event;
         let mut ids = Vec::new();
         let mut claimed = Vec::new();
-        for name in distinct_endpoints(request) {
+        for &name in fresh_names.next().into_iter().flatten() {
             let (id, state) = inserted
                 .next()
                 .ok_or_else(|| StoreError::Commit(format!("no delivery id for endpoint {name}")))?;
@@ -98,10 +101,7 @@ async fn find_duplicates(
     let ids: Vec<&str> = requests.iter().map(|r| r.event.event_id.as_str()).collect();
     let uids: Vec<Option<&str>> = requests
         .iter()
-        .map(|r| match &r.event.source {
-            EventSource::Resource { uid, .. } => Some(uid.as_str()),
-            EventSource::Ingest => None,
-        })
+        .map(|r| resource_columns(&r.event.source).1)
         .collect();
     let namespaces: Vec<&str> = requests
         .iter()
