@@ -3,15 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use std::time::Duration;
 
 use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store as Reflector};
 
+use super::projected::{CachedPolicy, CachedSecret};
 use super::router;
 use super::subscription_index::SharedIndex;
-use crate::api::policy::{EffectivePolicy, POLICY_KEY};
+use crate::api::policy::EffectivePolicy;
 use crate::api::{WebhookEndpoint, WebhookSubscription};
 use crate::delivery::signing::SigningKeys;
 use crate::store::EndpointRef;
@@ -20,8 +20,10 @@ use crate::store::EndpointRef;
 pub struct Cache {
     pub endpoints: Reflector<WebhookEndpoint>,
     pub subscriptions: Reflector<WebhookSubscription>,
-    pub secrets: Reflector<Secret>,
-    pub config_maps: Reflector<ConfigMap>,
+    /// Secrets as their data only.
+    pub secrets: Reflector<CachedSecret>,
+    /// Delivery ConfigMaps as their parsed policies.
+    pub config_maps: Reflector<CachedPolicy>,
     /// Subscriptions by event type (see [`SharedIndex`]); the subscription watch reports changes.
     pub index: SharedIndex,
 }
@@ -58,84 +60,6 @@ where
             Ok(result) => return result,
             Err(_) => continue,
         }
-    }
-}
-
-fn text(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone())
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-fn parse_policy(
-    namespace: &str,
-    name: &str,
-    config_map: &ConfigMap,
-) -> Result<EffectivePolicy, NotReady> {
-    let json = config_map
-        .data
-        .as_ref()
-        .and_then(|d| d.get(POLICY_KEY))
-        .ok_or_else(|| NotReady::NoPolicy(format!("{namespace}/{name}")))?;
-    EffectivePolicy::from_config_json(json)
-        .map_err(|_| NotReady::NoPolicy(format!("{namespace}/{name}")))
-}
-
-/// Which version of a delivery ConfigMap a parsed policy came from: its UID and resourceVersion
-/// (a ConfigMap deleted and recreated under the same name has a new UID).
-fn config_map_version(config_map: &ConfigMap) -> Option<(&str, &str)> {
-    Some((
-        config_map.metadata.uid.as_deref()?,
-        config_map.metadata.resource_version.as_deref()?,
-    ))
-}
-
-/// Parsed endpoint policies, each kept while its ConfigMap's resourceVersion stays the same, so a
-/// delivery costs a map lookup instead of parsing the policy JSON (the delivery loop owns one).
-#[derive(Default)]
-pub struct PolicyCache {
-    parsed: std::sync::Mutex<std::collections::HashMap<(String, String), ParsedPolicy>>,
-}
-
-/// A parsed policy and its ConfigMap's UID and resourceVersion.
-type ParsedPolicy = (String, String, Arc<EffectivePolicy>);
-
-impl PolicyCache {
-    /// The effective policy the controller provisioned for an endpoint (from its delivery
-    /// ConfigMap), parsed once per ConfigMap version.
-    pub fn get(
-        &self,
-        cache: &Cache,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Arc<EffectivePolicy>, NotReady> {
-        let config_map = match cache.policy_config_map(namespace, name) {
-            Ok(config_map) => config_map,
-            Err(gone_or_missing) => {
-                self.forget(namespace, name);
-                return Err(gone_or_missing);
-            }
-        };
-        let Some((uid, version)) = config_map_version(&config_map) else {
-            // Without a version (never from the API server) there is nothing to key on.
-            return parse_policy(namespace, name, &config_map).map(Arc::new);
-        };
-        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (namespace.to_owned(), name.to_owned());
-        if let Some((cached_uid, cached_version, policy)) = parsed.get(&key) {
-            if cached_uid == uid && cached_version == version {
-                return Ok(policy.clone());
-            }
-        }
-        let policy = Arc::new(parse_policy(namespace, name, &config_map)?);
-        parsed.insert(key, (uid.to_owned(), version.to_owned(), policy.clone()));
-        Ok(policy)
-    }
-
-    fn forget(&self, namespace: &str, name: &str) {
-        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-        parsed.remove(&(namespace.to_owned(), name.to_owned()));
     }
 }
 
@@ -192,13 +116,15 @@ impl Cache {
         )
     }
 
-    /// The endpoint's delivery ConfigMap, if the endpoint exists.
-    fn policy_config_map(&self, namespace: &str, name: &str) -> Result<Arc<ConfigMap>, NotReady> {
+    /// The effective policy the controller provisioned for an endpoint (its delivery ConfigMap's,
+    /// parsed when the ConfigMap arrived), if the endpoint exists.
+    pub fn policy(&self, namespace: &str, name: &str) -> Result<Arc<EffectivePolicy>, NotReady> {
         if self.endpoint(namespace, name).is_none() {
             return Err(NotReady::EndpointGone(format!("{namespace}/{name}")));
         }
         self.config_maps
             .get(&ObjectRef::new(&crate::api::policy::config_map_name(name)).within(namespace))
+            .and_then(|cached| cached.policy())
             .ok_or_else(|| NotReady::NoPolicy(format!("{namespace}/{name}")))
     }
 
@@ -219,7 +145,7 @@ impl Cache {
                     format!("Secret {} not found", signing.secret_name),
                 )
             })?;
-        let primary = text(&secret, &signing.secret_key).ok_or_else(|| {
+        let primary = secret.text(&signing.secret_key).ok_or_else(|| {
             NotReady::NoSigningKey(
                 format!("{namespace}/{name}"),
                 format!(
@@ -230,7 +156,7 @@ impl Cache {
         })?;
         Ok(SigningKeys {
             primary,
-            previous: text(&secret, &signing.previous_secret_key),
+            previous: secret.text(&signing.previous_secret_key),
         })
     }
 
@@ -246,7 +172,7 @@ impl Cache {
         };
         self.secrets
             .get(&ObjectRef::new(&reference.name).within(namespace))
-            .and_then(|s| text(&s, &reference.key))
+            .and_then(|s| s.text(&reference.key))
             .map(|url| url.trim().to_owned())
             .ok_or_else(|| NotReady::UrlSecret {
                 endpoint: format!("{namespace}/{name}"),
@@ -267,7 +193,7 @@ impl Cache {
             let value = self
                 .secrets
                 .get(&ObjectRef::new(&reference.name).within(namespace))
-                .and_then(|s| text(&s, &reference.key))
+                .and_then(|s| s.text(&reference.key))
                 .ok_or_else(|| NotReady::HeaderSecret {
                     endpoint: format!("{namespace}/{name}"),
                     header: from.name.clone(),

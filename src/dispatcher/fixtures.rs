@@ -21,6 +21,7 @@ use tower_test::mock;
 use super::cache::Cache;
 use super::engine::{CachedEndpoints, Deps};
 use super::ownership::Ownership;
+use super::projected::{CachedPolicy, CachedSecret};
 use super::status::notices::{EndpointNotice, Notices};
 use super::subscription_index::SharedIndex;
 use super::{metrics, status, DispatcherConfig, Shared};
@@ -46,8 +47,8 @@ pub struct Fixture {
     pub shared: Arc<Shared>,
     pub notices: tokio::sync::mpsc::Receiver<EndpointNotice>,
     endpoints: Writer<WebhookEndpoint>,
-    config_maps: Writer<ConfigMap>,
-    secrets: Writer<Secret>,
+    config_maps: Writer<CachedPolicy>,
+    secrets: Writer<CachedSecret>,
     /// The API server's side of the client: kept so requests hang instead of failing fast.
     _api: mock::Handle<Request<Body>, Response<Body>>,
     _dir: tempfile::TempDir,
@@ -172,9 +173,9 @@ impl Fixture {
         self.endpoints
             .apply_watcher_event(&watcher::Event::Apply(endpoint));
         self.config_maps
-            .apply_watcher_event(&watcher::Event::Apply(config_map));
+            .apply_watcher_event(&watcher::Event::Apply(config_map.into()));
         self.secrets
-            .apply_watcher_event(&watcher::Event::Apply(secret));
+            .apply_watcher_event(&watcher::Event::Apply(secret.into()));
     }
 
     /// Removes the endpoint from the cache (deleted in the cluster).

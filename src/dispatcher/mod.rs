@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod ownership;
 pub mod partitions;
+pub mod projected;
 pub mod publish;
 pub mod query_api;
 pub mod router;

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -18,7 +18,9 @@ use super::cache::Cache;
 use super::config::StoreKind;
 use super::ownership::Ownership;
 use super::partitions::{self, plan::Timings};
+use super::projected::{project, CachedPolicy, CachedSecret};
 use super::subscription_index::SharedIndex;
+use super::watch::slim::slim;
 use super::{engine, http, metrics, status, watch, DispatcherConfig, Shared};
 use crate::api::{
     WebhookEndpoint, WebhookEvent, WebhookReplay, WebhookSubscription, ENDPOINT_LABEL,
@@ -144,7 +146,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
     let (secrets_reader, secrets_writer) = reflector::store();
     let secret_stream = watcher(scoped::<Secret>(&client, ns), watcher::Config::default())
         .default_backoff()
-        .modify(slim)
+        .map_ok(project::<Secret, CachedSecret>)
         .reflect(secrets_writer);
     let (config_maps_reader, config_maps_writer) = reflector::store();
     let config_map_stream = watcher(
@@ -152,7 +154,7 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         watcher::Config::default().labels(ENDPOINT_LABEL),
     )
     .default_backoff()
-    .modify(slim)
+    .map_ok(project::<ConfigMap, CachedPolicy>)
     .reflect(config_maps_writer);
     let (events_reader, events_writer) = reflector::store();
     let event_stream = watcher(
@@ -438,15 +440,4 @@ fn lease_settings(
         period: Duration::from_secs(2),
     };
     Some((Api::namespaced(client.clone(), &namespace), settings))
-}
-
-/// Drops what the dispatcher never reads from cached objects (managedFields, kubectl's
-/// last-applied annotation): with 10,000 endpoints, their Secrets, ConfigMaps and subscriptions,
-/// server-side-apply bookkeeping was most of the caches' memory.
-fn slim<K: kube::Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }

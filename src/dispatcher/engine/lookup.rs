@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::api::policy::EffectivePolicy;
 use crate::delivery::signing::SigningKeys;
-use crate::dispatcher::cache::{Cache, NotReady, PolicyCache};
+use crate::dispatcher::cache::{Cache, NotReady};
 use crate::store::EndpointRef;
 
 /// An endpoint's delivery settings, as the engine needs them.
@@ -31,25 +31,20 @@ pub trait EndpointLookup: Send + Sync {
     ) -> Result<BTreeMap<String, String>, NotReady>;
 }
 
-/// The lookup over the dispatcher's caches: policies parsed once per ConfigMap version.
+/// The lookup over the dispatcher's caches (policies are parsed as their ConfigMaps arrive).
 pub struct CachedEndpoints {
     cache: Cache,
-    policies: PolicyCache,
 }
 
 impl CachedEndpoints {
     pub fn new(cache: Cache) -> Self {
-        Self {
-            cache,
-            policies: PolicyCache::default(),
-        }
+        Self { cache }
     }
 }
 
 impl EndpointLookup for CachedEndpoints {
     fn policy(&self, endpoint: &EndpointRef) -> Result<Arc<EffectivePolicy>, NotReady> {
-        self.policies
-            .get(&self.cache, &endpoint.namespace, &endpoint.name)
+        self.cache.policy(&endpoint.namespace, &endpoint.name)
     }
 
     fn suspended(&self, endpoint: &EndpointRef) -> bool {

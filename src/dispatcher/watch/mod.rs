@@ -8,3 +8,4 @@ pub mod events;
 pub mod expiry;
 pub mod replays;
 pub mod resume;
+pub mod slim;
