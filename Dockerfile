@@ -14,7 +14,7 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src/bin benches examples/receivers/rust \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && echo 'fn main() {}' > src/bin/kubectl-webhooks.rs \
- && for b in delivery store dispatch transform; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && for b in delivery store dispatch transform cache_memory; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && echo 'fn main() {}' > examples/receivers/rust/main.rs \
  && cargo build --release --locked --bin webhook-operator \
  && rm -rf src benches
