@@ -127,51 +127,39 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
 
     let ns = config.watch_namespace.as_deref();
     let (endpoints_reader, endpoints_writer) = reflector::store();
-    let endpoint_stream = watcher(
-        scoped::<WebhookEndpoint>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim)
-    .reflect(endpoints_writer)
-    .applied_objects();
+    let endpoint_stream = watcher(scoped::<WebhookEndpoint>(&client, ns), watch::config())
+        .default_backoff()
+        .modify(slim)
+        .reflect(endpoints_writer)
+        .applied_objects();
     let (subscriptions_reader, subscriptions_writer) = reflector::store();
-    let subscription_stream = watcher(
-        scoped::<WebhookSubscription>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim)
-    .reflect(subscriptions_writer);
+    let subscription_stream = watcher(scoped::<WebhookSubscription>(&client, ns), watch::config())
+        .default_backoff()
+        .modify(slim)
+        .reflect(subscriptions_writer);
     let (secrets_reader, secrets_writer) = reflector::store();
-    let secret_stream = watcher(scoped::<Secret>(&client, ns), watcher::Config::default())
+    let secret_stream = watcher(scoped::<Secret>(&client, ns), watch::config())
         .default_backoff()
         .map_ok(project::<Secret, CachedSecret>)
         .reflect(secrets_writer);
     let (config_maps_reader, config_maps_writer) = reflector::store();
     let config_map_stream = watcher(
         scoped::<ConfigMap>(&client, ns),
-        watcher::Config::default().labels(ENDPOINT_LABEL),
+        watch::config().labels(ENDPOINT_LABEL),
     )
     .default_backoff()
     .map_ok(project::<ConfigMap, CachedPolicy>)
     .reflect(config_maps_writer);
     let (events_reader, events_writer) = reflector::store();
-    let event_stream = watcher(
-        scoped::<WebhookEvent>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim)
-    .reflect(events_writer);
+    let event_stream = watcher(scoped::<WebhookEvent>(&client, ns), watch::config())
+        .default_backoff()
+        .modify(slim)
+        .reflect(events_writer);
     // Publish order is acceptance order: a (re)list is taken in creation order, not name order.
     let event_stream = watch::events::in_creation_order(event_stream);
-    let replay_stream = watcher(
-        scoped::<WebhookReplay>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .applied_objects();
+    let replay_stream = watcher(scoped::<WebhookReplay>(&client, ns), watch::config())
+        .default_backoff()
+        .applied_objects();
 
     let recorder = Recorder::new(
         client.clone(),

@@ -1,6 +1,6 @@
 //! `/metrics` (Prometheus text format), `/healthz` (the process answers) and `/readyz` (the
 //! process is ready for its job: caches synced, store open).
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -10,11 +10,15 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+use super::metrics_text::{self, EncodeError};
+
 /// Shared readiness flag and metrics registry.
 #[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
     registry: Arc<Mutex<Registry>>,
+    /// The length of the last plain-text exposition: the next one's buffer starts there.
+    text_len: Arc<AtomicUsize>,
     /// When set, `/metrics` needs a token allowed to `get /metrics` (`--metrics-auth`).
     metrics_auth: Option<Arc<super::metrics_auth::MetricsAuth>>,
 }
@@ -26,6 +30,7 @@ impl Health {
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(Mutex::new(registry)),
+            text_len: Arc::new(AtomicUsize::new(0)),
             metrics_auth: None,
         }
     }
@@ -65,15 +70,17 @@ impl Health {
         true
     }
 
-    /// The metrics in the OpenMetrics text format.
-    pub fn encode_metrics(&self) -> String {
-        let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &registry) {
-                tracing::warn!(%error, "encoding metrics failed");
-            }
+    /// The metrics in the OpenMetrics text format, gzip-compressed when `gzip`
+    /// ([`super::metrics_text`]). Blocking: the encoding of a large registry takes a while.
+    fn exposition(&self, gzip: bool) -> Result<Exposition, EncodeError> {
+        let registry = self.registry.lock().map_err(|_| EncodeError::poisoned())?;
+        if gzip {
+            return metrics_text::encode_gzip(&registry).map(Exposition::Gzip);
         }
-        out
+        let last = self.text_len.load(Ordering::Relaxed);
+        let text = metrics_text::encode_text(&registry, last + last / 8)?;
+        self.text_len.store(text.len(), Ordering::Relaxed);
+        Ok(Exposition::Text(text))
     }
 
     /// The router serving `/metrics`, `/healthz` and `/readyz`.
@@ -107,14 +114,39 @@ async fn metrics(
             }
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        health.encode_metrics(),
-    )
-        .into_response()
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(metrics_text::accepts_gzip);
+    let encoded = tokio::task::spawn_blocking(move || health.exposition(gzip)).await;
+    match encoded {
+        Ok(Ok(Exposition::Text(text))) => {
+            ([(header::CONTENT_TYPE, metrics_text::CONTENT_TYPE)], text).into_response()
+        }
+        Ok(Ok(Exposition::Gzip(bytes))) => (
+            [
+                (header::CONTENT_TYPE, metrics_text::CONTENT_TYPE),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "Accept-Encoding"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "encoding metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the metrics encoding task failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed").into_response()
+        }
+    }
+}
+
+/// A scrape's body.
+enum Exposition {
+    Text(String),
+    Gzip(Vec<u8>),
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
@@ -195,6 +227,51 @@ mod tests {
         assert!(tracked.await.unwrap(), "it had become ready");
         assert_eq!(readyz(&client, addr).await, 503);
         assert!(!health.is_ready());
+    }
+
+    #[tokio::test]
+    async fn metrics_are_gzipped_for_a_scraper_that_accepts_it() {
+        let mut registry = Registry::default();
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        registry.register("scrapes_seen", "A counter", counter.clone());
+        counter.inc_by(7);
+        let health = Health::new(registry);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, health.router(), std::future::pending()));
+        let client = crate::runtime::tls::http_client();
+        let url = format!("http://{addr}/metrics");
+
+        let plain = client.get(&url).send().await.unwrap();
+        assert_eq!(plain.headers().get("content-encoding"), None);
+        let text = plain.text().await.unwrap();
+        assert!(text.contains("scrapes_seen_total 7"), "{text}");
+
+        let gzipped = client
+            .get(&url)
+            .header("accept-encoding", "gzip, deflate")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gzipped.status().as_u16(), 200);
+        assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+        assert_eq!(gzipped.headers()["vary"], "Accept-Encoding");
+        let body = gzipped.bytes().await.unwrap();
+        let mut unpacked = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(body.as_ref()),
+            &mut unpacked,
+        )
+        .unwrap();
+        // The process metrics move between scrapes; the registry's own series do not.
+        let own = |text: &str| {
+            text.lines()
+                .filter(|l| l.contains("scrapes_seen"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(own(&unpacked), own(&text));
+        assert!(unpacked.ends_with("# EOF\n"));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub mod kube;
 pub mod lease;
 pub mod logging;
 pub mod metrics_auth;
+pub mod metrics_text;
 pub mod otel;
 pub mod process_metrics;
 pub mod shutdown;
