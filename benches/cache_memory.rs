@@ -1,8 +1,9 @@
 //! The memory of the dispatcher's caches: heap bytes and allocations held per cached object, by
 //! kind, for objects as the API server sends them (the bench's own, in `fixtures/cache/`, with
 //! `managedFields`) and as the dispatcher keeps them (endpoints and subscriptions slimmed,
-//! Secrets and delivery ConfigMaps projected to their data and parsed policy). Each kind is 10,000 objects in a kube
-//! reflector store, as the dispatcher holds them with 10,000 endpoints. A counting allocator
+//! Secrets and delivery ConfigMaps projected to their data and parsed policy). Each kind is 10,000 objects in the
+//! store the dispatcher keeps it in with 10,000 endpoints: a kube reflector store for endpoints
+//! and subscriptions, a named store (`dispatcher/named.rs`) for the projections. A counting allocator
 //! measures what is live after the store is built, less what was live before.
 //! Run with `cargo bench --bench cache_memory`.
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -13,6 +14,7 @@ use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
 use serde::de::DeserializeOwned;
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
+use webhook_operator::dispatcher::named;
 use webhook_operator::dispatcher::projected::{CachedPolicy, CachedSecret};
 use webhook_operator::dispatcher::watch::slim::slim;
 
@@ -59,13 +61,15 @@ fn live() -> (isize, isize) {
     )
 }
 
-/// Heap bytes and allocations per object of `OBJECTS` copies of `fixture` (a `S` as sent) held
-/// in a reflector store as `K`, each made by `keep` (as the watch's `modify` or projection).
-fn per_object<S, K>(fixture: &str, keep: impl Fn(S) -> K) -> (f64, f64)
+/// Heap bytes and allocations per object of `OBJECTS` copies of `fixture` (a `S` as sent) kept
+/// by `hold` (a reflector store, or a named store of a projection, as the dispatcher keeps that
+/// kind), less what was live before. The copies are parsed one at a time as `hold` takes them.
+fn per_object<S, H>(
+    fixture: &str,
+    hold: impl FnOnce(&mut dyn Iterator<Item = S>) -> (H, usize),
+) -> (f64, f64)
 where
     S: DeserializeOwned,
-    K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let copies: Vec<String> = (0..OBJECTS)
         .map(|i| {
@@ -76,15 +80,13 @@ where
         })
         .collect();
     let (before_bytes, before_allocations) = live();
-    let (reader, mut writer) = reflector::store::<K>();
-    writer.apply_watcher_event(&Event::Init);
-    for copy in &copies {
-        let object: S = serde_json::from_str(copy).expect("the fixture parses");
-        writer.apply_watcher_event(&Event::InitApply(keep(object)));
-    }
-    writer.apply_watcher_event(&Event::InitDone);
+    let mut parsed = copies
+        .iter()
+        .map(|copy| serde_json::from_str::<S>(copy).expect("the fixture parses"));
+    let (held, count) = hold(&mut parsed);
     let (after_bytes, after_allocations) = live();
-    assert_eq!(reader.state().len(), OBJECTS, "every copy has its own name");
+    assert_eq!(count, OBJECTS, "every copy has its own name");
+    drop(held);
     let objects = OBJECTS as f64;
     (
         (after_bytes - before_bytes) as f64 / objects,
@@ -92,16 +94,56 @@ where
     )
 }
 
-/// Prints the figures of a kind as sent and as kept; returns the bytes kept per object.
-fn report<S, K>(kind: &str, fixture: &str, keep: impl Fn(S) -> K) -> f64
+/// Held in a kube reflector store as `K`, each made by `keep` (as the watch's `modify`).
+fn in_reflector<S, K>(
+    keep: impl Fn(S) -> K,
+) -> impl FnOnce(&mut dyn Iterator<Item = S>) -> (reflector::Store<K>, usize)
 where
-    S: kube::Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
     K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (sent_bytes, sent_allocations) = per_object::<S, S>(fixture, |object| object);
-    let (kept_bytes, kept_allocations) = per_object::<S, K>(fixture, keep);
+    move |objects| {
+        let (reader, mut writer) = reflector::store::<K>();
+        writer.apply_watcher_event(&Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&Event::InitApply(keep(object)));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        let count = reader.state().len();
+        (reader, count)
+    }
+}
+
+/// Held in a named store as the projection `V` (as the dispatcher keeps Secrets and ConfigMaps).
+fn in_named<S, V>() -> impl FnOnce(&mut dyn Iterator<Item = S>) -> (named::NamedStore<V>, usize)
+where
+    S: kube::Resource,
+    V: From<S>,
+{
+    |objects| {
+        let (store, mut writer) = named::store::<V>();
+        writer.apply(Event::Init);
+        for object in objects {
+            writer.apply(named::project(Event::InitApply(object)));
+        }
+        writer.apply(Event::InitDone);
+        let count = store.count();
+        (store, count)
+    }
+}
+
+/// Prints the figures of a kind as sent and as kept; returns the bytes kept per object.
+fn report<S, H>(
+    kind: &str,
+    fixture: &str,
+    kept: impl FnOnce(&mut dyn Iterator<Item = S>) -> (H, usize),
+) -> f64
+where
+    S: kube::Resource + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (sent_bytes, sent_allocations) = per_object(fixture, in_reflector(|object: S| object));
+    let (kept_bytes, kept_allocations) = per_object(fixture, kept);
     println!(
         "{kind:<22} as sent {sent_bytes:>7.0} B in {sent_allocations:>5.1} allocations; \
          kept {kept_bytes:>7.0} B in {kept_allocations:>5.1} allocations ({:.2}×)",
@@ -120,19 +162,19 @@ fn main() {
     let total = report(
         "WebhookEndpoint",
         include_str!("fixtures/cache/webhookendpoints.json"),
-        slimmed::<WebhookEndpoint>,
+        in_reflector(slimmed::<WebhookEndpoint>),
     ) + report(
         "WebhookSubscription",
         include_str!("fixtures/cache/webhooksubscriptions.json"),
-        slimmed::<WebhookSubscription>,
+        in_reflector(slimmed::<WebhookSubscription>),
     ) + report(
         "Secret",
         include_str!("fixtures/cache/secrets.json"),
-        |secret: Secret| CachedSecret::from(secret),
+        in_named::<Secret, CachedSecret>(),
     ) + report(
         "ConfigMap",
         include_str!("fixtures/cache/configmaps.json"),
-        |config_map: ConfigMap| CachedPolicy::from(config_map),
+        in_named::<ConfigMap, CachedPolicy>(),
     );
     println!(
         "all four kinds cached, per endpoint: {total:.0} B; at {OBJECTS} endpoints: {:.1} MiB",

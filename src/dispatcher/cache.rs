@@ -8,6 +8,7 @@ use std::time::Duration;
 use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store as Reflector};
 
+use super::named::NamedStore;
 use super::projected::{CachedPolicy, CachedSecret};
 use super::router;
 use super::subscription_index::SharedIndex;
@@ -21,12 +22,17 @@ pub struct Cache {
     pub endpoints: Reflector<WebhookEndpoint>,
     pub subscriptions: Reflector<WebhookSubscription>,
     /// Secrets as their data only.
-    pub secrets: Reflector<CachedSecret>,
+    pub secrets: NamedStore<CachedSecret>,
     /// Delivery ConfigMaps as their parsed policies.
-    pub config_maps: Reflector<CachedPolicy>,
+    pub config_maps: NamedStore<CachedPolicy>,
     /// Subscriptions by event type (see [`SharedIndex`]); the subscription watch reports changes.
     pub index: SharedIndex,
 }
+
+/// A watch feeding the caches ended before its first list completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a watch feeding the dispatcher's caches ended before its first list completed")]
+pub struct WatchEnded;
 
 /// Why an endpoint cannot be delivered to right now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,11 +71,17 @@ where
 
 impl Cache {
     /// Waits until every cache has listed its objects once.
-    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
-        ready(&self.endpoints).await?;
-        ready(&self.subscriptions).await?;
-        ready(&self.secrets).await?;
-        ready(&self.config_maps).await
+    pub async fn wait_until_ready(&self) -> Result<(), WatchEnded> {
+        ready(&self.endpoints).await.map_err(|_| WatchEnded)?;
+        ready(&self.subscriptions).await.map_err(|_| WatchEnded)?;
+        self.secrets
+            .wait_until_ready()
+            .await
+            .map_err(|_| WatchEnded)?;
+        self.config_maps
+            .wait_until_ready()
+            .await
+            .map_err(|_| WatchEnded)
     }
 
     pub fn endpoint(&self, namespace: &str, name: &str) -> Option<Arc<WebhookEndpoint>> {
@@ -123,7 +135,7 @@ impl Cache {
             return Err(NotReady::EndpointGone(format!("{namespace}/{name}")));
         }
         self.config_maps
-            .get(&ObjectRef::new(&crate::api::policy::config_map_name(name)).within(namespace))
+            .get(namespace, &crate::api::policy::config_map_name(name))
             .and_then(|cached| cached.policy())
             .ok_or_else(|| NotReady::NoPolicy(format!("{namespace}/{name}")))
     }
@@ -138,7 +150,7 @@ impl Cache {
         let signing = &policy.signing;
         let secret = self
             .secrets
-            .get(&ObjectRef::new(&signing.secret_name).within(namespace))
+            .get(namespace, &signing.secret_name)
             .ok_or_else(|| {
                 NotReady::NoSigningKey(
                     format!("{namespace}/{name}"),
@@ -171,7 +183,7 @@ impl Cache {
             return Ok(policy.url.clone());
         };
         self.secrets
-            .get(&ObjectRef::new(&reference.name).within(namespace))
+            .get(namespace, &reference.name)
             .and_then(|s| s.text(&reference.key))
             .map(|url| url.trim().to_owned())
             .ok_or_else(|| NotReady::UrlSecret {
@@ -192,7 +204,7 @@ impl Cache {
             let reference = &from.secret_key_ref;
             let value = self
                 .secrets
-                .get(&ObjectRef::new(&reference.name).within(namespace))
+                .get(namespace, &reference.name)
                 .and_then(|s| s.text(&reference.key))
                 .ok_or_else(|| NotReady::HeaderSecret {
                     endpoint: format!("{namespace}/{name}"),

@@ -20,6 +20,7 @@ use tower_test::mock;
 
 use super::cache::Cache;
 use super::engine::{CachedEndpoints, Deps};
+use super::named::{self, NamedWriter};
 use super::ownership::Ownership;
 use super::projected::{CachedPolicy, CachedSecret};
 use super::status::notices::{EndpointNotice, Notices};
@@ -47,8 +48,8 @@ pub struct Fixture {
     pub shared: Arc<Shared>,
     pub notices: tokio::sync::mpsc::Receiver<EndpointNotice>,
     endpoints: Writer<WebhookEndpoint>,
-    config_maps: Writer<CachedPolicy>,
-    secrets: Writer<CachedSecret>,
+    config_maps: NamedWriter<CachedPolicy>,
+    secrets: NamedWriter<CachedSecret>,
     /// The API server's side of the client: kept so requests hang instead of failing fast.
     _api: mock::Handle<Request<Body>, Response<Body>>,
     _dir: tempfile::TempDir,
@@ -75,12 +76,12 @@ impl Fixture {
         );
         let (endpoints_reader, mut endpoints) = reflector::store();
         let (subscriptions, mut subscriptions_writer) = reflector::store();
-        let (secrets_reader, mut secrets) = reflector::store();
-        let (config_maps_reader, mut config_maps) = reflector::store();
+        let (secrets_reader, mut secrets) = named::store();
+        let (config_maps_reader, mut config_maps) = named::store();
         // Listed once (empty): the caches are ready.
         endpoints.apply_watcher_event(&watcher::Event::InitDone);
-        config_maps.apply_watcher_event(&watcher::Event::InitDone);
-        secrets.apply_watcher_event(&watcher::Event::InitDone);
+        config_maps.apply(watcher::Event::InitDone);
+        secrets.apply(watcher::Event::InitDone);
         subscriptions_writer.apply_watcher_event(&watcher::Event::InitDone);
         let (notices, notice_queue) = Notices::channel();
         let metrics = metrics::Metrics::register(&mut Registry::default());
@@ -173,9 +174,9 @@ impl Fixture {
         self.endpoints
             .apply_watcher_event(&watcher::Event::Apply(endpoint));
         self.config_maps
-            .apply_watcher_event(&watcher::Event::Apply(config_map.into()));
+            .apply(named::project(watcher::Event::Apply(config_map)));
         self.secrets
-            .apply_watcher_event(&watcher::Event::Apply(secret.into()));
+            .apply(named::project(watcher::Event::Apply(secret)));
     }
 
     /// Removes the endpoint from the cache (deleted in the cluster).

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod gate;
 pub mod http;
 pub mod metrics;
+pub mod named;
 pub mod ownership;
 pub mod partitions;
 pub mod projected;

@@ -1,24 +1,19 @@
 //! What the dispatcher keeps of Secrets and delivery ConfigMaps: a Secret's data, and the policy
-//! a ConfigMap holds, parsed once when it arrives. Both stay in kube reflector stores (readiness,
-//! lookups by name), but as these small types instead of the API objects: with 10,000 endpoints
-//! the two caches were a third of the dispatcher's memory (`cargo bench --bench cache_memory`).
-use std::borrow::Cow;
+//! a ConfigMap holds, parsed once when it arrives. They are kept in [`super::named`] stores by
+//! namespace and name, instead of the API objects in reflector stores: with 10,000 endpoints the
+//! two caches were a third of the dispatcher's memory (`cargo bench --bench cache_memory`).
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::NamespaceResourceScope;
-use kube::runtime::watcher::Event;
 
 use crate::api::policy::{EffectivePolicy, POLICY_KEY};
 
 /// One key of a Secret's data and its value.
 type SecretEntry = (Box<str>, Box<[u8]>);
 
-/// A Secret's name, namespace and data.
+/// A Secret's data.
 #[derive(Clone, Debug, Default)]
 pub struct CachedSecret {
-    metadata: ObjectMeta,
     data: Box<[SecretEntry]>,
 }
 
@@ -36,7 +31,6 @@ impl CachedSecret {
 impl From<Secret> for CachedSecret {
     fn from(secret: Secret) -> Self {
         Self {
-            metadata: key_of(secret.metadata),
             data: secret
                 .data
                 .unwrap_or_default()
@@ -47,11 +41,10 @@ impl From<Secret> for CachedSecret {
     }
 }
 
-/// A delivery ConfigMap's name, namespace and policy: `None` when it has none or it does not
-/// parse (the endpoint is then not ready, as when the ConfigMap is missing).
+/// A delivery ConfigMap's policy: `None` when it has none or it does not parse (the endpoint is
+/// then not ready, as when the ConfigMap is missing).
 #[derive(Clone, Debug, Default)]
 pub struct CachedPolicy {
-    metadata: ObjectMeta,
     policy: Option<Arc<EffectivePolicy>>,
 }
 
@@ -69,70 +62,17 @@ impl From<ConfigMap> for CachedPolicy {
             .and_then(|data| data.get(POLICY_KEY))
             .and_then(|json| EffectivePolicy::from_config_json(json).ok())
             .map(Arc::new);
-        Self {
-            metadata: key_of(config_map.metadata),
-            policy,
-        }
+        Self { policy }
     }
 }
-
-/// Only what a reflector keys on: name and namespace.
-fn key_of(meta: ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        ..ObjectMeta::default()
-    }
-}
-
-/// A watch event of the API object as one of its projection's.
-pub fn project<K, V: From<K>>(event: Event<K>) -> Event<V> {
-    match event {
-        Event::Apply(object) => Event::Apply(object.into()),
-        Event::Delete(object) => Event::Delete(object.into()),
-        Event::Init => Event::Init,
-        Event::InitApply(object) => Event::InitApply(object.into()),
-        Event::InitDone => Event::InitDone,
-    }
-}
-
-/// A projection is looked up as the kind it comes from.
-macro_rules! projection_of {
-    ($projection:ty, $kind:literal, $plural:literal) => {
-        impl kube::Resource for $projection {
-            type DynamicType = ();
-            type Scope = NamespaceResourceScope;
-
-            fn kind(_: &()) -> Cow<'_, str> {
-                $kind.into()
-            }
-            fn group(_: &()) -> Cow<'_, str> {
-                "".into()
-            }
-            fn version(_: &()) -> Cow<'_, str> {
-                "v1".into()
-            }
-            fn plural(_: &()) -> Cow<'_, str> {
-                $plural.into()
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-    };
-}
-
-projection_of!(CachedSecret, "Secret", "secrets");
-projection_of!(CachedPolicy, "ConfigMap", "configmaps");
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::ByteString;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
 
@@ -157,10 +97,6 @@ mod tests {
             ])),
             ..Secret::default()
         });
-        assert_eq!(secret.metadata.name.as_deref(), Some("ep-signing"));
-        assert_eq!(secret.metadata.namespace.as_deref(), Some("team"));
-        assert_eq!(secret.metadata.uid, None);
-        assert_eq!(secret.metadata.labels, None);
         assert_eq!(secret.text("secret").as_deref(), Some("whsec_a"));
         assert_eq!(secret.text("empty"), None, "empty is absent");
         assert_eq!(secret.text("binary"), None, "not UTF-8");
@@ -185,25 +121,7 @@ mod tests {
         };
         let cached = with(&policy.to_config_json());
         assert_eq!(cached.policy().as_deref(), Some(&policy));
-        assert_eq!(cached.metadata.uid, None);
         assert!(with("{not json").policy().is_none());
         assert!(CachedPolicy::from(ConfigMap::default()).policy().is_none());
-    }
-
-    #[test]
-    fn events_keep_their_kind_when_projected() {
-        let secret = Secret {
-            metadata: meta("s"),
-            ..Secret::default()
-        };
-        let projected: Event<CachedSecret> = project(Event::Delete(secret));
-        assert!(
-            matches!(&projected, Event::Delete(s) if s.metadata.name.as_deref() == Some("s")),
-            "{projected:?}"
-        );
-        assert!(matches!(
-            project::<Secret, CachedSecret>(Event::InitDone),
-            Event::InitDone
-        ));
     }
 }

@@ -206,6 +206,7 @@ pub async fn publish(shared: &Shared, request: PublishRequest) -> Result<Publish
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatcher::named;
     use crate::dispatcher::subscription_index::SharedIndex;
     use kube::runtime::reflector;
 
@@ -215,8 +216,8 @@ mod tests {
         // The writers are kept (never fed): the caches stay unsynced.
         let (endpoints, _endpoints_writer) = reflector::store();
         let (subscriptions, _subscriptions_writer) = reflector::store();
-        let (secrets, _secrets_writer) = reflector::store();
-        let (config_maps, _config_maps_writer) = reflector::store();
+        let (secrets, _secrets_writer) = named::store();
+        let (config_maps, _config_maps_writer) = named::store();
         let cache = Cache {
             endpoints,
             subscriptions,

@@ -16,9 +16,10 @@ use tracing::{info, warn};
 
 use super::cache::Cache;
 use super::config::StoreKind;
+use super::named;
 use super::ownership::Ownership;
 use super::partitions::{self, plan::Timings};
-use super::projected::{project, CachedPolicy, CachedSecret};
+use super::projected::{CachedPolicy, CachedSecret};
 use super::subscription_index::SharedIndex;
 use super::watch::slim::slim;
 use super::{engine, http, metrics, status, watch, DispatcherConfig, Shared};
@@ -137,19 +138,19 @@ pub async fn run(config: DispatcherConfig) -> anyhow::Result<()> {
         .default_backoff()
         .modify(slim)
         .reflect(subscriptions_writer);
-    let (secrets_reader, secrets_writer) = reflector::store();
+    let (secrets_reader, mut secrets_writer) = named::store();
     let secret_stream = watcher(scoped::<Secret>(&client, ns), watch::config())
         .default_backoff()
-        .map_ok(project::<Secret, CachedSecret>)
-        .reflect(secrets_writer);
-    let (config_maps_reader, config_maps_writer) = reflector::store();
+        .map_ok(named::project::<Secret, CachedSecret>)
+        .map_ok(move |event| secrets_writer.apply(event));
+    let (config_maps_reader, mut config_maps_writer) = named::store();
     let config_map_stream = watcher(
         scoped::<ConfigMap>(&client, ns),
         watch::config().labels(ENDPOINT_LABEL),
     )
     .default_backoff()
-    .map_ok(project::<ConfigMap, CachedPolicy>)
-    .reflect(config_maps_writer);
+    .map_ok(named::project::<ConfigMap, CachedPolicy>)
+    .map_ok(move |event| config_maps_writer.apply(event));
     let (events_reader, events_writer) = reflector::store();
     let event_stream = watcher(scoped::<WebhookEvent>(&client, ns), watch::config())
         .default_backoff()
