@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::runtime::reflector::store::WriterDropped;
 use kube::runtime::reflector::{ObjectRef, Store as Reflector};
 
-use super::named::NamedStore;
+use super::named::{NamedStore, WriterGone};
 use super::projected::{CachedPolicy, CachedSecret};
 use super::router;
 use super::subscription_index::SharedIndex;
@@ -28,11 +28,6 @@ pub struct Cache {
     /// Subscriptions by event type (see [`SharedIndex`]); the subscription watch reports changes.
     pub index: SharedIndex,
 }
-
-/// A watch feeding the caches ended before its first list completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a watch feeding the dispatcher's caches ended before its first list completed")]
-pub struct WatchEnded;
 
 /// Why an endpoint cannot be delivered to right now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,14 +51,14 @@ pub enum NotReady {
 /// Waits for one store. A waiter that starts before the store is ready is not always woken
 /// when it becomes ready (seen with kube 5 under several concurrent waiters), so wait in short
 /// rounds.
-async fn ready<K>(store: &Reflector<K>) -> Result<(), WriterDropped>
+async fn ready<K>(store: &Reflector<K>) -> Result<(), WriterGone>
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     loop {
         match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
-            Ok(result) => return result,
+            Ok(result) => return result.map_err(|_: WriterDropped| WriterGone),
             Err(_) => continue,
         }
     }
@@ -71,17 +66,11 @@ where
 
 impl Cache {
     /// Waits until every cache has listed its objects once.
-    pub async fn wait_until_ready(&self) -> Result<(), WatchEnded> {
-        ready(&self.endpoints).await.map_err(|_| WatchEnded)?;
-        ready(&self.subscriptions).await.map_err(|_| WatchEnded)?;
-        self.secrets
-            .wait_until_ready()
-            .await
-            .map_err(|_| WatchEnded)?;
-        self.config_maps
-            .wait_until_ready()
-            .await
-            .map_err(|_| WatchEnded)
+    pub async fn wait_until_ready(&self) -> Result<(), WriterGone> {
+        ready(&self.endpoints).await?;
+        ready(&self.subscriptions).await?;
+        self.secrets.wait_until_ready().await?;
+        self.config_maps.wait_until_ready().await
     }
 
     pub fn endpoint(&self, namespace: &str, name: &str) -> Option<Arc<WebhookEndpoint>> {

@@ -67,7 +67,8 @@ fn remove<V>(map: &mut Map<V>, named: &Named<V>) {
     }
 }
 
-/// The writer went away before the first list completed (its watch ended).
+/// The writer went away before the first list completed (its watch ended). Also what
+/// `Cache::wait_until_ready` answers for the reflector stores beside these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the watch filling this cache ended before its first list completed")]
 pub struct WriterGone;
