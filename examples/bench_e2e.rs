@@ -107,6 +107,10 @@ struct Args {
     /// `POST …/events`, the default).
     #[arg(long, default_value_t = 0)]
     batch: usize,
+    /// Endpoints with adaptive rate limits (the default for real endpoints) instead of
+    /// `adaptive: false`: each endpoint with traffic then keeps a performance tracker.
+    #[arg(long)]
+    adaptive: bool,
 }
 
 /// Opens `count` hostile clients against `addr` until the returned handles are aborted.
@@ -565,7 +569,11 @@ impl Scenario {
                 "metadata": {"name": e.name},
                 "spec": {
                     "url": format!("http://127.0.0.1:{receiver_port}{}", e.path),
-                    "rateLimit": {"requestsPerMinute": 6_000_000, "burst": 100_000, "adaptive": false},
+                    "rateLimit": {
+                        "requestsPerMinute": 6_000_000,
+                        "burst": 100_000,
+                        "adaptive": ADAPTIVE.get().copied().unwrap_or(false)
+                    },
                     "circuitBreaker": {"failureThreshold": 1000},
                     "ordering": if ORDERING_KEYS.get().copied().unwrap_or(0) > 0 {
                         serde_json::json!({"mode": "ByKey", "key": "data.user.id"})
@@ -783,6 +791,8 @@ impl Scenario {
 static ORDERING_KEYS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 /// `--transform`, set once in `main`.
 static TRANSFORM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `--adaptive`.
+static ADAPTIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// `--fanout`, set once in `main`.
 static FANOUT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -1281,6 +1291,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = ORDERING_KEYS.set(args.ordering_keys);
     let _ = TRANSFORM.set(args.transform);
+    let _ = ADAPTIVE.set(args.adaptive);
     let _ = FANOUT.set(args.fanout);
     now_us();
     std::fs::create_dir_all(&args.work_dir)?;

@@ -14,17 +14,21 @@
 //!   minutes (a single burst after a restart is not "normal").
 //!
 //! Windows. The last minute is six 10-second buckets (the current one partly filled), so it
-//! covers 50–60 s. The baseline is the hour of whole minutes *before* that (60 one-minute
-//! buckets ending one to two minutes ago): were the slow minute part of its own baseline, a
-//! slowdown of a lightly used endpoint would raise the baseline with it and never be seen. A
-//! sustained slowdown does enter the baseline after a minute or two; once it is more than 5%
-//! of the hour it *is* the baseline, and the endpoint's new normal is no longer cut for.
+//! covers 50–60 s. The baseline is an hour of whole five-minute blocks *before* that: the
+//! twelve newest blocks that ended at least two minutes ago, so it ends two to six minutes ago.
+//! Were the slow minute part of its own baseline, a slowdown of a lightly used endpoint would
+//! raise the baseline with it and never be seen. A sustained slowdown does enter the baseline
+//! after two to six minutes; once it is more than 5% of the hour it *is* the baseline, and the
+//! endpoint's new normal is no longer cut for.
 //!
-//! Memory is fixed: [`RECENT_BUCKETS`] + [`BASELINE_BUCKETS`] buckets, each with a
+//! Memory is fixed and small, because every endpoint with traffic has a tracker (10,000
+//! endpoints: ~31 MiB): [`RECENT_BUCKETS`] + [`BLOCK_BUCKETS`] buckets, each with a
 //! [`BINS`]-bin latency histogram with log-spaced bounds (a factor √2 apart, 250 ms being one
-//! of them so the floor is judged exactly). Percentiles come from the merged histograms,
-//! interpolated linearly inside the bin, so they are estimates within a bin's width (≤ 41%) —
-//! plenty for a 3× trigger. Pure: the clock is passed in.
+//! of them so the floor is judged exactly). Blocks of five minutes, not minutes, keep it at
+//! about 3 KB instead of 10; a block records which of its minutes had answers, so distinct
+//! minutes are still counted. Percentiles come from the merged histograms, interpolated
+//! linearly inside the bin, so they are estimates within a bin's width (≤ 41%) — plenty for a
+//! 3× trigger. Pure: the clock is passed in.
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -48,12 +52,14 @@ pub const UNREACHABLE_PERCENT: u32 = 20;
 const RECENT_SPAN_SECS: u64 = 10;
 /// Buckets in the last-minute window.
 pub const RECENT_BUCKETS: usize = 6;
-/// Width of a baseline bucket.
-const BASELINE_SPAN_SECS: u64 = 60;
-/// Whole minutes in the baseline.
-const BASELINE_MINUTES: u64 = 60;
-/// Minutes kept: the baseline's, plus the current and previous ones (the recent window's).
-pub const BASELINE_BUCKETS: usize = 62;
+/// Width of a baseline block: five minutes.
+const BLOCK_SPAN_SECS: u64 = 300;
+/// Minutes in a block (each has a bit in [`Bucket::busy_minutes`]).
+const MINUTES_PER_BLOCK: u64 = BLOCK_SPAN_SECS / 60;
+/// Whole blocks in the baseline: an hour.
+const BASELINE_BLOCKS: u64 = 12;
+/// Blocks kept: the baseline's, plus the one or two the last six minutes are still filling.
+pub const BLOCK_BUCKETS: usize = 14;
 
 /// Upper bounds of the latency bins, in microseconds: 250 ms × 2^(k/2) for k in −16..=16, about
 /// 1 ms to 64 s. A latency `l` goes to the first bin whose bound is ≥ `l`; above the last bound
@@ -217,6 +223,8 @@ struct Bucket {
     latencies: Histogram,
     attempts: u32,
     unreachable: u32,
+    /// Baseline blocks: bit `k` is set when the block's minute `k` had a latency sample.
+    busy_minutes: u8,
 }
 
 impl Bucket {
@@ -225,6 +233,7 @@ impl Bucket {
         latencies: Histogram::EMPTY,
         attempts: 0,
         unreachable: 0,
+        busy_minutes: 0,
     };
 }
 
@@ -278,7 +287,7 @@ impl<const N: usize, const SPAN: u64> Ring<N, SPAN> {
             summary.latencies.merge(&bucket.latencies);
             summary.attempts = summary.attempts.saturating_add(bucket.attempts);
             summary.unreachable = summary.unreachable.saturating_add(bucket.unreachable);
-            summary.busy_buckets += u32::from(bucket.latencies.total() > 0);
+            summary.busy_minutes += bucket.busy_minutes.count_ones();
         }
         summary
     }
@@ -290,8 +299,8 @@ struct Summary {
     latencies: Histogram,
     attempts: u32,
     unreachable: u32,
-    /// Buckets with at least one latency sample.
-    busy_buckets: u32,
+    /// Minutes with at least one latency sample (baseline blocks only).
+    busy_minutes: u32,
 }
 
 impl Default for Summary {
@@ -300,7 +309,7 @@ impl Default for Summary {
             latencies: Histogram::EMPTY,
             attempts: 0,
             unreachable: 0,
-            busy_buckets: 0,
+            busy_minutes: 0,
         }
     }
 }
@@ -375,7 +384,7 @@ pub struct PerformanceTracker {
     /// Slots count from here.
     origin: Instant,
     recent: Ring<RECENT_BUCKETS, RECENT_SPAN_SECS>,
-    baseline: Ring<BASELINE_BUCKETS, BASELINE_SPAN_SECS>,
+    baseline: Ring<BLOCK_BUCKETS, BLOCK_SPAN_SECS>,
 }
 
 impl PerformanceTracker {
@@ -400,9 +409,11 @@ impl PerformanceTracker {
                 bucket.latencies.add(latency);
             }
         }
-        let minute = Ring::<BASELINE_BUCKETS, BASELINE_SPAN_SECS>::slot(self.origin, now);
-        if let (Some(bucket), Some(latency)) = (self.baseline.bucket_mut(minute), latency) {
+        let minute = Self::minute(self.origin, now);
+        let block = minute / MINUTES_PER_BLOCK;
+        if let (Some(bucket), Some(latency)) = (self.baseline.bucket_mut(block), latency) {
             bucket.latencies.add(latency);
+            bucket.busy_minutes |= 1 << (minute % MINUTES_PER_BLOCK);
         }
     }
 
@@ -411,11 +422,15 @@ impl PerformanceTracker {
         let current = Ring::<RECENT_BUCKETS, RECENT_SPAN_SECS>::slot(self.origin, now);
         let recent_first = current.saturating_sub(RECENT_BUCKETS as u64 - 1);
         let recent = self.recent.summary(recent_first, current);
-        let minute = Ring::<BASELINE_BUCKETS, BASELINE_SPAN_SECS>::slot(self.origin, now);
-        let baseline = match minute.checked_sub(2) {
+        // The newest block whose last minute is at least two minutes ago: block `b` ends with
+        // minute 5b + 4, and 5b + 4 <= minute - 2 when b <= (minute - 6) / 5.
+        let last_block = Self::minute(self.origin, now)
+            .checked_sub(MINUTES_PER_BLOCK + 1)
+            .map(|minute| minute / MINUTES_PER_BLOCK);
+        let baseline = match last_block {
             Some(last) => self
                 .baseline
-                .summary(last.saturating_sub(BASELINE_MINUTES - 1), last),
+                .summary(last.saturating_sub(BASELINE_BLOCKS - 1), last),
             None => Summary::default(),
         };
         PerformanceStats {
@@ -424,7 +439,7 @@ impl PerformanceTracker {
             recent_unreachable: recent.unreachable,
             recent_p95: recent.latencies.p95(),
             baseline_samples: baseline.latencies.total(),
-            baseline_minutes: baseline.busy_buckets,
+            baseline_minutes: baseline.busy_minutes,
             baseline_p95: baseline.latencies.p95(),
         }
     }
@@ -438,6 +453,11 @@ impl PerformanceTracker {
     /// See [`PerformanceStats::latency_trigger`].
     pub fn latency_trigger(&self, now: Instant) -> Option<Duration> {
         self.stats(now).latency_trigger()
+    }
+
+    /// Whole minutes from the origin to `now`.
+    fn minute(origin: Instant, now: Instant) -> u64 {
+        now.saturating_duration_since(origin).as_secs() / 60
     }
 
     /// Buckets held (fixed).
@@ -532,8 +552,10 @@ mod tests {
         let (mut tracker, start) = with_fast_baseline();
         assert_eq!(tracker.verdict(start), None);
         let stats = tracker.stats(start);
-        assert!(
-            stats.baseline_samples >= 480 && stats.baseline_minutes >= 8,
+        // The first block only: the second ends with minute 9, less than two minutes ago.
+        assert_eq!(
+            (stats.baseline_samples, stats.baseline_minutes),
+            (300, 5),
             "{stats:?}"
         );
         assert_eq!(
@@ -618,7 +640,7 @@ mod tests {
         let t0 = Instant::now();
         let mut burst = PerformanceTracker::new(t0);
         answers(&mut burst, t0, t0 + 50_000 * MS, 100 * MS, 50 * MS);
-        let start = t0 + 180_000 * MS;
+        let start = t0 + 480_000 * MS;
         let now = answers(&mut burst, start, start + 30_000 * MS, 500 * MS, 5000 * MS);
         let stats = burst.stats(now);
         assert!(stats.baseline_samples >= MIN_BASELINE_SAMPLES && stats.baseline_minutes == 1);
@@ -631,8 +653,8 @@ mod tests {
         let now = answers(&mut sparse, start, start + 30_000 * MS, 500 * MS, 5000 * MS);
         assert_eq!(
             sparse.stats(now).baseline_samples,
-            87,
-            "the last two minutes are not in it"
+            75,
+            "the last two to six minutes (the block in progress and the one before) are not in it"
         );
         assert_eq!(sparse.verdict(now), None);
     }
@@ -714,7 +736,8 @@ mod tests {
             2000 * MS,
         );
         assert!(tracker.verdict(now).is_some());
-        let later = now + Duration::from_secs(63 * 60);
+        // An hour of baseline plus the two to six minutes before it.
+        let later = now + Duration::from_secs(66 * 60);
         let stats = tracker.stats(later);
         assert_eq!(
             (
@@ -737,6 +760,33 @@ mod tests {
     }
 
     #[test]
+    fn the_baseline_ends_two_to_six_minutes_ago() {
+        let t0 = Instant::now();
+        let mut tracker = PerformanceTracker::new(t0);
+        // One answer at the start of each of 40 minutes.
+        answers(
+            &mut tracker,
+            t0,
+            t0 + Duration::from_secs(40 * 60),
+            60_000 * MS,
+            50 * MS,
+        );
+        for minute in 0..40u64 {
+            let now = t0 + Duration::from_secs(minute * 60 + 30);
+            let stats = tracker.stats(now);
+            // Minutes 0..n are in it, so its newest is minute n - 1.
+            let newest = i64::from(stats.baseline_minutes) - 1;
+            let age = minute as i64 - newest;
+            if minute < 6 {
+                assert_eq!(stats.baseline_minutes, 0, "minute {minute}");
+            } else {
+                assert!((2..=6).contains(&age), "minute {minute}: {stats:?}");
+            }
+            assert_eq!(stats.baseline_samples, stats.baseline_minutes);
+        }
+    }
+
+    #[test]
     fn memory_is_bounded() {
         let t0 = Instant::now();
         let mut tracker = PerformanceTracker::new(t0);
@@ -749,9 +799,10 @@ mod tests {
             50 * MS,
             50 * MS,
         );
-        assert_eq!(tracker.bucket_count(), RECENT_BUCKETS + BASELINE_BUCKETS);
+        assert_eq!(tracker.bucket_count(), RECENT_BUCKETS + BLOCK_BUCKETS);
         assert_eq!(std::mem::size_of_val(&tracker), size);
-        assert!(size < 16 * 1024, "{size} bytes");
+        // Every endpoint with traffic has one: 10,000 of them stay under 40 MiB.
+        assert!(size < 4 * 1024, "{size} bytes");
         // The baseline holds at most its hour: old minutes were overwritten, not kept.
         let held: u64 = tracker
             .baseline
@@ -759,7 +810,10 @@ mod tests {
             .iter()
             .map(|bucket| u64::from(bucket.latencies.total()))
             .sum();
-        assert!(held <= BASELINE_BUCKETS as u64 * 60 * 20, "{held}");
+        assert!(
+            held <= BLOCK_BUCKETS as u64 * BLOCK_SPAN_SECS * 20,
+            "{held}"
+        );
         let stats = tracker.stats(t0 + Duration::from_secs(3 * 3600));
         assert_eq!(stats.baseline_samples, 60 * 60 * 20);
         assert_eq!(stats.baseline_minutes, 60);
