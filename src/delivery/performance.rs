@@ -54,8 +54,10 @@ const RECENT_SPAN_SECS: u64 = 10;
 pub const RECENT_BUCKETS: usize = 6;
 /// Width of a baseline block: five minutes.
 const BLOCK_SPAN_SECS: u64 = 300;
+/// A minute, the unit of the baseline's distinct-minutes count.
+const MINUTE_SECS: u64 = 60;
 /// Minutes in a block (each has a bit in [`Bucket::busy_minutes`]).
-const MINUTES_PER_BLOCK: u64 = BLOCK_SPAN_SECS / 60;
+const MINUTES_PER_BLOCK: u64 = BLOCK_SPAN_SECS / MINUTE_SECS;
 /// Whole blocks in the baseline: an hour.
 const BASELINE_BLOCKS: u64 = 12;
 /// Blocks kept: the baseline's, plus the one or two the last six minutes are still filling.
@@ -215,6 +217,11 @@ fn interpolate(bin: usize, nth: u64, count: u64) -> u64 {
     lower + (upper - lower) * nth / count.max(1)
 }
 
+/// Which slot of `span_secs` seconds, counted from `origin`, `now` falls in.
+fn slot(origin: Instant, now: Instant, span_secs: u64) -> u64 {
+    now.saturating_duration_since(origin).as_secs() / span_secs
+}
+
 /// One time slot's attempts.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
@@ -252,7 +259,7 @@ impl<const N: usize, const SPAN: u64> Ring<N, SPAN> {
     }
 
     fn slot(origin: Instant, now: Instant) -> u64 {
-        now.saturating_duration_since(origin).as_secs() / SPAN
+        slot(origin, now, SPAN)
     }
 
     fn index(slot: u64) -> usize {
@@ -409,7 +416,7 @@ impl PerformanceTracker {
                 bucket.latencies.add(latency);
             }
         }
-        let minute = Self::minute(self.origin, now);
+        let minute = slot(self.origin, now, MINUTE_SECS);
         let block = minute / MINUTES_PER_BLOCK;
         if let (Some(bucket), Some(latency)) = (self.baseline.bucket_mut(block), latency) {
             bucket.latencies.add(latency);
@@ -424,7 +431,7 @@ impl PerformanceTracker {
         let recent = self.recent.summary(recent_first, current);
         // The newest block whose last minute is at least two minutes ago: block `b` ends with
         // minute 5b + 4, and 5b + 4 <= minute - 2 when b <= (minute - 6) / 5.
-        let last_block = Self::minute(self.origin, now)
+        let last_block = slot(self.origin, now, MINUTE_SECS)
             .checked_sub(MINUTES_PER_BLOCK + 1)
             .map(|minute| minute / MINUTES_PER_BLOCK);
         let baseline = match last_block {
@@ -453,11 +460,6 @@ impl PerformanceTracker {
     /// See [`PerformanceStats::latency_trigger`].
     pub fn latency_trigger(&self, now: Instant) -> Option<Duration> {
         self.stats(now).latency_trigger()
-    }
-
-    /// Whole minutes from the origin to `now`.
-    fn minute(origin: Instant, now: Instant) -> u64 {
-        now.saturating_duration_since(origin).as_secs() / 60
     }
 
     /// Buckets held (fixed).
