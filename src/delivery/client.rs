@@ -320,13 +320,11 @@ fn tls_config(extra_roots_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Cl
                 .map_err(|err| ClientError::CaBundle(err.to_string()))?;
         }
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| ClientError::Tls(err.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::runtime::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| ClientError::Tls(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }

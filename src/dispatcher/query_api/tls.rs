@@ -80,7 +80,7 @@ pub fn server_config(
     if added == 0 {
         return Err(TlsError::NoUsableCa);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::runtime::tls::provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()

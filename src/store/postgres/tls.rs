@@ -23,7 +23,6 @@
 //! rest.
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -472,7 +471,7 @@ fn client_config(roots: &Roots) -> Result<ClientConfig, TlsError> {
         Roots::Builtin => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Roots::File(path) => load_roots(path, &mut store)?,
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::runtime::tls::provider();
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Setup)?
