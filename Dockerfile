@@ -9,13 +9,14 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them: build against placeholder sources.
 # Cargo refuses a manifest whose declared targets have no file, so every [[bin]], [[bench]] and
 # [[example]] of Cargo.toml gets a placeholder (scripts/check-chart.sh replays these steps and
-# fails when one is missing). The example's placeholder stays: .dockerignore leaves examples/ out.
+# fails when one is missing). The examples' placeholders stay: .dockerignore leaves examples/ out.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src/bin benches examples/receivers/rust \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && echo 'fn main() {}' > src/bin/kubectl-webhooks.rs \
  && for b in delivery store dispatch transform cache_memory; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && echo 'fn main() {}' > examples/receivers/rust/main.rs \
+ && echo 'fn main() {}' > examples/bench_e2e.rs \
  && cargo build --release --locked --bin webhook-operator \
  && rm -rf src benches
 COPY src ./src

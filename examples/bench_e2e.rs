@@ -27,6 +27,9 @@ use kube::{Client, Config};
 use webhook_operator::api::conditions::ConditionStatus;
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
 
+#[path = "bench_e2e/tail.rs"]
+mod tail;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "End-to-end delivery benchmark (see docs/benchmarks.md)")]
 struct Args {
@@ -107,6 +110,10 @@ struct Args {
     /// `POST …/events`, the default).
     #[arg(long, default_value_t = 0)]
     batch: usize,
+    /// After each fixed-rate window, when the deliveries slower than its p99 were published: in
+    /// how many 100-ms slices, and the busiest (a stall bunches them; queueing spreads them).
+    #[arg(long)]
+    tail_timeline: bool,
     /// Endpoints with adaptive rate limits (the default for real endpoints) instead of
     /// `adaptive: false`: each endpoint with traffic then keeps a performance tracker.
     #[arg(long)]
@@ -178,7 +185,7 @@ struct Receiver {
     ceiling: AtomicU64,
     /// Latencies (µs) while `recording`.
     recording: AtomicBool,
-    latencies: Mutex<Vec<u32>>,
+    latencies: Mutex<Vec<tail::Receipt>>,
 }
 
 fn sent_at(body: &[u8]) -> Option<u64> {
@@ -210,7 +217,10 @@ async fn receive(receiver: Arc<Receiver>, uri: Uri, body: Bytes) -> StatusCode {
         if let Some(sent) = sent_at(&body) {
             let latency = now_us().saturating_sub(sent);
             if let Ok(mut all) = receiver.latencies.lock() {
-                all.push(u32::try_from(latency).unwrap_or(u32::MAX));
+                all.push(tail::Receipt {
+                    sent_us: sent,
+                    latency_us: u32::try_from(latency).unwrap_or(u32::MAX),
+                });
             }
         }
     }
@@ -1212,11 +1222,12 @@ async fn latency(
     let cpu_per_1000 = (scenario.dispatcher_cpu_seconds() - cpu0)
         / (receiver.delivered.load(Ordering::Relaxed) - d0).max(1) as f64
         * 1000.0;
-    let mut all = receiver
+    let receipts = receiver
         .latencies
         .lock()
         .map(|mut l| std::mem::take(&mut *l))
         .unwrap_or_default();
+    let mut all: Vec<u32> = receipts.iter().map(|r| r.latency_us).collect();
     all.sort_unstable();
     let (p50, p99, p999) = (
         percentile(&all, 50.0),
@@ -1227,6 +1238,10 @@ async fn latency(
         "  {label} @ {rate}/s: {} deliveries, p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, {cpu_per_1000:.3} CPU s per 1000 deliveries",
         all.len()
     );
+    if args.tail_timeline {
+        let threshold_us = (p99 * 1000.0) as u32;
+        tail::print(label, p99, &tail::timeline(&receipts, threshold_us));
+    }
     figures.add(format!("{label} @ {rate}/s: p50 ms"), p50);
     figures.add(format!("{label} @ {rate}/s: p99 ms"), p99);
     figures.add(format!("{label} @ {rate}/s: p99.9 ms"), p999);
