@@ -1240,7 +1240,16 @@ async fn latency(
     );
     if args.tail_timeline {
         let threshold_us = (p99 * 1000.0) as u32;
-        tail::print(label, p99, &tail::timeline(&receipts, threshold_us));
+        let unix_now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64);
+        let unix_offset_us = unix_now_us.saturating_sub(now_us());
+        tail::print(
+            label,
+            p99,
+            &tail::timeline(&receipts, threshold_us),
+            unix_offset_us,
+        );
     }
     figures.add(format!("{label} @ {rate}/s: p50 ms"), p50);
     figures.add(format!("{label} @ {rate}/s: p99 ms"), p99);

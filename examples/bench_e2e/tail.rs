@@ -17,6 +17,8 @@ const LISTED: usize = 12;
 /// What the timeline shows, for the output and for tests.
 #[derive(Debug, PartialEq)]
 pub struct Timeline {
+    /// The window's first publish (the benchmark's clock, µs).
+    pub start_us: u64,
     /// Deliveries above the threshold.
     pub slow: usize,
     /// Slices of the window, and those with at least one slow delivery.
@@ -34,6 +36,7 @@ pub struct Timeline {
 pub fn timeline(receipts: &[Receipt], threshold_us: u32) -> Timeline {
     let Some(start) = receipts.iter().map(|r| r.sent_us).min() else {
         return Timeline {
+            start_us: 0,
             slow: 0,
             slices: 0,
             slices_with_slow: 0,
@@ -64,6 +67,7 @@ pub fn timeline(receipts: &[Receipt], threshold_us: u32) -> Timeline {
         .collect();
     busiest.sort_unstable();
     Timeline {
+        start_us: start,
         slow,
         slices,
         slices_with_slow: counts.iter().filter(|&&count| count > 0).count(),
@@ -76,10 +80,12 @@ pub fn timeline(receipts: &[Receipt], threshold_us: u32) -> Timeline {
     }
 }
 
-/// The timeline as lines of the benchmark's output.
-pub fn print(label: &str, threshold_ms: f64, timeline: &Timeline) {
+/// The timeline as lines of the benchmark's output. `unix_offset_us` turns the benchmark's clock
+/// into Unix time, to line the slices up with the dispatcher's log.
+pub fn print(label: &str, threshold_ms: f64, timeline: &Timeline, unix_offset_us: u64) {
     println!(
-        "  {label}: {} deliveries above {threshold_ms:.2} ms in {} of {} 100-ms slices; {:.0}% of them in the busiest 5% of slices",
+        "  {label}: from Unix ms {}, {} deliveries above {threshold_ms:.2} ms in {} of {} 100-ms slices; {:.0}% of them in the busiest 5% of slices",
+        (timeline.start_us + unix_offset_us) / 1000,
         timeline.slow,
         timeline.slices_with_slow,
         timeline.slices,
