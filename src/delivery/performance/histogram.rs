@@ -60,20 +60,23 @@ impl Histogram {
     /// The 95th percentile (nearest rank), interpolated linearly inside its bin; the overflow
     /// bin answers its lower bound. `None` when empty.
     pub(super) fn p95(&self) -> Option<Duration> {
+        let (bin, nth, count) = self.nearest_rank(950)?;
+        Some(Duration::from_micros(interpolate(bin, nth, count)))
+    }
+
+    /// Where the sample of nearest rank at `per_mille`‰ is: its bin, its place in the bin
+    /// (1-based) and the bin's count. `None` when empty.
+    fn nearest_rank(&self, per_mille: u64) -> Option<(usize, u64, u64)> {
         let total = u64::from(self.total());
         if total == 0 {
             return None;
         }
-        let rank = (total * 95).div_ceil(100).max(1);
+        let rank = (total * per_mille).div_ceil(1000).max(1);
         let mut before = 0u64;
         for (bin, &count) in self.counts.iter().enumerate() {
             let count = u64::from(count);
             if before + count >= rank {
-                return Some(Duration::from_micros(interpolate(
-                    bin,
-                    rank - before,
-                    count,
-                )));
+                return Some((bin, rank - before, count));
             }
             before += count;
         }
@@ -255,17 +258,10 @@ mod tests {
 
     /// The bin of the sample at `per_mille`‰ (nearest rank), as `p95` finds it for 950.
     fn bin_at(histogram: &Histogram, per_mille: u64) -> usize {
-        let rank = (u64::from(histogram.total()) * per_mille)
-            .div_ceil(1000)
-            .max(1);
-        let mut before = 0;
-        for (bin, &count) in histogram.counts.iter().enumerate() {
-            before += u64::from(count);
-            if before >= rank {
-                return bin;
-            }
-        }
-        BINS - 1
+        histogram
+            .nearest_rank(per_mille)
+            .map(|(bin, ..)| bin)
+            .unwrap()
     }
 
     proptest! {
