@@ -150,6 +150,10 @@ pub struct DispatcherConfig {
     /// Seconds between status write-backs of one object (at most one patch per object per interval).
     #[arg(long, default_value_t = 3)]
     pub status_interval_seconds: u64,
+    /// Endpoint status writes per second at most, averaged over a round (state changes first,
+    /// then counter updates in turn): bounds the API server load at any number of endpoints.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub status_writes_per_second: u32,
     /// Seconds an authentication or authorization decision is cached.
     #[arg(long, default_value_t = 10)]
     pub auth_cache_seconds: u64,

@@ -178,6 +178,8 @@ pub struct Metrics {
     /// Cuts of the allowed rate, by reason (`Throttled`, `LatencyRising`, `Timeouts`).
     pub rate_cuts: Family<RateCutLabels, Counter>,
     pub queue_depth: Gauge,
+    /// Endpoints whose status waits for a write (beyond a round's `--status-writes-per-second`).
+    pub status_writes_waiting: Gauge,
     pub in_flight: Gauge,
     /// Partitions this replica holds (several replicas on a shared store).
     pub partitions_owned: Gauge,
@@ -215,6 +217,7 @@ impl Metrics {
             rate_limit: Family::default(),
             rate_cuts: Family::default(),
             queue_depth: Gauge::default(),
+            status_writes_waiting: Gauge::default(),
             in_flight: Gauge::default(),
             partitions_owned: Gauge::default(),
             ingest_requests: Family::default(),
@@ -302,6 +305,11 @@ impl Metrics {
             "queue_depth",
             "Unfinished deliveries in the store",
             metrics.queue_depth.clone(),
+        );
+        r.register(
+            "status_writes_waiting",
+            "Endpoints whose status waits for a write after this round's budget was spent",
+            metrics.status_writes_waiting.clone(),
         );
         r.register(
             "in_flight",

@@ -7,6 +7,7 @@ mod dead_letters;
 pub mod event;
 pub mod notices;
 mod ordering;
+pub mod queue;
 mod rate_limit;
 pub mod replay;
 pub mod windows;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use self::dead_letters::{DeadLetterReport, DeadLetterReports};
+use self::queue::{round_budget, Change, StatusQueue};
 use self::windows::WindowCache;
 use super::Shared;
 use crate::api::conditions::{
@@ -42,7 +44,7 @@ pub use apply::FIELD_MANAGER;
 /// endpoint statuses.
 #[derive(Default)]
 pub struct Dirty {
-    endpoints: Mutex<HashSet<EndpointRef>>,
+    endpoints: Mutex<HashMap<EndpointRef, Change>>,
     events: Mutex<HashSet<String>>,
     tests: Mutex<HashMap<EndpointRef, TestDeliveryStatus>>,
 }
@@ -53,7 +55,7 @@ impl Dirty {
         if let Ok(mut tests) = self.tests.lock() {
             tests.insert(endpoint.clone(), result);
         }
-        self.endpoint(endpoint);
+        self.endpoint_state(endpoint);
     }
 
     /// The last test result this process recorded for the endpoint.
@@ -67,9 +69,21 @@ impl Dirty {
         }
     }
 
+    /// Marks an endpoint whose delivery counters changed: written in turn, within the budget.
     pub fn endpoint(&self, endpoint: &EndpointRef) {
-        if let Ok(mut set) = self.endpoints.lock() {
-            set.insert(endpoint.clone());
+        self.endpoint_changed(endpoint, Change::Counters);
+    }
+
+    /// Marks an endpoint whose state changed (circuit, rate cut, dead letters, suspension,
+    /// resume): written ahead of counter-only changes.
+    pub fn endpoint_state(&self, endpoint: &EndpointRef) {
+        self.endpoint_changed(endpoint, Change::State);
+    }
+
+    pub fn endpoint_changed(&self, endpoint: &EndpointRef, change: Change) {
+        if let Ok(mut map) = self.endpoints.lock() {
+            let entry = map.entry(endpoint.clone()).or_insert(change);
+            *entry = (*entry).max(change);
         }
     }
 
@@ -79,10 +93,10 @@ impl Dirty {
         }
     }
 
-    pub fn take_endpoints(&self) -> Vec<EndpointRef> {
+    pub fn take_endpoints(&self) -> Vec<(EndpointRef, Change)> {
         self.endpoints
             .lock()
-            .map(|mut set| set.drain().collect())
+            .map(|mut map| map.drain().collect())
             .unwrap_or_default()
     }
 
@@ -119,31 +133,53 @@ pub fn health_score(stats: &EndpointStats, circuit: BreakerState, timeout: Durat
     score.clamp(0.0, cap).round() as i32
 }
 
-/// Writes statuses every `interval` until the task is dropped.
+/// Writes statuses every `interval` until the task is dropped: each round at most
+/// [`round_budget`] endpoints, state changes first (see [`queue`]).
 pub async fn run(shared: Arc<Shared>) {
     let interval = Duration::from_secs(shared.config.status_interval_seconds.max(1));
+    let budget = round_budget(
+        shared.config.status_writes_per_second,
+        shared.config.status_interval_seconds,
+    );
     let mut reports = DeadLetterReports::default();
     let mut windows = WindowCache::default();
+    let mut queue = StatusQueue::default();
     loop {
         tokio::time::sleep(interval).await;
-        let mut endpoints: HashSet<EndpointRef> =
-            shared.dirty.take_endpoints().into_iter().collect();
+        for (endpoint, change) in shared.dirty.take_endpoints() {
+            queue.push(endpoint, change);
+        }
         // Dead letters held back by the rate limit are reported once their gap has passed, even
         // if nothing else about the endpoint changed.
-        endpoints.extend(reports.take_due(Timestamp::now()));
-        for endpoint in endpoints {
+        for endpoint in reports.take_due(Timestamp::now()) {
+            queue.push(endpoint, Change::State);
+        }
+        let mut written = 0;
+        let mut retry = Vec::new();
+        while written < budget {
+            let Some((endpoint, change)) = queue.pop() else {
+                break;
+            };
             // One writer per endpoint: its circuit state lives in the replica that owns it.
             if !shared.ownership.owns_endpoint(&endpoint) {
                 continue;
             }
+            written += 1;
             if let Err(error) = write_endpoint(&shared, &endpoint, &mut reports, &mut windows).await
             {
                 debug!(%error, endpoint = %endpoint.name, "endpoint status write failed");
                 if error.worth_retrying() {
-                    shared.dirty.endpoint(&endpoint);
+                    retry.push((endpoint, change));
                 }
             }
         }
+        for (endpoint, change) in retry {
+            queue.push(endpoint, change);
+        }
+        shared
+            .metrics
+            .status_writes_waiting
+            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
         for event_id in shared.dirty.take_events() {
             if let Err(error) = event::write_event(&shared, &event_id).await {
                 debug!(%error, %event_id, "event status write failed");

@@ -18,6 +18,7 @@ mod scaleout;
 mod security;
 mod server_validation;
 mod shutdown;
+mod status_budget;
 mod support;
 mod templates;
 mod third_party;

@@ -62,6 +62,7 @@ spec:
         - --event-ttl-seconds={{ $v.dispatcher.eventTtlSeconds }}
         - --retention-days={{ $v.dispatcher.retentionDays }}
         - --status-interval-seconds={{ $v.dispatcher.statusIntervalSeconds }}
+        - --status-writes-per-second={{ $v.dispatcher.statusWritesPerSecond }}
         - --auth-cache-seconds={{ $v.dispatcher.authCacheSeconds }}
         {{- range $v.dispatcher.tokenAudiences }}
         - --token-audience={{ . }}

@@ -442,7 +442,7 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
                 rate_per_minute: cut.rate_per_minute().round() as u64,
             });
         }
-        deps.dirty.endpoint(endpoint);
+        deps.dirty.endpoint_state(endpoint);
     }
     if transition.from != transition.to {
         deps.metrics.set_circuit(endpoint, transition.to);
@@ -451,7 +451,7 @@ fn observe(cx: &AttemptContext<'_>, sent: &Sent, decided: &Decided) {
             to: transition.to,
             last_attempt: sent.result.summary(),
         });
-        deps.dirty.endpoint(endpoint);
+        deps.dirty.endpoint_state(endpoint);
     }
 }
 

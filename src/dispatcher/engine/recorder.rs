@@ -10,6 +10,7 @@ use tracing::warn;
 use super::pacing::next_round_after;
 use super::Deps;
 use super::RECORD_BATCH;
+use crate::dispatcher::status::queue::Change;
 use crate::store::{
     AttemptRecord, AttemptResult, ClaimedDelivery, EndpointRef, EventSource, NextStep,
     RecordOutcome,
@@ -71,7 +72,11 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
                 ToRecorder::Result(recorded) => {
                     let recorded = *recorded;
                     wake |= recorded.wake;
-                    marks.push((recorded.endpoint, recorded.event_id));
+                    let change = match recorded.result.next {
+                        NextStep::DeadLetter { .. } => Change::State,
+                        _ => Change::Counters,
+                    };
+                    marks.push((recorded.endpoint, change, recorded.event_id));
                     results.push(recorded.result);
                 }
                 ToRecorder::Flush(done) => flushes.push(done),
@@ -93,8 +98,8 @@ pub(super) async fn record_results(deps: Arc<Deps>, mut queue: mpsc::Receiver<To
                 warn!(%error, attempts = marks.len(), "recording attempts failed, retries too; their lease expiry makes them due again");
             }
         }
-        for (endpoint, event_id) in &marks {
-            deps.dirty.endpoint(endpoint);
+        for (endpoint, change, event_id) in &marks {
+            deps.dirty.endpoint_changed(endpoint, *change);
             if let Some(event_id) = event_id {
                 deps.dirty.event(event_id);
             }
@@ -200,7 +205,7 @@ pub(super) async fn finish_without_attempt(
         Ok(RecordOutcome::Applied) => {
             let endpoint = &delivery.delivery.endpoint;
             deps.metrics.dead_lettered_without_attempt(endpoint);
-            deps.dirty.endpoint(endpoint);
+            deps.dirty.endpoint_state(endpoint);
         }
         // No longer ours (lease lost) or purged: not dead-lettered by us.
         Ok(_) => {}

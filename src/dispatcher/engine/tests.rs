@@ -15,6 +15,7 @@ use super::transforming::{transform_first, TransformFirst};
 use super::{claims, Drained, Engine, Reserved, BUSY_RETRY, LEASE};
 use crate::dispatcher::fixtures::{Fixture, NAMESPACE, OWNER};
 use crate::dispatcher::metrics::TransformOutputSource;
+use crate::dispatcher::status::queue::Change;
 use crate::store::{
     AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryRecord, DeliveryState, EndpointRef,
     NextStep,
@@ -267,12 +268,12 @@ async fn a_flush_is_answered_only_after_what_came_before_it_is_committed() {
         assert_eq!(state, DeliveryState::DeadLettered);
         assert_eq!(reason.as_deref(), Some("gone"));
     }
-    // Their endpoint is marked for a status write.
+    // Their endpoint is marked for a status write, ahead of counter-only changes.
     assert!(fixture
         .shared
         .dirty
         .take_endpoints()
-        .contains(&EndpointRef::new(NAMESPACE, "crm")));
+        .contains(&(EndpointRef::new(NAMESPACE, "crm"), Change::State)));
 }
 
 #[tokio::test]

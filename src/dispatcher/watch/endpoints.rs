@@ -56,7 +56,7 @@ pub async fn watch_endpoints(
                     warn!(%error, endpoint = %key.name, "holding or releasing deliveries failed")
                 }
             }
-            shared.dirty.endpoint(&key);
+            shared.dirty.endpoint_state(&key);
         }
         send_test_if_requested(&shared, &endpoint, &tests_sent);
         super::resume::resume_if_requested(&shared, &endpoint).await;

@@ -53,7 +53,7 @@ pub async fn resume_if_requested(shared: &Shared, endpoint: &WebhookEndpoint) {
         Ok(other) => info!(endpoint = %key.name, %event_id, ?other, "resume: nothing to do"),
         Err(error) => warn!(%error, endpoint = %key.name, "resuming ordered delivery failed"),
     }
-    shared.dirty.endpoint(&key);
+    shared.dirty.endpoint_state(&key);
 }
 
 #[cfg(test)]
