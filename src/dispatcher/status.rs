@@ -137,10 +137,7 @@ pub fn health_score(stats: &EndpointStats, circuit: BreakerState, timeout: Durat
 /// [`round_budget`] endpoints, state changes first (see [`queue`]).
 pub async fn run(shared: Arc<Shared>) {
     let interval = Duration::from_secs(shared.config.status_interval_seconds.max(1));
-    let budget = round_budget(
-        shared.config.status_writes_per_second,
-        shared.config.status_interval_seconds,
-    );
+    let budget = round_budget(shared.config.status_writes_per_second, interval.as_secs());
     let mut reports = DeadLetterReports::default();
     let mut windows = WindowCache::default();
     let mut queue = StatusQueue::default();

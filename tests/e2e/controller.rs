@@ -9,7 +9,7 @@ use webhook_operator::api::conditions::{self, READY};
 use webhook_operator::api::policy::{EffectivePolicy, POLICY_KEY};
 use webhook_operator::api::{WebhookEndpoint, WebhookSubscription};
 
-use crate::support::{free_port, wait_for, Process, TestNamespace};
+use crate::support::{free_port, metric, wait_for, Process, TestNamespace};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -407,24 +407,6 @@ async fn a_second_controller_takes_over_when_the_leader_stops() {
     second.terminate();
     let released = lease_holder(&ns).await;
     assert_eq!(released, None, "SIGTERM should release the Lease");
-}
-
-/// The value of the sample `name{labels…}` in a Prometheus text page (labels in any order).
-fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    page.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let wanted = series_name == name
-            && labels.iter().all(|(k, v)| {
-                series_labels
-                    .split(',')
-                    .any(|pair| pair == format!("{k}=\"{v}\""))
-            });
-        wanted.then(|| value.parse().ok()).flatten()
-    })
 }
 
 /// A controller started with `--log-json` and its metrics server on a port chosen here.

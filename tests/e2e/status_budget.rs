@@ -6,27 +6,21 @@ use serde_json::json;
 use webhook_operator::api::WebhookEndpoint;
 
 use crate::dispatcher::Setup;
+use crate::ingest::wait_until_ready;
 use crate::receiver::{Behavior, Receiver};
-use crate::support::{wait_for, Process};
+use crate::support::{metric, scrape, wait_for, Process};
 
 const T: std::time::Duration = std::time::Duration::from_secs(90);
 const ENDPOINTS: usize = 5;
 
-/// `webhook_operator_dispatcher_status_writes_waiting`, once the dispatcher answers.
-async fn waiting(http: &reqwest::Client, metrics: &str) -> Option<u64> {
-    let text = http
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("webhook_operator_dispatcher_status_writes_waiting "))?
-        .trim()
-        .parse()
-        .ok()
+/// `webhook_operator_dispatcher_status_writes_waiting` now.
+async fn waiting(http: &reqwest::Client, metrics: &str) -> Option<f64> {
+    let page = scrape(http, &format!("http://{metrics}/metrics")).await;
+    metric(
+        &page,
+        "webhook_operator_dispatcher_status_writes_waiting",
+        &[],
+    )
 }
 
 #[tokio::test]
@@ -45,17 +39,18 @@ async fn a_status_write_budget_makes_endpoints_wait_their_turn_and_loses_none() 
         &["--store-path", &store, "--status-writes-per-second", "1"],
     );
     let http = webhook_operator::runtime::tls::http_client();
+    wait_until_ready(&http, &metrics).await;
     setup
         .event("e1", "user.created", json!({"user": {"id": 1}}))
         .await;
     // Every endpoint became dirty at once (first seen, then delivered to), one is written a
     // round: the rest wait, and the gauge says so.
     let backlog = wait_for("a status backlog", T, || async {
-        waiting(&http, &metrics).await.filter(|w| *w >= 1)
+        waiting(&http, &metrics).await.filter(|w| *w >= 1.0)
     })
     .await;
     assert!(
-        backlog < ENDPOINTS as u64,
+        backlog < ENDPOINTS as f64,
         "at most all but the one written"
     );
     // Nothing is lost: each endpoint's counters reach its status in turn.
@@ -70,7 +65,7 @@ async fn a_status_write_budget_makes_endpoints_wait_their_turn_and_loses_none() 
         assert_eq!(receiver.requests(), 1);
     }
     wait_for("the backlog to drain", T, || async {
-        waiting(&http, &metrics).await.filter(|w| *w == 0)
+        waiting(&http, &metrics).await.filter(|w| *w == 0.0)
     })
     .await;
 }

@@ -372,3 +372,21 @@ pub fn free_port() -> u16 {
 pub async fn scrape(http: &reqwest::Client, url: &str) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
+
+/// The value of the sample `name{labels…}` in a Prometheus text page (labels in any order).
+pub fn metric(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let wanted = series_name == name
+            && labels.iter().all(|(k, v)| {
+                series_labels
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+        wanted.then(|| value.parse().ok()).flatten()
+    })
+}

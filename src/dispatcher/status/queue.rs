@@ -170,7 +170,7 @@ mod tests {
                 }
                 prop_assert_eq!(queue.len(), model.len());
                 let mut seen = HashSet::new();
-                let mut last: Option<(Change, usize)> = None;
+                let mut last: Option<Change> = None;
                 for _ in 0..budget {
                     let Some((popped, change)) = queue.pop() else { break };
                     prop_assert!(seen.insert(popped.clone()), "written twice in one round");
@@ -178,10 +178,10 @@ mod tests {
                         return Err(TestCaseError::fail("popped an endpoint not queued"));
                     };
                     prop_assert_eq!(change, expected);
-                    if let Some((before, _)) = last {
+                    if let Some(before) = last {
                         prop_assert!(before >= change, "counters before a state change");
                     }
-                    last = Some((change, 0));
+                    last = Some(change);
                 }
             }
             let rest = drain(&mut queue);
